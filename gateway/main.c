@@ -1,0 +1,62 @@
+/* wye: the one binary. main() dispatches to a subcommand; each subcommand lives in the module
+ * it belongs to and is declared in that module's public header. main initialises what must
+ * exist before any thread starts (the DRBG, cJSON's allocator, logging). */
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/crypto.h"
+#include "common/log.h"
+
+struct wye_cmd {
+    const char *name;
+    int (*main)(int argc, char **argv); /* argv[0] is the subcommand's name */
+    const char *summary;
+};
+
+/* Each module adds its subcommands here, one line each. */
+static const struct wye_cmd commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: wye [--version] [--help] COMMAND [ARGS...]\n\n"
+                 "wye routes each chat request to a small local model or a large remote LLM "
+                 "API.\n\ncommands:\n");
+    for (const struct wye_cmd *c = commands; c->name; c++) {
+        fprintf(out, "  %-10s %s\n", c->name, c->summary);
+    }
+    fprintf(out, "\nRun 'wye COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("wye %s\n", WYE_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    wye_log_init_from_env();
+    wye_alloc_install_cjson_hooks();
+    if (wye_crypto_init() != WYE_OK) {
+        fprintf(stderr, "wye: cannot seed the random number generator\n");
+        return 1;
+    }
+    for (const struct wye_cmd *c = commands; c->name; c++) {
+        if (strcmp(argv[1], c->name) == 0) {
+            return c->main(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "wye: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
