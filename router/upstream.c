@@ -1,0 +1,556 @@
+/* The upstream client: streams chat completions from an OpenAI-compatible API into sinks.
+ *
+ * DESIGN. One thread owns the CURLM, every easy handle and every transfer's state, and loops
+ * on curl_multi_poll. Other threads only push notes on a queue and call curl_multi_wakeup():
+ * rt_upstream_submit (a new job) and the sink's wakeup (credit returned, or cancelled). Each
+ * transfer object (struct up_xfer) is pooled with its easy handle, SSE buffer and stash, so
+ * steady state allocates nothing per chunk beyond cJSON parsing each chunk. Transfers are
+ * never freed before the thread is joined, so a late wakeup only ever touches pooled memory.
+ * Deadlines libcurl does not know (first byte, idle between chunks, retry backoff) are checked
+ * in the loop, which never sleeps longer than RT_CANCEL_POLL_MS while a transfer is live.
+ * Retries happen only before the sink's start(), i.e. before anything reached the client.
+ * Threads: the upstream thread, except submit / the wake callback (caller's thread) and
+ * create/stop/destroy (the owner's thread, while the upstream thread is not running).
+ * One HTTP exchange (callbacks, events, outcome) lives in upstream_xfer.c. */
+#include "router/upstream.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/queue.h"
+#include "router/rt_internal.h"
+#include "router/sse.h"
+
+/* ---- pool ---- */
+
+static struct up_xfer *pool_get(struct rt_upstream *up)
+{
+    pthread_mutex_lock(&up->pool_lock);
+    struct up_xfer *x = up->free_list;
+    if (x) {
+        up->free_list = x->next_free;
+    }
+    pthread_mutex_unlock(&up->pool_lock);
+    if (x) {
+        return x;
+    }
+    x = wye_calloc(1, sizeof(*x));
+    if (!x) {
+        return NULL;
+    }
+    x->up = up;
+    x->job.x = x;
+    x->wake.x = x;
+    x->wake.is_wake = true;
+    atomic_init(&x->wake_pending, false);
+    pthread_mutex_lock(&up->pool_lock);
+    x->next_all = up->all_list;
+    up->all_list = x;
+    pthread_mutex_unlock(&up->pool_lock);
+    return x;
+}
+
+static void pool_put(struct rt_upstream *up, struct up_xfer *x)
+{
+    pthread_mutex_lock(&up->pool_lock);
+    x->next_free = up->free_list;
+    up->free_list = x;
+    pthread_mutex_unlock(&up->pool_lock);
+}
+
+static void live_unlink(struct rt_upstream *up, struct up_xfer *x)
+{
+    if (x->prev_live) {
+        x->prev_live->next_live = x->next_live;
+    } else {
+        up->live = x->next_live;
+    }
+    if (x->next_live) {
+        x->next_live->prev_live = x->prev_live;
+    }
+    x->next_live = x->prev_live = NULL;
+}
+
+void rt_up_release(struct rt_upstream *up, struct up_xfer *x)
+{
+    live_unlink(up, x);
+    x->state = XS_FREE;
+    pool_put(up, x);
+}
+
+/* ---- the sink's wakeup: gateway's thread, must not block ---- */
+
+void rt_up_wake_noop(void *arg)
+{
+    (void)arg;
+}
+
+static void xfer_wake_cb(void *arg)
+{
+    struct up_xfer *x = arg;
+    if (atomic_exchange(&x->wake_pending, true)) {
+        return; /* already queued; the upstream thread will look at the sink anyway */
+    }
+    bool was_empty = false;
+    if (wye_queue_push(&x->up->q, &x->wake.node, &was_empty) != WYE_OK) {
+        atomic_store(&x->wake_pending, false); /* stopping: everything gets cancelled */
+        return;
+    }
+    if (was_empty) {
+        curl_multi_wakeup(x->up->multi);
+    }
+}
+
+static enum wye_err xfer_prepare(struct up_xfer *x)
+{
+    struct rt_upstream *up = x->up;
+    if (!x->bufs_ready) {
+        enum wye_err err = rt_sse_init(&x->sse, RT_SSE_EVENT_MAX);
+        if (err) {
+            return err;
+        }
+        wye_buf_init(&x->raw, RT_JSON_ANSWER_MAX);
+        wye_buf_init(&x->stash, RT_STASH_MAX);
+        x->bufs_ready = true;
+    }
+    if (!x->easy) {
+        CURL *e = curl_easy_init();
+        if (!e) {
+            return WYE_ERR_NOMEM;
+        }
+        curl_easy_setopt(e, CURLOPT_URL, up->url);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, up->headers);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, rt_xfer_on_write);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, rt_xfer_on_header);
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+        curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->curl_err);
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+        curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(e, CURLOPT_USERAGENT, "wye/" WYE_VERSION);
+        if (up->cfg->connect_timeout_ms > 0) {
+            curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->cfg->connect_timeout_ms);
+        }
+        x->easy = e;
+    }
+    return WYE_OK;
+}
+
+/* A submitted job reached the upstream thread. */
+static void xfer_begin(struct up_xfer *x)
+{
+    struct rt_upstream *up = x->up;
+    x->state = XS_RUNNING;
+    x->next_live = up->live;
+    x->prev_live = NULL;
+    if (up->live) {
+        up->live->prev_live = x;
+    }
+    up->live = x;
+    atomic_fetch_add(&up->n_active, 1);
+    x->attempt = 0;
+    x->started = false;
+    x->cancel = false;
+    x->paused = false;
+    x->curl_paused = false;
+    x->n_chunks = 0;
+    x->n_deltas = 0;
+    x->has_usage = false;
+    x->finish_reason = NULL;
+    x->t_begin_ns = wye_now_ns();
+    if (atomic_load(&up->stopping)) {
+        rt_xfer_cancel(x, "the gateway is shutting down");
+        return;
+    }
+    enum wye_err err = xfer_prepare(x);
+    if (!err) {
+        err = rt_xfer_build_body(x);
+    }
+    if (err) {
+        rt_xfer_finish(x, err, 500, "out of memory while preparing the upstream request");
+        return;
+    }
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(x->body));
+    x->sink.ops->set_wakeup(x->sink.ctx, xfer_wake_cb, x);
+    if (x->sink.ops->cancelled(x->sink.ctx)) {
+        rt_xfer_cancel(x, "the request was cancelled");
+        return;
+    }
+    rt_xfer_attempt_start(x);
+}
+
+/* Credit returned: parse what was held back, then let curl deliver again. */
+static void xfer_resume(struct up_xfer *x)
+{
+    size_t used = 0;
+    enum wye_err err = rt_sse_feed(&x->sse, x->stash.data ? x->stash.data : "", x->stash.len, &used,
+                                   rt_xfer_on_event, x);
+    wye_buf_consume(&x->stash, used);
+    if (err == WYE_ERR_AGAIN) {
+        return; /* full again after a chunk from the stash; wait for the next wake */
+    }
+    if (err) {
+        if (err == WYE_ERR_TOOBIG) {
+            rt_xfer_fail(x, WYE_ERR_UPSTREAM, 502,
+                         "upstream sent an SSE event larger than %zu "
+                         "bytes",
+                         (size_t)RT_SSE_EVENT_MAX);
+        }
+        rt_xfer_detach(x);
+        rt_xfer_conclude(x);
+        return;
+    }
+    x->paused = false;
+    x->t_last_ns = wye_now_ns();
+    if (x->state == XS_DRAINING) {
+        rt_xfer_conclude(x);
+        return;
+    }
+    if (x->curl_paused) {
+        x->curl_paused = false;
+        /* may run on_write at once with the bytes curl kept */
+        curl_easy_pause(x->easy, CURLPAUSE_CONT);
+        if (x->failed || x->cancel) {
+            rt_xfer_detach(x);
+            rt_xfer_conclude(x);
+        }
+    }
+}
+
+static void xfer_on_wake(struct up_xfer *x)
+{
+    if (x->state == XS_FREE) {
+        return; /* a late wakeup for a finished request */
+    }
+    if (x->sink.ops->cancelled(x->sink.ctx)) {
+        rt_xfer_cancel(x, "the request was cancelled");
+        return;
+    }
+    if (x->paused) {
+        xfer_resume(x);
+    }
+}
+
+/* ---- the loop ---- */
+
+static void handle_notes(struct rt_upstream *up)
+{
+    struct wye_qnode *n = wye_queue_take_all(&up->q);
+    while (n) {
+        struct wye_qnode *next = n->next;
+        struct up_note *note = WYE_CONTAINER_OF(n, struct up_note, node);
+        struct up_xfer *x = note->x;
+        if (note->is_wake) {
+            atomic_store(&x->wake_pending, false);
+            xfer_on_wake(x);
+        } else {
+            xfer_begin(x);
+        }
+        n = next;
+    }
+}
+
+static void handle_done(struct rt_upstream *up)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(up->multi, &left))) {
+        if (m->msg != CURLMSG_DONE) {
+            continue;
+        }
+        CURLcode res = m->data.result;
+        char *priv = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+        struct up_xfer *x = (struct up_xfer *)(void *)priv;
+        if (!x || !x->in_multi) {
+            continue;
+        }
+        rt_xfer_detach(x); /* m is invalid from here */
+        x->curl_res = res;
+        if (x->paused && x->stash.len > 0 && !x->failed && !x->cancel) {
+            x->state = XS_DRAINING; /* the rest waits for the sink's credit */
+            continue;
+        }
+        rt_xfer_conclude(x);
+    }
+}
+
+/* Deadlines curl does not track, and the cancellation poll. Returns the ms to the next one. */
+static long check_deadlines(struct rt_upstream *up)
+{
+    const struct conf_upstream *cfg = up->cfg;
+    int64_t now = wye_now_ns();
+    int64_t next = now + (up->live ? RT_CANCEL_POLL_MS : 1000) * WYE_NS_PER_MS;
+    bool poll_cancel = now - up->t_cancel_poll_ns >= RT_CANCEL_POLL_MS * WYE_NS_PER_MS;
+    if (poll_cancel) {
+        up->t_cancel_poll_ns = now;
+    }
+    char msg[RT_MSG_MAX];
+    struct up_xfer *x = up->live;
+    while (x) {
+        struct up_xfer *nx = x->next_live; /* x may be finished below */
+        if (poll_cancel && x->sink.ops->cancelled(x->sink.ctx)) {
+            rt_xfer_cancel(x, "the request was cancelled");
+        } else if (x->state == XS_RETRY_WAIT) {
+            if (now >= x->t_retry_ns) {
+                rt_xfer_attempt_start(x);
+            } else if (x->t_retry_ns < next) {
+                next = x->t_retry_ns;
+            }
+        } else if (x->state == XS_RUNNING && x->in_multi) {
+            int64_t fb = (int64_t)cfg->first_byte_timeout_ms * WYE_NS_PER_MS;
+            int64_t idle = (int64_t)cfg->idle_timeout_ms * WYE_NS_PER_MS;
+            if (!x->got_byte && fb > 0) {
+                if (now >= x->t_attempt_ns + fb) {
+                    snprintf(msg, sizeof(msg),
+                             "upstream sent nothing within the first-byte "
+                             "timeout of %d ms",
+                             cfg->first_byte_timeout_ms);
+                    rt_xfer_retry_or_finish(x, true, WYE_ERR_TIMEOUT, 504, msg);
+                } else if (x->t_attempt_ns + fb < next) {
+                    next = x->t_attempt_ns + fb;
+                }
+            } else if (x->got_byte && !x->paused && idle > 0) {
+                if (now >= x->t_last_ns + idle) {
+                    rt_xfer_detach(x);
+                    if (x->done_seen) {
+                        rt_xfer_finish(x, WYE_OK, 200, NULL);
+                    } else if (x->started) {
+                        atomic_fetch_add(&up->n_errors, 1);
+                        snprintf(msg, sizeof(msg),
+                                 "upstream stalled: no data for %d ms after %zu "
+                                 "chunks",
+                                 cfg->idle_timeout_ms, x->n_chunks);
+                        rt_xfer_finish(x, WYE_ERR_TIMEOUT, 504, msg);
+                    } else {
+                        snprintf(msg, sizeof(msg),
+                                 "upstream stalled: no data for %d ms after "
+                                 "the response headers",
+                                 cfg->idle_timeout_ms);
+                        rt_xfer_retry_or_finish(x, false, WYE_ERR_TIMEOUT, 504, msg);
+                    }
+                } else if (x->t_last_ns + idle < next) {
+                    next = x->t_last_ns + idle;
+                }
+            }
+        }
+        x = nx;
+    }
+    int64_t ms = (next - now) / WYE_NS_PER_MS + 1;
+    return ms < 1 ? 1 : ms > 1000 ? 1000 : (long)ms;
+}
+
+static void *up_main(void *arg)
+{
+    struct rt_upstream *up = arg;
+    for (;;) {
+        handle_notes(up);
+        if (atomic_load(&up->stopping)) {
+            break;
+        }
+        int running = 0;
+        curl_multi_perform(up->multi, &running);
+        handle_done(up);
+        long timeout = check_deadlines(up);
+        curl_multi_poll(up->multi, NULL, 0, (int)timeout, NULL);
+    }
+    handle_notes(up); /* jobs still queued are cancelled by xfer_begin */
+    while (up->live) {
+        rt_xfer_cancel(up->live, "the gateway is shutting down");
+    }
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+struct rt_upstream *rt_upstream_create(const struct conf_upstream *cfg)
+{
+    WYE_ASSERT(cfg && cfg->base_url);
+    struct rt_upstream *up = wye_calloc(1, sizeof(*up));
+    if (!up) {
+        return NULL;
+    }
+    up->cfg = cfg;
+    atomic_init(&up->stopping, false);
+    atomic_init(&up->n_requests, 0);
+    atomic_init(&up->n_errors, 0);
+    atomic_init(&up->n_retries, 0);
+    atomic_init(&up->n_active, 0);
+    if (wye_queue_init(&up->q, 0) != WYE_OK) {
+        goto fail_queue;
+    }
+    if (pthread_mutex_init(&up->pool_lock, NULL) != 0) {
+        goto fail_lock;
+    }
+    size_t bl = strlen(cfg->base_url);
+    while (bl > 0 && cfg->base_url[bl - 1] == '/') {
+        bl--;
+    }
+    up->url = wye_malloc(bl + sizeof("/chat/completions"));
+    if (!up->url) {
+        goto fail_url;
+    }
+    memcpy(up->url, cfg->base_url, bl);
+    memcpy(up->url + bl, "/chat/completions", sizeof("/chat/completions"));
+    const char *fixed[] = {"Content-Type: application/json", "Accept: text/event-stream",
+                           "Expect:"};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        struct curl_slist *h = curl_slist_append(up->headers, fixed[i]);
+        if (!h) {
+            goto fail_headers;
+        }
+        up->headers = h;
+    }
+    if (cfg->api_key && cfg->api_key[0]) {
+        size_t n = strlen(cfg->api_key) + sizeof("Authorization: Bearer ");
+        char *auth = wye_malloc(n);
+        if (!auth) {
+            goto fail_headers;
+        }
+        snprintf(auth, n, "Authorization: Bearer %s", cfg->api_key);
+        struct curl_slist *h = curl_slist_append(up->headers, auth);
+        memset(auth, 0, n);
+        wye_free(auth);
+        if (!h) {
+            goto fail_headers;
+        }
+        up->headers = h;
+    }
+    /* main should have done this before any thread started; a second call only counts */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        goto fail_headers;
+    }
+    up->multi = curl_multi_init();
+    if (!up->multi) {
+        goto fail_global;
+    }
+    if (cfg->max_connections > 0) {
+        curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->max_connections);
+        curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_connections);
+    }
+    return up;
+
+fail_global:
+    curl_global_cleanup();
+fail_headers:
+    curl_slist_free_all(up->headers);
+    wye_free(up->url);
+fail_url:
+    pthread_mutex_destroy(&up->pool_lock);
+fail_lock:
+    wye_queue_cleanup(&up->q);
+fail_queue:
+    wye_free(up);
+    return NULL;
+}
+
+enum wye_err rt_upstream_start(struct rt_upstream *up)
+{
+    if (up->thread_started || up->stopped) {
+        return WYE_ERR_INVAL;
+    }
+    int rc = pthread_create(&up->thread, NULL, up_main, up);
+    if (rc != 0) {
+        char eb[96];
+        WYE_ERROR("upstream: cannot start the thread: %s", wye_strerror(rc, eb, sizeof(eb)));
+        return WYE_ERR_IO;
+    }
+    up->thread_started = true;
+    return WYE_OK;
+}
+
+void rt_upstream_stop(struct rt_upstream *up)
+{
+    if (!up || up->stopped) {
+        return;
+    }
+    up->stopped = true;
+    wye_queue_close(&up->q);
+    atomic_store(&up->stopping, true);
+    if (up->thread_started) {
+        curl_multi_wakeup(up->multi);
+        pthread_join(up->thread, NULL);
+        up->thread_started = false;
+    } else {
+        up_main(up); /* never started: cancel what was queued, here */
+    }
+}
+
+void rt_upstream_destroy(struct rt_upstream *up)
+{
+    if (!up) {
+        return;
+    }
+    rt_upstream_stop(up);
+    struct up_xfer *x = up->all_list;
+    while (x) {
+        struct up_xfer *next = x->next_all;
+        if (x->easy) {
+            curl_easy_cleanup(x->easy);
+        }
+        if (x->bufs_ready) {
+            rt_sse_cleanup(&x->sse);
+            wye_buf_cleanup(&x->raw);
+            wye_buf_cleanup(&x->stash);
+        }
+        wye_free(x);
+        x = next;
+    }
+    curl_multi_cleanup(up->multi);
+    curl_global_cleanup();
+    curl_slist_free_all(up->headers);
+    wye_free(up->url);
+    pthread_mutex_destroy(&up->pool_lock);
+    wye_queue_cleanup(&up->q);
+    wye_free(up);
+}
+
+enum wye_err rt_upstream_submit(struct rt_upstream *up, struct wye_chat_req *req,
+                                struct wye_sink sink, char *errbuf, size_t errlen)
+{
+    if (atomic_load(&up->stopping)) {
+        wye_chat_req_destroy(req);
+        snprintf(errbuf, errlen, "the gateway is shutting down");
+        return WYE_ERR_CANCELED;
+    }
+    struct up_xfer *x = pool_get(up);
+    if (!x) {
+        wye_chat_req_destroy(req);
+        snprintf(errbuf, errlen, "out of memory");
+        return WYE_ERR_NOMEM;
+    }
+    x->req = req;
+    x->sink = sink;
+    bool was_empty = false;
+    if (wye_queue_push(&up->q, &x->job.node, &was_empty) != WYE_OK) {
+        x->req = NULL;
+        memset(&x->sink, 0, sizeof(x->sink));
+        pool_put(up, x);
+        wye_chat_req_destroy(req);
+        snprintf(errbuf, errlen, "the gateway is shutting down");
+        return WYE_ERR_CANCELED;
+    }
+    if (was_empty) {
+        curl_multi_wakeup(up->multi);
+    }
+    return WYE_OK;
+}
+
+void rt_upstream_stats(struct rt_upstream *up, struct rt_stats *out)
+{
+    out->upstream_requests += atomic_load(&up->n_requests);
+    out->upstream_errors += atomic_load(&up->n_errors);
+    out->upstream_retries += atomic_load(&up->n_retries);
+    out->upstream_active += atomic_load(&up->n_active);
+}
