@@ -37,7 +37,8 @@ struct eng_gguf_tensor {
 
 /* Opens and validates path. On error, errbuf names what is wrong (and where). */
 enum wye_err eng_gguf_open(const char *path, struct eng_gguf **out, char *errbuf, size_t errlen);
-/* The same over a caller-owned buffer that must outlive the handle (tests, fuzzing). */
+/* The same over a caller-owned buffer that must outlive the handle (tests, fuzzing). Tensor
+ * data is aligned in memory only if data itself is aligned to the file's alignment. */
 enum wye_err eng_gguf_open_mem(const void *data, size_t size, struct eng_gguf **out,
                                char *errbuf, size_t errlen);
 /* Unmaps and frees; NULL is a no-op. */
@@ -74,6 +75,30 @@ int64_t eng_gguf_n_tensors(const struct eng_gguf *g);
 const struct eng_gguf_tensor *eng_gguf_tensor(const struct eng_gguf *g, int64_t i);
 /* Tensor by name, or NULL. */
 const struct eng_gguf_tensor *eng_gguf_find_tensor(const struct eng_gguf *g, const char *name);
+
+/* ---- by index, for tools that walk every key (wye info, the writer's copy) ---- */
+/* Array element type and length of kv i; false if kv i is not an array. */
+bool eng_gguf_kv_arr(const struct eng_gguf *g, int64_t i, enum eng_gguf_vtype *type,
+                     uint64_t *len);
+/* The string of kv i (a string; j ignored) or element j of kv i (a string array);
+ * {NULL, 0} otherwise or if j is out of range. O(1). */
+struct eng_gguf_str eng_gguf_kv_str(const struct eng_gguf *g, int64_t i, uint64_t j);
+/* Integer / floating value of scalar kv i (any integer type that fits / F32 or F64). */
+bool eng_gguf_kv_i64(const struct eng_gguf *g, int64_t i, int64_t *out);
+bool eng_gguf_kv_f64(const struct eng_gguf *g, int64_t i, double *out);
+/* The value of kv i exactly as encoded in the file (after its type field: for arrays the
+ * element type, the length, then the elements), borrowed from the mapping. */
+const void *eng_gguf_kv_raw(const struct eng_gguf *g, int64_t i, size_t *len);
+/* Pointer to the (possibly unaligned, little-endian) elements of numeric array kv i, or
+ * NULL if kv i is not a numeric array. */
+const void *eng_gguf_kv_arr_data(const struct eng_gguf *g, int64_t i);
+/* Bytes of one value of a fixed-size type (0 for STRING, ARRAY and unknown ids). */
+size_t eng_gguf_vtype_size(uint32_t type);
+/* "u32", "string", ... or NULL for an unknown id. */
+const char *eng_gguf_vtype_name(uint32_t type);
+/* File size and where the (aligned) tensor data section starts. */
+size_t eng_gguf_file_size(const struct eng_gguf *g);
+size_t eng_gguf_data_offset(const struct eng_gguf *g);
 
 /* True if the string equals the NUL-terminated s. */
 bool eng_gguf_str_eq(struct eng_gguf_str a, const char *s);
