@@ -13,7 +13,7 @@
 
 struct conf_upstream {
     char *base_url;            /* OpenAI-compatible base URL ("https://api.openai.com/v1"), NULL: none */
-    char *model;               /* model name sent upstream and listed in /v1/models */
+    char *model;               /* sent upstream, listed in /v1/models; required with base_url */
     char *api_key;             /* secret (WYE_UPSTREAM_API_KEY or config); never logged */
     int connect_timeout_ms;    /* TCP+TLS connect */
     int first_byte_timeout_ms; /* request sent -> first response byte */
@@ -22,6 +22,7 @@ struct conf_upstream {
     int max_retries;           /* retries before the first byte reached the client */
     int retry_backoff_ms;      /* first backoff; doubles each retry */
     int max_connections;       /* concurrent upstream connections */
+    char *api_key_env;         /* variable the key is read from (upstream.api_key_env), or NULL */
 };
 
 struct conf_limits {
@@ -68,10 +69,15 @@ struct conf_overrides {
 };
 
 /* Loads path (NULL: defaults only), applies WYE_* variables and overrides (may be NULL), and
- * validates. On error writes a message naming the key into err and returns PARSE/INVAL/IO. */
+ * validates. On error writes a message naming the key into err and returns PARSE (Lua syntax
+ * or runtime error), INVAL (unknown key, wrong type, out of range, bad WYE_* value), IO,
+ * TOOBIG (the file or its Lua memory/instruction budget is too large) or NOMEM; *out is NULL.
+ * Registers the API key with wye_log_add_secret. Does not change the global log level. */
 enum wye_err conf_load(const char *path, const struct conf_overrides *ov,
                        struct conf_config **out, char *err, size_t errlen);
 /* Frees the config; NULL is a no-op. */
 void conf_destroy(struct conf_config *cfg);
+/* Logs the effective configuration at info level (the API key only as "set"/"unset"). */
+void conf_log_summary(const struct conf_config *cfg);
 
 #endif

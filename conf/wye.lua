@@ -1,0 +1,103 @@
+-- wye configuration: every key with its default value (this file loads to the defaults).
+--
+-- The file is Lua 5.4 run in a sandbox: base functions (without dofile, loadfile, load,
+-- print, collectgarbage), string (without dump, find, match, gmatch, gsub), table (without
+-- move) and math. No io, os, require or debug. It gets 8 MiB of memory and 10 million VM
+-- instructions. Return one table (as here); keys not listed below are errors.
+-- Sizes are integers in bytes, so arithmetic such as 1024 * 1024 or 2^20 is fine.
+--
+-- Precedence: defaults < this file < environment (WYE_*) < command-line options.
+-- Reference: docs/config.md.
+
+return {
+    -- Address the gateway listens on: "HOST:PORT" or "[IPV6]:PORT"; port 0 picks a free
+    -- port. Environment: WYE_LISTEN.
+    listen = "127.0.0.1:8080",
+
+    -- Least severe log level printed: "debug", "info", "warn", "error" or "off".
+    -- Environment: WYE_LOG_LEVEL.
+    log_level = "info",
+
+    -- The remote OpenAI-compatible API. Without base_url there is no upstream.
+    upstream = {
+        -- Base URL, http:// or https://; "/chat/completions" is appended to it. A trailing
+        -- "/" is removed. Environment: WYE_UPSTREAM_URL. Default: none.
+        -- base_url = "https://api.openai.com/v1",
+
+        -- Model name sent upstream; required when base_url is set.
+        -- Environment: WYE_UPSTREAM_MODEL. Default: none.
+        -- model = "gpt-4o-mini",
+
+        -- Name of the environment variable holding the API key. WYE_UPSTREAM_API_KEY, when
+        -- set, wins over it. Default: none.
+        -- api_key_env = "OPENAI_API_KEY",
+
+        -- The key itself. Allowed, but logs a warning: keep keys out of files.
+        -- api_key = "sk-...",
+
+        -- TCP + TLS connect, 1..600000 ms.
+        connect_timeout_ms = 5000,
+        -- Request sent -> first response byte, 1..3600000 ms.
+        first_byte_timeout_ms = 30000,
+        -- Longest silence between two streamed chunks, 1..3600000 ms.
+        idle_timeout_ms = 30000,
+        -- Whole request, 1..86400000 ms.
+        total_timeout_ms = 300000,
+        -- Retries (only before the first byte reached the client), 0..10.
+        max_retries = 2,
+        -- Backoff before the first retry, doubled for each next one, 0..60000 ms.
+        retry_backoff_ms = 200,
+        -- Concurrent connections to the upstream, 1..10000.
+        max_connections = 64,
+    },
+
+    -- The local model.
+    engine = {
+        -- GGUF file served locally. Environment: WYE_MODEL. Default: none (no local model).
+        -- model = "models/model.gguf",
+
+        -- Name in /v1/models. Default: the file name without ".gguf".
+        -- model_name = "local-small",
+
+        -- Compute threads, 0..1024; 0 uses every core. Environment: WYE_THREADS.
+        threads = 0,
+        -- Context length in tokens, 0..1048576; 0 uses the model's own.
+        ctx = 0,
+        -- Sequences decoded together (concurrent local requests), 1..256.
+        sequences = 4,
+    },
+
+    ledger = {
+        -- Append-only JSON Lines ledger of finished requests. Environment: WYE_LEDGER.
+        -- Default: none (no ledger).
+        -- path = "wye-ledger.jsonl",
+    },
+
+    -- Limits on what clients may send and hold. Each one answers with an error naming it.
+    limits = {
+        -- HTTP request body, 1024..2^30 bytes.
+        body_bytes_max = 1024 * 1024,
+        -- One WebSocket message, 1024..2^30 bytes.
+        ws_message_bytes_max = 1024 * 1024,
+        -- JSON nesting depth, 2..1000.
+        json_depth_max = 64,
+        -- Messages in one chat request, 1..1000000.
+        n_msgs_max = 1024,
+        -- Largest max_tokens a request may ask for, 1..10000000.
+        max_tokens_max = 32768,
+        -- Requests in flight on one WebSocket, 1..1024.
+        streams_per_conn_max = 16,
+        -- Open client connections, 1..1000000.
+        connections_max = 1024,
+        -- Bytes queued for one stream before its producer is paused, 4096..2^30.
+        stream_buffer_bytes = 256 * 1024,
+        -- A client whose queue stays full this long is disconnected, 100..3600000 ms.
+        slow_client_timeout_ms = 10000,
+        -- WebSocket ping period, 1..3600 s.
+        ws_ping_interval_s = 30,
+        -- A WebSocket idle this long is closed, 1..86400 s.
+        ws_idle_timeout_s = 300,
+        -- On SIGTERM, time left for streams in flight to finish, 0..600000 ms.
+        shutdown_grace_ms = 10000,
+    },
+}
