@@ -1,0 +1,61 @@
+/* The tensor kernels: dequantize/quantize rows of every supported ggml type (block layouts
+ * bit-exact with ggml, so GGUF files compute as llama.cpp computes them), quantize
+ * activations to each weight type's dot partner (Q8_0, Q8_1, Q8_K or F32), and the matmul
+ * of weight rows with activation rows, split across an eng_pool. AVX2/FMA/F16C kernels are
+ * chosen at start-up when the CPU has them, scalar ones otherwise. Any thread after
+ * eng_kernels_init. Types and lengths are programmer errors here (asserted): callers
+ * validate untrusted shapes first (eng_kernels_type_ok). */
+#ifndef WYE_ENGINE_QUANT_H
+#define WYE_ENGINE_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "local-engine/types.h"
+
+struct eng_pool;
+
+/* Picks AVX2/FMA or scalar once (WYE_NO_AVX2=1 in the environment forces scalar);
+ * idempotent, thread-safe. Every function below calls it on first use too. */
+void eng_kernels_init(void);
+/* "avx2" or "scalar". */
+const char *eng_kernels_name(void);
+/* True if the kernels can compute with weight type wt in rows of k elements (k a positive
+ * multiple of the type's block). */
+bool eng_kernels_type_ok(uint32_t wt, int64_t k);
+
+/* Dequantizes n elements (a multiple of the type's block) of type into dst. */
+void eng_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
+/* Quantizes n floats into type (every supported weight type incl. Q4_K/Q5_K/Q6_K, F16,
+ * BF16, F32, and the activation types Q8_0/Q8_1/Q8_K). dst holds eng_type_row_bytes. */
+void eng_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
+
+/* The type activations are quantized to for weight type wt: Q8_0 for Q8_0/Q4_0/Q5_0, Q8_1
+ * for Q4_1/Q5_1, Q8_K for the K-quants, F32 for F32/F16/BF16; ENG_TYPE__MAX if unsupported. */
+uint32_t eng_act_type_of(uint32_t wt);
+/* Bytes of one quantized activation row of k elements for weight type wt. */
+size_t eng_act_row_bytes(uint32_t wt, int64_t k);
+/* Quantizes one activation row of k floats for weight type wt into xq. */
+void eng_act_quantize(uint32_t wt, const float *x, void *xq, int64_t k);
+
+/* y[t*ldy + r] = dot(W row r, activation row t) for r in [r0, r1), t in [0, n_tok); W rows
+ * are w_row_bytes apart, activation rows (from eng_act_quantize) xq_row_bytes apart.
+ * Tiled so that each weight row is read once per 4 tokens. No allocation. */
+void eng_matmul_rows(uint32_t wt, const void *w, size_t w_row_bytes, const void *xq,
+                     size_t xq_row_bytes, int64_t k, int64_t n_tok, float *y, int64_t ldy,
+                     int64_t r0, int64_t r1);
+/* y (n_tok x m, token-major) = x (n_tok x k, token-major) times W^T (W is m rows of k of
+ * type wt): quantizes the activations once into xq_scratch (at least
+ * n_tok * eng_act_row_bytes(wt, k) bytes, 4-byte aligned, 32 is best; unused and may be
+ * NULL for F32/F16/BF16 weights, which read x directly) then splits the rows across the
+ * pool (NULL: the caller alone). Runs on the caller and the pool's threads. */
+void eng_matmul(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, int64_t k,
+                const float *x, int64_t n_tok, float *y, void *xq_scratch);
+
+/* Measured memory read bandwidth in bytes/s over a buffer of the given size (256 MiB is
+ * good; it should be much larger than the caches), read by all the pool's threads, best of
+ * a few repetitions. Returns 0 if the buffer could not be allocated. */
+double eng_membw_measure(struct eng_pool *pool, size_t bytes);
+
+#endif

@@ -1,0 +1,708 @@
+/* AVX2/FMA/F16C kernels (this file alone is compiled with -mavx2 -mfma -mf16c; quant.c only
+ * calls into it after checking the CPU). Dots of every weight type with its activation type,
+ * the activation quantizers, and F16 conversion. Each dot unpacks a weight block once and
+ * multiplies it with up to ENG_DOT_NX activation rows, so prompt processing reuses the
+ * unpacking; integer dots use maddubs (u8 x s8) + madd, accumulating exactly in int32 inside
+ * a block. Weight quantizers (file writing, tests) stay scalar. Any thread; no state. */
+#include <immintrin.h>
+#include <pthread.h>
+
+#include "local-engine/quant_internal.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ALWAYS_INLINE int hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+ALWAYS_INLINE float h2f(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+ALWAYS_INLINE __m256i loadu256(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+/* 16 bytes of packed nibbles -> 32 bytes: the low nibbles, then the high nibbles. */
+ALWAYS_INLINE __m256i unpack_nibbles(const uint8_t *qs)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* Byte j of the result is 0xFF if bit j of bits is set, else 0. */
+ALWAYS_INLINE __m256i bits_to_bytes(uint32_t bits)
+{
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                          2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* Sum of products of 32 signed bytes, as 8 int32: |a| times b with a's sign. */
+ALWAYS_INLINE __m256i dot_s8_abs(__m256i abs_a, __m256i a, __m256i b)
+{
+    __m256i p = _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(b, a));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* Sum of products of 32 unsigned (<= 127) by 32 signed bytes, as 8 int32. */
+ALWAYS_INLINE __m256i dot_u8(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+#define ROWS(T, x, xs, nx, b)                                                                  \
+    const T *b[ENG_DOT_NX];                                                                    \
+    for (int j_ = 0; j_ < (nx); j_++) {                                                        \
+        b[j_] = (const T *)(const void *)((const char *)(x) + (size_t)j_ * (xs));              \
+    }
+
+/* Instantiates dot_<name> for nx = 1..4 from an always-inline <name>_impl. */
+#define DOT_ENTRY(name)                                                                        \
+    static void dot_##name(int64_t k, const void *w, const void *x, size_t xs, int nx,         \
+                           float *out)                                                         \
+    {                                                                                          \
+        switch (nx) {                                                                          \
+        case 1:                                                                                \
+            name##_impl(k, w, x, xs, 1, out);                                                  \
+            break;                                                                             \
+        case 2:                                                                                \
+            name##_impl(k, w, x, xs, 2, out);                                                  \
+            break;                                                                             \
+        case 3:                                                                                \
+            name##_impl(k, w, x, xs, 3, out);                                                  \
+            break;                                                                             \
+        default:                                                                               \
+            name##_impl(k, w, x, xs, 4, out);                                                  \
+            break;                                                                             \
+        }                                                                                      \
+    }
+
+/* ---- 32-element blocks against Q8_0 / Q8_1 ---- */
+
+/* Weight block i as 32 signed bytes (Q8_0, Q4_0, Q5_0). */
+ALWAYS_INLINE __m256i q8_0_w(const void *w, int64_t i)
+{
+    return loadu256(((const struct eng_block_q8_0 *)w)[i].qs);
+}
+
+ALWAYS_INLINE __m256i q4_0_w(const void *w, int64_t i)
+{
+    return _mm256_sub_epi8(unpack_nibbles(((const struct eng_block_q4_0 *)w)[i].qs),
+                           _mm256_set1_epi8(8));
+}
+
+ALWAYS_INLINE __m256i q5_0_w(const void *w, int64_t i)
+{
+    const struct eng_block_q5_0 *a = (const struct eng_block_q5_0 *)w + i;
+    uint32_t qh;
+    memcpy(&qh, a->qh, sizeof(qh));
+    __m256i hb = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+    return _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(a->qs), hb), _mm256_set1_epi8(16));
+}
+
+/* The scale of weight block i (all three types put d first). */
+ALWAYS_INLINE float blk_d(const void *w, int64_t i, size_t bsize)
+{
+    uint16_t d;
+    memcpy(&d, (const char *)w + (size_t)i * bsize, sizeof(d));
+    return h2f(d);
+}
+
+/* Signed 32-element blocks (Q8_0, Q4_0, Q5_0) against Q8_0: two accumulators per token so
+ * the FMA latency chain does not limit the decode loop. */
+#define SYM_IMPL(name, WFN, BSIZE)                                                             \
+    ALWAYS_INLINE void name##_impl(int64_t k, const void *w, const void *x, size_t xs, int nx, \
+                                   float *out)                                                 \
+    {                                                                                          \
+        ROWS(struct eng_block_q8_0, x, xs, nx, b)                                              \
+        __m256 acc0[ENG_DOT_NX], acc1[ENG_DOT_NX];                                             \
+        for (int j = 0; j < nx; j++) {                                                         \
+            acc0[j] = _mm256_setzero_ps();                                                     \
+            acc1[j] = _mm256_setzero_ps();                                                     \
+        }                                                                                      \
+        const int64_t nb = k / ENG_QK;                                                         \
+        int64_t i = 0;                                                                         \
+        for (; i + 2 <= nb; i += 2) {                                                          \
+            __m256i q0 = WFN(w, i), q1 = WFN(w, i + 1);                                        \
+            __m256i a0 = _mm256_sign_epi8(q0, q0), a1 = _mm256_sign_epi8(q1, q1);              \
+            float d0 = blk_d(w, i, BSIZE), d1 = blk_d(w, i + 1, BSIZE);                        \
+            for (int j = 0; j < nx; j++) {                                                     \
+                __m256i p0 = dot_s8_abs(a0, q0, loadu256(b[j][i].qs));                         \
+                __m256i p1 = dot_s8_abs(a1, q1, loadu256(b[j][i + 1].qs));                     \
+                acc0[j] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * h2f(b[j][i].d)),                 \
+                                          _mm256_cvtepi32_ps(p0), acc0[j]);                    \
+                acc1[j] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * h2f(b[j][i + 1].d)),             \
+                                          _mm256_cvtepi32_ps(p1), acc1[j]);                    \
+            }                                                                                  \
+        }                                                                                      \
+        for (; i < nb; i++) {                                                                  \
+            __m256i q0 = WFN(w, i);                                                            \
+            __m256i a0 = _mm256_sign_epi8(q0, q0);                                             \
+            float d0 = blk_d(w, i, BSIZE);                                                     \
+            for (int j = 0; j < nx; j++) {                                                     \
+                __m256i p0 = dot_s8_abs(a0, q0, loadu256(b[j][i].qs));                         \
+                acc0[j] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * h2f(b[j][i].d)),                 \
+                                          _mm256_cvtepi32_ps(p0), acc0[j]);                    \
+            }                                                                                  \
+        }                                                                                      \
+        for (int j = 0; j < nx; j++) {                                                         \
+            out[j] = hsum_ps(_mm256_add_ps(acc0[j], acc1[j]));                                 \
+        }                                                                                      \
+    }
+
+/* The same for two weight rows at once (prompt processing): each activation block is loaded
+ * and its scale converted once for both rows. */
+#define SYM2_IMPL(name, WFN, BSIZE)                                                            \
+    ALWAYS_INLINE void name##_impl2(int64_t k, const void *w, size_t ws, const void *x,        \
+                                    size_t xs, int nx, float *out)                             \
+    {                                                                                          \
+        ROWS(struct eng_block_q8_0, x, xs, nx, b)                                              \
+        const void *w1 = (const char *)w + ws;                                                 \
+        __m256 acc0[ENG_DOT_NX], acc1[ENG_DOT_NX];                                             \
+        for (int j = 0; j < nx; j++) {                                                         \
+            acc0[j] = _mm256_setzero_ps();                                                     \
+            acc1[j] = _mm256_setzero_ps();                                                     \
+        }                                                                                      \
+        for (int64_t i = 0; i < k / ENG_QK; i++) {                                             \
+            __m256i q0 = WFN(w, i), q1 = WFN(w1, i);                                           \
+            __m256i a0 = _mm256_sign_epi8(q0, q0), a1 = _mm256_sign_epi8(q1, q1);              \
+            __m256 d0 = _mm256_set1_ps(blk_d(w, i, BSIZE));                                    \
+            __m256 d1 = _mm256_set1_ps(blk_d(w1, i, BSIZE));                                   \
+            for (int j = 0; j < nx; j++) {                                                     \
+                __m256i xv = loadu256(b[j][i].qs);                                             \
+                __m256 dx = _mm256_set1_ps(h2f(b[j][i].d));                                    \
+                __m256i p0 = dot_s8_abs(a0, q0, xv);                                           \
+                __m256i p1 = dot_s8_abs(a1, q1, xv);                                           \
+                acc0[j] = _mm256_fmadd_ps(_mm256_mul_ps(d0, dx), _mm256_cvtepi32_ps(p0),       \
+                                          acc0[j]);                                            \
+                acc1[j] = _mm256_fmadd_ps(_mm256_mul_ps(d1, dx), _mm256_cvtepi32_ps(p1),       \
+                                          acc1[j]);                                            \
+            }                                                                                  \
+        }                                                                                      \
+        for (int j = 0; j < nx; j++) {                                                         \
+            out[j] = hsum_ps(acc0[j]);                                                         \
+            out[ENG_DOT_NX + j] = hsum_ps(acc1[j]);                                            \
+        }                                                                                      \
+    }
+
+#define DOT2_ENTRY(name)                                                                       \
+    static void dot2_##name(int64_t k, const void *w, size_t ws, const void *x, size_t xs,     \
+                            int nx, float *out)                                                \
+    {                                                                                          \
+        switch (nx) {                                                                          \
+        case 1:                                                                                \
+            name##_impl2(k, w, ws, x, xs, 1, out);                                             \
+            break;                                                                             \
+        case 2:                                                                                \
+            name##_impl2(k, w, ws, x, xs, 2, out);                                             \
+            break;                                                                             \
+        case 3:                                                                                \
+            name##_impl2(k, w, ws, x, xs, 3, out);                                             \
+            break;                                                                             \
+        default:                                                                               \
+            name##_impl2(k, w, ws, x, xs, 4, out);                                             \
+            break;                                                                             \
+        }                                                                                      \
+    }
+
+SYM2_IMPL(q8_0, q8_0_w, sizeof(struct eng_block_q8_0))
+SYM2_IMPL(q4_0, q4_0_w, sizeof(struct eng_block_q4_0))
+SYM2_IMPL(q5_0, q5_0_w, sizeof(struct eng_block_q5_0))
+DOT2_ENTRY(q8_0)
+DOT2_ENTRY(q4_0)
+DOT2_ENTRY(q5_0)
+
+SYM_IMPL(q8_0, q8_0_w, sizeof(struct eng_block_q8_0))
+SYM_IMPL(q4_0, q4_0_w, sizeof(struct eng_block_q4_0))
+SYM_IMPL(q5_0, q5_0_w, sizeof(struct eng_block_q5_0))
+DOT_ENTRY(q8_0)
+DOT_ENTRY(q4_0)
+DOT_ENTRY(q5_0)
+
+/* Unsigned 32-element blocks with an offset (Q4_1: 4 bits, Q5_1: 5 bits) against Q8_1:
+ * d_w*d_x*sum(q*x) + m_w*s_x. */
+ALWAYS_INLINE void asym32_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                               float *out, int five)
+{
+    ROWS(struct eng_block_q8_1, x, xs, nx, b)
+    __m256 acc[ENG_DOT_NX];
+    float accm[ENG_DOT_NX];
+    for (int j = 0; j < nx; j++) {
+        acc[j] = _mm256_setzero_ps();
+        accm[j] = 0.0f;
+    }
+    for (int64_t i = 0; i < k / ENG_QK; i++) {
+        __m256i q;
+        uint16_t dh, mh;
+        if (five) {
+            const struct eng_block_q5_1 *a = (const struct eng_block_q5_1 *)w + i;
+            uint32_t qh;
+            memcpy(&qh, a->qh, sizeof(qh));
+            __m256i hb = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+            q = _mm256_or_si256(unpack_nibbles(a->qs), hb);
+            dh = a->d, mh = a->m;
+        } else {
+            const struct eng_block_q4_1 *a = (const struct eng_block_q4_1 *)w + i;
+            q = unpack_nibbles(a->qs);
+            dh = a->d, mh = a->m;
+        }
+        float d = h2f(dh), m = h2f(mh);
+        for (int j = 0; j < nx; j++) {
+            __m256i p = dot_u8(q, loadu256(b[j][i].qs));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * h2f(b[j][i].d)), _mm256_cvtepi32_ps(p),
+                                     acc[j]);
+            accm[j] += m * h2f(b[j][i].s);
+        }
+    }
+    for (int j = 0; j < nx; j++) {
+        out[j] = hsum_ps(acc[j]) + accm[j];
+    }
+}
+
+ALWAYS_INLINE void q4_1_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                             float *out)
+{
+    asym32_impl(k, w, x, xs, nx, out, 0);
+}
+
+ALWAYS_INLINE void q5_1_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                             float *out)
+{
+    asym32_impl(k, w, x, xs, nx, out, 1);
+}
+DOT_ENTRY(q5_1)
+DOT_ENTRY(q4_1)
+
+/* ---- K-quants against Q8_K ---- */
+
+/* Unpacks the 8 six-bit scales and mins of a Q4_K/Q5_K block without branches (the layout
+ * of eng_k_scale_min, four bytes at a time): scales as int16 in both 128-bit lanes (for the
+ * per-group shuffles), mins as 16 int16 lanes each repeated for the two 16-element bsums of
+ * its sub-block. */
+ALWAYS_INLINE void k_scales(const uint8_t *packed, __m256i *scales16, __m256i *mins16)
+{
+    uint32_t a, b, c;
+    memcpy(&a, packed, 4);
+    memcpy(&b, packed + 4, 4);
+    memcpy(&c, packed + 8, 4);
+    uint32_t s_lo = a & 0x3f3f3f3fu;
+    uint32_t m_lo = b & 0x3f3f3f3fu;
+    uint32_t s_hi = (c & 0x0f0f0f0fu) | (((a >> 6) & 0x03030303u) << 4);
+    uint32_t m_hi = ((c >> 4) & 0x0f0f0f0fu) | (((b >> 6) & 0x03030303u) << 4);
+    __m128i sc = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)s_hi, (int)s_lo));
+    __m128i mn = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)m_hi, (int)m_lo));
+    *scales16 = _mm256_broadcastsi128_si256(sc);
+    *mins16 = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
+}
+
+/* Broadcasts int16 lane s (0..7) of a k_scales vector to all 16 lanes. */
+ALWAYS_INLINE __m256i k_scale_lane(__m256i scales16, int s)
+{
+    const __m256i idx = _mm256_set1_epi16((short)((2 * s) | ((2 * s + 1) << 8)));
+    return _mm256_shuffle_epi8(scales16, idx);
+}
+
+/* Q4_K (five = 0) and Q5_K (five = 1): per 64-element group, the low nibbles (+ fifth bit)
+ * form sub-block 2g and the high nibbles sub-block 2g+1. */
+ALWAYS_INLINE void k_asym_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                               float *out, int five)
+{
+    ROWS(struct eng_block_q8_K, x, xs, nx, b)
+    __m256 acc[ENG_DOT_NX], accm[ENG_DOT_NX];
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i one = _mm256_set1_epi8(1);
+    for (int j = 0; j < nx; j++) {
+        acc[j] = _mm256_setzero_ps();
+        accm[j] = _mm256_setzero_ps();
+    }
+    for (int64_t i = 0; i < k / ENG_QK_K; i++) {
+        const uint8_t *scales, *qs, *qh = NULL;
+        uint16_t dh, mh;
+        if (five) {
+            const struct eng_block_q5_K *a = (const struct eng_block_q5_K *)w + i;
+            scales = a->scales, qs = a->qs, qh = a->qh, dh = a->d, mh = a->dmin;
+        } else {
+            const struct eng_block_q4_K *a = (const struct eng_block_q4_K *)w + i;
+            scales = a->scales, qs = a->qs, dh = a->d, mh = a->dmin;
+        }
+        __m256i scales16, mins16;
+        k_scales(scales, &scales16, &mins16);
+        __m256i hbits = five ? loadu256(qh) : _mm256_setzero_si256();
+        __m256i sumi[ENG_DOT_NX];
+        for (int j = 0; j < nx; j++) {
+            sumi[j] = _mm256_setzero_si256();
+        }
+        for (int g = 0; g < 4; g++) {
+            __m256i q = loadu256(qs + 32 * g);
+            __m256i lo = _mm256_and_si256(q, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                __m256i h0 = _mm256_and_si256(hbits, one);
+                __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(hbits, 1), one);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
+                hbits = _mm256_srli_epi16(hbits, 2);
+            }
+            __m256i s0 = k_scale_lane(scales16, 2 * g);
+            __m256i s1 = k_scale_lane(scales16, 2 * g + 1);
+            for (int j = 0; j < nx; j++) {
+                const int8_t *xq = b[j][i].qs + 64 * g;
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(xq)), s0);
+                __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(xq + 32)), s1);
+                sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(p0, p1));
+            }
+        }
+        float d = h2f(dh), dmin = h2f(mh);
+        for (int j = 0; j < nx; j++) {
+            float dx = b[j][i].d;
+            __m256i ms = _mm256_madd_epi16(loadu256(b[j][i].bsums), mins16);
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            accm[j] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * dx), _mm256_cvtepi32_ps(ms), accm[j]);
+        }
+    }
+    for (int j = 0; j < nx; j++) {
+        out[j] = hsum_ps(_mm256_sub_ps(acc[j], accm[j]));
+    }
+}
+
+ALWAYS_INLINE void q4_K_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                             float *out)
+{
+    k_asym_impl(k, w, x, xs, nx, out, 0);
+}
+
+ALWAYS_INLINE void q5_K_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                             float *out)
+{
+    k_asym_impl(k, w, x, xs, nx, out, 1);
+}
+DOT_ENTRY(q4_K)
+DOT_ENTRY(q5_K)
+
+/* Two int8 scales as madd multipliers: the low 16 bytes get lo, the high 16 get hi. */
+ALWAYS_INLINE __m256i scale_pair(int8_t lo, int8_t hi)
+{
+    return _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
+}
+
+/* Q6_K: levels 0..63 (unsigned for maddubs); the -32 offset comes back through the bsums. */
+ALWAYS_INLINE void q6_K_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                             float *out)
+{
+    const struct eng_block_q6_K *a = w;
+    ROWS(struct eng_block_q8_K, x, xs, nx, b)
+    __m256 acc[ENG_DOT_NX], accm[ENG_DOT_NX];
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m3 = _mm256_set1_epi8(0x30);
+    for (int j = 0; j < nx; j++) {
+        acc[j] = _mm256_setzero_ps();
+        accm[j] = _mm256_setzero_ps();
+    }
+    for (int64_t i = 0; i < k / ENG_QK_K; i++) {
+        __m256i sumi[ENG_DOT_NX];
+        for (int j = 0; j < nx; j++) {
+            sumi[j] = _mm256_setzero_si256();
+        }
+        for (int h = 0; h < 2; h++) {
+            const int8_t *sc = a[i].scales + 8 * h;
+            __m256i l0 = loadu256(a[i].ql + 64 * h);
+            __m256i l1 = loadu256(a[i].ql + 64 * h + 32);
+            __m256i hb = loadu256(a[i].qh + 32 * h);
+            __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                         _mm256_and_si256(_mm256_slli_epi16(hb, 4), m3));
+            __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                         _mm256_and_si256(_mm256_slli_epi16(hb, 2), m3));
+            __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                         _mm256_and_si256(hb, m3));
+            __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_and_si256(_mm256_srli_epi16(hb, 2), m3));
+            __m256i s1 = scale_pair(sc[0], sc[1]), s2 = scale_pair(sc[2], sc[3]);
+            __m256i s3 = scale_pair(sc[4], sc[5]), s4 = scale_pair(sc[6], sc[7]);
+            for (int j = 0; j < nx; j++) {
+                const int8_t *xq = b[j][i].qs + 128 * h;
+                __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q1, loadu256(xq)), s1);
+                __m256i p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(q2, loadu256(xq + 32)), s2);
+                __m256i p3 = _mm256_madd_epi16(_mm256_maddubs_epi16(q3, loadu256(xq + 64)), s3);
+                __m256i p4 = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, loadu256(xq + 96)), s4);
+                sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(_mm256_add_epi32(p1, p2),
+                                                                     _mm256_add_epi32(p3, p4)));
+            }
+        }
+        float d = h2f(a[i].d);
+        /* 32 * sum_s scale_s * bsum_s, 16 lanes at once */
+        __m256i scv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a[i].scales));
+        for (int j = 0; j < nx; j++) {
+            float dd = d * b[j][i].d;
+            __m256i corr = _mm256_madd_epi16(scv, loadu256(b[j][i].bsums));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            accm[j] = _mm256_fmadd_ps(_mm256_set1_ps(32.0f * dd), _mm256_cvtepi32_ps(corr),
+                                      accm[j]);
+        }
+    }
+    for (int j = 0; j < nx; j++) {
+        out[j] = hsum_ps(_mm256_sub_ps(acc[j], accm[j]));
+    }
+}
+DOT_ENTRY(q6_K)
+
+/* ---- float weights against F32 activations ---- */
+
+enum fkind { FK_F32, FK_F16, FK_BF16 };
+
+ALWAYS_INLINE __m256 load8(const void *w, int64_t i, enum fkind kind)
+{
+    if (kind == FK_F32) {
+        return _mm256_loadu_ps((const float *)w + i);
+    }
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (kind == FK_F16) {
+        return _mm256_cvtph_ps(h);
+    }
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+ALWAYS_INLINE float load1(const void *w, int64_t i, enum fkind kind)
+{
+    if (kind == FK_F32) {
+        return ((const float *)w)[i];
+    }
+    uint16_t h = ((const uint16_t *)w)[i];
+    return kind == FK_F16 ? h2f(h) : eng_bf16_to_fp32(h);
+}
+
+ALWAYS_INLINE void float_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                              float *out, enum fkind kind)
+{
+    ROWS(float, x, xs, nx, b)
+    __m256 acc0[ENG_DOT_NX], acc1[ENG_DOT_NX];
+    for (int j = 0; j < nx; j++) {
+        acc0[j] = _mm256_setzero_ps();
+        acc1[j] = _mm256_setzero_ps();
+    }
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m256 w0 = load8(w, i, kind), w1 = load8(w, i + 8, kind);
+        for (int j = 0; j < nx; j++) {
+            acc0[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(b[j] + i), acc0[j]);
+            acc1[j] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(b[j] + i + 8), acc1[j]);
+        }
+    }
+    for (; i + 8 <= k; i += 8) {
+        __m256 w0 = load8(w, i, kind);
+        for (int j = 0; j < nx; j++) {
+            acc0[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(b[j] + i), acc0[j]);
+        }
+    }
+    for (int j = 0; j < nx; j++) {
+        float s = hsum_ps(_mm256_add_ps(acc0[j], acc1[j]));
+        for (int64_t t = i; t < k; t++) {
+            s += load1(w, t, kind) * b[j][t];
+        }
+        out[j] = s;
+    }
+}
+
+ALWAYS_INLINE void f32_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                            float *out)
+{
+    float_impl(k, w, x, xs, nx, out, FK_F32);
+}
+
+ALWAYS_INLINE void f16_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                            float *out)
+{
+    float_impl(k, w, x, xs, nx, out, FK_F16);
+}
+
+ALWAYS_INLINE void bf16_impl(int64_t k, const void *w, const void *x, size_t xs, int nx,
+                             float *out)
+{
+    float_impl(k, w, x, xs, nx, out, FK_BF16);
+}
+DOT_ENTRY(f32)
+DOT_ENTRY(f16)
+DOT_ENTRY(bf16)
+
+/* ---- conversions and activation quantizers ---- */
+
+static void dequant_f16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    }
+    for (; i < n; i++) {
+        dst[i] = h2f(h[i]);
+    }
+}
+
+static void quant_f16(const float *src, void *dst, int64_t n)
+{
+    uint16_t *h = dst;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)(h + i), v);
+    }
+    for (; i < n; i++) {
+        h[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+static void dequant_bf16(const void *src, float *dst, int64_t n)
+{
+    const uint16_t *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(dst + i, load8(h, i, FK_BF16));
+    }
+    for (; i < n; i++) {
+        dst[i] = eng_bf16_to_fp32(h[i]);
+    }
+}
+
+/* Quantizes 32 floats times id into 32 signed bytes (rounding half to even, as the
+ * reference does); part is scratch for the four int32 vectors. */
+ALWAYS_INLINE __m256i q8_32(const float *x, float id, __m256i part[4])
+{
+    const __m256 vid = _mm256_set1_ps(id);
+    for (int l = 0; l < 4; l++) {
+        __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * l), vid),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        part[l] = _mm256_cvtps_epi32(v);
+    }
+    __m256i p01 = _mm256_packs_epi32(part[0], part[1]);
+    __m256i p23 = _mm256_packs_epi32(part[2], part[3]);
+    __m256i p = _mm256_packs_epi16(p01, p23);
+    /* the packs work per 128-bit lane: put the 4-byte groups back in order */
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    /* keep -127..127 like the reference (NaN/huge inputs would otherwise give -128) */
+    return _mm256_max_epi8(p, _mm256_set1_epi8(-127));
+}
+
+ALWAYS_INLINE float absmax32(const float *x)
+{
+    const __m256 mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m = _mm256_and_ps(_mm256_loadu_ps(x), mask);
+    for (int l = 1; l < 4; l++) {
+        m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + 8 * l), mask));
+    }
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static void quant_q8_0(const float *x, void *dst, int64_t n)
+{
+    struct eng_block_q8_0 *y = dst;
+    __m256i part[4];
+    for (int64_t b = 0; b < n / ENG_QK; b++, x += ENG_QK) {
+        float amax = absmax32(x);
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        _mm256_storeu_si256((__m256i *)y[b].qs, q8_32(x, id, part));
+    }
+}
+
+static void quant_q8_1(const float *x, void *dst, int64_t n)
+{
+    struct eng_block_q8_1 *y = dst;
+    __m256i part[4];
+    for (int64_t b = 0; b < n / ENG_QK; b++, x += ENG_QK) {
+        float amax = absmax32(x);
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 127.0f / amax : 0.0f;
+        __m256i q = q8_32(x, id, part);
+        _mm256_storeu_si256((__m256i *)y[b].qs, q);
+        int sum = hsum_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)),
+                                               _mm256_set1_epi16(1))) +
+                  hsum_epi32(_mm256_madd_epi16(
+                      _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1)), _mm256_set1_epi16(1)));
+        y[b].d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        y[b].s = _cvtss_sh(d * (float)sum, _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+static void quant_q8_K(const float *x, void *dst, int64_t n)
+{
+    struct eng_block_q8_K *y = dst;
+    __m256i part[4];
+    for (int64_t b = 0; b < n / ENG_QK_K; b++, x += ENG_QK_K) {
+        float amax = 0.0f;
+        for (int l = 0; l < ENG_QK_K; l += 32) {
+            float m = absmax32(x + l);
+            amax = m > amax ? m : amax;
+        }
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = amax / 127.0f;
+        for (int l = 0; l < ENG_QK_K / 32; l++) {
+            __m256i q = q8_32(x + 32 * l, id, part);
+            _mm256_storeu_si256((__m256i *)(y[b].qs + 32 * l), q);
+            __m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q),
+                                          _mm256_set1_epi16(1));
+            /* w holds sums of 4 bytes; lanes 0-3 are the first 16 bytes, 4-7 the next 16 */
+            __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+            lo = _mm_hadd_epi32(lo, hi); /* (a0+a1, a2+a3, b0+b1, b2+b3) */
+            lo = _mm_hadd_epi32(lo, lo); /* (sum a, sum b, ...) */
+            y[b].bsums[2 * l] = (int16_t)_mm_cvtsi128_si32(lo);
+            y[b].bsums[2 * l + 1] = (int16_t)_mm_extract_epi32(lo, 1);
+        }
+    }
+}
+
+static struct eng_kernel_table avx2_table;
+static pthread_once_t avx2_once = PTHREAD_ONCE_INIT;
+
+static void avx2_fill(void)
+{
+    struct eng_kernel_table *t = &avx2_table;
+    eng_kernels_ref_fill(t); /* weight quantizers and the rest dequantizers stay scalar */
+    t->name = "avx2";
+    t->dequant[ENG_TYPE_F16] = dequant_f16;
+    t->dequant[ENG_TYPE_BF16] = dequant_bf16;
+    t->quant[ENG_TYPE_F16] = quant_f16;
+    t->quant[ENG_TYPE_Q8_0] = quant_q8_0;
+    t->quant[ENG_TYPE_Q8_1] = quant_q8_1;
+    t->quant[ENG_TYPE_Q8_K] = quant_q8_K;
+    t->dot[ENG_TYPE_F32] = dot_f32;
+    t->dot[ENG_TYPE_F16] = dot_f16;
+    t->dot[ENG_TYPE_BF16] = dot_bf16;
+    t->dot[ENG_TYPE_Q8_0] = dot_q8_0;
+    t->dot[ENG_TYPE_Q4_0] = dot_q4_0;
+    t->dot[ENG_TYPE_Q5_0] = dot_q5_0;
+    t->dot2[ENG_TYPE_Q8_0] = dot2_q8_0;
+    t->dot2[ENG_TYPE_Q4_0] = dot2_q4_0;
+    t->dot2[ENG_TYPE_Q5_0] = dot2_q5_0;
+    t->dot[ENG_TYPE_Q4_1] = dot_q4_1;
+    t->dot[ENG_TYPE_Q5_1] = dot_q5_1;
+    t->dot[ENG_TYPE_Q4_K] = dot_q4_K;
+    t->dot[ENG_TYPE_Q5_K] = dot_q5_K;
+    t->dot[ENG_TYPE_Q6_K] = dot_q6_K;
+}
+
+const struct eng_kernel_table *eng_kernels_avx2(void)
+{
+    pthread_once(&avx2_once, avx2_fill);
+    return &avx2_table;
+}

@@ -1,0 +1,239 @@
+/* The compute pool: every task runs exactly once per run, on a valid thread index, across
+ * many rapid back-to-back runs (the spinning path) and runs separated by pauses longer than
+ * the spin budget (the futex sleep/wake path); workers do take tasks; the caller sees every
+ * task's writes (plain stores, published by the run); NULL and
+ * 1-thread pools run inline; create/destroy cycles join their workers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "local-engine/pool.h"
+
+#define MAX_TASKS 4096
+
+struct count_job {
+    atomic_int hits[MAX_TASKS];
+    int plain[MAX_TASKS]; /* written by the tasks without atomics: the run must publish them */
+    atomic_int bad_thread;
+    int n_threads;
+};
+
+static struct count_job job;
+
+static void count_task(void *arg, int64_t task, int thread)
+{
+    struct count_job *j = arg;
+    atomic_fetch_add_explicit(&j->hits[task], 1, memory_order_relaxed);
+    j->plain[task] = (int)task + 1;
+    if (thread < 0 || thread >= j->n_threads) {
+        atomic_store(&j->bad_thread, 1);
+    }
+}
+
+/* Runs n_tasks and checks each ran once; returns the number of violations. */
+static int run_and_check(struct eng_pool *pool, int64_t n_tasks)
+{
+    for (int64_t t = 0; t < n_tasks; t++) {
+        atomic_store_explicit(&job.hits[t], 0, memory_order_relaxed);
+        job.plain[t] = 0;
+    }
+    job.n_threads = eng_pool_size(pool);
+    eng_pool_run(pool, count_task, &job, n_tasks);
+    int bad = 0;
+    for (int64_t t = 0; t < n_tasks; t++) {
+        bad += atomic_load_explicit(&job.hits[t], memory_order_relaxed) != 1;
+        bad += job.plain[t] != (int)t + 1;
+    }
+    return bad + atomic_load(&job.bad_thread);
+}
+
+static void test_rapid_runs(void **state)
+{
+    (void)state;
+    for (int nth = 1; nth <= 3; nth++) {
+        struct eng_pool *pool = eng_pool_create(nth);
+        assert_non_null(pool);
+        assert_int_equal(eng_pool_size(pool), nth);
+        int bad = 0;
+        /* 3 threads oversubscribe a 2-core CI machine, where each run can cost a time slice */
+        int runs = nth <= 2 ? 20000 : 2000;
+        for (int run = 0; run < runs; run++) {
+            bad += run_and_check(pool, 1 + run % 7);
+        }
+        assert_int_equal(bad, 0);
+        eng_pool_destroy(pool);
+    }
+}
+
+static void test_many_tasks(void **state)
+{
+    (void)state;
+    struct eng_pool *pool = eng_pool_create(3);
+    assert_non_null(pool);
+    for (int run = 0; run < 50; run++) {
+        assert_int_equal(run_and_check(pool, MAX_TASKS - run), 0);
+    }
+    eng_pool_destroy(pool);
+}
+
+/* Pauses longer than the workers' spin budget make them sleep on the futex; the next run
+ * must wake them and still run every task once. */
+static atomic_int worker_tasks;
+
+static void busy_task(void *arg, int64_t task, int thread)
+{
+    (void)arg;
+    (void)task;
+    volatile int sink = 0;
+    for (int i = 0; i < 2000; i++) {
+        sink = sink + i;
+    }
+    (void)sink;
+    if (thread != 0) {
+        atomic_fetch_add(&worker_tasks, 1);
+    }
+}
+
+/* The workers really take tasks (the caller alone would also pass the counting tests). */
+static void test_workers_participate(void **state)
+{
+    (void)state;
+    struct eng_pool *pool = eng_pool_create(2);
+    assert_non_null(pool);
+    atomic_store(&worker_tasks, 0);
+    int64_t t0 = wye_now_ns();
+    while (atomic_load(&worker_tasks) == 0 && wye_now_ns() - t0 < 5 * WYE_NS_PER_S) {
+        eng_pool_run(pool, busy_task, NULL, 256);
+    }
+    assert_true(atomic_load(&worker_tasks) > 0);
+    eng_pool_destroy(pool);
+}
+
+struct sums {
+    _Alignas(64) int64_t count;
+    uint64_t sum, sum_sq;
+};
+static struct sums per_thread[4];
+
+static void sum_task(void *arg, int64_t task, int thread)
+{
+    (void)arg;
+    per_thread[thread].count++;
+    per_thread[thread].sum += (uint64_t)task;
+    per_thread[thread].sum_sq += (uint64_t)task * (uint64_t)task;
+}
+
+/* More tasks than one ticket holds (2^23): the run goes in batches, each task still once. */
+static void test_huge_task_count(void **state)
+{
+    (void)state;
+    struct eng_pool *pool = eng_pool_create(3);
+    assert_non_null(pool);
+    memset(per_thread, 0, sizeof(per_thread));
+    const uint64_t n = (UINT64_C(1) << 23) + 3;
+    eng_pool_run(pool, sum_task, NULL, (int64_t)n);
+    int64_t count = 0;
+    uint64_t sum = 0, sum_sq = 0;
+    for (int t = 0; t < 3; t++) {
+        count += per_thread[t].count;
+        sum += per_thread[t].sum;
+        sum_sq += per_thread[t].sum_sq;
+    }
+    assert_int_equal(count, (int64_t)n);
+    uint64_t want_sq = 0; /* both sides wrap mod 2^64 the same way */
+    for (uint64_t i = 0; i < n; i++) {
+        want_sq += i * i;
+    }
+    assert_true(sum == n * (n - 1) / 2);
+    assert_true(sum_sq == want_sq);
+    eng_pool_destroy(pool);
+}
+
+static atomic_int finished;
+
+/* Workers' tasks are slower than the caller's, so the caller runs out of tasks first. */
+static void slow_task(void *arg, int64_t task, int thread)
+{
+    (void)arg;
+    (void)task;
+    int64_t t0 = wye_now_ns();
+    while (wye_now_ns() - t0 < (thread == 0 ? 5000 : 100000)) {
+    }
+    atomic_fetch_add(&finished, 1);
+}
+
+/* eng_pool_run returns only after the tasks other threads took have finished too. */
+static void test_run_waits_for_tasks(void **state)
+{
+    (void)state;
+    struct eng_pool *pool = eng_pool_create(3);
+    assert_non_null(pool);
+    int bad = 0;
+    for (int run = 0; run < 200; run++) {
+        atomic_store(&finished, 0);
+        eng_pool_run(pool, slow_task, NULL, 5);
+        bad += atomic_load(&finished) != 5;
+    }
+    assert_int_equal(bad, 0);
+    eng_pool_destroy(pool);
+}
+
+static void test_sleep_wake(void **state)
+{
+    (void)state;
+    struct eng_pool *pool = eng_pool_create(3);
+    assert_non_null(pool);
+    for (int run = 0; run < 8; run++) {
+        wye_sleep_ms(4);
+        assert_int_equal(run_and_check(pool, 64), 0);
+        assert_int_equal(run_and_check(pool, 2), 0);
+    }
+    eng_pool_destroy(pool);
+}
+
+static void test_inline_pools(void **state)
+{
+    (void)state;
+    assert_int_equal(eng_pool_size(NULL), 1);
+    assert_int_equal(run_and_check(NULL, 100), 0);
+    struct eng_pool *pool = eng_pool_create(0); /* below 1 means 1 */
+    assert_non_null(pool);
+    assert_int_equal(eng_pool_size(pool), 1);
+    assert_int_equal(run_and_check(pool, 100), 0);
+    eng_pool_run(pool, count_task, &job, 0); /* no tasks: nothing to do */
+    eng_pool_destroy(pool);
+    eng_pool_destroy(NULL);
+}
+
+static void test_create_destroy_cycles(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 100; i++) {
+        struct eng_pool *pool = eng_pool_create(2 + i % 3);
+        assert_non_null(pool);
+        if (i % 2) {
+            assert_int_equal(run_and_check(pool, 5), 0);
+        }
+        eng_pool_destroy(pool); /* joins: a worker left running would trip ASan/TSan */
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rapid_runs),
+        cmocka_unit_test(test_many_tasks),
+        cmocka_unit_test(test_workers_participate),
+        cmocka_unit_test(test_run_waits_for_tasks),
+        cmocka_unit_test(test_huge_task_count),
+        cmocka_unit_test(test_sleep_wake),
+        cmocka_unit_test(test_inline_pools),
+        cmocka_unit_test(test_create_destroy_cycles),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
