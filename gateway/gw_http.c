@@ -1,0 +1,458 @@
+/* HTTP routes (lws thread): POST /v1/chat/completions (JSON or SSE answer from a stream),
+ * GET /v1/models, GET /healthz, GET /metrics; errors as OpenAI error JSON with the right
+ * status. Small answers are "static": decided at once, written as headers then body in two
+ * WRITEABLE callbacks. Streamed answers write headers when the first chunk (or the failure
+ * before any data) arrives, then coalesce queued chunks into one lws_write per WRITEABLE. */
+#include <cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/crypto.h"
+#include "common/log.h"
+#include "gateway/gw_internal.h"
+
+#define GW_RESP_MAX ((size_t)8 << 20)
+#define GW_COALESCE 16384
+#define GW_HDR_BUF 2048
+
+static void respond(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss, int status,
+                    const char *ctype)
+{
+    pss->responded = true;
+    pss->status = status;
+    pss->ctype = ctype;
+    pss->phase = 1;
+    gw_metrics_count_request(&srv->metrics, pss->path, status);
+    lws_callback_on_writable(wsi);
+}
+
+static void respond_error(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss, int status,
+                          const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void respond_error(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss, int status,
+                          const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    wye_buf_reset(&pss->resp);
+    if (gw_fmt_error_json(&pss->resp, status, code, msg) != WYE_OK) {
+        wye_buf_reset(&pss->resp);
+    }
+    if (status >= 500 || status == 413) {
+        wye_log(WYE_LOG_INFO, pss->reqid[0] ? pss->reqid : NULL, "HTTP %d: %s", status, msg);
+    }
+    respond(wsi, srv, pss, status, "application/json");
+}
+
+/* The body is complete: parse it, build the request, start the stream and submit it. Every
+ * refusal becomes an error response naming the problem. */
+static void handle_chat(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
+{
+    char eb[512];
+    struct wye_chat_limits lim;
+    gw_server_chat_limits(srv, &lim);
+    atomic_fetch_add(&srv->metrics.requests_total, 1);
+    if (pss->body.len == 0) {
+        respond_error(wsi, srv, pss, 400, "invalid_json",
+                      "the request body is empty; send a JSON object");
+        return;
+    }
+    int cap = lim.depth_max > 0 ? lim.depth_max : 64;
+    /* The parser's own check (one level deeper: it counts leaves) gives the exact limit. */
+    if (gw_json_too_deep(pss->body.data, pss->body.len, cap + 1)) {
+        respond_error(wsi, srv, pss, 400, "json_depth_max",
+                      "JSON nesting deeper than the limit of %d (json_depth_max)", cap);
+        return;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(pss->body.data, pss->body.len, &end, false);
+    if (!root) {
+        size_t pos = end && end >= pss->body.data ? (size_t)(end - pss->body.data) : 0;
+        respond_error(wsi, srv, pss, 400, "invalid_json",
+                      "malformed JSON in the request body near byte %zu", pos);
+        return;
+    }
+    struct wye_chat_req *req = NULL;
+    enum wye_err err = wye_chat_req_from_json(root, &lim, &req, eb, sizeof(eb));
+    if (err) {
+        const char *code = err == WYE_ERR_TOOBIG ? "limit_exceeded" : "invalid_request";
+        respond_error(wsi, srv, pss, err == WYE_ERR_NOMEM ? 500 : 400, code, "%s",
+                      eb[0] ? eb : wye_err_str(err));
+        return;
+    }
+    memcpy(req->id, pss->reqid, sizeof(req->id));
+    req->t_received_ns = pss->t0_ns;
+    struct gw_stream *s = gw_stream_create(srv, req->stream ? GW_KIND_SSE : GW_KIND_JSON, req);
+    if (!s) {
+        wye_chat_req_destroy(req);
+        respond_error(wsi, srv, pss, 500, "internal_error", "out of memory");
+        return;
+    }
+    s->wsi = wsi;
+    /* An answer may take long to start (a busy engine, a slow upstream): only our own
+     * deadlines apply from here on. */
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    gw_server_track(srv, s);
+    atomic_fetch_add(&srv->metrics.open_streams, 1);
+    pss->stream = s;
+    eb[0] = '\0';
+    err = srv->ops.submit(srv->ops_ctx, req, gw_stream_sink(s), eb, sizeof(eb));
+    if (err) {
+        gw_stream_unref(s); /* the producer's reference: it never got the sink */
+        pss->stream = NULL;
+        gw_stream_release(s);
+        const char *code = err == WYE_ERR_NOTFOUND ? "model_not_found"
+                           : err == WYE_ERR_LIMIT  ? "rate_limited"
+                           : err == WYE_ERR_AGAIN  ? "overloaded"
+                                                   : NULL;
+        respond_error(wsi, srv, pss, gw_err_status(err), code, "%s", eb[0] ? eb : wye_err_str(err));
+    }
+}
+
+static void handle_request(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss,
+                           const char *path)
+{
+    char *uri = NULL;
+    int uri_len = 0;
+    int method = lws_http_get_uri_and_method(wsi, &uri, &uri_len);
+    pss->kind = GW_PSS_HTTP;
+    pss->t0_ns = wye_now_ns();
+    if (wye_reqid_new(pss->reqid) != WYE_OK) {
+        snprintf(pss->reqid, sizeof(pss->reqid), "req_000000000000000000000000");
+    }
+    wye_buf_init(&pss->body, srv->cfg->limits.body_bytes_max);
+    wye_buf_init(&pss->resp, GW_RESP_MAX);
+    bool chat = strcmp(path, "/v1/chat/completions") == 0;
+    pss->path = chat                              ? GW_PATH_CHAT
+                : strcmp(path, "/v1/models") == 0 ? GW_PATH_MODELS
+                : strcmp(path, "/healthz") == 0   ? GW_PATH_HEALTHZ
+                : strcmp(path, "/metrics") == 0   ? GW_PATH_METRICS
+                : strcmp(path, "/v1/ws") == 0     ? GW_PATH_WS
+                                                  : GW_PATH_OTHER;
+    bool post = method == LWSHUMETH_POST;
+    if (post) {
+        /* Until the body is read completely, a refusal closes the connection. */
+        pss->close_after = true;
+    }
+    int64_t conns = atomic_load(&srv->metrics.open_connections);
+    if (srv->cfg->limits.connections_max > 0 && conns > srv->cfg->limits.connections_max) {
+        pss->close_after = true;
+        respond_error(wsi, srv, pss, 503, "connections_max",
+                      "too many open connections (connections_max = %d); retry later",
+                      srv->cfg->limits.connections_max);
+        return;
+    }
+    if (atomic_load(&srv->draining)) {
+        pss->close_after = true;
+        respond_error(wsi, srv, pss, 503, "shutting_down", "the server is shutting down");
+        return;
+    }
+    if (pss->path == GW_PATH_OTHER) {
+        respond_error(wsi, srv, pss, 404, "unknown_url", "unknown URL %.200s", path);
+        return;
+    }
+    if (pss->path == GW_PATH_WS) {
+        respond_error(wsi, srv, pss, 400, "websocket_required",
+                      "/v1/ws needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)");
+        return;
+    }
+    pss->head_only = method == LWSHUMETH_HEAD;
+    if (chat ? !post : (method != LWSHUMETH_GET && method != LWSHUMETH_HEAD)) {
+        pss->head_only = false;
+        respond_error(wsi, srv, pss, 405, "method_not_allowed", "%s needs %s", path,
+                      chat ? "POST" : "GET");
+        return;
+    }
+    if (pss->path == GW_PATH_HEALTHZ) {
+        wye_buf_append_str(&pss->resp, "{\"status\":\"ok\"}");
+        respond(wsi, srv, pss, 200, "application/json");
+        return;
+    }
+    if (pss->path == GW_PATH_MODELS) {
+        enum wye_err err = wye_buf_append_str(&pss->resp, "{\"object\":\"list\",\"data\":");
+        if (!err) {
+            err = srv->ops.models_json ? srv->ops.models_json(srv->ops_ctx, &pss->resp)
+                                       : wye_buf_append_str(&pss->resp, "[]");
+        }
+        if (!err) {
+            err = wye_buf_append_str(&pss->resp, "}");
+        }
+        if (err) {
+            respond_error(wsi, srv, pss, 500, "internal_error", "cannot list models: %s",
+                          wye_err_str(err));
+        } else {
+            respond(wsi, srv, pss, 200, "application/json");
+        }
+        return;
+    }
+    if (pss->path == GW_PATH_METRICS) {
+        /* Count this request first, so a scrape sees itself. */
+        gw_metrics_count_request(&srv->metrics, pss->path, 200);
+        enum wye_err err = gw_metrics_render(&srv->metrics, &pss->resp);
+        if (!err && srv->ops.metrics) {
+            srv->ops.metrics(srv->ops_ctx, &pss->resp);
+        }
+        pss->responded = true;
+        pss->status = 200;
+        pss->ctype = "text/plain; version=0.0.4";
+        pss->phase = 1;
+        lws_callback_on_writable(wsi);
+        return;
+    }
+    /* POST /v1/chat/completions: check the declared length now, read the body next. */
+    char cl[32];
+    long long declared = -1;
+    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+        declared = atoll(cl);
+    }
+    if (declared >= 0 && (unsigned long long)declared > srv->cfg->limits.body_bytes_max) {
+        respond_error(wsi, srv, pss, 413, "body_bytes_max",
+                      "request body of %lld bytes exceeds the limit of %zu bytes (body_bytes_max)",
+                      declared, srv->cfg->limits.body_bytes_max);
+        return;
+    }
+    if (declared < 0 && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        /* libwebsockets 4.1 does not decode chunked request bodies. */
+        respond_error(wsi, srv, pss, 411, "length_required",
+                      "chunked request bodies are not supported; send Content-Length");
+        return;
+    }
+    if (declared <= 0) {
+        pss->close_after = false;
+        handle_chat(wsi, srv, pss);
+        return;
+    }
+    pss->is_chat = true;
+}
+
+static int write_headers(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss, int status,
+                         const char *ctype, lws_filepos_t clen, struct gw_stream *s)
+{
+    unsigned char buf[LWS_PRE + GW_HDR_BUF];
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
+    char route[16] = "", model[128] = "";
+    double score = -1;
+    if (s) {
+        pthread_mutex_lock(&s->lock);
+        snprintf(route, sizeof(route), "%s", s->route);
+        snprintf(model, sizeof(model), "%s", s->model);
+        score = s->score;
+        pthread_mutex_unlock(&s->lock);
+    }
+    (void)srv;
+    if (lws_add_http_common_headers(wsi, (unsigned int)status, ctype, clen, &p, end)) {
+        return -1;
+    }
+    if (lws_add_http_header_by_name(
+            wsi, (const unsigned char *)"x-request-id:", (const unsigned char *)pss->reqid,
+            (int)strlen(pss->reqid), &p, end)) {
+        return -1;
+    }
+    if (route[0] && lws_add_http_header_by_name(
+                        wsi, (const unsigned char *)"x-wye-route:", (const unsigned char *)route,
+                        (int)strlen(route), &p, end)) {
+        return -1;
+    }
+    if (s && model[0] &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"x-wye-model:",
+                                    (const unsigned char *)model, (int)strlen(model), &p, end)) {
+        return -1;
+    }
+    if (score >= 0) {
+        char sc[32];
+        int n = snprintf(sc, sizeof(sc), "%.4f", score);
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"x-wye-score:",
+                                        (const unsigned char *)sc, n, &p, end)) {
+            return -1;
+        }
+    }
+    if (strcmp(ctype, "text/event-stream") == 0 &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-cache", 8, &p, end)) {
+        return -1;
+    }
+    if (pss->close_after && clen != LWS_ILLEGAL_HTTP_CONTENT_LEN &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
+                                    (const unsigned char *)"close", 5, &p, end)) {
+        return -1;
+    }
+    if (lws_finalize_write_http_header(wsi, start, &p, end)) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Copies payload into srv->wbuf after LWS_PRE bytes of headroom. */
+static void wbuf_begin(struct gw_server *srv)
+{
+    wye_buf_reset(&srv->wbuf);
+    static const unsigned char zeros[LWS_PRE];
+    (void)wye_buf_append(&srv->wbuf, zeros, LWS_PRE);
+}
+
+static int write_static(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
+{
+    if (pss->phase == 1) {
+        if (write_headers(wsi, srv, pss, pss->status, pss->ctype, pss->resp.len, NULL)) {
+            return -1;
+        }
+        pss->phase = 2;
+        if (pss->head_only) {
+            pss->phase = 3;
+            return lws_http_transaction_completed(wsi) ? -1 : 0;
+        }
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (pss->phase != 2) {
+        return 0;
+    }
+    pss->phase = 3;
+    wbuf_begin(srv);
+    if (wye_buf_append(&srv->wbuf, pss->resp.data, pss->resp.len) != WYE_OK) {
+        return -1;
+    }
+    size_t n = srv->wbuf.len - LWS_PRE;
+    if (lws_write(wsi, (unsigned char *)srv->wbuf.data + LWS_PRE, n, LWS_WRITE_HTTP_FINAL) <
+        (int)n) {
+        return -1;
+    }
+    if (pss->close_after) {
+        return -1;
+    }
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int write_stream(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
+{
+    struct gw_stream *s = pss->stream;
+    if (!pss->headers_sent) {
+        pthread_mutex_lock(&s->lock);
+        bool has = s->head != NULL || s->finished;
+        int status = s->status;
+        bool finished = s->finished;
+        size_t queued = s->queued;
+        pthread_mutex_unlock(&s->lock);
+        if (!has) {
+            return 0;
+        }
+        bool sse = s->kind == GW_KIND_SSE && status == 200;
+        if (!sse && !finished) {
+            return 0; /* whole-body answers are queued at once by finish */
+        }
+        if (write_headers(wsi, srv, pss, status, sse ? "text/event-stream" : "application/json",
+                          sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)queued, s)) {
+            return -1;
+        }
+        pss->headers_sent = true;
+        gw_metrics_count_request(&srv->metrics, GW_PATH_CHAT, status);
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    wbuf_begin(srv);
+    bool last = false;
+    for (;;) {
+        struct gw_chunk *c = gw_stream_pop(s, &last);
+        if (!c) {
+            break;
+        }
+        enum wye_err err = wye_buf_append(&srv->wbuf, GW_CHUNK_DATA(c), c->len);
+        gw_stream_recycle(s, c);
+        if (err) {
+            return -1;
+        }
+        if (srv->wbuf.len - LWS_PRE >= GW_COALESCE) {
+            break;
+        }
+    }
+    size_t n = srv->wbuf.len - LWS_PRE;
+    if (n > 0) {
+        int m = lws_write(wsi, (unsigned char *)srv->wbuf.data + LWS_PRE, n,
+                          last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+        if (m < (int)n) {
+            return -1;
+        }
+    }
+    if (last) {
+        pss->stream = NULL;
+        gw_stream_release(s);
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
+    if (gw_stream_has_output(s)) {
+        lws_callback_on_writable(wsi);
+    }
+    return 0;
+}
+
+void gw_http_cleanup(struct gw_server *srv, struct gw_pss *pss)
+{
+    (void)srv;
+    if (pss->kind != GW_PSS_HTTP) {
+        return;
+    }
+    if (pss->stream) {
+        struct gw_stream *s = pss->stream;
+        pss->stream = NULL;
+        gw_stream_release(s);
+    }
+    wye_buf_cleanup(&pss->body);
+    wye_buf_cleanup(&pss->resp);
+    pss->kind = GW_PSS_NONE;
+}
+
+int gw_http_callback(struct gw_server *srv, struct lws *wsi, enum lws_callback_reasons reason,
+                     struct gw_pss *pss, void *in, size_t len)
+{
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        if (!pss) {
+            return -1;
+        }
+        handle_request(wsi, srv, pss, in ? (const char *)in : "/");
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY:
+        if (!pss || pss->kind != GW_PSS_HTTP || pss->responded || !pss->is_chat) {
+            return 0;
+        }
+        if (wye_buf_append(&pss->body, in, len) != WYE_OK) {
+            respond_error(wsi, srv, pss, 413, "body_bytes_max",
+                          "request body exceeds the limit of %zu bytes (body_bytes_max)",
+                          srv->cfg->limits.body_bytes_max);
+        }
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (!pss || pss->kind != GW_PSS_HTTP || pss->responded || !pss->is_chat) {
+            return 0;
+        }
+        pss->close_after = false;
+        handle_chat(wsi, srv, pss);
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (!pss || pss->kind != GW_PSS_HTTP) {
+            return 0;
+        }
+        if (pss->responded) {
+            return write_static(wsi, srv, pss);
+        }
+        if (pss->stream) {
+            return write_stream(wsi, srv, pss);
+        }
+        return 0;
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (pss) {
+            gw_http_cleanup(srv, pss);
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}

@@ -1,0 +1,274 @@
+/* Internal types of the gateway, shared by its .c files. Thread ownership is noted on every
+ * field: "lws" = the lws service thread only; "lock" = guarded by the named mutex; atomics
+ * may be touched from any thread. */
+#ifndef WYE_GATEWAY_GW_INTERNAL_H
+#define WYE_GATEWAY_GW_INTERNAL_H
+
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/chat.h"
+#include "conf/conf.h"
+#include "gateway/gateway.h"
+
+/* ---- metrics (gw_metrics.c) ---- */
+
+enum gw_path {
+    GW_PATH_CHAT,
+    GW_PATH_MODELS,
+    GW_PATH_HEALTHZ,
+    GW_PATH_METRICS,
+    GW_PATH_WS,
+    GW_PATH_OTHER,
+    GW_PATH__COUNT
+};
+#define GW_N_STATUS 13 /* 101 200 400 401 404 405 411 413 429 500 502 503 504; others: 500 */
+#define GW_N_BUCKETS 12
+
+struct gw_hist {
+    _Atomic uint64_t bucket[GW_N_BUCKETS]; /* cumulative on output, per-bucket here */
+    _Atomic uint64_t count;
+    _Atomic uint64_t sum_us;
+};
+
+struct gw_metrics {
+    _Atomic uint64_t requests[GW_PATH__COUNT][GW_N_STATUS];
+    _Atomic uint64_t tokens_prompt;
+    _Atomic uint64_t tokens_completion;
+    struct gw_hist latency; /* request received -> answer finished */
+    struct gw_hist ttft;    /* request received -> first delta */
+    _Atomic int64_t open_connections;
+    _Atomic int64_t open_streams;
+    _Atomic uint64_t queued_peak;
+    _Atomic uint64_t slow_dropped;
+    _Atomic uint64_t requests_total;
+};
+
+void gw_metrics_count_request(struct gw_metrics *m, enum gw_path path, int status);
+void gw_metrics_observe(struct gw_hist *h, int64_t ns);
+/* Appends the Prometheus exposition of m to out. */
+enum wye_err gw_metrics_render(struct gw_metrics *m, struct wye_buf *out);
+
+/* ---- streams (gw_stream.c) ---- */
+
+enum gw_kind { GW_KIND_JSON, GW_KIND_SSE, GW_KIND_WS };
+
+/* One preformatted piece of output, with LWS_PRE bytes of headroom before the payload. */
+struct gw_chunk {
+    struct gw_chunk *next;
+    size_t len;          /* payload bytes */
+    size_t cap;          /* payload capacity */
+    unsigned char mem[]; /* LWS_PRE + cap */
+};
+#define GW_CHUNK_DATA(c) ((c)->mem + LWS_PRE)
+
+struct gw_server;
+struct gw_ws_conn;
+
+struct gw_tool_acc; /* stream:false tool-call assembly (gw_format.c) */
+
+/* DESIGN: the one object crossing threads. The lws side holds one reference (dropped when
+ * the answer is written or the connection closes), the producer one (dropped by finish), the
+ * ready list one while the stream sits on it. */
+struct gw_stream {
+    atomic_int refs;
+    struct gw_server *srv;         /* immutable */
+    enum gw_kind kind;             /* immutable */
+    char reqid[WYE_REQID_LEN + 1]; /* immutable */
+    char *client_id;               /* immutable; WS: the client's id */
+    bool include_usage;            /* immutable */
+    int64_t created_s;             /* immutable; unix seconds */
+    int64_t t0_ns;                 /* immutable; request received */
+
+    pthread_mutex_t lock;
+    struct gw_chunk *head, *tail; /* lock: output waiting for the lws thread */
+    struct gw_chunk *free_list;   /* lock: spare chunks */
+    size_t n_free;                /* lock */
+    size_t queued;                /* lock: payload bytes in head..tail */
+    bool over;                    /* lock: emit said AGAIN and credit has not returned */
+    int64_t full_since_ns;        /* lock: when over became true */
+    bool finished;                /* lock: finish() queued the last chunk */
+    int status;                   /* lock: HTTP status (200 unless failed before data) */
+    bool started;                 /* lock: start() was called */
+    char route[16];               /* lock */
+    char model[128];              /* lock: the client's model until start() names one */
+    double score;                 /* lock: < 0 when unknown */
+    void (*wake)(void *arg);      /* lock: the producer's wakeup; called with lock held */
+    void *wake_arg;               /* lock */
+
+    atomic_bool cancelled;        /* set by the lws thread (close, cancel, slow client) */
+    struct gw_stream *ready_next; /* srv->ready_lock */
+    bool in_ready;                /* srv->ready_lock */
+
+    /* producer thread only (start..finish) */
+    size_t n_events; /* deltas emitted */
+    bool ttft_done;
+    int64_t ttft_ns;
+    struct wye_usage usage;
+    bool have_usage;
+    struct wye_buf fmt;        /* scratch for formatting one event */
+    struct wye_buf text;       /* JSON mode: the whole answer text */
+    struct gw_tool_acc *tools; /* JSON mode: assembled tool calls */
+
+    /* lws thread only */
+    struct lws *wsi;                       /* NULL once the connection is gone */
+    struct gw_ws_conn *conn;               /* WS: the owning connection */
+    struct gw_stream *conn_next;           /* WS: the connection's list */
+    struct gw_stream *all_prev, *all_next; /* srv->streams */
+    bool lws_done;                         /* the lws side let go */
+    bool killed;                           /* dropped as a slow client */
+};
+
+/* Creates a stream with two references (lws side, producer). NULL on allocation failure. */
+struct gw_stream *gw_stream_create(struct gw_server *srv, enum gw_kind kind,
+                                   const struct wye_chat_req *req);
+void gw_stream_ref(struct gw_stream *s);
+void gw_stream_unref(struct gw_stream *s);
+/* The sink for the producer. */
+struct wye_sink gw_stream_sink(struct gw_stream *s);
+/* Appends a preformatted payload (any thread); force ignores the high-water mark. Returns OK,
+ * AGAIN (accepted, now over the mark) or NOMEM. Makes the stream ready when it was empty. */
+enum wye_err gw_stream_push(struct gw_stream *s, const void *p, size_t n);
+/* Like push; final also marks the stream finished (drops the producer's wakeup) and sets the
+ * HTTP status when status != 0, in the same critical section as the last chunk. */
+enum wye_err gw_stream_push_ex(struct gw_stream *s, const void *p, size_t n, bool final,
+                               int status);
+/* lws thread: cancels the producer (sets cancelled, calls its wakeup). */
+void gw_stream_cancel(struct gw_stream *s);
+/* lws thread: pops the first chunk (NULL if none); *last says the stream has finished and
+ * nothing else is queued. Hands credit back to the producer below the low-water mark. */
+struct gw_chunk *gw_stream_pop(struct gw_stream *s, bool *last);
+/* lws thread: returns a popped chunk to the stream's free list (or frees it). */
+void gw_stream_recycle(struct gw_stream *s, struct gw_chunk *c);
+/* lws thread: true if output is waiting. */
+bool gw_stream_has_output(struct gw_stream *s);
+/* lws thread: the lws side lets go (connection closed or answer written): clears wsi,
+ * cancels the producer if it is still running, unlinks, drops the lws reference. */
+void gw_stream_release(struct gw_stream *s);
+/* lws thread: drops every queued chunk (used when submit refused the request). */
+void gw_stream_clear(struct gw_stream *s);
+
+/* ---- formatting (gw_format.c); producer or lws thread ---- */
+
+/* OpenAI error JSON {"error":{"message","type","param","code"}}. */
+enum wye_err gw_fmt_error_json(struct wye_buf *b, int status, const char *code, const char *msg);
+/* The error "type" for an HTTP status. */
+const char *gw_status_error_type(int status);
+/* Maps a backend/parse error to an HTTP status. */
+int gw_err_status(enum wye_err err);
+/* Formats and queues one event for the stream's kind. */
+enum wye_err gw_fmt_event(struct gw_stream *s, const struct wye_event *ev);
+/* Formats and queues the end of the answer (gw_stream_push_ex with final). */
+void gw_fmt_finish(struct gw_stream *s, const struct wye_result *res);
+void gw_tool_acc_destroy(struct gw_tool_acc *t);
+/* True when the JSON text nests brackets deeper than limit (strings skipped). A guard run
+ * before cJSON, which recurses once per level. */
+bool gw_json_too_deep(const char *p, size_t n, int limit);
+/* WS: {"type":"error","id":...,"error":{...}} into b; status picks the error type. id may be
+ * NULL. */
+enum wye_err gw_fmt_ws_error(struct wye_buf *b, int status, const char *id, const char *code,
+                             const char *msg);
+
+/* ---- the server (gw_server.c) ---- */
+
+struct gw_server {
+    const struct conf_config *cfg;
+    struct gw_backend_ops ops;
+    void *ops_ctx;
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    int port;
+    char listen_addr[64]; /* the numeric address bound (from cfg->listen_host) */
+    pthread_t thread;
+    bool thread_started;
+    bool shut_down;
+
+    pthread_mutex_t ready_lock;
+    struct gw_stream *ready; /* ready_lock: streams with new output */
+    bool ctx_alive;          /* ready_lock: lws_cancel_service may be called */
+
+    atomic_bool draining;           /* refuse new requests */
+    atomic_bool cancel_all;         /* cancel every stream in flight */
+    atomic_bool stop;               /* leave the service loop */
+    _Atomic int64_t n_live_streams; /* streams not yet freed */
+
+    struct gw_metrics metrics;
+
+    /* lws thread only */
+    lws_sorted_usec_list_t sul_tick;
+    int tick_ms;
+    struct gw_stream *streams; /* every stream the lws side holds */
+    struct gw_ws_conn *conns;  /* every open WebSocket */
+    struct wye_buf wbuf;       /* coalescing buffer: LWS_PRE headroom + payload */
+    int conn_marker;           /* its address tags accepted connections */
+    lws_retry_bo_t retry;      /* WebSocket ping / hangup policy */
+};
+
+/* Any thread: puts s on the ready list and wakes the lws thread if the list was empty. */
+void gw_server_ready(struct gw_server *srv, struct gw_stream *s);
+/* lws thread: links/unlinks a stream on srv->streams. */
+void gw_server_track(struct gw_server *srv, struct gw_stream *s);
+void gw_server_untrack(struct gw_server *srv, struct gw_stream *s);
+/* lws thread: the limits the chat parser applies. */
+void gw_server_chat_limits(const struct gw_server *srv, struct wye_chat_limits *lim);
+
+/* ---- per-connection state (the protocol's pss) ---- */
+
+enum gw_pss_kind { GW_PSS_NONE = 0, GW_PSS_HTTP, GW_PSS_WS };
+
+struct gw_pss {
+    enum gw_pss_kind kind;
+    /* HTTP (one transaction; lws zeroes it per transaction) */
+    enum gw_path path;
+    bool is_chat;
+    bool responded;   /* a static response was decided */
+    bool close_after; /* the request body was not read fully: close after the answer */
+    bool head_only;   /* HEAD: headers without the body */
+    int phase;        /* static response: 1 headers due, 2 body due */
+    int status;
+    const char *ctype;
+    struct wye_buf body; /* the request body (capped) */
+    struct wye_buf resp; /* static response body */
+    char reqid[WYE_REQID_LEN + 1];
+    int64_t t0_ns;
+    struct gw_stream *stream; /* streamed answer */
+    bool headers_sent;
+    /* WS */
+    struct gw_ws_conn *ws;
+};
+
+/* gw_http.c (lws thread) */
+int gw_http_callback(struct gw_server *srv, struct lws *wsi, enum lws_callback_reasons reason,
+                     struct gw_pss *pss, void *in, size_t len);
+void gw_http_cleanup(struct gw_server *srv, struct gw_pss *pss);
+
+/* gw_ws.c (lws thread) */
+struct gw_ws_conn {
+    struct gw_server *srv;
+    struct lws *wsi;
+    struct gw_ws_conn *prev, *next; /* srv->conns */
+    struct wye_buf rx;              /* message reassembly, capped */
+    bool rx_discard;                /* dropping the rest of a refused message */
+    struct gw_stream *streams;      /* in flight on this socket */
+    int n_streams;
+    struct gw_stream *rr;                 /* round-robin cursor */
+    struct gw_chunk *ctl_head, *ctl_tail; /* connection-level events (errors) */
+    int n_ctl;
+    bool closing; /* close after the control queue drains */
+    enum lws_close_status close_status;
+    char close_reason[64];
+    int64_t last_activity_ns;
+};
+
+int gw_ws_callback(struct gw_server *srv, struct lws *wsi, enum lws_callback_reasons reason,
+                   struct gw_pss *pss, void *in, size_t len);
+/* Timer: idle timeout. */
+void gw_ws_tick(struct gw_server *srv, int64_t now_ns);
+/* Kills a connection (slow reader): cancels its streams. */
+void gw_ws_kill(struct gw_ws_conn *c, const char *why);
+
+#endif

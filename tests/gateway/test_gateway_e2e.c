@@ -1,0 +1,385 @@
+/* End to end: the gateway over the real router and its upstream thread, against the stub
+ * upstream (tests/stub). Streamed chat over HTTP and WebSocket returns exactly the stub's
+ * tokens in order; upstream 429 / 500 before the first byte become the matching client
+ * status with an OpenAI error; a cut or an error mid-stream becomes an explicit error event
+ * (no [DONE]); a client that disconnects makes the upstream transfer stop. */
+/* cmocka.h needs these first. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/crypto.h"
+#include "conf/conf.h"
+#include "gateway/gateway.h"
+#include "router/router.h"
+#include "tests/gateway/http_client.h"
+#include "tests/gateway/ws_client.h"
+#include "tests/stub/stub_upstream.h"
+
+#define T_MS 10000
+
+struct e2e {
+    struct stub_upstream *stub;
+    struct conf_config *cfg;
+    struct rt_router *rt;
+    struct gw_server *srv;
+    int port;
+};
+
+static struct e2e E;
+
+static int setup(void **state)
+{
+    (void)state;
+    E.stub = stub_upstream_start();
+    if (!E.stub) {
+        return -1;
+    }
+    char url[128], err[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", stub_upstream_port(E.stub));
+    struct conf_overrides ov = {
+        .listen = "127.0.0.1:0", .upstream = url, .upstream_model = "stub-model"};
+    if (conf_load(NULL, &ov, &E.cfg, err, sizeof(err)) != WYE_OK) {
+        fprintf(stderr, "conf_load: %s\n", err);
+        return -1;
+    }
+    E.cfg->upstream.max_retries = 0; /* failures reach the client at once */
+    E.cfg->limits.shutdown_grace_ms = 1000;
+    E.cfg->limits.stream_buffer_bytes = 4096; /* backpressure reaches the upstream quickly */
+    E.cfg->limits.slow_client_timeout_ms = 5000;
+    E.rt = rt_router_create(E.cfg);
+    if (!E.rt || rt_router_start(E.rt) != WYE_OK) {
+        return -1;
+    }
+    E.srv = gw_server_create(E.cfg, &gw_router_backend, E.rt);
+    if (!E.srv || gw_server_start(E.srv) != WYE_OK) {
+        return -1;
+    }
+    E.port = gw_server_port(E.srv);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    gw_server_shutdown(E.srv);
+    rt_router_stop(E.rt);
+    gw_server_destroy(E.srv);
+    rt_router_destroy(E.rt);
+    conf_destroy(E.cfg);
+    stub_upstream_stop(E.stub);
+    return 0;
+}
+
+static int post(const char *content, bool stream, struct hc_resp *r)
+{
+    struct wye_buf b;
+    wye_buf_init(&b, 1 << 16);
+    (void)wye_buf_append_str(&b, "{\"messages\":[{\"role\":\"user\",\"content\":");
+    (void)wye_buf_append_json_str(&b, content, strlen(content));
+    (void)wye_buf_printf(&b, "}],\"stream\":%s}", stream ? "true" : "false");
+    hc_resp_init(r);
+    int st = hc_request(E.port, "POST", "/v1/chat/completions", b.data, NULL, r, T_MS);
+    wye_buf_cleanup(&b);
+    return st;
+}
+
+/* Concatenates the SSE deltas; *done: [DONE] came last; *error: an error event came. */
+static void sse_text_big(struct hc_resp *r, char *text, size_t cap, int *n_deltas, bool *done,
+                         bool *error)
+{
+    size_t max = 4096;
+    char **raw = wye_calloc(max, sizeof(char *));
+    assert_non_null(raw);
+    size_t n = hc_sse_split(r->body.data, r->body.len, raw, max);
+    text[0] = '\0';
+    *n_deltas = 0;
+    *done = false;
+    *error = false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(raw[i], "[DONE]") == 0) {
+            *done = i == n - 1;
+        } else {
+            cJSON *j = cJSON_Parse(raw[i]);
+            assert_non_null(j);
+            *error |= cJSON_IsObject(cJSON_GetObjectItem(j, "error"));
+            cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+            cJSON *content = cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "delta"), "content");
+            if (cJSON_IsString(content)) {
+                strncat(text, content->valuestring, cap - strlen(text) - 1);
+                (*n_deltas)++;
+            }
+            cJSON_Delete(j);
+        }
+        wye_free(raw[i]);
+    }
+    wye_free(raw);
+}
+
+static void sse_text(struct hc_resp *r, char *text, size_t cap, int *n_deltas, bool *done,
+                     bool *error)
+{
+    sse_text_big(r, text, cap, n_deltas, done, error);
+}
+
+static void test_http_stream(void **state)
+{
+    (void)state;
+    struct hc_resp r;
+    assert_int_equal(post("hello big world", true, &r), 200);
+    char text[512];
+    int n;
+    bool done, error;
+    sse_text(&r, text, sizeof(text), &n, &done, &error);
+    assert_string_equal(text, "hello big world");
+    assert_int_equal(n, 3);
+    assert_true(done);
+    assert_false(error);
+    char v[64];
+    assert_non_null(hc_header(&r, "x-wye-route", v, sizeof(v)));
+    hc_resp_cleanup(&r);
+
+    assert_int_equal(post("#stub n=12 delay_ms=2", true, &r), 200);
+    sse_text(&r, text, sizeof(text), &n, &done, &error);
+    assert_string_equal(text, "t0 t1 t2 t3 t4 t5 t6 t7 t8 t9 t10 t11");
+    assert_true(done);
+    hc_resp_cleanup(&r);
+
+    assert_int_equal(post("one two", false, &r), 200);
+    cJSON *j = cJSON_ParseWithLength(r.body.data, r.body.len);
+    cJSON *msg =
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message");
+    assert_string_equal(cJSON_GetObjectItem(msg, "content")->valuestring, "one two");
+    cJSON_Delete(j);
+    hc_resp_cleanup(&r);
+}
+
+static void test_ws_stream(void **state)
+{
+    (void)state;
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_true(wsc_send_text(
+        &c, "{\"type\":\"response.create\",\"id\":\"a\",\"response\":{"
+            "\"messages\":[{\"role\":\"user\",\"content\":\"#stub n=6 delay_ms=5\"}]}}"));
+    assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":\"b\",\"response\":{"
+                                  "\"messages\":[{\"role\":\"user\",\"content\":\"x y z\"}]}}"));
+    char text[2][256] = {"", ""};
+    int done = 0;
+    for (int i = 0; i < 100 && done < 2; i++) {
+        char *m = NULL;
+        assert_int_equal(wsc_recv(&c, &m, NULL, NULL, T_MS), WSC_TEXT);
+        cJSON *j = cJSON_Parse(m);
+        wye_free(m);
+        const char *type = cJSON_GetObjectItem(j, "type")->valuestring;
+        int k = strcmp(cJSON_GetObjectItem(j, "id")->valuestring, "a") == 0 ? 0 : 1;
+        if (strcmp(type, "response.output_text.delta") == 0) {
+            strcat(text[k], cJSON_GetObjectItem(j, "delta")->valuestring);
+        } else if (strcmp(type, "response.done") == 0) {
+            assert_string_equal(cJSON_GetObjectItem(j, "status")->valuestring, "completed");
+            assert_string_equal(cJSON_GetObjectItem(j, "model")->valuestring, "stub-model");
+            done++;
+        }
+        cJSON_Delete(j);
+    }
+    assert_int_equal(done, 2);
+    assert_string_equal(text[0], "t0 t1 t2 t3 t4 t5");
+    assert_string_equal(text[1], "x y z");
+    wsc_close(&c);
+}
+
+static void assert_error_body(struct hc_resp *r, const char *type)
+{
+    cJSON *j = cJSON_ParseWithLength(r->body.data, r->body.len);
+    assert_non_null(j);
+    cJSON *e = cJSON_GetObjectItem(j, "error");
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(e, "message")));
+    assert_string_equal(cJSON_GetObjectItem(e, "type")->valuestring, type);
+    cJSON_Delete(j);
+}
+
+static void test_upstream_failures(void **state)
+{
+    (void)state;
+    struct hc_resp r;
+    assert_int_equal(post("#stub status=429", true, &r), 429);
+    assert_error_body(&r, "rate_limit_error");
+    hc_resp_cleanup(&r);
+    assert_int_equal(post("#stub status=500", true, &r), 502);
+    assert_error_body(&r, "upstream_error");
+    hc_resp_cleanup(&r);
+    assert_int_equal(post("#stub status=500", false, &r), 502);
+    assert_error_body(&r, "upstream_error");
+    hc_resp_cleanup(&r);
+
+    /* Cut mid-stream: the deltas that arrived, then an error event, and no [DONE]. */
+    assert_int_equal(post("#stub n=5 cut_after=2", true, &r), 200);
+    char text[256];
+    int n;
+    bool done, error;
+    sse_text(&r, text, sizeof(text), &n, &done, &error);
+    assert_string_equal(text, "t0 t1");
+    assert_false(done);
+    assert_true(error);
+    hc_resp_cleanup(&r);
+
+    assert_int_equal(post("#stub n=5 error_in_stream=1", true, &r), 200);
+    sse_text(&r, text, sizeof(text), &n, &done, &error);
+    assert_string_equal(text, "t0");
+    assert_false(done);
+    assert_true(error);
+    hc_resp_cleanup(&r);
+
+    /* Over WebSocket the same failure is a failed response.done. */
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":\"cut\",\"messages\":"
+                                  "[{\"role\":\"user\",\"content\":\"#stub n=5 cut_after=2\"}]}"));
+    bool failed = false;
+    for (int i = 0; i < 20; i++) {
+        char *m = NULL;
+        assert_int_equal(wsc_recv(&c, &m, NULL, NULL, T_MS), WSC_TEXT);
+        cJSON *j = cJSON_Parse(m);
+        wye_free(m);
+        bool is_done = strcmp(cJSON_GetObjectItem(j, "type")->valuestring, "response.done") == 0;
+        if (is_done) {
+            failed = strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "failed") == 0 &&
+                     cJSON_IsObject(cJSON_GetObjectItem(j, "error"));
+        }
+        cJSON_Delete(j);
+        if (is_done) {
+            break;
+        }
+    }
+    assert_true(failed);
+    wsc_close(&c);
+}
+
+static void test_disconnect_stops_upstream(void **state)
+{
+    (void)state;
+    int fd = hc_connect(E.port, 0);
+    assert_true(fd >= 0);
+    const char *body = "{\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":"
+                       "\"#stub n=5 stall_after=1\"}]}";
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
+    assert_true(stub_upstream_wait_active(E.stub, 1, T_MS));
+    close(fd);
+    /* The router removes the transfer: the stub sees its connection go away. */
+    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+}
+
+static void test_ws_cancel_stops_upstream(void **state)
+{
+    (void)state;
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_true(wsc_send_text(&c,
+                              "{\"type\":\"response.create\",\"id\":\"long\",\"messages\":"
+                              "[{\"role\":\"user\",\"content\":\"#stub n=200 delay_ms=20\"}]}"));
+    int deltas = 0;
+    bool cancelled = false;
+    for (int i = 0; i < 300; i++) {
+        char *m = NULL;
+        assert_int_equal(wsc_recv(&c, &m, NULL, NULL, T_MS), WSC_TEXT);
+        cJSON *j = cJSON_Parse(m);
+        wye_free(m);
+        const char *type = cJSON_GetObjectItem(j, "type")->valuestring;
+        if (strcmp(type, "response.output_text.delta") == 0 && ++deltas == 2) {
+            assert_true(wsc_send_text(&c, "{\"type\":\"response.cancel\",\"id\":\"long\"}"));
+        }
+        bool done = strcmp(type, "response.done") == 0;
+        if (done) {
+            cancelled = strcmp(cJSON_GetObjectItem(j, "status")->valuestring, "cancelled") == 0;
+        }
+        cJSON_Delete(j);
+        if (done) {
+            break;
+        }
+    }
+    assert_true(cancelled);
+    assert_true(deltas < 200);
+    /* The upstream transfer was removed, not left streaming into the void. */
+    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+    wsc_close(&c);
+}
+
+/* A client that pauses: the queue fills, the upstream transfer is paused, then resumed when
+ * the client reads again; every token arrives, in order, and memory stayed bounded. */
+static void test_backpressure_roundtrip(void **state)
+{
+    (void)state;
+    int fd = hc_connect(E.port, 4096);
+    assert_true(fd >= 0);
+    const char *body = "{\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":"
+                       "\"#stub n=3000\"}]}";
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
+    wye_sleep_ms(300); /* not reading: the gateway's queue fills and it pushes back */
+    struct hc_resp r;
+    hc_resp_init(&r);
+    assert_int_equal(hc_read_response(fd, &r, T_MS), 200);
+    close(fd);
+    char *text = wye_malloc(64 * 1024);
+    int deltas;
+    bool done, error;
+    sse_text_big(&r, text, 64 * 1024, &deltas, &done, &error);
+    assert_int_equal(deltas, 3000);
+    assert_true(done);
+    assert_false(error);
+    /* Spot-check the order. */
+    assert_int_equal(strncmp(text, "t0 t1 t2 t3", 11), 0);
+    assert_non_null(strstr(text, " t1499 t1500 t1501 "));
+    size_t len = strlen(text);
+    assert_true(len > 11);
+    assert_string_equal(text + len - 11, "t2998 t2999");
+    wye_free(text);
+    hc_resp_cleanup(&r);
+    struct gw_stats st;
+    gw_server_stats(E.srv, &st);
+    /* Over the mark (so emit said AGAIN and the transfer paused), by at most one event. */
+    assert_true(st.queued_bytes_peak > E.cfg->limits.stream_buffer_bytes);
+    assert_true(st.queued_bytes_peak <= E.cfg->limits.stream_buffer_bytes + 1024);
+}
+
+int main(void)
+{
+    wye_alloc_install_cjson_hooks();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (wye_crypto_init() != WYE_OK) {
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_stream),
+        cmocka_unit_test(test_ws_stream),
+        cmocka_unit_test(test_upstream_failures),
+        cmocka_unit_test(test_disconnect_stops_upstream),
+        cmocka_unit_test(test_ws_cancel_stops_upstream),
+        cmocka_unit_test(test_backpressure_roundtrip),
+    };
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    curl_global_cleanup();
+    return rc;
+}
