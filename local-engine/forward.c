@@ -1,0 +1,428 @@
+/* The transformer forward pass (llama / qwen2): RMSNorm, GQA attention over a preallocated
+ * F32 KV cache with rope (adjacent pairs for llama, rotated halves for qwen2), SwiGLU FFN,
+ * final norm and logits. One call runs a batch of tokens from any number of sequences, each
+ * at its own position: the matmuls see all tokens at once (matrix-matrix), attention is split
+ * per (token, head) across the pool. Runs on the engine worker thread that owns the context
+ * (plus the pool's threads inside eng_pool_run); allocates nothing after eng_fwd_init. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "local-engine/model_internal.h"
+#include "local-engine/quant.h"
+
+/* Below this many multiply-adds per layer, attention runs on the calling thread alone. */
+#define ATT_POOL_MIN_WORK (64 * 1024)
+/* Largest GQA group whose heads share one attention task. */
+#define ATT_GROUP_MAX 32
+
+static size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+static size_t act_bytes(const struct eng_wmat *w, int64_t n_tok)
+{
+    return (size_t)n_tok * eng_act_row_bytes(w->type, w->k);
+}
+
+enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct eng_pool *pool,
+                          int32_t n_ctx, int32_t n_seq, int32_t n_batch, int32_t n_out_max,
+                          char *errbuf, size_t errlen)
+{
+    memset(f, 0, sizeof(*f));
+    const struct eng_hparams *hp = &m->hp;
+    f->m = m;
+    f->pool = pool;
+    f->n_ctx = n_ctx;
+    f->n_seq = n_seq;
+    f->n_batch = n_batch;
+    f->n_out_max = n_out_max;
+    size_t E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
+    size_t qd = (size_t)hp->n_head * (size_t)hp->head_dim;
+    size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    size_t B = (size_t)n_batch, T = (size_t)eng_pool_size(pool);
+    size_t wide = F > E ? F : E;
+    int32_t group = hp->n_head / hp->n_head_kv;
+    f->att_group = group <= ATT_GROUP_MAX ? group : 1;
+    size_t xbw = qd > E ? qd : E;
+
+    size_t kv_elems = (size_t)n_seq * (size_t)hp->n_layer * (size_t)n_ctx;
+    size_t kv_bytes;
+    if (wye_mul_size(kv_elems, kvd * sizeof(float), &kv_bytes) != 0) {
+        snprintf(errbuf, errlen, "KV cache of %d sequences x %d tokens is too large", n_seq, n_ctx);
+        return WYE_ERR_TOOBIG;
+    }
+    size_t xq = act_bytes(&m->output, n_out_max);
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        const struct eng_layer *L = &m->layers[l];
+        const struct eng_wmat *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                       &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++) {
+            size_t b = act_bytes(ws[i], n_batch);
+            xq = b > xq ? b : xq;
+        }
+    }
+    size_t sizes[] = {
+        B * E * 4,                                    /* x */
+        B * xbw * 4,                                  /* xb */
+        B * qd * 4,                                   /* q */
+        B * kvd * 4,                                  /* k */
+        B * kvd * 4,                                  /* v */
+        B * wide * 4,                                 /* hb */
+        B * wide * 4,                                 /* hb2 */
+        T * (size_t)n_ctx * (size_t)f->att_group * 4, /* att */
+        (size_t)n_out_max * E * 4,                    /* xo */
+        (size_t)n_out_max * (size_t)hp->n_vocab * 4,  /* logits */
+        xq,
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        total += align64(sizes[i]);
+    }
+    f->k_cache = wye_calloc(kv_bytes / sizeof(float) ? kv_bytes / sizeof(float) : 1, sizeof(float));
+    f->v_cache = wye_calloc(kv_bytes / sizeof(float) ? kv_bytes / sizeof(float) : 1, sizeof(float));
+    f->mem = wye_calloc(1, total + 64);
+    if (!f->k_cache || !f->v_cache || !f->mem) {
+        snprintf(errbuf, errlen,
+                 "out of memory for a KV cache of %zu MiB and %zu MiB of "
+                 "scratch",
+                 2 * kv_bytes >> 20, total >> 20);
+        eng_fwd_cleanup(f);
+        return WYE_ERR_NOMEM;
+    }
+    unsigned char *p = (unsigned char *)(((uintptr_t)f->mem + 63) & ~(uintptr_t)63);
+    float **dst[] = {&f->x,  &f->xb,  &f->q,   &f->k,  &f->v,
+                     &f->hb, &f->hb2, &f->att, &f->xo, &f->logits};
+    for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++) {
+        *dst[i] = (float *)p;
+        p += align64(sizes[i]);
+    }
+    f->xq = p;
+    return WYE_OK;
+}
+
+void eng_fwd_cleanup(struct eng_fwd *f)
+{
+    wye_free(f->k_cache);
+    wye_free(f->v_cache);
+    wye_free(f->mem);
+    f->k_cache = f->v_cache = NULL;
+    f->mem = NULL;
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float eps)
+{
+    float ss = 0.0f;
+    for (int32_t i = 0; i < n; i++) {
+        ss += x[i] * x[i];
+    }
+    float s = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int32_t i = 0; i < n; i++) {
+        out[i] = x[i] * s * w[i];
+    }
+}
+
+/* Rotates every head of vec (n_heads x head_dim) for position pos. */
+static void rope(const struct eng_model *m, float *vec, int32_t n_heads, int32_t pos)
+{
+    const struct eng_hparams *hp = &m->hp;
+    int32_t half = hp->n_rot / 2;
+    float p = (float)pos * hp->rope_pos_scale;
+    for (int32_t i = 0; i < half; i++) {
+        float th = p * m->rope_inv_freq[i];
+        float c = cosf(th), s = sinf(th);
+        for (int32_t h = 0; h < n_heads; h++) {
+            float *v = vec + (size_t)h * (size_t)hp->head_dim;
+            int32_t a = hp->rope_neox ? i : 2 * i;
+            int32_t b = hp->rope_neox ? i + half : 2 * i + 1;
+            float v0 = v[a], v1 = v[b];
+            v[a] = v0 * c - v1 * s;
+            v[b] = v0 * s + v1 * c;
+        }
+    }
+}
+
+static void matmul(struct eng_fwd *f, const struct eng_wmat *w, const float *x, int32_t n, float *y)
+{
+    eng_matmul(f->pool, w->type, w->data, w->m, w->k, x, n, y, f->xq);
+}
+
+/* Several matrices applied to the same activations (Q/K/V; gate/up) in ONE pool run, the
+ * activations quantized once: fewer wake-ups of the pool per layer. Each output row is
+ * computed exactly as eng_matmul computes it (eng_matmul_rows over a row range). */
+#define MM_PARTS_MAX 3
+
+struct mm_part {
+    const struct eng_wmat *w;
+    float *y;      /* (n_tok x w->m) */
+    int64_t task0; /* first task of this part */
+    int64_t rpt;   /* rows per task */
+};
+
+struct mm_multi {
+    struct mm_part p[MM_PARTS_MAX];
+    int n;
+    const void *xq;
+    size_t xq_row_bytes;
+    int64_t n_tok;
+};
+
+static void mm_run_rows(const struct mm_multi *j, const struct mm_part *p, int64_t r0, int64_t r1)
+{
+    eng_matmul_rows(p->w->type, p->w->data, p->w->row_bytes, j->xq, j->xq_row_bytes, p->w->k,
+                    j->n_tok, p->y, p->w->m, r0, r1);
+}
+
+static void mm_task(void *arg, int64_t task, int thread)
+{
+    (void)thread;
+    const struct mm_multi *j = arg;
+    int i = j->n - 1;
+    while (i > 0 && task < j->p[i].task0) {
+        i--;
+    }
+    const struct mm_part *p = &j->p[i];
+    int64_t r0 = (task - p->task0) * p->rpt;
+    int64_t r1 = r0 + p->rpt < p->w->m ? r0 + p->rpt : p->w->m;
+    mm_run_rows(j, p, r0, r1);
+}
+
+static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, float *const *ys,
+                         int n_parts, const float *x, int32_t n)
+{
+    const struct eng_wmat *w0 = ws[0];
+    uint32_t at = eng_act_type_of(w0->type);
+    bool same = true;
+    for (int i = 1; i < n_parts; i++) {
+        same &= eng_act_type_of(ws[i]->type) == at && ws[i]->k == w0->k;
+    }
+    if (!same) {
+        for (int i = 0; i < n_parts; i++) {
+            matmul(f, ws[i], x, n, ys[i]);
+        }
+        return;
+    }
+    struct mm_multi j = {.n = n_parts, .n_tok = n};
+    j.xq_row_bytes = eng_act_row_bytes(w0->type, w0->k);
+    if (at == ENG_TYPE_F32) {
+        j.xq = x;
+    } else {
+        for (int32_t t = 0; t < n; t++) {
+            eng_act_quantize(w0->type, x + (size_t)t * (size_t)w0->k,
+                             (unsigned char *)f->xq + (size_t)t * j.xq_row_bytes, w0->k);
+        }
+        j.xq = f->xq;
+    }
+    int nth = eng_pool_size(f->pool);
+    int64_t tasks = 0;
+    for (int i = 0; i < n_parts; i++) {
+        struct mm_part *p = &j.p[i];
+        p->w = ws[i];
+        p->y = ys[i];
+        if (nth == 1) {
+            mm_run_rows(&j, p, 0, p->w->m);
+            continue;
+        }
+        /* ~8 tasks per thread per matrix, at least 16 rows (a multiple of 4) each. */
+        int64_t rpt = (p->w->m + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
+        rpt = rpt < 16 ? 16 : (rpt + 3) / 4 * 4;
+        p->rpt = rpt;
+        p->task0 = tasks;
+        tasks += (p->w->m + rpt - 1) / rpt;
+    }
+    if (nth > 1) {
+        eng_pool_run(f->pool, mm_task, &j, tasks);
+    }
+}
+
+/* Dot product in 8 interleaved partial sums (the compiler turns them into SIMD lanes; a
+ * single running sum cannot be vectorised without reassociating). The order is fixed, so
+ * the result does not depend on the batch or the thread. */
+static float dot(const float *a, const float *b, int32_t n)
+{
+    float acc[8] = {0};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int j = 0; j < 8; j++) {
+            acc[j] += a[i + j] * b[i + j];
+        }
+    }
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) {
+        s += a[i] * b[i];
+    }
+    return s;
+}
+
+struct att_job {
+    struct eng_fwd *f;
+    const struct eng_btok *toks;
+    int32_t layer;
+    int32_t heads_per_task; /* 1, or the GQA group size (<= f->att_group) */
+};
+
+/* Attention of token t for query heads [h0, h0 + hpt), which share one KV head: each K and V
+ * row is read once for the whole group (GQA), while every head's arithmetic happens in the
+ * same order as with one head per task, so the grouping never changes the result. */
+static void att_task(void *arg, int64_t task, int thread)
+{
+    const struct att_job *j = arg;
+    struct eng_fwd *f = j->f;
+    const struct eng_hparams *hp = &f->m->hp;
+    int32_t hd = hp->head_dim, hpt = j->heads_per_task;
+    size_t qd = (size_t)hp->n_head * (size_t)hd, kvd = (size_t)hp->n_head_kv * (size_t)hd;
+    int32_t tasks_per_tok = hp->n_head / hpt;
+    int64_t t = task / tasks_per_tok;
+    int32_t h0 = (int32_t)(task % tasks_per_tok) * hpt;
+    int32_t kvh = h0 / (hp->n_head / hp->n_head_kv);
+    const struct eng_btok *bt = &j->toks[t];
+    size_t base =
+        (((size_t)bt->seq * (size_t)hp->n_layer + (size_t)j->layer) * (size_t)f->n_ctx) * kvd +
+        (size_t)kvh * (size_t)hd;
+    const float *kc = f->k_cache + base, *vc = f->v_cache + base;
+    const float *q = f->q + (size_t)t * qd + (size_t)h0 * (size_t)hd;
+    float *att = f->att + (size_t)thread * (size_t)f->n_ctx * (size_t)f->att_group;
+    float *out = f->xb + (size_t)t * qd + (size_t)h0 * (size_t)hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int32_t n = bt->pos + 1;
+    float mx[ATT_GROUP_MAX], inv[ATT_GROUP_MAX];
+    for (int32_t g = 0; g < hpt; g++) {
+        mx[g] = -INFINITY;
+    }
+    for (int32_t p = 0; p < n; p++) {
+        const float *k = kc + (size_t)p * kvd;
+        for (int32_t g = 0; g < hpt; g++) {
+            float sc = dot(q + (size_t)g * (size_t)hd, k, hd) * scale;
+            att[(size_t)g * (size_t)f->n_ctx + (size_t)p] = sc;
+            mx[g] = sc > mx[g] ? sc : mx[g];
+        }
+    }
+    for (int32_t g = 0; g < hpt; g++) {
+        float *a = att + (size_t)g * (size_t)f->n_ctx;
+        float sum = 0.0f;
+        for (int32_t p = 0; p < n; p++) {
+            a[p] = expf(a[p] - mx[g]);
+            sum += a[p];
+        }
+        inv[g] = 1.0f / sum;
+    }
+    memset(out, 0, (size_t)hpt * (size_t)hd * sizeof(float));
+    for (int32_t p = 0; p < n; p++) {
+        const float *v = vc + (size_t)p * kvd;
+        for (int32_t g = 0; g < hpt; g++) {
+            float a = att[(size_t)g * (size_t)f->n_ctx + (size_t)p] * inv[g];
+            float *o = out + (size_t)g * (size_t)hd;
+            for (int32_t i = 0; i < hd; i++) {
+                o[i] += a * v[i];
+            }
+        }
+    }
+}
+
+static void add_bias(float *y, const float *b, int32_t n, size_t d)
+{
+    if (!b) {
+        return;
+    }
+    for (int32_t t = 0; t < n; t++) {
+        float *r = y + (size_t)t * d;
+        for (size_t i = 0; i < d; i++) {
+            r[i] += b[i];
+        }
+    }
+}
+
+void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
+{
+    const struct eng_model *m = f->m;
+    const struct eng_hparams *hp = &m->hp;
+    WYE_ASSERT(n > 0 && n <= f->n_batch);
+    int32_t E = hp->n_embd, F = hp->n_ff;
+    size_t qd = (size_t)hp->n_head * (size_t)hp->head_dim;
+    size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+
+    int64_t att_work = 0; /* multiply-adds of attention per layer */
+    for (int32_t t = 0; t < n; t++) {
+        att_work += 2 * (int64_t)(toks[t].pos + 1) * (int64_t)qd;
+        WYE_ASSERT(toks[t].id >= 0 && toks[t].id < hp->n_vocab);
+        WYE_ASSERT(toks[t].seq >= 0 && toks[t].seq < f->n_seq);
+        WYE_ASSERT(toks[t].pos >= 0 && toks[t].pos < f->n_ctx);
+        eng_model_embed(m, toks[t].id, f->x + (size_t)t * (size_t)E);
+    }
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        const struct eng_layer *L = &m->layers[l];
+        for (int32_t t = 0; t < n; t++) {
+            rmsnorm(f->xb + (size_t)t * (size_t)E, f->x + (size_t)t * (size_t)E, L->attn_norm, E,
+                    hp->norm_eps);
+        }
+        const struct eng_wmat *qkv[3] = {&L->wq, &L->wk, &L->wv};
+        float *const qkv_y[3] = {f->q, f->k, f->v};
+        matmul_multi(f, qkv, qkv_y, 3, f->xb, n);
+        add_bias(f->q, L->bq, n, qd);
+        add_bias(f->k, L->bk, n, kvd);
+        add_bias(f->v, L->bv, n, kvd);
+        for (int32_t t = 0; t < n; t++) {
+            float *k = f->k + (size_t)t * kvd;
+            rope(m, f->q + (size_t)t * qd, hp->n_head, toks[t].pos);
+            rope(m, k, hp->n_head_kv, toks[t].pos);
+            size_t off =
+                (((size_t)toks[t].seq * (size_t)hp->n_layer + (size_t)l) * (size_t)f->n_ctx +
+                 (size_t)toks[t].pos) *
+                kvd;
+            memcpy(f->k_cache + off, k, kvd * sizeof(float));
+            memcpy(f->v_cache + off, f->v + (size_t)t * kvd, kvd * sizeof(float));
+        }
+        /* Whole GQA groups per task when that still gives every thread work. */
+        int32_t group = hp->n_head / hp->n_head_kv;
+        int32_t hpt =
+            group <= f->att_group && (int64_t)n * hp->n_head_kv >= (int64_t)eng_pool_size(f->pool)
+                ? group
+                : 1;
+        struct att_job job = {f, toks, l, hpt};
+        int64_t n_tasks = (int64_t)n * (hp->n_head / hpt);
+        if (att_work < ATT_POOL_MIN_WORK) {
+            /* Too little work to be worth waking the pool (tiny models, short contexts). */
+            for (int64_t task = 0; task < n_tasks; task++) {
+                att_task(&job, task, 0);
+            }
+        } else {
+            eng_pool_run(f->pool, att_task, &job, n_tasks);
+        }
+        /* attention output (n x qd) is in xb */
+        matmul(f, &L->wo, f->xb, n, f->hb2);
+        for (size_t i = 0; i < (size_t)n * (size_t)E; i++) {
+            f->x[i] += f->hb2[i];
+        }
+        for (int32_t t = 0; t < n; t++) {
+            rmsnorm(f->xb + (size_t)t * (size_t)E, f->x + (size_t)t * (size_t)E, L->ffn_norm, E,
+                    hp->norm_eps);
+        }
+        const struct eng_wmat *gu[2] = {&L->w_gate, &L->w_up};
+        float *const gu_y[2] = {f->hb, f->hb2};
+        matmul_multi(f, gu, gu_y, 2, f->xb, n);
+        for (size_t i = 0; i < (size_t)n * (size_t)F; i++) {
+            float g = f->hb[i];
+            f->hb[i] = g / (1.0f + expf(-g)) * f->hb2[i];
+        }
+        matmul(f, &L->w_down, f->hb, n, f->hb2);
+        for (size_t i = 0; i < (size_t)n * (size_t)E; i++) {
+            f->x[i] += f->hb2[i];
+        }
+    }
+    int32_t n_out = 0;
+    for (int32_t t = 0; t < n; t++) {
+        int32_t o = toks[t].out;
+        if (o < 0) {
+            continue;
+        }
+        WYE_ASSERT(o < f->n_out_max);
+        rmsnorm(f->xo + (size_t)o * (size_t)E, f->x + (size_t)t * (size_t)E, m->output_norm, E,
+                hp->norm_eps);
+        n_out = o + 1 > n_out ? o + 1 : n_out;
+    }
+    if (n_out > 0) {
+        matmul(f, &m->output, f->xo, n_out, f->logits);
+    }
+}
