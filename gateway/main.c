@@ -7,6 +7,11 @@
 #include "common/alloc.h"
 #include "common/crypto.h"
 #include "common/log.h"
+#include "gateway/gateway.h"
+#include "local-engine/eng_cli.h"
+#include "lua/lua_sandbox.h"
+#include "router/ledger.h"
+#include "router/score.h"
 
 struct wye_cmd {
     const char *name;
@@ -16,6 +21,15 @@ struct wye_cmd {
 
 /* Each module adds its subcommands here, one line each. */
 static const struct wye_cmd commands[] = {
+    {"info", eng_cli_info, "print a GGUF model's architecture, shapes, types, tokenizer and chat template"},
+    {"run", eng_cli_run, "generate text with a local GGUF model"},
+    {"tokenize", eng_cli_tokenize, "print the token ids of a text as a JSON array"},
+    {"bench", eng_cli_bench, "measure prompt and generation speed of a local model"},
+    {"mkmodel", eng_cli_mkmodel, "write a random-weight GGUF model with a known model's shapes"},
+    {"serve", gw_cli_serve, "start the gateway"},
+    {"route", rt_cli_route, "train, score and evaluate the complexity router"},
+    {"ledger", rt_cli_ledger, "verify and summarise the cost/latency ledger"},
+    {"lua", wlua_cli, "run a Lua script in wye's sandbox (wye lua run FILE.lua [JSON-ARGS])"},
     {NULL, NULL, NULL},
 };
 
