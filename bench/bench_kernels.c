@@ -1,8 +1,18 @@
-/* Kernel benchmark: GB/s of weights streamed by eng_matmul per type at TinyLlama's FFN shape
- * (5632 rows of 2048) for decode (1 token) and prompt processing (128 tokens), against the
- * read bandwidth eng_membw_measure reports. Enough copies of the matrix are cycled through
- * that they do not fit the caches, as a real model's layers do not. Single-threaded driver;
- * the matmuls run on a pool. Usage: bench_kernels [threads (2)] [seconds per case (0.5)] */
+/* Kernel benchmark: GB/s of weights streamed by eng_matmul per type for decode (1 token)
+ * against the read bandwidth eng_membw_measure reports in the same run (and on the same
+ * pool), and the per-token speedup of prompt processing (128 tokens) over decode, at
+ * TinyLlama's FFN shape (5632 rows of 2048) and a Qwen2.5-0.5B FFN shape (896 rows of 4864),
+ * for each thread count asked for. Enough copies of the matrix are cycled through that they
+ * do not fit the caches, as a real model's layers do not; each figure is the best of several
+ * repetitions (the machine may be shared). "hot" columns: single-threaded compute cost in ns
+ * per 32 weights per token with the weights in L2 (no DRAM), decode and 16-token prompt.
+ * Single-threaded driver; the matmuls run on a pool.
+ *
+ * Usage: bench_kernels [threads list (1,2)] [seconds per repetition (0.25)] [repetitions (3)]
+ *                      [types, e.g. Q4_0,Q8_0 (all)]
+ *        bench_kernels --fixed TYPE [decode|prompt]   a small fixed single-threaded workload
+ *            (8 decode matmuls, or one of 16 tokens) for instruction counts under callgrind:
+ *            valgrind --tool=callgrind --toggle-collect=eng_matmul bench_kernels --fixed Q4_0 */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,10 +22,22 @@
 #include "local-engine/pool.h"
 #include "local-engine/quant.h"
 
-#define M 5632
-#define K 2048
 #define N_PROMPT 128
 #define WORKING_SET (320u << 20) /* bytes of weight copies cycled through */
+#define MAX_THREADS 16
+
+struct shape {
+    const char *name;
+    int m, k;
+};
+
+static const struct shape shapes[] = {
+    {"TinyLlama-1.1B ffn_up", 5632, 2048},
+    {"Qwen2.5-0.5B ffn_down", 896, 4864},
+};
+
+static const uint32_t types[] = {ENG_TYPE_F32,  ENG_TYPE_F16,  ENG_TYPE_Q8_0, ENG_TYPE_Q4_0,
+                                 ENG_TYPE_Q5_0, ENG_TYPE_Q4_K, ENG_TYPE_Q6_K};
 
 static double now_s(void)
 {
@@ -30,75 +52,205 @@ static float frand(unsigned *s)
     return ((float)(*s >> 8) / 16777216.0f - 0.5f) * 0.1f;
 }
 
-/* Runs matmuls over the copies for about secs; returns seconds per matmul. */
-static double time_case(struct eng_pool *pool, uint32_t wt, unsigned char *w, size_t mat_bytes,
-                        int n_copies, const float *x, int n_tok, float *y, void *scratch,
-                        double secs)
+/* Runs matmuls over the copies for about secs, reps times; returns the best seconds per
+ * matmul. */
+static double time_case(struct eng_pool *pool, uint32_t wt, const struct shape *sh,
+                        unsigned char *w, size_t mat_bytes, int n_copies, const float *x, int n_tok,
+                        float *y, void *scratch, double secs, int reps)
 {
-    int iters = 0;
-    double t0 = now_s(), t;
-    do {
-        eng_matmul(pool, wt, w + (size_t)(iters % n_copies) * mat_bytes, M, K, x, n_tok, y,
-                   scratch);
-        iters++;
-        t = now_s() - t0;
-    } while (t < secs || iters < 2);
-    return t / iters;
+    double best = 1e30;
+    int c = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        int iters = 0;
+        double t0 = now_s(), t;
+        do {
+            eng_matmul(pool, wt, w + (size_t)c * mat_bytes, sh->m, sh->k, x, n_tok, y, scratch);
+            c = (c + 1) % n_copies;
+            iters++;
+            t = now_s() - t0;
+        } while (t < secs || iters < 2);
+        best = t / iters < best ? t / iters : best;
+    }
+    return best;
+}
+
+/* Compute cost without DRAM: the best of many single-threaded decode (n_tok = 1) or prompt
+ * (n_tok = 16) matmuls over the first rows of w that fit in L2, in ns per 32 weights per
+ * token. */
+static double hot_ns(uint32_t wt, const struct shape *sh, const unsigned char *w, size_t rb,
+                     const float *x, int n_tok, float *y, void *scratch)
+{
+    int64_t m = (int64_t)((192u << 10) / rb);
+    m = m < 8 ? 8 : m > sh->m ? sh->m : m;
+    double best = 1e30;
+    for (int rep = 0; rep < 40; rep++) {
+        double t0 = now_s();
+        eng_matmul(NULL, wt, w, m, sh->k, x, n_tok, y, scratch);
+        double t = now_s() - t0;
+        best = t < best ? t : best;
+    }
+    return best * 1e9 / ((double)m * (double)(sh->k / 32) * n_tok);
+}
+
+/* Quantizes a random m x k matrix of type wt into w (row bytes rb). */
+static void fill_matrix(uint32_t wt, unsigned char *w, int m, int k, size_t rb, float *row,
+                        unsigned *seed)
+{
+    for (int r = 0; r < m; r++) {
+        for (int i = 0; i < k; i++) {
+            row[i] = frand(seed);
+        }
+        eng_quantize_row(wt, row, w + (size_t)r * rb, k);
+    }
+}
+
+/* True if the type's name is in the comma-separated list (NULL: every type). */
+static int type_wanted(const char *list, uint32_t wt)
+{
+    if (list == NULL) {
+        return 1;
+    }
+    const char *name = eng_type_name(wt);
+    size_t n = strlen(name);
+    for (const char *p = list; p != NULL; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == '\0')) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int bench_threads(int nth, double secs, int reps, const char *type_list, const float *x,
+                         float *y, void *scratch, float *row)
+{
+    struct eng_pool *pool = eng_pool_create(nth);
+    if (!pool) {
+        fprintf(stderr, "bench_kernels: cannot create a pool of %d threads\n", nth);
+        return 1;
+    }
+    double bw = eng_membw_measure(pool, 256u << 20);
+    printf("\nthreads: %d, memory read bandwidth (eng_membw_measure, 256 MiB): %.2f GB/s\n", nth,
+           bw / 1e9);
+    unsigned seed = 777;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        const struct shape *sh = &shapes[si];
+        printf("%s: %d x %d\n", sh->name, sh->m, sh->k);
+        printf("  %-5s %8s %10s %8s %7s %13s %8s %11s %11s\n", "type", "MB/mat", "decode ms",
+               "GB/s", "%membw", "prompt ms/tok", "speedup", "hot dec ns", "hot pp ns");
+        for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+            uint32_t wt = types[ti];
+            if (!type_wanted(type_list, wt)) {
+                continue;
+            }
+            size_t rb = eng_type_row_bytes(wt, sh->k), mat = rb * (size_t)sh->m;
+            int n_copies = (int)((WORKING_SET + mat - 1) / mat);
+            unsigned char *w = malloc(mat * (size_t)n_copies);
+            if (!w) {
+                fprintf(stderr, "bench_kernels: out of memory for %s\n", eng_type_name(wt));
+                eng_pool_destroy(pool);
+                return 1;
+            }
+            fill_matrix(wt, w, sh->m, sh->k, rb, row, &seed);
+            for (int c = 1; c < n_copies; c++) {
+                memcpy(w + (size_t)c * mat, w, mat);
+            }
+            double dec = time_case(pool, wt, sh, w, mat, n_copies, x, 1, y, scratch, secs, reps);
+            double pp =
+                time_case(pool, wt, sh, w, mat, n_copies, x, N_PROMPT, y, scratch, secs, reps);
+            double gbs = (double)mat / dec / 1e9;
+            double hd = hot_ns(wt, sh, w, rb, x, 1, y, scratch);
+            double hp = hot_ns(wt, sh, w, rb, x, 16, y, scratch);
+            printf("  %-5s %8.2f %10.3f %8.2f %6.0f%% %13.4f %7.1fx %11.3f %11.3f\n",
+                   eng_type_name(wt), (double)mat / 1e6, dec * 1e3, gbs,
+                   bw > 0 ? 100.0 * gbs * 1e9 / bw : 0.0, pp * 1e3 / N_PROMPT,
+                   dec / (pp / N_PROMPT), hd, hp);
+            fflush(stdout);
+            free(w);
+        }
+    }
+    eng_pool_destroy(pool);
+    return 0;
+}
+
+/* A small deterministic workload on the calling thread: 8 decode matmuls and one of 16
+ * tokens over a 256 x 2048 matrix (cache-resident), for instruction counts. */
+static int bench_fixed(const char *type_name, int prompt, const float *x, float *y, void *scratch,
+                       float *row)
+{
+    enum { FM = 256, FK = 2048, FT = 16 };
+    uint32_t wt = ENG_TYPE__MAX;
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+        if (strcmp(eng_type_name(types[ti]), type_name) == 0) {
+            wt = types[ti];
+        }
+    }
+    if (wt == ENG_TYPE__MAX) {
+        fprintf(stderr, "bench_kernels: unknown type '%s'\n", type_name);
+        return 1;
+    }
+    size_t rb = eng_type_row_bytes(wt, FK);
+    unsigned char *w = malloc(rb * FM);
+    if (!w) {
+        return 1;
+    }
+    unsigned seed = 99;
+    fill_matrix(wt, w, FM, FK, rb, row, &seed);
+    double check = 0.0;
+    if (prompt) {
+        eng_matmul(NULL, wt, w, FM, FK, x, FT, y, scratch);
+        check += y[FM * FT - 1];
+    } else {
+        for (int it = 0; it < 8; it++) {
+            eng_matmul(NULL, wt, w, FM, FK, x, 1, y, scratch);
+            check += y[it];
+        }
+    }
+    printf("%s fixed workload done (check %.6g)\n", eng_type_name(wt), check);
+    free(w);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
-    int nth = argc > 1 ? atoi(argv[1]) : 2;
-    double secs = argc > 2 ? atof(argv[2]) : 0.5;
-    static const uint32_t types[] = {ENG_TYPE_F32,  ENG_TYPE_F16,  ENG_TYPE_BF16, ENG_TYPE_Q8_0,
-                                     ENG_TYPE_Q4_0, ENG_TYPE_Q4_1, ENG_TYPE_Q5_0, ENG_TYPE_Q4_K,
-                                     ENG_TYPE_Q5_K, ENG_TYPE_Q6_K};
+    int kmax = 0;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        kmax = shapes[si].k > kmax ? shapes[si].k : kmax;
+    }
     eng_kernels_init();
-    struct eng_pool *pool = eng_pool_create(nth);
-    float *x = malloc(sizeof(float) * K * N_PROMPT);
-    float *y = malloc(sizeof(float) * M * N_PROMPT);
-    float *row = malloc(sizeof(float) * K);
-    void *scratch = malloc(eng_act_row_bytes(ENG_TYPE_F32, K) * N_PROMPT);
-    if (!pool || !x || !y || !row || !scratch) {
+    float *x = malloc(sizeof(float) * (size_t)kmax * N_PROMPT);
+    float *y = malloc(sizeof(float) * 5632 * N_PROMPT);
+    float *row = malloc(sizeof(float) * (size_t)kmax);
+    void *scratch = malloc(eng_act_row_bytes(ENG_TYPE_F32, kmax) * N_PROMPT);
+    if (!x || !y || !row || !scratch) {
         fprintf(stderr, "bench_kernels: out of memory\n");
         return 1;
     }
     unsigned seed = 12345;
-    for (int i = 0; i < K * N_PROMPT; i++) {
+    for (int i = 0; i < kmax * N_PROMPT; i++) {
         x[i] = frand(&seed) * 20.0f;
     }
-    double bw = eng_membw_measure(pool, 256u << 20);
-    printf("kernels: %s, threads: %d, shape %dx%d\n", eng_kernels_name(), nth, M, K);
-    printf("memory read bandwidth (eng_membw_measure, 256 MiB): %.2f GB/s\n", bw / 1e9);
-    printf("%-5s %9s %11s %9s %8s %14s %9s\n", "type", "MB/mat", "decode ms", "GB/s",
-           "%membw", "prompt ms/tok", "speedup");
-    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
-        uint32_t wt = types[ti];
-        size_t rb = eng_type_row_bytes(wt, K), mat = rb * M;
-        int n_copies = (int)((WORKING_SET + mat - 1) / mat);
-        unsigned char *w = malloc(mat * (size_t)n_copies);
-        if (!w) {
-            fprintf(stderr, "bench_kernels: out of memory for %s\n", eng_type_name(wt));
-            return 1;
-        }
-        for (int r = 0; r < M; r++) {
-            for (int i = 0; i < K; i++) {
-                row[i] = frand(&seed);
+    int rc = 0;
+    if (argc > 2 && strcmp(argv[1], "--fixed") == 0) {
+        rc = bench_fixed(argv[2], argc > 3 && strcmp(argv[3], "prompt") == 0, x, y, scratch, row);
+    } else {
+        const char *list = argc > 1 ? argv[1] : "1,2";
+        double secs = argc > 2 ? atof(argv[2]) : 0.25;
+        int reps = argc > 3 ? atoi(argv[3]) : 3;
+        reps = reps < 1 ? 1 : reps;
+        printf("kernels: %s, prompt: %d tokens, best of %d x %.2f s\n", eng_kernels_name(),
+               N_PROMPT, reps, secs);
+        for (const char *p = list; *p != '\0' && rc == 0;) {
+            int nth = atoi(p);
+            if (nth < 1 || nth > MAX_THREADS) {
+                fprintf(stderr, "bench_kernels: bad thread count in '%s'\n", list);
+                rc = 1;
+                break;
             }
-            eng_quantize_row(wt, row, w + (size_t)r * rb, K);
+            rc = bench_threads(nth, secs, reps, argc > 4 ? argv[4] : NULL, x, y, scratch, row);
+            p = strchr(p, ',');
+            p = p ? p + 1 : "";
         }
-        for (int c = 1; c < n_copies; c++) {
-            memcpy(w + (size_t)c * mat, w, mat);
-        }
-        double dec = time_case(pool, wt, w, mat, n_copies, x, 1, y, scratch, secs);
-        double pp = time_case(pool, wt, w, mat, n_copies, x, N_PROMPT, y, scratch, secs);
-        double gbs = (double)mat / dec / 1e9;
-        printf("%-5s %9.2f %11.3f %9.2f %7.0f%% %14.4f %8.1fx\n", eng_type_name(wt),
-               (double)mat / 1e6, dec * 1e3, gbs, bw > 0 ? 100.0 * gbs * 1e9 / bw : 0.0,
-               pp * 1e3 / N_PROMPT, dec / (pp / N_PROMPT));
-        free(w);
     }
     free(x), free(y), free(row), free(scratch);
-    eng_pool_destroy(pool);
-    return 0;
+    return rc;
 }

@@ -1,8 +1,11 @@
 /* Kernel dispatch and the matmul drivers. eng_kernels_init picks the AVX2 or the scalar
- * table once (pthread_once; AVX2 needs cpuid's AVX2, FMA, F16C and OS-saved YMM state); eng_matmul_rows tiles weight rows x tokens so that a weight row
- * is unpacked once per 4 tokens while the tile stays in L2; eng_matmul quantizes the
- * activations once and hands row chunks to the pool's threads. Any thread; the matmul task
- * functions run on the pool's threads. */
+ * table once (pthread_once; AVX2 needs cpuid's AVX2, FMA, F16C and OS-saved YMM state);
+ * eng_matmul_rows tiles weight rows x tokens so that a weight row is unpacked once per 4
+ * tokens while the tile stays in L2 (through the table's gemm kernels where it has them),
+ * and for one token streams its rows through the gemv kernels with the activation's block
+ * scales and sums converted once per call; eng_matmul quantizes the activations once and
+ * hands row chunks to the pool's threads. Any thread; the matmul task functions run on the
+ * pool's threads. */
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -144,23 +147,48 @@ void eng_act_quantize(uint32_t wt, const float *x, void *xq, int64_t k)
     eng_kernels_active()->quant[eng_act_type(wt)](x, xq, k);
 }
 
+void eng_act_prep_q8_0(const void *x, int64_t nb, float *xd, float *xsum)
+{
+    const struct eng_block_q8_0 *b = x;
+    for (int64_t i = 0; i < nb; i++) {
+        int s = 0;
+        for (int j = 0; j < ENG_QK; j++) {
+            s += b[i].qs[j];
+        }
+        xd[i] = eng_fp16_to_fp32(b[i].d);
+        xsum[i] = (float)s;
+    }
+}
+
 /* Bytes of weight rows per tile in the multi-token loop: small enough to stay in L2 while
  * every token group passes over it. */
 #define ROW_TILE_BYTES (96 * 1024)
 
-void eng_matmul_rows(uint32_t wt, const void *w, size_t w_row_bytes, const void *xq,
-                     size_t xq_row_bytes, int64_t k, int64_t n_tok, float *y, int64_t ldy,
-                     int64_t r0, int64_t r1)
+/* True if decode with weight type wt goes through the table's gemv kernel (which wants the
+ * activation prepared by eng_act_prep_q8_0). */
+static bool use_gemv(const struct eng_kernel_table *kt, uint32_t wt, int64_t k, int64_t n_tok)
 {
-    WYE_ASSERT(eng_kernels_type_ok(wt, k) && n_tok >= 0 && r0 >= 0 && r0 <= r1);
-    WYE_ASSERT(w_row_bytes >= eng_type_row_bytes(wt, k));
-    const struct eng_kernel_table *kt = eng_kernels_active();
+    return n_tok == 1 && kt->gemv[wt] != NULL && k / ENG_QK <= ENG_GEMV_MAX_BLOCKS &&
+           eng_act_type(wt) == ENG_TYPE_Q8_0;
+}
+
+/* eng_matmul_rows; xd/xsum: the activation prepared by eng_act_prep_q8_0 when use_gemv. */
+static void matmul_rows(const struct eng_kernel_table *kt, uint32_t wt, const void *w,
+                        size_t w_row_bytes, const void *xq, size_t xq_row_bytes, int64_t k,
+                        int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1,
+                        const float *xd, const float *xsum)
+{
     eng_dot_fn dot = kt->dot[wt];
     eng_dot2_fn dot2 = kt->dot2[wt];
     const char *wb = w;
     const char *xb = xq;
     float out[2 * ENG_DOT_NX];
 
+    if (use_gemv(kt, wt, k, n_tok)) {
+        kt->gemv[wt](k, wb + (size_t)r0 * w_row_bytes, w_row_bytes, r1 - r0, xb, xd, xsum,
+                     y + r0);
+        return;
+    }
     if (n_tok == 1) { /* decode: stream each row once */
         for (int64_t r = r0; r < r1; r++) {
             dot(k, wb + (size_t)r * w_row_bytes, xb, xq_row_bytes, 1, out);
@@ -170,6 +198,19 @@ void eng_matmul_rows(uint32_t wt, const void *w, size_t w_row_bytes, const void 
     }
     int64_t tile = (int64_t)(ROW_TILE_BYTES / w_row_bytes);
     tile = tile < 4 ? 4 : tile;
+    eng_gemm_fn gemm = kt->gemm[wt];
+    if (gemm != NULL && k / ENG_QK <= ENG_GEMM_MAX_BLOCKS) {
+        WYE_ASSERT(eng_act_type(wt) == ENG_TYPE_Q8_0);
+        for (int64_t rt = r0; rt < r1; rt += tile) {
+            int64_t re = rt + tile < r1 ? rt + tile : r1;
+            for (int64_t t0 = 0; t0 < n_tok; t0 += ENG_DOT_NX) {
+                int nx = n_tok - t0 < ENG_DOT_NX ? (int)(n_tok - t0) : ENG_DOT_NX;
+                gemm(k, wb + (size_t)rt * w_row_bytes, w_row_bytes, re - rt,
+                     xb + (size_t)t0 * xq_row_bytes, xq_row_bytes, nx, y + t0 * ldy + rt, ldy);
+            }
+        }
+        return;
+    }
     for (int64_t rt = r0; rt < r1; rt += tile) {
         int64_t re = rt + tile < r1 ? rt + tile : r1;
         for (int64_t t0 = 0; t0 < n_tok; t0 += ENG_DOT_NX) {
@@ -194,6 +235,20 @@ void eng_matmul_rows(uint32_t wt, const void *w, size_t w_row_bytes, const void 
     }
 }
 
+void eng_matmul_rows(uint32_t wt, const void *w, size_t w_row_bytes, const void *xq,
+                     size_t xq_row_bytes, int64_t k, int64_t n_tok, float *y, int64_t ldy,
+                     int64_t r0, int64_t r1)
+{
+    WYE_ASSERT(eng_kernels_type_ok(wt, k) && n_tok >= 0 && r0 >= 0 && r0 <= r1);
+    WYE_ASSERT(w_row_bytes >= eng_type_row_bytes(wt, k));
+    const struct eng_kernel_table *kt = eng_kernels_active();
+    float xd[ENG_GEMV_MAX_BLOCKS], xsum[ENG_GEMV_MAX_BLOCKS];
+    if (use_gemv(kt, wt, k, n_tok)) {
+        eng_act_prep_q8_0(xq, k / ENG_QK, xd, xsum);
+    }
+    matmul_rows(kt, wt, w, w_row_bytes, xq, xq_row_bytes, k, n_tok, y, ldy, r0, r1, xd, xsum);
+}
+
 struct mm_job {
     uint32_t wt;
     const void *w;
@@ -205,6 +260,9 @@ struct mm_job {
     int64_t m, k, n_tok;
     int64_t rows_per_task;
     float *y; /* (n_tok, m) */
+    const struct eng_kernel_table *kt;
+    /* decode through gemv: the activation's block scales and sums, prepared once per call */
+    float *xd, *xsum; /* (k / 32) */
 };
 
 static void act_task(void *arg, int64_t task, int thread)
@@ -221,8 +279,8 @@ static void rows_task(void *arg, int64_t task, int thread)
     (void)thread;
     int64_t r0 = task * job->rows_per_task;
     int64_t r1 = r0 + job->rows_per_task < job->m ? r0 + job->rows_per_task : job->m;
-    eng_matmul_rows(job->wt, job->w, job->w_row_bytes, job->xq, job->xq_row_bytes, job->k,
-                    job->n_tok, job->y, job->m, r0, r1);
+    matmul_rows(job->kt, job->wt, job->w, job->w_row_bytes, job->xq, job->xq_row_bytes, job->k,
+                job->n_tok, job->y, job->m, r0, r1, job->xd, job->xsum);
 }
 
 void eng_matmul(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, int64_t k,
@@ -233,7 +291,11 @@ void eng_matmul(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, in
         return;
     }
     int nth = eng_pool_size(pool);
+    float xd[ENG_GEMV_MAX_BLOCKS], xsum[ENG_GEMV_MAX_BLOCKS];
     struct mm_job job = {
+        .kt = eng_kernels_active(),
+        .xd = xd,
+        .xsum = xsum,
         .wt = wt,
         .w = w,
         .w_row_bytes = eng_type_row_bytes(wt, k),
@@ -255,8 +317,12 @@ void eng_matmul(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, in
             act_task(&job, t, 0);
         }
     }
+    if (use_gemv(job.kt, wt, k, n_tok)) {
+        eng_act_prep_q8_0(job.xq, k / ENG_QK, job.xd, job.xsum);
+    }
     if (nth == 1) {
-        eng_matmul_rows(wt, w, job.w_row_bytes, job.xq, job.xq_row_bytes, k, n_tok, y, m, 0, m);
+        matmul_rows(job.kt, wt, w, job.w_row_bytes, job.xq, job.xq_row_bytes, k, n_tok, y, m, 0,
+                    m, job.xd, job.xsum);
         return;
     }
     /* About 8 chunks per thread so a preempted or slower thread does not hold the rest up,

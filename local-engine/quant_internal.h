@@ -189,13 +189,39 @@ typedef void (*eng_dot_fn)(int64_t k, const void *w, const void *x, size_t x_str
 typedef void (*eng_dot2_fn)(int64_t k, const void *w, size_t w_stride, const void *x,
                             size_t x_stride, int nx, float *out);
 
+/* Decode (one token): weight rows w, w + w_stride, ... (n_rows of them) against one Q8_0
+ * activation row x whose per-block scales (as floats) and int8 sums were computed once by
+ * eng_act_prep_q8_0: y[r] = dot(row r, x). k is a multiple of 32. */
+typedef void (*eng_gemv_fn)(int64_t k, const void *w, size_t w_stride, int64_t n_rows,
+                            const void *x, const float *xd, const float *xsum, float *y);
+
+/* Most blocks of one activation row that the decode path prepares on the stack (k up to
+ * 32768); longer rows use the dot kernels. */
+#define ENG_GEMV_MAX_BLOCKS 1024
+
+/* Prompt processing: weight rows w, w + w_stride, ... (n_rows of them) against nx (1..4)
+ * Q8_0 activation rows x_stride apart: y[j * ldy + r] = dot(row r, activation row j). k is a
+ * multiple of 32 with k / 32 <= ENG_GEMM_MAX_BLOCKS. */
+typedef void (*eng_gemm_fn)(int64_t k, const void *w, size_t w_stride, int64_t n_rows,
+                            const void *x, size_t x_stride, int nx, float *y, int64_t ldy);
+
+/* Most blocks per row for the gemm kernels (k up to 16384), which keep the activations'
+ * scales and sums on the stack; longer rows use the dot2/dot kernels. */
+#define ENG_GEMM_MAX_BLOCKS 512
+
 struct eng_kernel_table {
     const char *name;
     eng_dequant_fn dequant[ENG_TYPE__MAX]; /* by type, incl. Q8_0/Q8_1/Q8_K */
     eng_quant_fn quant[ENG_TYPE__MAX];     /* by type; also the activation quantizers */
     eng_dot_fn dot[ENG_TYPE__MAX];         /* by weight type, against eng_act_type(wt) */
     eng_dot2_fn dot2[ENG_TYPE__MAX];       /* optional (NULL: two dot calls) */
+    eng_gemv_fn gemv[ENG_TYPE__MAX];       /* optional, Q8_0-activation types only */
+    eng_gemm_fn gemm[ENG_TYPE__MAX];       /* optional, Q8_0-activation types only */
 };
+
+/* xd[b] = the scale of Q8_0 block b of x as a float, xsum[b] = the sum of its 32 int8
+ * values, for b in [0, nb). */
+void eng_act_prep_q8_0(const void *x, int64_t nb, float *xd, float *xsum);
 
 /* The activation type a weight type is dotted with (ENG_TYPE__MAX if unsupported). */
 uint32_t eng_act_type(uint32_t wt);
