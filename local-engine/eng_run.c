@@ -12,6 +12,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "local-engine/constrain.h"
 #include "local-engine/eng_cli.h"
 #include "local-engine/engine.h"
 
@@ -36,7 +37,9 @@ static void run_usage(FILE *out)
         "  -t N             compute threads (default 2)\n"
         "  -c N             context length (default: prompt + N)\n"
         "  --echo           print the prompt before the continuation (raw mode)\n"
-        "  --ignore-eos     keep generating after end-of-sequence\n");
+        "  --ignore-eos     keep generating after end-of-sequence\n"
+        "  --json-schema FILE  constrain the answer to JSON valid under this JSON Schema\n"
+        "  --json           constrain the answer to a JSON object\n");
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -72,6 +75,40 @@ static void on_sigint(int sig)
     atomic_store(&run_interrupted, true);
 }
 
+/* Reads a JSON Schema file (at most 1 MiB) and compiles it. */
+static enum wye_err load_schema(const char *path, struct eng_constraint **out, char *err,
+                                size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        char eb[128];
+        snprintf(err, errlen, "%s: %s", path, wye_strerror(errno, eb, sizeof(eb)));
+        return WYE_ERR_IO;
+    }
+    enum wye_err e = WYE_ERR_NOMEM;
+    size_t cap = (1u << 20) + 1;
+    char *text = wye_malloc(cap);
+    if (!text) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    size_t n = fread(text, 1, cap, f);
+    if (ferror(f) || n == cap) {
+        snprintf(err, errlen, "%s: %s", path, n == cap ? "larger than 1 MiB" : "read error");
+        e = n == cap ? WYE_ERR_TOOBIG : WYE_ERR_IO;
+        goto done;
+    }
+    char cerr[256] = "";
+    e = eng_constraint_compile(text, n, out, cerr, sizeof(cerr));
+    if (e) {
+        snprintf(err, errlen, "%s: %s", path, cerr);
+    }
+done:
+    wye_free(text);
+    fclose(f);
+    return e;
+}
+
 static enum eng_cb_ret print_text(void *arg, const char *text, size_t len)
 {
     (void)arg;
@@ -82,7 +119,8 @@ static enum eng_cb_ret print_text(void *arg, const char *text, size_t len)
 
 int eng_cli_run(int argc, char **argv)
 {
-    const char *model_path = NULL, *prompt = NULL;
+    const char *model_path = NULL, *prompt = NULL, *schema_path = NULL;
+    bool json_object = false;
     long n_gen = 128, n_threads = 2, n_ctx = 0;
     bool chat = false, seed_set = false, echo = false;
     struct eng_gen_params gp;
@@ -102,6 +140,9 @@ int eng_cli_run(int argc, char **argv)
         } else if (strcmp(a, "--ignore-eos") == 0) {
             gp.ignore_eos = true;
             continue;
+        } else if (strcmp(a, "--json") == 0) {
+            json_object = true;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "wye run: unknown option or missing value: %s\n", a);
@@ -112,6 +153,8 @@ int eng_cli_run(int argc, char **argv)
             model_path = v;
         } else if (strcmp(a, "-p") == 0) {
             prompt = v;
+        } else if (strcmp(a, "--json-schema") == 0) {
+            schema_path = v;
         } else if (strcmp(a, "-n") == 0) {
             ok = parse_long(v, 1, 1 << 20, &n_gen);
         } else if (strcmp(a, "-t") == 0) {
@@ -157,12 +200,24 @@ int eng_cli_run(int argc, char **argv)
     char err[512] = "";
     struct eng_model *m = NULL;
     struct eng_ctx *c = NULL;
+    struct eng_constraint *cons = NULL;
     int32_t *ids = wye_malloc(RUN_PROMPT_TOKENS_MAX * sizeof(int32_t));
     if (!ids) {
         fprintf(stderr, "wye run: out of memory\n");
         return 1;
     }
-    enum wye_err e = eng_model_load(model_path, &m, err, sizeof(err));
+    enum wye_err e = WYE_OK;
+    if (schema_path) {
+        e = load_schema(schema_path, &cons, err, sizeof(err));
+    } else if (json_object) {
+        e = eng_constraint_json_object(&cons, err, sizeof(err));
+    }
+    if (e) {
+        fprintf(stderr, "wye run: %s\n", err);
+        goto done;
+    }
+    gp.constraint = cons;
+    e = eng_model_load(model_path, &m, err, sizeof(err));
     if (e) {
         fprintf(stderr, "wye run: %s\n", err);
         goto done;
@@ -228,6 +283,7 @@ int eng_cli_run(int argc, char **argv)
 done:
     eng_ctx_destroy(c);
     eng_model_destroy(m);
+    eng_constraint_destroy(cons);
     wye_free(ids);
     return rc;
 }

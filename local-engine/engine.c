@@ -14,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "local-engine/constrain.h"
 #include "local-engine/model_internal.h"
 
 enum slot_state { SLOT_FREE = 0, SLOT_PREFILL, SLOT_GEN };
@@ -44,6 +45,8 @@ struct slot {
     int32_t *kv_tok;  /* (n_ctx) the token whose K/V sits at each position */
     int32_t kv_n;     /* positions [0, kv_n) of kv_tok are valid (outlives the sequence) */
     int32_t n_cached; /* prompt tokens found in the cache at add */
+    const struct eng_constraint *cons; /* borrowed; NULL: unconstrained */
+    struct eng_cstate *cst;            /* matcher state of cons */
 };
 
 struct eng_ctx {
@@ -58,6 +61,7 @@ struct eng_ctx {
     uint32_t *out_epoch;    /* (n_seq) that slot's epoch when the batch was built */
     size_t piece_cap, pend_cap;
     int32_t n_active;
+    struct eng_cmask *cmask; /* vocabulary trie, built by the first constrained add */
 };
 
 const char *eng_finish_name(enum eng_finish f)
@@ -163,7 +167,8 @@ enum wye_err eng_ctx_create(struct eng_model *m, const struct eng_ctx_params *p,
         s->piece = wye_malloc(c->piece_cap);
         s->pend = wye_malloc(c->pend_cap);
         s->kv_tok = wye_calloc((size_t)c->n_ctx, sizeof(int32_t));
-        if (!s->prompt || !s->piece || !s->pend || !s->kv_tok ||
+        s->cst = wye_malloc(sizeof(*s->cst));
+        if (!s->prompt || !s->piece || !s->pend || !s->kv_tok || !s->cst ||
             eng_sampler_create(m->hp.n_vocab, &s->smp) != WYE_OK) {
             goto fail_slots;
         }
@@ -199,6 +204,7 @@ void eng_ctx_destroy(struct eng_ctx *c)
             wye_free(s->piece);
             wye_free(s->pend);
             wye_free(s->kv_tok);
+            wye_free(s->cst);
             eng_sampler_destroy(s->smp);
         }
     }
@@ -206,6 +212,7 @@ void eng_ctx_destroy(struct eng_ctx *c)
     wye_free(c->btoks);
     wye_free(c->out_slot);
     wye_free(c->out_epoch);
+    eng_cmask_destroy(c->cmask);
     eng_fwd_cleanup(&c->f);
     if (c->own_pool) {
         eng_pool_destroy(c->pool);
@@ -261,6 +268,18 @@ int32_t eng_batch_n_runnable(const struct eng_ctx *c)
     return n;
 }
 
+static size_t ctx_piece(void *arg, int32_t id, char *buf, size_t n)
+{
+    const struct eng_model *m = arg;
+    return eng_token_to_piece(m->tok, id, buf, n, false);
+}
+
+static bool ctx_is_eog(void *arg, int32_t id)
+{
+    const struct eng_model *m = arg;
+    return eng_tok_is_eog(m->tok, id);
+}
+
 enum wye_err eng_batch_add(struct eng_ctx *c, const int32_t *prompt, size_t n_prompt,
                            const struct eng_gen_params *p, const struct eng_seq_ops *ops, void *arg,
                            const atomic_bool *cancel, int32_t *seq_id, char *errbuf, size_t errlen)
@@ -300,6 +319,24 @@ enum wye_err eng_batch_add(struct eng_ctx *c, const int32_t *prompt, size_t n_pr
         if (p->stop[i] && strlen(p->stop[i]) > ENG_STOP_LEN_MAX) {
             snprintf(errbuf, errlen, "stop string %d is longer than %d bytes", i, ENG_STOP_LEN_MAX);
             return WYE_ERR_TOOBIG;
+        }
+    }
+    if (p->constraint) {
+        int32_t budget = p->max_tokens > 0 ? p->max_tokens : c->n_ctx - (int32_t)n_prompt;
+        uint32_t need = eng_constraint_min_bytes(p->constraint);
+        if (need > (uint32_t)budget) {
+            snprintf(errbuf, errlen,
+                     "max_tokens (%d) is too small for the JSON schema: its shortest valid "
+                     "output takes %u tokens",
+                     budget, need);
+            return WYE_ERR_TOOBIG;
+        }
+        if (!c->cmask) {
+            enum wye_err e = eng_cmask_create(c->m->n_vocab_tok, ctx_piece, ctx_is_eog, c->m,
+                                              &c->cmask, errbuf, errlen);
+            if (e) {
+                return e;
+            }
         }
     }
     /* The free slot whose cache already holds a prefix of this prompt (a system prompt,
@@ -359,7 +396,11 @@ enum wye_err eng_batch_add(struct eng_ctx *c, const int32_t *prompt, size_t n_pr
     s->detok.n_pending = 0;
     s->n_pend = 0;
     s->n_stop = 0;
-    for (int i = 0; i < ENG_STOP_MAX; i++) {
+    s->cons = p->constraint;
+    if (s->cons) {
+        eng_cstate_init(s->cst, s->cons);
+    }
+    for (int i = 0; i < ENG_STOP_MAX && !s->cons; i++) {
         if (p->stop[i] && p->stop[i][0]) {
             s->stop_len[s->n_stop] = strlen(p->stop[i]);
             memcpy(s->stop[s->n_stop], p->stop[i], s->stop_len[s->n_stop] + 1);
@@ -520,7 +561,7 @@ static void on_sampled(struct eng_ctx *c, int32_t id, int32_t tok)
             s->paused = true;
         }
     }
-    if (!s->ignore_eos && eng_tok_is_eog(m->tok, tok)) {
+    if ((!s->ignore_eos || s->cons) && eng_tok_is_eog(m->tok, tok)) {
         finish_flush(c, id, ENG_FINISH_STOP);
         return;
     }
@@ -537,6 +578,34 @@ static void on_sampled(struct eng_ctx *c, int32_t id, int32_t tok)
     }
     s->last = tok;
     s->state = SLOT_GEN;
+}
+
+/* Masks logits to the tokens the slot's constraint allows (with the budget of tokens left),
+ * samples, and advances the matcher. -1 if nothing is allowed (a matcher bug: its states
+ * always have a completion). */
+static int32_t sample_constrained(struct eng_ctx *c, struct slot *s, float *logits)
+{
+    int32_t n = c->m->n_vocab_tok;
+    if (eng_cmask_compute(c->cmask, s->cons, s->cst, s->max_tokens - s->n_gen) == 0) {
+        WYE_ERROR("constrained decoding: no token is allowed (bug)");
+        return -1;
+    }
+    eng_cmask_apply(c->cmask, logits, n);
+    int32_t tok = eng_sampler_sample(s->smp, logits, n);
+    if (!eng_cmask_allowed(c->cmask, tok)) {
+        /* A sampler edge (all survivors at probability 0): the best allowed token. */
+        tok = -1;
+        for (int32_t i = 0; i < n; i++) {
+            if (eng_cmask_allowed(c->cmask, i) && (tok < 0 || logits[i] > logits[tok])) {
+                tok = i;
+            }
+        }
+    }
+    if (!eng_cmask_advance(c->cmask, s->cons, s->cst, tok)) {
+        WYE_ERROR("constrained decoding: token %d rejected after the mask allowed it", tok);
+        return -1;
+    }
+    return tok;
 }
 
 enum wye_err eng_batch_step(struct eng_ctx *c)
@@ -593,7 +662,16 @@ enum wye_err eng_batch_step(struct eng_ctx *c)
             continue; /* removed (and maybe reused) by a callback earlier in this loop */
         }
         float *logits = c->f.logits + (size_t)o * (size_t)c->m->hp.n_vocab;
-        int32_t tok = eng_sampler_sample(s->smp, logits, c->m->n_vocab_tok);
+        int32_t tok;
+        if (s->cons) {
+            tok = sample_constrained(c, s, logits);
+            if (tok < 0) {
+                finish(c, id, ENG_FINISH_ERROR, WYE_ERR_INTERNAL);
+                continue;
+            }
+        } else {
+            tok = eng_sampler_sample(s->smp, logits, c->m->n_vocab_tok);
+        }
         on_sampled(c, id, tok);
     }
     return WYE_OK;

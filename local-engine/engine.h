@@ -22,6 +22,7 @@
 struct eng_model;
 struct eng_ctx;
 struct eng_pool;
+struct eng_constraint; /* local-engine/constrain.h */
 
 /* ---- models ---- */
 
@@ -92,6 +93,11 @@ struct eng_gen_params {
     int32_t max_tokens;             /* tokens to generate at most; 0: until n_ctx is full */
     const char *stop[ENG_STOP_MAX]; /* NUL-terminated stop strings (copied at add), or NULL */
     bool ignore_eos;                /* keep generating after EOS/EOG (bench) */
+    /* Constrained decoding (NULL: none): every token is masked so that the answer is valid
+     * JSON for this compiled schema (local-engine/constrain.h; borrowed until on_done).
+     * The answer closes within max_tokens; it ends (STOP) once the value is complete even
+     * with ignore_eos; stop strings are not applied (they could cut the JSON short). */
+    const struct eng_constraint *constraint;
 };
 
 enum eng_finish {
@@ -133,7 +139,9 @@ struct eng_seq_ops {
  * those positions exactly (the output is the same as computing them again). cancel
  * (borrowed, may be NULL) is read before every step; set it from any thread. AGAIN if every
  * slot is busy; TOOBIG (with the numbers in errbuf) if prompt + max_tokens does not fit in
- * n_ctx; INVAL for an empty prompt or an out-of-range token. On success *seq_id is the slot.
+ * n_ctx or max_tokens is too small for the shortest text the constraint allows; INVAL for an
+ * empty prompt or an out-of-range token. The first constrained add builds the context's
+ * vocabulary trie (once; NOMEM if it cannot). On success *seq_id is the slot.
  * May be called from a callback (e.g. on_done, to start the next queued request). */
 enum wye_err eng_batch_add(struct eng_ctx *c, const int32_t *prompt, size_t n_prompt,
                            const struct eng_gen_params *p, const struct eng_seq_ops *ops, void *arg,

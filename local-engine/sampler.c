@@ -321,5 +321,12 @@ int32_t eng_sampler_sample(struct eng_sampler *s, float *logits, int32_t n)
             return c[i].id;
         }
     }
+    /* Rounding left r at the total: the last candidate with any probability (a token
+     * masked to -inf by constrained decoding has none). */
+    for (int32_t i = n_c; i-- > 0;) {
+        if (c[i].logit > 0.0f) {
+            return c[i].id;
+        }
+    }
     return c[n_c - 1].id;
 }
