@@ -109,7 +109,9 @@ struct wye_sink_ops {
     /* True once the client cancelled or disconnected. Any thread. */
     bool (*cancelled)(void *ctx);
     /* Registers wake(arg), which the consumer calls from its own thread, without blocking,
-     * when credit returns after AGAIN or when the stream is cancelled. */
+     * when credit returns after AGAIN or when the stream is cancelled. The consumer may hold
+     * its stream lock while calling wake, so wake must not call back into the sink: it only
+     * records the note and wakes the producer's thread. */
     void (*set_wakeup)(void *ctx, void (*wake)(void *arg), void *arg);
 };
 

@@ -22,14 +22,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/crypto.h"
 
 #define CONF_FILE_BYTES_MAX (1u << 20) /* the config file itself */
 #define CONF_LUA_MEM_MAX (8u << 20)    /* everything the Lua state allocates */
 #define CONF_LUA_INSNS_MAX 10000000L   /* VM instructions for running the file */
 #define CONF_HOOK_EVERY 1000           /* instructions between two hook calls */
 #define CONF_STR_MAX 4096              /* longest string value */
+#define CONF_TEXT_MAX 65536            /* longest text value (router.hook) */
+#define CONF_KEY_NAME_MAX 64           /* longest API key name */
 
 enum conf_kind {
     CK_SECTION,  /* a nested table of keys */
@@ -42,6 +46,18 @@ enum conf_kind {
     CK_PATH,     /* a file path (no control characters) */
     CK_ENVNAME,  /* an environment variable name */
     CK_SECRET,   /* printable ASCII without spaces; registered with the logger, never echoed */
+    CK_BOOL,     /* bool field */
+    CK_TRIBOOL,  /* int field: -1 unset, 0 false, 1 true */
+    CK_DOUBLE,   /* double field, range dmin..dmax */
+    CK_U64,      /* uint64_t field, range min..max */
+    CK_TEXT,     /* multi-line text (Lua source), at most CONF_TEXT_MAX bytes */
+    CK_IDENT,    /* API key name: [A-Za-z0-9_.@-], at most CONF_KEY_NAME_MAX bytes */
+    CK_SHA256,   /* 64 hex digits into uint8_t[32] */
+    CK_ROUTES,   /* array of "local" / "remote" into CONF_ROUTE_* bits */
+    CK_OVERBUDGET, /* "local" | "refuse" */
+    CK_FSYNC,    /* "none" | "always" | "interval" */
+    CK_API_KEYS, /* the keys array */
+    CK_PRICES,   /* the prices.models map */
 };
 
 struct conf_key {
@@ -50,16 +66,23 @@ struct conf_key {
     size_t off;                 /* offset of the field in struct conf_config */
     long long min, max;         /* CK_INT, CK_SIZE */
     const struct conf_key *sub; /* CK_SECTION: its keys, ended by a NULL name */
+    double dmin, dmax;          /* CK_DOUBLE */
 };
 
 /* clang-format off */
 #define CFG_OFF(f) offsetof(struct conf_config, f)
-#define KEY_ALL(n, k, f, lo, hi, s) {(n), (k), CFG_OFF(f), (lo), (hi), (s)}
+#define KEY_ALL(n, k, f, lo, hi, s) {(n), (k), CFG_OFF(f), (lo), (hi), (s), 0, 0}
 #define KEY(n, k, f) KEY_ALL(n, k, f, 0, 0, NULL)
 #define KEY_INT(n, f, lo, hi) KEY_ALL(n, CK_INT, f, lo, hi, NULL)
 #define KEY_SIZE(n, f, lo, hi) KEY_ALL(n, CK_SIZE, f, lo, hi, NULL)
 #define KEY_SECTION(n, s) KEY_ALL(n, CK_SECTION, upstream, 0, 0, s)
-#define KEY_END {NULL, CK_SECTION, 0, 0, 0, NULL}
+#define KEY_END {NULL, CK_SECTION, 0, 0, 0, NULL, 0, 0}
+#define KEY_DBL(n, f, lo, hi) {(n), CK_DOUBLE, CFG_OFF(f), 0, 0, NULL, (lo), (hi)}
+/* Keys of one element of an array or map: offsets into that element's struct. */
+#define EKEY(n, k, t, f) {(n), (k), offsetof(struct t, f), 0, 0, NULL, 0, 0}
+#define EKEY_INT(n, t, f, lo, hi) {(n), CK_INT, offsetof(struct t, f), (lo), (hi), NULL, 0, 0}
+#define EKEY_DBL(n, t, f, lo, hi) {(n), CK_DOUBLE, offsetof(struct t, f), 0, 0, NULL, (lo), (hi)}
+#define USD_MAX 1e9
 #define GIB 1073741824LL
 
 static const struct conf_key conf_upstream_keys[] = {
@@ -88,6 +111,61 @@ static const struct conf_key conf_engine_keys[] = {
 
 static const struct conf_key conf_ledger_keys[] = {
     KEY("path", CK_PATH, ledger_path),
+    KEY("fsync", CK_FSYNC, ledger.fsync),
+    KEY_INT("fsync_interval_ms", ledger.fsync_interval_ms, 1, 3600000),
+    KEY_ALL("rotate_bytes", CK_U64, ledger.rotate_bytes, 0, 1LL << 50, NULL),
+    KEY("rotate_daily", CK_BOOL, ledger.rotate_daily),
+    KEY_END,
+};
+
+static const struct conf_key conf_api_key_keys[] = {
+    EKEY("name", CK_IDENT, conf_api_key, name),
+    EKEY("sha256", CK_SHA256, conf_api_key, sha256),
+    EKEY_INT("rpm", conf_api_key, rpm, 0, 1000000),
+    EKEY_DBL("budget_usd_day", conf_api_key, budget_usd_day, 0, USD_MAX),
+    EKEY_DBL("budget_usd_month", conf_api_key, budget_usd_month, 0, USD_MAX),
+    EKEY("routes", CK_ROUTES, conf_api_key, routes),
+    EKEY("over_budget", CK_OVERBUDGET, conf_api_key, over_budget),
+    KEY_END,
+};
+
+static const struct conf_key conf_price_keys[] = {
+    EKEY_DBL("input_per_1m", conf_price, input_per_1m, 0, 1e6),
+    EKEY_DBL("output_per_1m", conf_price, output_per_1m, 0, 1e6),
+    KEY_END,
+};
+
+static const struct conf_key conf_auth_keys[] = {
+    KEY("required", CK_TRIBOOL, auth.required_set),
+    KEY_END,
+};
+
+static const struct conf_key conf_default_price_keys[] = {
+    KEY_DBL("input_per_1m", prices.default_remote.input_per_1m, 0, 1e6),
+    KEY_DBL("output_per_1m", prices.default_remote.output_per_1m, 0, 1e6),
+    KEY_END,
+};
+
+static const struct conf_key conf_prices_keys[] = {
+    KEY("models", CK_PRICES, prices.models),
+    KEY_SECTION("default_remote", conf_default_price_keys),
+    KEY_DBL("local_per_1m", prices.local_per_1m, 0, 1e6),
+    KEY_END,
+};
+
+static const struct conf_key conf_router_keys[] = {
+    KEY_DBL("threshold", router.threshold, 0, 1),
+    KEY("weights", CK_PATH, router.weights_path),
+    KEY("hook", CK_TEXT, router.hook),
+    KEY("hook_file", CK_PATH, router.hook_file),
+    KEY_INT("hook_timeout_ms", router.hook_timeout_ms, 1, 10000),
+    KEY_INT("hook_memory_kb", router.hook_memory_kb, 64, 1048576),
+    KEY("cascade", CK_BOOL, router.cascade),
+    KEY_DBL("cascade_min_logprob", router.cascade_min_logprob, -100, 0),
+    KEY_INT("cascade_tokens", router.cascade_tokens, 1, 1024),
+    KEY_INT("queue_max", router.queue_max, 0, 1000000),
+    KEY_INT("breaker_failures", router.breaker_failures, 1, 1000),
+    KEY_INT("breaker_cooldown_ms", router.breaker_cooldown_ms, 100, 3600000),
     KEY_END,
 };
 
@@ -114,6 +192,10 @@ static const struct conf_key conf_top_keys[] = {
     KEY_SECTION("engine", conf_engine_keys),
     KEY_SECTION("ledger", conf_ledger_keys),
     KEY_SECTION("limits", conf_limits_keys),
+    KEY("keys", CK_API_KEYS, api_keys),
+    KEY_SECTION("auth", conf_auth_keys),
+    KEY_SECTION("prices", conf_prices_keys),
+    KEY_SECTION("router", conf_router_keys),
     KEY_END,
 };
 /* clang-format on */
@@ -190,7 +272,7 @@ static const struct conf_key *conf_key_lookup(const char *path)
 }
 
 /* Replaces the string field at k->off with a copy of s[0..len). */
-static enum wye_err conf_store_str(struct conf_config *cfg, const struct conf_key *k, const char *s,
+static enum wye_err conf_store_str(void *cfg, const struct conf_key *k, const char *s,
                                    size_t len, char *err, size_t errlen)
 {
     char *copy = wye_strndup(s, len);
@@ -209,7 +291,7 @@ static enum wye_err conf_store_str(struct conf_config *cfg, const struct conf_ke
     return WYE_OK;
 }
 
-static enum wye_err conf_set_int(struct conf_config *cfg, const struct conf_key *k, const char *who,
+static enum wye_err conf_set_int(void *cfg, const struct conf_key *k, const char *who,
                                  long long v, char *err, size_t errlen)
 {
     if (v < k->min || v > k->max) {
@@ -218,6 +300,8 @@ static enum wye_err conf_set_int(struct conf_config *cfg, const struct conf_key 
     }
     if (k->kind == CK_INT) {
         *(int *)(void *)((char *)cfg + k->off) = (int)v;
+    } else if (k->kind == CK_U64) {
+        *(uint64_t *)(void *)((char *)cfg + k->off) = (uint64_t)v;
     } else {
         *(size_t *)(void *)((char *)cfg + k->off) = (size_t)v;
     }
@@ -268,14 +352,16 @@ static enum wye_err conf_set_listen(struct conf_config *cfg, const char *who, co
 
 /* Validates and stores a string value for k. who names the source in messages. String values
  * are never echoed into messages: they may be secrets or hold terminal escapes. */
-static enum wye_err conf_set_str(struct conf_config *cfg, const struct conf_key *k, const char *who,
+static enum wye_err conf_set_str(void *base, const struct conf_key *k, const char *who,
                                  const char *s, size_t len, char *err, size_t errlen)
 {
+    struct conf_config *cfg = base; /* only for the top-level kinds (listen, log_level) */
     if (len == 0) {
         return conf_fail(err, errlen, WYE_ERR_INVAL, "%s: must not be empty", who);
     }
-    if (len > CONF_STR_MAX) {
-        return conf_fail(err, errlen, WYE_ERR_INVAL, "%s: longer than %d bytes", who, CONF_STR_MAX);
+    size_t max = k->kind == CK_TEXT ? CONF_TEXT_MAX : CONF_STR_MAX;
+    if (len > max) {
+        return conf_fail(err, errlen, WYE_ERR_INVAL, "%s: longer than %zu bytes", who, max);
     }
     if (memchr(s, '\0', len)) {
         return conf_fail(err, errlen, WYE_ERR_INVAL, "%s: contains a NUL byte", who);
@@ -283,6 +369,7 @@ static enum wye_err conf_set_str(struct conf_config *cfg, const struct conf_key 
     bool ok = true;
     switch (k->kind) {
     case CK_INT:
+    case CK_U64:
     case CK_SIZE: {
         char *end;
         errno = 0;
@@ -349,10 +436,78 @@ static enum wye_err conf_set_str(struct conf_config *cfg, const struct conf_key 
                              "%s: the key may only hold printable ASCII without spaces", who);
         }
         break;
-    case CK_SECTION:
-        WYE_ASSERT(!"a section has no string value");
+    case CK_TEXT:
+        for (size_t i = 0; ok && i < len; i++) {
+            unsigned char c = (unsigned char)s[i];
+            ok = (c >= 0x20 && c != 0x7f) || c == '\n' || c == '\t' || c == '\r';
+        }
+        if (!ok) {
+            return conf_fail(err, errlen, WYE_ERR_INVAL, "%s: contains control characters", who);
+        }
+        break;
+    case CK_IDENT:
+        ok = len <= CONF_KEY_NAME_MAX;
+        for (size_t i = 0; ok && i < len; i++) {
+            char c = s[i];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '.' || c == '-' || c == '@';
+        }
+        if (!ok) {
+            return conf_fail(err, errlen, WYE_ERR_INVAL,
+                             "%s: expected 1 to %d characters from A-Z a-z 0-9 _ . - @", who,
+                             CONF_KEY_NAME_MAX);
+        }
+        break;
+    case CK_SHA256: {
+        char hex[65];
+        uint8_t *dst = (uint8_t *)base + k->off;
+        if (len == 64) {
+            memcpy(hex, s, 64);
+            hex[64] = '\0';
+        }
+        if (len != 64 || !wye_hex_decode(hex, dst, 32)) {
+            return conf_fail(err, errlen, WYE_ERR_INVAL,
+                             "%s: expected 64 hex digits (the SHA-256 of the key, from 'wye keys new')",
+                             who);
+        }
+        return WYE_OK;
     }
-    return conf_store_str(cfg, k, s, len, err, errlen);
+    case CK_OVERBUDGET: {
+        enum conf_over_budget *dst = (void *)((char *)base + k->off);
+        if (len == 5 && memcmp(s, "local", 5) == 0) {
+            *dst = CONF_OVER_BUDGET_LOCAL;
+        } else if (len == 6 && memcmp(s, "refuse", 6) == 0) {
+            *dst = CONF_OVER_BUDGET_REFUSE;
+        } else {
+            return conf_fail(err, errlen, WYE_ERR_INVAL, "%s: expected \"local\" or \"refuse\"",
+                             who);
+        }
+        return WYE_OK;
+    }
+    case CK_FSYNC: {
+        enum conf_fsync *dst = (void *)((char *)base + k->off);
+        if (len == 4 && memcmp(s, "none", 4) == 0) {
+            *dst = CONF_FSYNC_NONE;
+        } else if (len == 6 && memcmp(s, "always", 6) == 0) {
+            *dst = CONF_FSYNC_ALWAYS;
+        } else if (len == 8 && memcmp(s, "interval", 8) == 0) {
+            *dst = CONF_FSYNC_INTERVAL;
+        } else {
+            return conf_fail(err, errlen, WYE_ERR_INVAL,
+                             "%s: expected \"none\", \"always\" or \"interval\"", who);
+        }
+        return WYE_OK;
+    }
+    case CK_SECTION:
+    case CK_BOOL:
+    case CK_TRIBOOL:
+    case CK_DOUBLE:
+    case CK_ROUTES:
+    case CK_API_KEYS:
+    case CK_PRICES:
+        WYE_ASSERT(!"this kind has no string value");
+    }
+    return conf_store_str(base, k, s, len, err, errlen);
 }
 
 /* Copies a Lua key into out for messages: at most 48 printable bytes. */
@@ -378,16 +533,208 @@ static void conf_key_name(lua_State *L, int idx, char *out, size_t outlen)
     out[n] = '\0';
 }
 
-/* Walks the table at index t against keys; prefix is "" or "section". */
 static enum wye_err conf_walk(lua_State *L, struct conf_lua *lx, int t, const struct conf_key *keys,
-                              const char *prefix)
+                              const char *prefix, void *base);
+
+/* Counts the entries of the table at t and checks that they form an array 1..n. */
+static enum wye_err conf_array_len(lua_State *L, struct conf_lua *lx, int t, const char *who,
+                                   size_t max, size_t *out)
+{
+    size_t n = 0;
+    lua_Unsigned len = lua_rawlen(L, t);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        int isint = 0;
+        lua_Integer i = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
+        n++;
+        if (!isint || i < 1 || (lua_Unsigned)i > len) {
+            lua_pop(L, 1);
+            return conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                             "%s: expected an array (a list without named keys)", who);
+        }
+    }
+    if (n > max) {
+        return conf_fail(lx->err, lx->errlen, WYE_ERR_TOOBIG, "%s: more than %zu entries", who,
+                         max);
+    }
+    *out = n;
+    return WYE_OK;
+}
+
+/* routes = { "local", "remote" } into CONF_ROUTE_* bits. */
+static enum wye_err conf_walk_routes(lua_State *L, struct conf_lua *lx, int t, const char *who,
+                                     unsigned *out)
+{
+    size_t n;
+    enum wye_err rc = conf_array_len(L, lx, t, who, 16, &n);
+    unsigned bits = 0;
+    for (size_t i = 1; !rc && i <= n; i++) {
+        size_t len = 0;
+        const char *s = lua_rawgeti(L, t, (lua_Integer)i) == LUA_TSTRING
+                            ? lua_tolstring(L, -1, &len)
+                            : NULL;
+        if (s && len == 5 && memcmp(s, "local", 5) == 0) {
+            bits |= CONF_ROUTE_LOCAL;
+        } else if (s && len == 6 && memcmp(s, "remote", 6) == 0) {
+            bits |= CONF_ROUTE_REMOTE;
+        } else {
+            rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                           "%s[%zu]: expected \"local\" or \"remote\"", who, i);
+        }
+        lua_pop(L, 1);
+    }
+    if (!rc && bits == 0) {
+        rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                       "%s: must allow at least one of \"local\", \"remote\"", who);
+    }
+    if (!rc) {
+        *out = bits;
+    }
+    return rc;
+}
+
+/* keys = { { name = ..., sha256 = ..., ... }, ... } into cfg->api_keys. */
+static enum wye_err conf_walk_api_keys(lua_State *L, struct conf_lua *lx, int t, const char *path)
+{
+    struct conf_config *cfg = lx->cfg;
+    char who[288];
+    snprintf(who, sizeof(who), "%s: %s", lx->shown, path);
+    size_t n;
+    enum wye_err rc = conf_array_len(L, lx, t, who, CONF_API_KEYS_MAX, &n);
+    if (rc || n == 0) {
+        return rc;
+    }
+    /* Attached to cfg before any further Lua call, so an error (or a Lua memory error
+     * unwinding through here) leaves nothing unowned. */
+    cfg->api_keys = wye_calloc(n, sizeof(*cfg->api_keys));
+    if (!cfg->api_keys) {
+        return conf_nomem(lx->err, lx->errlen);
+    }
+    for (size_t i = 0; !rc && i < n; i++) {
+        struct conf_api_key *k = &cfg->api_keys[i];
+        char sub[192];
+        snprintf(sub, sizeof(sub), "%s[%zu]", path, i + 1);
+        snprintf(who, sizeof(who), "%s: %s", lx->shown, sub);
+        *k = (struct conf_api_key){.budget_usd_day = -1, .budget_usd_month = -1,
+                                   .routes = CONF_ROUTE_LOCAL | CONF_ROUTE_REMOTE};
+        cfg->n_api_keys = i + 1;
+        bool have_hash = false, have_over = false;
+        int vt = lua_rawgeti(L, t, (lua_Integer)(i + 1));
+        if (vt != LUA_TTABLE) {
+            rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s: expected a table, got %s", who,
+                           lua_typename(L, vt));
+        } else {
+            int e = lua_gettop(L);
+            rc = conf_walk(L, lx, e, conf_api_key_keys, sub, k);
+            lua_pushliteral(L, "sha256");
+            have_hash = lua_rawget(L, e) != LUA_TNIL;
+            lua_pushliteral(L, "over_budget");
+            have_over = lua_rawget(L, e) != LUA_TNIL;
+            lua_pop(L, 2);
+        }
+        lua_pop(L, 1);
+        if (!rc && !k->name) {
+            rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s.name: required", who);
+        } else if (!rc && !have_hash) {
+            rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                           "%s.sha256: required (create a key with 'wye keys new NAME')", who);
+        }
+        if (!rc && !have_over && !(k->routes & CONF_ROUTE_LOCAL)) {
+            k->over_budget = CONF_OVER_BUDGET_REFUSE;
+        }
+        if (!rc && k->over_budget == CONF_OVER_BUDGET_LOCAL && !(k->routes & CONF_ROUTE_LOCAL)) {
+            rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                           "%s.over_budget: \"local\" needs \"local\" in routes", who);
+        }
+        for (size_t j = 0; !rc && j < i; j++) {
+            if (strcmp(cfg->api_keys[j].name, k->name) == 0) {
+                rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                               "%s.name: the name is already used by %s[%zu]", who, path, j + 1);
+            } else if (memcmp(cfg->api_keys[j].sha256, k->sha256, 32) == 0) {
+                rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                               "%s.sha256: the same hash is already used by %s[%zu]", who, path,
+                               j + 1);
+            }
+        }
+    }
+    return rc;
+}
+
+/* prices.models = { ["model"] = { input_per_1m = ..., output_per_1m = ... }, ... }. */
+static enum wye_err conf_walk_prices(lua_State *L, struct conf_lua *lx, int t, const char *path)
+{
+    struct conf_config *cfg = lx->cfg;
+    char who[352];
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        n++;
+    }
+    if (n > CONF_PRICES_MAX) {
+        return conf_fail(lx->err, lx->errlen, WYE_ERR_TOOBIG, "%s: %s: more than %d models",
+                         lx->shown, path, CONF_PRICES_MAX);
+    }
+    if (n == 0) {
+        return WYE_OK;
+    }
+    cfg->prices.models = wye_calloc(n, sizeof(*cfg->prices.models));
+    if (!cfg->prices.models) {
+        return conf_nomem(lx->err, lx->errlen);
+    }
+    enum wye_err rc = WYE_OK;
+    lua_pushnil(L);
+    while (!rc && lua_next(L, t)) {
+        char name[64], sub[240];
+        conf_key_name(L, -2, name, sizeof(name));
+        snprintf(sub, sizeof(sub), "%s[%s]", path, name);
+        snprintf(who, sizeof(who), "%s: %s", lx->shown, sub);
+        int vt = lua_type(L, -1);
+        size_t klen = 0;
+        const char *model = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+        struct conf_price *p = &cfg->prices.models[cfg->prices.n_models];
+        if (!model || klen == 0 || klen > CONF_STR_MAX || memchr(model, '\0', klen)) {
+            rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                           "%s: expected a model name (a non-empty string) as the key", who);
+        } else if (vt != LUA_TTABLE) {
+            rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s: expected a table, got %s", who,
+                           lua_typename(L, vt));
+        } else if (!(p->model = wye_strndup(model, klen))) {
+            rc = conf_nomem(lx->err, lx->errlen);
+        } else {
+            cfg->prices.n_models++;
+            int e = lua_gettop(L);
+            rc = conf_walk(L, lx, e, conf_price_keys, sub, p);
+            for (int f = 0; !rc && f < 2; f++) {
+                const char *fname = f ? "output_per_1m" : "input_per_1m";
+                if (lua_getfield(L, e, fname) == LUA_TNIL) {
+                    rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s.%s: required", who,
+                                   fname);
+                }
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (rc) {
+        lua_pop(L, 1); /* the key lua_next left */
+    }
+    return rc;
+}
+
+/* Walks the table at index t against keys, storing into base (cfg, or an array element);
+ * prefix is the dotted path of the table ("" at the top). */
+static enum wye_err conf_walk(lua_State *L, struct conf_lua *lx, int t, const struct conf_key *keys,
+                              const char *prefix, void *base)
 {
     enum wye_err rc = WYE_OK;
     lua_pushnil(L);
     while (!rc && lua_next(L, t)) {
-        char name[64], who[160];
+        char name[64], who[272], path[160];
         conf_key_name(L, -2, name, sizeof(name));
-        snprintf(who, sizeof(who), "%s: %s%s%s", lx->shown, prefix, *prefix ? "." : "", name);
+        snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", name);
+        snprintf(who, sizeof(who), "%s: %s", lx->shown, path);
         const struct conf_key *k = NULL;
         if (lua_type(L, -2) == LUA_TSTRING) {
             size_t klen;
@@ -395,16 +742,44 @@ static enum wye_err conf_walk(lua_State *L, struct conf_lua *lx, int t, const st
             k = conf_key_find(keys, kname, klen);
         }
         int vt = lua_type(L, -1);
+        void *field = k ? (char *)base + k->off : NULL;
         if (!k) {
             rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s: unknown key", who);
-        } else if (k->kind == CK_SECTION) {
+        } else if (k->kind == CK_SECTION || k->kind == CK_API_KEYS || k->kind == CK_PRICES ||
+                   k->kind == CK_ROUTES) {
             if (vt != LUA_TTABLE) {
                 rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s: expected a table, got %s",
                                who, lua_typename(L, vt));
+            } else if (k->kind == CK_SECTION) {
+                rc = conf_walk(L, lx, lua_gettop(L), k->sub, path, base);
+            } else if (k->kind == CK_API_KEYS) {
+                rc = conf_walk_api_keys(L, lx, lua_gettop(L), path);
+            } else if (k->kind == CK_PRICES) {
+                rc = conf_walk_prices(L, lx, lua_gettop(L), path);
             } else {
-                rc = conf_walk(L, lx, lua_gettop(L), k->sub, k->name);
+                rc = conf_walk_routes(L, lx, lua_gettop(L), who, field);
             }
-        } else if (k->kind == CK_INT || k->kind == CK_SIZE) {
+        } else if (k->kind == CK_BOOL || k->kind == CK_TRIBOOL) {
+            if (vt != LUA_TBOOLEAN) {
+                rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                               "%s: expected a boolean, got %s", who, lua_typename(L, vt));
+            } else if (k->kind == CK_BOOL) {
+                *(bool *)field = lua_toboolean(L, -1);
+            } else {
+                *(int *)field = lua_toboolean(L, -1) ? 1 : 0;
+            }
+        } else if (k->kind == CK_DOUBLE) {
+            double v = vt == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : 0;
+            if (vt != LUA_TNUMBER) {
+                rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s: expected a number, got %s",
+                               who, lua_typename(L, vt));
+            } else if (!(v >= k->dmin && v <= k->dmax)) { /* NaN fails too */
+                rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s: %g is out of range %g..%g",
+                               who, v, k->dmin, k->dmax);
+            } else {
+                *(double *)field = v;
+            }
+        } else if (k->kind == CK_INT || k->kind == CK_SIZE || k->kind == CK_U64) {
             int isint = 0;
             lua_Integer v = vt == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
             if (vt != LUA_TNUMBER) {
@@ -414,7 +789,7 @@ static enum wye_err conf_walk(lua_State *L, struct conf_lua *lx, int t, const st
                 rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
                                "%s: expected an integer, got %g", who, (double)lua_tonumber(L, -1));
             } else {
-                rc = conf_set_int(lx->cfg, k, who, (long long)v, lx->err, lx->errlen);
+                rc = conf_set_int(base, k, who, (long long)v, lx->err, lx->errlen);
             }
         } else if (vt != LUA_TSTRING) {
             rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s: expected a string, got %s", who,
@@ -422,9 +797,12 @@ static enum wye_err conf_walk(lua_State *L, struct conf_lua *lx, int t, const st
         } else {
             size_t len;
             const char *s = lua_tolstring(L, -1, &len);
-            rc = conf_set_str(lx->cfg, k, who, s, len, lx->err, lx->errlen);
+            rc = conf_set_str(base, k, who, s, len, lx->err, lx->errlen);
         }
         lua_pop(L, 1);
+    }
+    if (rc) {
+        lua_pop(L, 1); /* the key lua_next left */
     }
     return rc;
 }
@@ -583,7 +961,7 @@ static int conf_lua_main(lua_State *L)
                            luaL_typename(L, t));
         return 0;
     }
-    lx->rc = conf_walk(L, lx, t, conf_top_keys, "");
+    lx->rc = conf_walk(L, lx, t, conf_top_keys, "", lx->cfg);
     return 0;
 }
 
@@ -775,6 +1153,31 @@ static enum wye_err conf_finish(struct conf_config *cfg, char *err, size_t errle
             return conf_nomem(err, errlen);
         }
     }
+    if (cfg->auth.required_set < 0) {
+        cfg->auth.required = cfg->n_api_keys > 0;
+    } else {
+        cfg->auth.required = cfg->auth.required_set == 1;
+    }
+    if (cfg->auth.required && cfg->n_api_keys == 0) {
+        return conf_fail(
+            err, errlen, WYE_ERR_INVAL,
+            "auth.required: true, but no keys are configured (add keys = { ... }; see 'wye keys new')");
+    }
+    if (cfg->router.hook && cfg->router.hook_file) {
+        return conf_fail(err, errlen, WYE_ERR_INVAL,
+                         "router.hook_file: give either router.hook or router.hook_file, not both");
+    }
+    const struct {
+        const char *path;
+        const char *who;
+    } files[] = {{cfg->router.hook_file, "router.hook_file"}, {cfg->router.weights_path, "router.weights"}};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (files[i].path && access(files[i].path, R_OK) != 0) {
+            char eb[128];
+            return conf_fail(err, errlen, WYE_ERR_INVAL, "%s: cannot read the file: %s", files[i].who,
+                             wye_strerror(errno, eb, sizeof(eb)));
+        }
+    }
     if (cfg->upstream.base_url && !cfg->upstream.api_key && !cfg->upstream.api_key_env) {
         WYE_WARN(
             "upstream.base_url is set but no API key was found (WYE_UPSTREAM_API_KEY or upstream.api_key_env)");
@@ -796,6 +1199,19 @@ static void conf_set_defaults(struct conf_config *cfg)
         .max_connections = 64,
     };
     cfg->engine = (struct conf_engine){.n_threads = 0, .n_ctx = 0, .n_seq_max = 4};
+    cfg->auth.required_set = -1;
+    cfg->prices.default_remote = (struct conf_price){.input_per_1m = 0.15, .output_per_1m = 0.60};
+    cfg->ledger = (struct conf_ledger){.fsync = CONF_FSYNC_INTERVAL, .fsync_interval_ms = 1000};
+    cfg->router = (struct conf_router){
+        .threshold = 0.5,
+        .hook_timeout_ms = 5,
+        .hook_memory_kb = 1024,
+        .cascade_min_logprob = -2.5,
+        .cascade_tokens = 4,
+        .queue_max = 64,
+        .breaker_failures = 5,
+        .breaker_cooldown_ms = 10000,
+    };
     cfg->limits = (struct conf_limits){
         .body_bytes_max = 1 << 20,
         .ws_message_bytes_max = 1 << 20,
@@ -863,11 +1279,30 @@ void conf_destroy(struct conf_config *cfg)
     }
     char *strs[] = {cfg->listen_host,       cfg->upstream.base_url,    cfg->upstream.model,
                     cfg->upstream.api_key,  cfg->upstream.api_key_env, cfg->engine.model_path,
-                    cfg->engine.model_name, cfg->ledger_path,          cfg->source_path};
+                    cfg->engine.model_name, cfg->ledger_path,          cfg->source_path,
+                    cfg->router.weights_path, cfg->router.hook,        cfg->router.hook_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         wye_free(strs[i]);
     }
+    for (size_t i = 0; i < cfg->n_api_keys; i++) {
+        wye_free(cfg->api_keys[i].name);
+    }
+    wye_free(cfg->api_keys);
+    for (size_t i = 0; i < cfg->prices.n_models; i++) {
+        wye_free(cfg->prices.models[i].model);
+    }
+    wye_free(cfg->prices.models);
     wye_free(cfg);
+}
+
+const struct conf_price *conf_price_for(const struct conf_config *cfg, const char *model)
+{
+    for (size_t i = 0; model && i < cfg->prices.n_models; i++) {
+        if (strcmp(cfg->prices.models[i].model, model) == 0) {
+            return &cfg->prices.models[i];
+        }
+    }
+    return &cfg->prices.default_remote;
 }
 
 static const char *conf_or(const char *s, const char *dflt)
@@ -890,4 +1325,9 @@ void conf_log_summary(const struct conf_config *cfg)
     WYE_INFO("config: engine %s (%s) threads %d ctx %d sequences %d, ledger %s",
              conf_or(e->model_path, "(none)"), conf_or(e->model_name, "-"), e->n_threads, e->n_ctx,
              e->n_seq_max, conf_or(cfg->ledger_path, "(none)"));
+    WYE_INFO("config: %zu API keys, auth %s, %zu model prices, router threshold %.3f%s%s",
+             cfg->n_api_keys, cfg->auth.required ? "required" : "optional (anonymous allowed)",
+             cfg->prices.n_models, cfg->router.threshold,
+             cfg->router.hook || cfg->router.hook_file ? ", Lua hook" : "",
+             cfg->router.cascade ? ", cascade" : "");
 }

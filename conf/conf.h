@@ -48,6 +48,78 @@ struct conf_engine {
     int n_seq_max;      /* concurrent local sequences */
 };
 
+/* Routes a key may use (struct conf_api_key.routes bits). */
+#define CONF_ROUTE_LOCAL 1u
+#define CONF_ROUTE_REMOTE 2u
+
+/* What happens to a remote-bound request of a key past its remote budget. */
+enum conf_over_budget {
+    CONF_OVER_BUDGET_LOCAL = 0, /* answer it locally instead (if the key may use "local") */
+    CONF_OVER_BUDGET_REFUSE,    /* refuse it (429) */
+};
+
+#define CONF_API_KEYS_MAX 4096
+#define CONF_PRICES_MAX 1024
+
+/* One client API key (keys = { {...}, ... }). The secret itself is never in the config. */
+struct conf_api_key {
+    char *name;                        /* [A-Za-z0-9_.@-], 1..64 chars; unique */
+    uint8_t sha256[32];                /* SHA-256 of the key; unique */
+    int rpm;                           /* requests per minute; 0: unlimited */
+    double budget_usd_day;             /* remote spend per UTC day; < 0: unlimited */
+    double budget_usd_month;           /* remote spend per UTC month; < 0: unlimited */
+    unsigned routes;                   /* CONF_ROUTE_* bits; never 0 */
+    enum conf_over_budget over_budget; /* default LOCAL when "local" is allowed, else REFUSE */
+};
+
+struct conf_auth {
+    bool required;    /* requests without a key are refused (else they run as "anonymous") */
+    int required_set; /* -1: not written (derived: keys configured), 0/1: as written */
+};
+
+/* USD per million tokens. */
+struct conf_price {
+    char *model; /* NULL for default_remote */
+    double input_per_1m;
+    double output_per_1m;
+};
+
+struct conf_prices {
+    struct conf_price *models;    /* (n_models) remote models by name */
+    size_t n_models;
+    struct conf_price default_remote; /* remote models not in the table; counterfactuals */
+    double local_per_1m;              /* cost of local tokens (input and output) */
+};
+
+enum conf_fsync {
+    CONF_FSYNC_NONE = 0, /* the kernel writes back when it likes */
+    CONF_FSYNC_ALWAYS,   /* fdatasync after every record */
+    CONF_FSYNC_INTERVAL, /* at most every fsync_interval_ms while dirty */
+};
+
+struct conf_ledger {
+    enum conf_fsync fsync;
+    int fsync_interval_ms; /* 1..3600000 */
+    uint64_t rotate_bytes; /* 0: off */
+    bool rotate_daily;
+};
+
+/* Routing policy; stored and validated here, used by router/. */
+struct conf_router {
+    double threshold;           /* score >= threshold goes remote; 0..1 */
+    char *weights_path;         /* weights JSON, NULL: built-in */
+    char *hook;                 /* Lua source defining route(request, features, score), or NULL */
+    char *hook_file;            /* file holding that source, or NULL (never both) */
+    int hook_timeout_ms;        /* 1..10000 */
+    int hook_memory_kb;         /* 64..1048576 */
+    bool cascade;               /* try local first, escalate on low confidence */
+    double cascade_min_logprob; /* -100..0 */
+    int cascade_tokens;         /* 1..1024 */
+    int queue_max;              /* local admission queue, 0..1000000 */
+    int breaker_failures;       /* 1..1000 */
+    int breaker_cooldown_ms;    /* 100..3600000 */
+};
+
 struct conf_config {
     char *listen_host;       /* "127.0.0.1" */
     int listen_port;         /* 8080; 0: any free port */
@@ -57,6 +129,12 @@ struct conf_config {
     enum wye_log_level log_level;
     struct conf_limits limits;
     char *source_path;       /* the file it came from, or NULL for defaults only */
+    struct conf_api_key *api_keys; /* (n_api_keys) */
+    size_t n_api_keys;
+    struct conf_auth auth;
+    struct conf_prices prices;
+    struct conf_ledger ledger; /* options besides ledger_path */
+    struct conf_router router;
 };
 
 /* Command-line values that override the file and environment; NULL fields are unset. */
@@ -75,6 +153,8 @@ struct conf_overrides {
  * Registers the API key with wye_log_add_secret. Does not change the global log level. */
 enum wye_err conf_load(const char *path, const struct conf_overrides *ov,
                        struct conf_config **out, char *err, size_t errlen);
+/* The price entry for a remote model: its own, else prices.default_remote. */
+const struct conf_price *conf_price_for(const struct conf_config *cfg, const char *model);
 /* Frees the config; NULL is a no-op. */
 void conf_destroy(struct conf_config *cfg);
 /* Logs the effective configuration at info level (the API key only as "set"/"unset"). */

@@ -71,6 +71,79 @@ return {
         -- Append-only JSON Lines ledger of finished requests. Environment: WYE_LEDGER.
         -- Default: none (no ledger).
         -- path = "wye-ledger.jsonl",
+
+        -- When records reach the disk: "none" (the kernel decides), "always" (fdatasync per
+        -- record) or "interval" (at most every fsync_interval_ms while there is unsynced data).
+        fsync = "interval",
+        -- For fsync = "interval", 1..3600000 ms.
+        fsync_interval_ms = 1000,
+        -- Start a new file "<path>.<seq>" before one would grow past this many bytes;
+        -- 0 = never, up to 2^50.
+        rotate_bytes = 0,
+        -- Start a new file when the UTC day changes.
+        rotate_daily = false,
+    },
+
+    -- Client API keys. Create one with `wye keys new NAME`: it prints the key once and the
+    -- entry to paste here (only the key's SHA-256 is stored). Names and hashes are unique.
+    -- Default: no keys (and then no authentication).
+    keys = {
+        -- {
+        --     name = "alice",           -- A-Z a-z 0-9 _ . - @, at most 64; goes into the ledger
+        --     sha256 = "<64 hex digits>", -- SHA-256 of the key (from `wye keys new`)
+        --     rpm = 60,                 -- requests per minute, 0..1000000; 0 (default) = unlimited
+        --     budget_usd_day = 1.0,     -- remote spend per UTC day; absent = unlimited, 0 = none
+        --     budget_usd_month = 20,    -- remote spend per UTC month; absent = unlimited, 0 = none
+        --     routes = { "local", "remote" }, -- routes this key may use (default: both)
+        --     over_budget = "local",    -- past a budget: "local" (answer locally) or "refuse";
+        --                               -- default "local", or "refuse" without the local route
+        -- },
+    },
+
+    auth = {
+        -- Refuse requests without a valid key (401). Default: true when keys are configured,
+        -- false otherwise; when false, requests without a key run as key "anonymous" (a key
+        -- that is presented must still be valid).
+        -- required = true,
+    },
+
+    -- Prices in USD per million tokens, for the ledger's cost, savings and the key budgets.
+    prices = {
+        -- Remote models by name. Default: none.
+        models = {
+            -- ["gpt-4o-mini"] = { input_per_1m = 0.15, output_per_1m = 0.60 },
+        },
+        -- Remote models missing from the table, and what a local answer would have cost
+        -- remotely (the counterfactual). 0..1e6 each.
+        default_remote = { input_per_1m = 0.15, output_per_1m = 0.60 },
+        -- What local tokens cost (input and output), 0..1e6.
+        local_per_1m = 0,
+    },
+
+    -- Routing policy (docs/routing.md).
+    router = {
+        -- Requests scoring at least this go remote, 0..1.
+        threshold = 0.5,
+        -- Weights JSON of the complexity score. Default: none (the built-in weights).
+        -- weights = "conf/router-weights.json",
+        -- A Lua hook: source text defining function route(request, features, score), or a
+        -- file holding it (not both). Default: none.
+        -- hook = [[ function route(request, features, score) return nil end ]],
+        -- hook_file = "conf/route.lua",
+        -- Time and memory the hook may use per call: 1..10000 ms and 64..1048576 KiB.
+        hook_timeout_ms = 5,
+        hook_memory_kb = 1024,
+        -- Cascade: start locally and escalate to remote when the first cascade_tokens tokens
+        -- have a mean log-probability below cascade_min_logprob (-100..0); 1..1024 tokens.
+        cascade = false,
+        cascade_min_logprob = -2.5,
+        cascade_tokens = 4,
+        -- Local requests waiting for the engine before new ones are refused, 0..1000000.
+        queue_max = 64,
+        -- Consecutive backend failures that open the circuit breaker (1..1000), and how long
+        -- it stays open (100..3600000 ms).
+        breaker_failures = 5,
+        breaker_cooldown_ms = 10000,
     },
 
     -- Limits on what clients may send and hold. Each one answers with an error naming it.

@@ -16,6 +16,7 @@
 #include "conf/conf.h"
 
 struct gw_server;
+struct rt_keys;
 
 /* What the gateway needs from whatever answers requests. Called on the lws thread. */
 struct gw_backend_ops {
@@ -46,6 +47,10 @@ struct gw_server *gw_server_create(const struct conf_config *cfg, const struct g
                                    void *ctx);
 /* Starts the lws service thread. */
 enum wye_err gw_server_start(struct gw_server *srv);
+/* Sets the API key table (borrowed; must outlive the server) used to authenticate requests;
+ * call before gw_server_start. Without one, requests run as "anonymous" unless
+ * cfg->auth.required, in which case every authenticated route answers 500 (fail closed). */
+void gw_server_set_keys(struct gw_server *srv, struct rt_keys *keys);
 /* Returns the bound TCP port. */
 int gw_server_port(const struct gw_server *srv);
 /* Graceful stop (call from one thread, not the lws thread): refuses new requests (503),

@@ -490,11 +490,12 @@ static enum wye_err finish_json_ok(struct gw_stream *s, const char *reason, stru
 static enum wye_err finish_ws(struct gw_stream *s, const struct wye_result *res, const char *status,
                               const char *reason, struct wye_buf *b)
 {
-    char route[16], model[128];
+    char route[16], model[128], reasons[sizeof(s->reasons)];
     double score;
     pthread_mutex_lock(&s->lock);
     snprintf(route, sizeof(route), "%s", s->route);
     snprintf(model, sizeof(model), "%s", s->model);
+    memcpy(reasons, s->reasons, sizeof(reasons));
     score = s->score;
     pthread_mutex_unlock(&s->lock);
     enum wye_err err = ws_head(s, b, "response.done");
@@ -521,6 +522,12 @@ static enum wye_err finish_ws(struct gw_stream *s, const struct wye_result *res,
     if (!err) {
         err = score >= 0 ? wye_buf_printf(b, ",\"score\":%.4f", score)
                          : wye_buf_append_str(b, ",\"score\":null");
+    }
+    if (!err) {
+        err = wye_buf_append_str(b, ",\"reasons\":");
+    }
+    if (!err) {
+        err = wye_buf_append_str(b, reasons[0] ? reasons : "null");
     }
     if (!err) {
         int64_t lat = (wye_now_ns() - s->t0_ns) / 1000000;

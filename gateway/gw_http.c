@@ -1,23 +1,105 @@
 /* HTTP routes (lws thread): POST /v1/chat/completions (JSON or SSE answer from a stream),
- * GET /v1/models, GET /healthz, GET /metrics; errors as OpenAI error JSON with the right
+ * GET /v1/models, GET /v1/ledger/summary, GET /healthz, GET /metrics; errors as OpenAI error JSON with the right
  * status. Small answers are "static": decided at once, written as headers then body in two
  * WRITEABLE callbacks. Streamed answers write headers when the first chunk (or the failure
- * before any data) arrives, then coalesce queued chunks into one lws_write per WRITEABLE. */
+ * before any data) arrives, then coalesce queued chunks into one lws_write per WRITEABLE.
+ * Authentication (Authorization: Bearer) guards the /v1/ routes; the presented key is hashed and
+ * compared by router/keys.c and never copied anywhere else or logged. */
 #include <cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/crypto.h"
 #include "common/log.h"
 #include "gateway/gw_internal.h"
+#include "router/keys.h"
+#include "router/ledger.h"
 
 #define GW_RESP_MAX ((size_t)8 << 20)
 #define GW_COALESCE 16384
 #define GW_HDR_BUF 2048
+/* "Bearer " + the longest key accepted + slack for spaces. */
+#define GW_AUTH_HDR_MAX (RT_KEY_LEN_MAX + 32)
+
+void gw_server_set_keys(struct gw_server *srv, struct rt_keys *keys)
+{
+    srv->keys = keys;
+}
+
+enum gw_auth_status gw_auth_check(struct gw_server *srv, const char *key, size_t len,
+                                  struct rt_key **out)
+{
+    *out = NULL;
+    bool required = srv->cfg->auth.required;
+    if (!srv->keys) {
+        return required ? GW_AUTH_UNWIRED : GW_AUTH_OK;
+    }
+    if (!key) {
+        if (required || rt_keys_required(srv->keys)) {
+            return GW_AUTH_MISSING;
+        }
+        *out = rt_keys_anonymous(srv->keys);
+        return GW_AUTH_OK;
+    }
+    return rt_keys_authenticate(srv->keys, key, len, out) == WYE_OK ? GW_AUTH_OK : GW_AUTH_INVALID;
+}
+
+bool gw_auth_rate(struct rt_key *key, int *retry_after_s)
+{
+    int64_t retry_ms = 0;
+    if (!key || rt_keys_rate_take(key, wye_now_ns(), &retry_ms) == WYE_OK) {
+        return true;
+    }
+    *retry_after_s = (int)((retry_ms + 999) / 1000);
+    return false;
+}
+
+char *gw_auth_name(const struct rt_key *key, bool *nomem)
+{
+    char *name = key ? wye_strdup(rt_key_name(key)) : NULL;
+    *nomem = key && !name;
+    return name;
+}
+
+/* Reads "Authorization: Bearer KEY" and checks KEY; the copy is wiped before returning. */
+static enum gw_auth_status http_auth(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
+{
+    char hdr[GW_AUTH_HDR_MAX + 1];
+    if (!srv->keys && !srv->cfg->auth.required) {
+        return GW_AUTH_OK; /* no keys configured: any Authorization header is ignored */
+    }
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (total <= 0) {
+        return gw_auth_check(srv, NULL, 0, &pss->key);
+    }
+    if (total > GW_AUTH_HDR_MAX ||
+        lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION) != total) {
+        return GW_AUTH_INVALID;
+    }
+    const char *p = hdr;
+    while (*p == ' ') {
+        p++;
+    }
+    enum gw_auth_status st = GW_AUTH_INVALID;
+    if (strncasecmp(p, "Bearer ", 7) == 0) {
+        p += 7;
+        while (*p == ' ') {
+            p++;
+        }
+        size_t n = strlen(p);
+        while (n > 0 && p[n - 1] == ' ') {
+            n--;
+        }
+        st = n > 0 ? gw_auth_check(srv, p, n, &pss->key) : gw_auth_check(srv, NULL, 0, &pss->key);
+    }
+    explicit_bzero(hdr, sizeof(hdr));
+    return st;
+}
 
 static void respond(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss, int status,
                     const char *ctype)
@@ -50,6 +132,57 @@ static void respond_error(struct lws *wsi, struct gw_server *srv, struct gw_pss 
         wye_log(WYE_LOG_INFO, pss->reqid[0] ? pss->reqid : NULL, "HTTP %d: %s", status, msg);
     }
     respond(wsi, srv, pss, status, "application/json");
+}
+
+/* GET /v1/ledger/summary?since=24h&by=route: rt_ledger_summary over the ledger's files.
+ * Reads the files on the lws thread (bounded by the ledger's size; an operator endpoint). */
+static void ledger_summary(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
+{
+    char since[64] = "24h";
+    char by[16] = "route";
+    char frag[128];
+    for (int i = 0; i < 16; i++) {
+        int n = lws_hdr_copy_fragment(wsi, frag, sizeof(frag), WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n <= 0) {
+            break;
+        }
+        if (strncmp(frag, "since=", 6) == 0) {
+            snprintf(since, sizeof(since), "%.63s", frag + 6);
+        } else if (strncmp(frag, "by=", 3) == 0) {
+            snprintf(by, sizeof(by), "%.15s", frag + 3);
+        }
+    }
+    int64_t since_ms = INT64_MIN;
+    enum rt_ledger_by grp = RT_LEDGER_BY_NONE;
+    if (strcmp(since, "all") != 0 && !rt_ledger_since_parse(since, wye_wall_ms(), &since_ms)) {
+        respond_error(wsi, srv, pss, 400, "invalid_request_error",
+                      "since: '%.60s' is not a duration (30m, 24h, 7d), a date or 'all'", since);
+        return;
+    }
+    if (strcmp(by, "none") != 0 && !rt_ledger_by_parse(by, &grp)) {
+        respond_error(wsi, srv, pss, 400, "invalid_request_error",
+                      "by: '%.15s' is not one of route, model, key, day, agent, none", by);
+        return;
+    }
+    const char *path = srv->cfg->ledger_path ? srv->cfg->ledger_path : RT_LEDGER_DEFAULT_PATH;
+    char **files = NULL;
+    size_t n = 0;
+    enum wye_err err = rt_ledger_files(path, &files, &n);
+    if (!err && n == 0) {
+        err = wye_buf_printf(&pss->resp,
+                             "{\"since\":null,\"by\":\"%s\",\"groups\":[],\"total\":null,"
+                             "\"skipped_lines\":0}",
+                             by);
+    } else if (!err) {
+        err = rt_ledger_summary((const char *const *)files, n, since_ms, grp, &pss->resp, NULL);
+    }
+    rt_ledger_files_free(files, n);
+    if (err) {
+        respond_error(wsi, srv, pss, 500, "internal_error", "cannot summarise the ledger: %s",
+                      wye_err_str(err));
+        return;
+    }
+    respond(wsi, srv, pss, 200, "application/json");
 }
 
 /* The body is complete: parse it, build the request, start the stream and submit it. Every
@@ -90,6 +223,13 @@ static void handle_chat(struct lws *wsi, struct gw_server *srv, struct gw_pss *p
     }
     memcpy(req->id, pss->reqid, sizeof(req->id));
     req->t_received_ns = pss->t0_ns;
+    bool nomem = false;
+    req->key_name = gw_auth_name(pss->key, &nomem);
+    if (nomem) {
+        wye_chat_req_destroy(req);
+        respond_error(wsi, srv, pss, 500, "internal_error", "out of memory");
+        return;
+    }
     struct gw_stream *s = gw_stream_create(srv, req->stream ? GW_KIND_SSE : GW_KIND_JSON, req);
     if (!s) {
         wye_chat_req_destroy(req);
@@ -125,6 +265,8 @@ static void handle_request(struct lws *wsi, struct gw_server *srv, struct gw_pss
     int method = lws_http_get_uri_and_method(wsi, &uri, &uri_len);
     pss->kind = GW_PSS_HTTP;
     pss->t0_ns = wye_now_ns();
+    pss->retry_after_s = 0;
+    pss->key = NULL;
     if (wye_reqid_new(pss->reqid) != WYE_OK) {
         snprintf(pss->reqid, sizeof(pss->reqid), "req_000000000000000000000000");
     }
@@ -136,6 +278,7 @@ static void handle_request(struct lws *wsi, struct gw_server *srv, struct gw_pss
                 : strcmp(path, "/healthz") == 0   ? GW_PATH_HEALTHZ
                 : strcmp(path, "/metrics") == 0   ? GW_PATH_METRICS
                 : strcmp(path, "/v1/ws") == 0     ? GW_PATH_WS
+                : strcmp(path, "/v1/ledger/summary") == 0 ? GW_PATH_LEDGER
                                                   : GW_PATH_OTHER;
     bool post = method == LWSHUMETH_POST;
     if (post) {
@@ -176,6 +319,30 @@ static void handle_request(struct lws *wsi, struct gw_server *srv, struct gw_pss
         respond(wsi, srv, pss, 200, "application/json");
         return;
     }
+    if (pss->path != GW_PATH_METRICS) {
+        /* Every /v1/ route needs the key; /healthz and /metrics stay open. */
+        enum gw_auth_status st = http_auth(wsi, srv, pss);
+        if (st == GW_AUTH_MISSING) {
+            respond_error(wsi, srv, pss, 401, "missing_api_key",
+                          "missing API key: send Authorization: Bearer <key>");
+            return;
+        }
+        if (st == GW_AUTH_INVALID) {
+            respond_error(wsi, srv, pss, 401, "invalid_api_key", "invalid API key");
+            return;
+        }
+        if (st == GW_AUTH_UNWIRED) {
+            respond_error(wsi, srv, pss, 500, "internal_error",
+                          "authentication is required but no key table is loaded");
+            return;
+        }
+        if (chat && !gw_auth_rate(pss->key, &pss->retry_after_s)) {
+            respond_error(wsi, srv, pss, 429, "rate_limit_exceeded",
+                          "rate limit of %s exceeded; retry after %d s", rt_key_name(pss->key),
+                          pss->retry_after_s);
+            return;
+        }
+    }
     if (pss->path == GW_PATH_MODELS) {
         enum wye_err err = wye_buf_append_str(&pss->resp, "{\"object\":\"list\",\"data\":");
         if (!err) {
@@ -191,6 +358,10 @@ static void handle_request(struct lws *wsi, struct gw_server *srv, struct gw_pss
         } else {
             respond(wsi, srv, pss, 200, "application/json");
         }
+        return;
+    }
+    if (pss->path == GW_PATH_LEDGER) {
+        ledger_summary(wsi, srv, pss);
         return;
     }
     if (pss->path == GW_PATH_METRICS) {
@@ -273,6 +444,19 @@ static int write_headers(struct lws *wsi, struct gw_server *srv, struct gw_pss *
                                         (const unsigned char *)sc, n, &p, end)) {
             return -1;
         }
+    }
+    if (status == 429 && pss->retry_after_s > 0) {
+        char ra[16];
+        int n = snprintf(ra, sizeof(ra), "%d", pss->retry_after_s);
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
+                                        (const unsigned char *)ra, n, &p, end)) {
+            return -1;
+        }
+    }
+    if (status == 401 &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
+                                    (const unsigned char *)"Bearer", 6, &p, end)) {
+        return -1;
     }
     if (strcmp(ctype, "text/event-stream") == 0 &&
         lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",

@@ -23,6 +23,7 @@ enum gw_path {
     GW_PATH_HEALTHZ,
     GW_PATH_METRICS,
     GW_PATH_WS,
+    GW_PATH_LEDGER, /* GET /v1/ledger/summary */
     GW_PATH_OTHER,
     GW_PATH__COUNT
 };
@@ -97,6 +98,7 @@ struct gw_stream {
     char route[16];               /* lock */
     char model[128];              /* lock: the client's model until start() names one */
     double score;                 /* lock: < 0 when unknown */
+    char reasons[512];            /* lock: the router's reasons (JSON array text), "" if none */
     void (*wake)(void *arg);      /* lock: the producer's wakeup; called with lock held */
     void *wake_arg;               /* lock */
 
@@ -197,6 +199,7 @@ struct gw_server {
     _Atomic int64_t n_live_streams; /* streams not yet freed */
 
     struct gw_metrics metrics;
+    struct rt_keys *keys; /* borrowed; set before start; NULL: no key table */
 
     /* lws thread only */
     lws_sorted_usec_list_t sul_tick;
@@ -237,9 +240,34 @@ struct gw_pss {
     int64_t t0_ns;
     struct gw_stream *stream; /* streamed answer */
     bool headers_sent;
+    int retry_after_s;         /* > 0: send Retry-After (429) */
+    struct rt_key *key;        /* the authenticated key (borrowed from srv->keys), or NULL */
+    /* WS: the Sec-WebSocket-Protocol key checked at the upgrade (before ESTABLISHED) */
+    int ws_auth;               /* enum gw_auth_status */
     /* WS */
     struct gw_ws_conn *ws;
 };
+
+/* ---- authentication (gw_http.c, lws thread) ---- */
+
+struct rt_key;
+
+enum gw_auth_status {
+    GW_AUTH_NONE = 0,   /* nothing presented yet */
+    GW_AUTH_OK,         /* *key is set */
+    GW_AUTH_MISSING,    /* required and not presented */
+    GW_AUTH_INVALID,    /* presented and wrong */
+    GW_AUTH_UNWIRED,    /* auth.required but the server has no key table */
+};
+
+/* Checks a presented key (key NULL: none presented). OK: *out is the key (the anonymous
+ * entry, or NULL without a table, when auth is optional and nothing was presented). */
+enum gw_auth_status gw_auth_check(struct gw_server *srv, const char *key, size_t len,
+                                  struct rt_key **out);
+/* Takes one request from the key's rate limit; false with *retry_after_s when over it. */
+bool gw_auth_rate(struct rt_key *key, int *retry_after_s);
+/* The name for req->key_name (a copy), or NULL; sets *nomem on allocation failure. */
+char *gw_auth_name(const struct rt_key *key, bool *nomem);
 
 /* gw_http.c (lws thread) */
 int gw_http_callback(struct gw_server *srv, struct lws *wsi, enum lws_callback_reasons reason,
@@ -262,6 +290,9 @@ struct gw_ws_conn {
     enum lws_close_status close_status;
     char close_reason[64];
     int64_t last_activity_ns;
+    struct rt_key *key; /* the authenticated key, or NULL */
+    bool authed;        /* requests may be created */
+    int auth_failures;  /* refused auth attempts and unauthenticated events */
 };
 
 int gw_ws_callback(struct gw_server *srv, struct lws *wsi, enum lws_callback_reasons reason,

@@ -9,7 +9,8 @@
 static const int status_slots[GW_N_STATUS] = {101, 200, 400, 401, 404, 405, 411,
                                               413, 429, 500, 502, 503, 504};
 static const char *const path_names[GW_PATH__COUNT] = {
-    "/v1/chat/completions", "/v1/models", "/healthz", "/metrics", "/v1/ws", "other"};
+    "/v1/chat/completions", "/v1/models", "/healthz", "/metrics", "/v1/ws", "/v1/ledger/summary",
+    "other"};
 /* Upper bounds in microseconds: 5ms .. 60s. */
 static const uint64_t bucket_us[GW_N_BUCKETS] = {5000,    10000,   25000,    50000,
                                                  100000,  250000,  500000,   1000000,

@@ -1,26 +1,39 @@
-/* `wye serve`: loads the config, starts the router and the gateway, and waits on the main
- * thread for SIGINT/SIGTERM (blocked in every thread before any starts, taken with sigwait),
- * then shuts down gracefully: the gateway drains, the router stops, everything is joined. */
+/* `wye serve`: loads the config, opens the ledger, loads the local model (if any), starts the
+ * router and the gateway, and waits on the main thread for SIGINT/SIGTERM (blocked in every
+ * thread before any starts, taken with sigwait), then shuts down in order: the gateway stops
+ * accepting and drains, the router and the local engine stop (their sinks finish), the ledger
+ * closes last so that every finish is recorded, then everything is freed. */
+#include <dirent.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "conf/conf.h"
 #include "gateway/gateway.h"
+#include "router/keys.h"
+#include "router/ledger.h"
+#include "router/local.h"
 #include "router/router.h"
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: wye serve [-c FILE] [--listen ADDR:PORT] [--upstream URL]\n"
-                 "                 [--upstream-model NAME] [--model PATH] [--ledger PATH]\n\n"
+                 "                 [--upstream-model NAME] [--model PATH | --no-local] [--ledger PATH]\n\n"
                  "Serves the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models),\n"
                  "the WebSocket protocol on /v1/ws, /healthz and /metrics until SIGINT/SIGTERM.\n\n"
                  "  -c, --config FILE       the configuration file (Lua table)\n"
                  "  --listen ADDR:PORT      where to listen (port 0: any free port)\n"
                  "  --upstream URL          OpenAI-compatible base URL of the remote model\n"
                  "  --upstream-model NAME   the remote model's name\n"
-                 "  --model PATH            a GGUF model served locally\n"
+                 "  --model PATH            a GGUF model served locally (default: the first\n"
+                 "                          models/*.gguf, else ../shared's test model)\n"
+                 "  --no-local              serve no local model: every request goes upstream\n"
                  "  --ledger PATH           the JSON Lines ledger file\n"
                  "  -h, --help              this text\n");
 }
@@ -38,6 +51,7 @@ static enum wye_err be_models(void *ctx, struct wye_buf *out)
 
 static void be_metrics(void *ctx, struct wye_buf *out)
 {
+    (void)rt_router_metrics(ctx, out);
     struct rt_stats st;
     memset(&st, 0, sizeof(st));
     rt_router_stats(ctx, &st);
@@ -88,9 +102,184 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
     return 1;
 }
 
+/* The API key table, with today's and this month's remote spend rebuilt from the ledger.
+ * NULL with *ok when no keys are configured. */
+static struct rt_keys *serve_keys(const struct conf_config *cfg, const char *ledger_path,
+                                  bool *ok)
+{
+    *ok = true;
+    if (cfg->n_api_keys == 0) {
+        return NULL;
+    }
+    struct rt_keys *keys = rt_keys_create(cfg);
+    if (!keys) {
+        *ok = false;
+        WYE_ERROR("serve: cannot create the API key table: out of memory");
+        return NULL;
+    }
+    char **files = NULL;
+    size_t n = 0;
+    if (rt_ledger_files(ledger_path, &files, &n) == WYE_OK) {
+        enum wye_err err =
+            rt_keys_restore_spend(keys, (const char *const *)files, n, wye_wall_ms());
+        if (err) {
+            WYE_WARN("serve: cannot rebuild API key spend from the ledger: %s", wye_err_str(err));
+        }
+        rt_ledger_files_free(files, n);
+    }
+    WYE_INFO("serve: %zu API keys loaded; authentication %s", rt_keys_count(keys),
+             rt_keys_required(keys) ? "required" : "optional");
+    return keys;
+}
+
+/* Opens the ledger at path with the key from WYE_LEDGER_KEY or "<path>.key" (created). */
+static struct rt_ledger *serve_ledger(const struct conf_config *cfg, const char *path)
+{
+    uint8_t key[RT_LEDGER_KEY_MAX];
+    size_t key_len = sizeof(key);
+    char eb[512] = "";
+    if (rt_ledger_key_from_env(path, true, key, &key_len, eb, sizeof(eb)) != WYE_OK) {
+        WYE_ERROR("serve: ledger key: %s", eb);
+        return NULL;
+    }
+    struct rt_ledger_opts o = {
+        .path = path,
+        .key = key,
+        .key_len = key_len,
+        .fsync = cfg->ledger.fsync == CONF_FSYNC_ALWAYS ? RT_LEDGER_FSYNC_EVERY
+                 : cfg->ledger.fsync == CONF_FSYNC_NONE ? RT_LEDGER_FSYNC_NONE
+                                                         : RT_LEDGER_FSYNC_INTERVAL,
+        .fsync_interval_ms = cfg->ledger.fsync_interval_ms,
+        .rotate_bytes = cfg->ledger.rotate_bytes,
+        .rotate_daily = cfg->ledger.rotate_daily,
+    };
+    struct rt_ledger *l = NULL;
+    enum wye_err err = rt_ledger_open(&o, &l, eb, sizeof(eb));
+    for (volatile uint8_t *z = key; z < key + sizeof(key); z++) {
+        *z = 0; /* the key stays only in the ledger's copy */
+    }
+    if (err) {
+        WYE_ERROR("serve: cannot open the ledger '%s': %s", path, eb);
+        return NULL;
+    }
+    WYE_INFO("serve: ledger %s", path);
+    return l;
+}
+
+/* Loads and starts the local model when one is configured. *ok false on failure. */
+static struct rt_local *serve_local(const struct conf_config *cfg, bool *ok)
+{
+    *ok = true;
+    if (!cfg->engine.model_path) {
+        return NULL;
+    }
+    struct rt_local *l = NULL;
+    char eb[512] = "";
+    if (rt_local_create(cfg, &l, eb, sizeof(eb)) != WYE_OK) {
+        WYE_ERROR("serve: cannot load the local model: %s", eb);
+        *ok = false;
+        return NULL;
+    }
+    if (rt_local_start(l) != WYE_OK) {
+        WYE_ERROR("serve: cannot start the local engine");
+        rt_local_destroy(l);
+        *ok = false;
+        return NULL;
+    }
+    WYE_INFO("serve: local model '%s' from %s", rt_local_model_name(l), cfg->engine.model_path);
+    return l;
+}
+
+/* ---- default local model (owned by "local"; keep edits inside this function) ----
+ * When no model was given (--model, WYE_MODEL, engine.model in the config), picks the first
+ * *.gguf in ./models/ (sorted by name; deploy/download-model.sh puts one there), else
+ * ../shared/models/stories260K-q8_0.gguf beside the working directory or beside the source
+ * tree the binary was built in, and reloads the config with it as --model. Logs the choice and
+ * why. Fails (returns -1, *cfg freed) only when nothing is found and no upstream is set. */
+static int gw_resolve_default_model(const char *config, struct conf_overrides *ov,
+                                    struct conf_config **cfg)
+{
+    static char path[4096]; /* main thread only; conf_load copies it */
+    const char *why = NULL;
+    if ((*cfg)->engine.model_path) {
+        why = ov->model             ? "--model"
+              : getenv("WYE_MODEL") ? "WYE_MODEL"
+                                    : "engine.model in the config file";
+        WYE_INFO("serve: local model %s (from %s)", (*cfg)->engine.model_path, why);
+        return 0;
+    }
+    struct dirent **ents = NULL;
+    int n = scandir("models", &ents, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(ents[i]->d_name);
+        struct stat st;
+        char cand[sizeof(path)];
+        snprintf(cand, sizeof(cand), "models/%s", ents[i]->d_name);
+        if (!why && len > 5 && strcmp(ents[i]->d_name + len - 5, ".gguf") == 0 &&
+            stat(cand, &st) == 0 && S_ISREG(st.st_mode)) {
+            snprintf(path, sizeof(path), "%s", cand);
+            why = "the first *.gguf in ./models/";
+        }
+        free(ents[i]);
+    }
+    free(ents);
+    const char *rel = "../shared/models/stories260K-q8_0.gguf";
+    if (!why && access(rel, R_OK) == 0) {
+        snprintf(path, sizeof(path), "%s", rel);
+        why = "the test model beside the working directory";
+    }
+    if (!why) {
+        /* the source tree holding this binary's build directory: its ../shared */
+        char dir[sizeof(path)];
+        ssize_t k = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
+        dir[k > 0 ? k : 0] = '\0';
+        for (char *slash = strrchr(dir, '/'); !why && slash && slash != dir;
+             slash = strrchr(dir, '/')) {
+            *slash = '\0';
+            char probe[sizeof(path) + 64];
+            snprintf(probe, sizeof(probe), "%s/gateway/gw_serve.c", dir);
+            if (access(probe, R_OK) == 0) {
+                int len = snprintf(probe, sizeof(probe), "%s/%s", dir, rel);
+                if (len > 0 && (size_t)len < sizeof(path) && access(probe, R_OK) == 0) {
+                    memcpy(path, probe, (size_t)len + 1);
+                    why = "the test model beside the source tree";
+                }
+                break;
+            }
+        }
+    }
+    if (!why) {
+        if ((*cfg)->upstream.base_url) {
+            WYE_INFO("serve: no local model (none given, none in ./models/); remote only");
+            return 0;
+        }
+        fprintf(stderr, "wye serve: no model to serve: give a local GGUF model with --model PATH, "
+                        "WYE_MODEL or engine.model in the config, or put one in ./models/ "
+                        "(bash deploy/download-model.sh), and/or a remote API with --upstream URL "
+                        "--upstream-model NAME\n");
+        conf_destroy(*cfg);
+        *cfg = NULL;
+        return -1;
+    }
+    ov->model = path;
+    char err[512] = "";
+    conf_destroy(*cfg);
+    *cfg = NULL;
+    if (conf_load(config, ov, cfg, err, sizeof(err)) != WYE_OK) {
+        fprintf(stderr, "wye serve: %s\n", err[0] ? err : "cannot load the configuration");
+        return -1;
+    }
+    WYE_INFO("serve: local model %s (%s)", path, why);
+    if (strstr(why, "test model")) {
+        WYE_WARN("serve: that is a tiny test model; deploy/download-model.sh gets a real one");
+    }
+    return 0;
+}
+
 int gw_cli_serve(int argc, char **argv)
 {
     const char *config = NULL;
+    bool no_local = false;
     struct conf_overrides ov;
     memset(&ov, 0, sizeof(ov));
     for (int i = 1; i < argc; i++) {
@@ -98,6 +287,10 @@ int gw_cli_serve(int argc, char **argv)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (strcmp(a, "--no-local") == 0) {
+            no_local = true;
+            continue;
         }
         int r = 0;
         struct {
@@ -130,6 +323,15 @@ int gw_cli_serve(int argc, char **argv)
         return 2;
     }
     wye_log_set_level(cfg->log_level);
+    if (no_local && (ov.model || cfg->engine.model_path)) {
+        fprintf(stderr, "wye serve: --no-local contradicts a local model (--model, WYE_MODEL or "
+                        "engine.model)\n");
+        conf_destroy(cfg);
+        return 2;
+    }
+    if (!no_local && gw_resolve_default_model(config, &ov, &cfg) != 0) {
+        return 2;
+    }
 
     /* Every thread created from here on inherits the blocked set; only sigwait takes them. */
     sigset_t set;
@@ -141,11 +343,37 @@ int gw_cli_serve(int argc, char **argv)
 
     int rc = 1;
     struct gw_server *srv = NULL;
-    struct rt_router *rt = rt_router_create(cfg);
-    if (!rt) {
-        WYE_ERROR("serve: cannot create the router");
+    struct rt_router *rt = NULL;
+    struct rt_local *local = NULL;
+    struct rt_keys *keys = NULL;
+    const char *ledger_path = cfg->ledger_path ? cfg->ledger_path : RT_LEDGER_DEFAULT_PATH;
+    if (!cfg->upstream.base_url && !cfg->engine.model_path) {
+        fprintf(stderr, "wye serve: no model to serve: configure upstream.base_url (--upstream) "
+                        "and/or engine.model (--model)\n");
+        conf_destroy(cfg);
+        return 2;
+    }
+    struct rt_ledger *ledger = serve_ledger(cfg, ledger_path);
+    if (!ledger) {
         goto out_cfg;
     }
+    bool ok = true;
+    keys = serve_keys(cfg, ledger_path, &ok);
+    if (!ok) {
+        goto out_ledger;
+    }
+    local = serve_local(cfg, &ok);
+    if (!ok) {
+        goto out_ledger;
+    }
+    rt = rt_router_create(cfg);
+    if (!rt) {
+        WYE_ERROR("serve: cannot create the router");
+        goto out_local;
+    }
+    rt_router_set_local(rt, local);
+    rt_router_set_ledger(rt, ledger);
+    rt_router_set_keys(rt, keys);
     if (rt_router_start(rt) != WYE_OK) {
         WYE_ERROR("serve: cannot start the router");
         goto out_router;
@@ -154,11 +382,16 @@ int gw_cli_serve(int argc, char **argv)
     if (!srv) {
         goto out_router;
     }
+    if (keys) {
+        gw_server_set_keys(srv, keys);
+    }
     if (gw_server_start(srv) != WYE_OK) {
         goto out_server;
     }
-    WYE_INFO("listening on http://%s:%d", cfg->listen_host ? cfg->listen_host : "0.0.0.0",
-             gw_server_port(srv));
+    WYE_INFO("listening on http://%s:%d (local: %s, remote: %s)",
+             cfg->listen_host ? cfg->listen_host : "0.0.0.0", gw_server_port(srv),
+             local ? rt_local_model_name(local) : "none",
+             cfg->upstream.base_url ? (cfg->upstream.model ? cfg->upstream.model : "any") : "none");
     sigdelset(&set, SIGPIPE);
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {
@@ -168,11 +401,24 @@ int gw_cli_serve(int argc, char **argv)
     gw_server_shutdown(srv);
     rc = 0;
 out_server:
+    /* producers first (each sink finishes through the ledger), the ledger last */
     rt_router_stop(rt);
+    rt_local_stop(local);
+    rt_ledger_close(ledger);
+    ledger = NULL;
     gw_server_destroy(srv);
 out_router:
+    rt_router_stop(rt);
+    rt_local_stop(local);
+    rt_ledger_close(ledger);
+    ledger = NULL;
     rt_router_destroy(rt);
+out_local:
+    rt_local_destroy(local);
+out_ledger:
+    rt_ledger_close(ledger);
 out_cfg:
+    rt_keys_destroy(keys);
     conf_destroy(cfg);
     return rc;
 }

@@ -274,6 +274,11 @@ static void sink_start(void *ctx, const struct wye_start *info)
             snprintf(s->model, sizeof(s->model), "%s", info->model);
         }
         s->score = info->score;
+        /* Kept only whole: a cut JSON array would be worse than none. */
+        size_t n = info->reasons ? strlen(info->reasons) : 0;
+        if (n < sizeof(s->reasons)) {
+            memcpy(s->reasons, n ? info->reasons : "", n + 1);
+        }
     }
     pthread_mutex_unlock(&s->lock);
 }

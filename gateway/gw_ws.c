@@ -2,7 +2,9 @@
  * OpenAI Realtime API's text events (docs/protocol.md). Several responses are multiplexed on
  * one socket by the client's id; each has its own stream. Output is one event per WebSocket
  * message, so WRITEABLE writes one chunk, taking connection-level events (errors) first and
- * then the streams round-robin. */
+ * then the streams round-robin. A connection authenticates with a "wye.key.<key>" entry in
+ * Sec-WebSocket-Protocol or a first {"type":"auth","key":...} event; until then every other
+ * event is refused, and a few refusals close the socket. */
 #include <cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,9 +15,13 @@
 #include "common/crypto.h"
 #include "common/log.h"
 #include "gateway/gw_internal.h"
+#include "router/keys.h"
 
 #define GW_CTL_MAX 64
 #define GW_ID_MAX 128
+#define GW_AUTH_FAILURES_MAX 3  /* refused auth attempts before the socket closes */
+#define GW_PROTO_HDR_MAX 1024   /* Sec-WebSocket-Protocol bytes examined */
+#define GW_KEY_PROTO "wye.key." /* subprotocol entry carrying the key */
 
 /* Queues a connection-level event; a client that provokes too many is dropped. */
 static void ctl_push(struct gw_ws_conn *c, const char *p, size_t n)
@@ -54,13 +60,15 @@ static void send_error(struct gw_ws_conn *c, const char *id, const char *code, c
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     /* The error type follows the HTTP status the same refusal would get. */
-    int status = strcmp(code, "shutting_down") == 0 || strcmp(code, "connections_max") == 0 ||
-                         strcmp(code, "overloaded") == 0
-                     ? 503
-                 : strcmp(code, "model_not_found") == 0 ? 404
-                 : strcmp(code, "rate_limited") == 0    ? 429
-                 : strcmp(code, "internal_error") == 0  ? 500
-                                                        : 400;
+    int status =
+        strcmp(code, "shutting_down") == 0 || strcmp(code, "connections_max") == 0 ||
+                strcmp(code, "overloaded") == 0
+            ? 503
+        : strcmp(code, "model_not_found") == 0                                          ? 404
+        : strcmp(code, "rate_limited") == 0 || strcmp(code, "rate_limit_exceeded") == 0 ? 429
+        : strcmp(code, "missing_api_key") == 0 || strcmp(code, "invalid_api_key") == 0  ? 401
+        : strcmp(code, "internal_error") == 0                                           ? 500
+                                                                                        : 400;
     struct wye_buf b;
     wye_buf_init(&b, 4096);
     if (gw_fmt_ws_error(&b, status, id, code, msg) == WYE_OK) {
@@ -84,6 +92,106 @@ void gw_ws_kill(struct gw_ws_conn *c, const char *why)
         gw_stream_cancel(s);
     }
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* A refused authentication (or an event before authentication): error, then close after a
+ * few. */
+static void auth_fail(struct gw_ws_conn *c, const char *id, const char *code, const char *msg)
+{
+    c->auth_failures++;
+    send_error(c, id, code, "%s", msg);
+    if (c->auth_failures >= GW_AUTH_FAILURES_MAX) {
+        close_after(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "authentication failed");
+    }
+}
+
+/* announce: a key was presented (anonymous and table-less sockets get no event). */
+static void auth_ok(struct gw_ws_conn *c, struct rt_key *key, bool announce)
+{
+    c->key = key;
+    c->authed = true;
+    if (!key || !announce) {
+        return;
+    }
+    struct wye_buf b;
+    wye_buf_init(&b, 256);
+    enum wye_err err = wye_buf_append_str(&b, "{\"type\":\"auth.ok\",\"key_name\":");
+    if (!err) {
+        const char *name = rt_key_name(key);
+        err = wye_buf_append_json_str(&b, name, strlen(name));
+    }
+    if (!err) {
+        err = wye_buf_append_str(&b, "}");
+    }
+    if (!err) {
+        ctl_push(c, b.data, b.len);
+    }
+    wye_buf_cleanup(&b);
+}
+
+static void handle_auth(struct gw_ws_conn *c, cJSON *root, const char *id)
+{
+    cJSON *jkey = cJSON_GetObjectItemCaseSensitive(root, "key");
+    char *key = cJSON_IsString(jkey) ? jkey->valuestring : NULL;
+    size_t len = key ? strlen(key) : 0;
+    struct rt_key *k = NULL;
+    enum gw_auth_status st = len ? gw_auth_check(c->srv, key, len, &k) : GW_AUTH_MISSING;
+    if (key) {
+        explicit_bzero(key, len);
+    }
+    explicit_bzero(c->rx.data, c->rx.len);
+    c->authed = false;
+    c->key = NULL;
+    if (st == GW_AUTH_OK) {
+        auth_ok(c, k, true);
+    } else if (st == GW_AUTH_UNWIRED) {
+        send_error(c, id, "internal_error",
+                   "authentication is required but no key table is loaded");
+        close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "no key table");
+    } else if (st == GW_AUTH_MISSING) {
+        auth_fail(c, id, "missing_api_key", "missing API key: the auth event needs a string 'key'");
+    } else {
+        auth_fail(c, id, "invalid_api_key", "invalid API key");
+    }
+}
+
+/* At the upgrade: a "wye.key.<key>" entry in Sec-WebSocket-Protocol, or none. */
+static void auth_from_protocol(struct gw_ws_conn *c)
+{
+    char hdr[GW_PROTO_HDR_MAX + 1];
+    struct lws *wsi = c->wsi;
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+    const char *key = NULL;
+    size_t len = 0;
+    bool too_long = total > GW_PROTO_HDR_MAX;
+    if (total > 0 && !too_long &&
+        lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_PROTOCOL) == total) {
+        for (char *p = hdr; *p;) {
+            p += strspn(p, ", \t");
+            size_t n = strcspn(p, ", \t");
+            if (n > strlen(GW_KEY_PROTO) && strncmp(p, GW_KEY_PROTO, strlen(GW_KEY_PROTO)) == 0) {
+                key = p + strlen(GW_KEY_PROTO);
+                len = n - strlen(GW_KEY_PROTO);
+            }
+            p += n;
+        }
+    }
+    struct rt_key *k = NULL;
+    enum gw_auth_status st = too_long ? GW_AUTH_INVALID : gw_auth_check(c->srv, key, len, &k);
+    if (total > 0) {
+        explicit_bzero(hdr, sizeof(hdr));
+    }
+    if (st == GW_AUTH_OK) {
+        auth_ok(c, k, key != NULL);
+    } else if (st == GW_AUTH_INVALID) {
+        c->auth_failures = GW_AUTH_FAILURES_MAX - 1;
+        auth_fail(c, NULL, "invalid_api_key", "invalid API key");
+    } else if (st == GW_AUTH_UNWIRED) {
+        send_error(c, NULL, "internal_error",
+                   "authentication is required but no key table is loaded");
+        close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "no key table");
+    }
+    /* MISSING: wait for the auth event. */
 }
 
 static struct gw_stream *find_stream(struct gw_ws_conn *c, const char *id)
@@ -119,6 +227,12 @@ static void handle_create(struct gw_ws_conn *c, cJSON *root, const char *id)
     atomic_fetch_add(&srv->metrics.requests_total, 1);
     if (atomic_load(&srv->draining)) {
         send_error(c, id, "shutting_down", "the server is shutting down");
+        return;
+    }
+    int retry_s = 0;
+    if (!gw_auth_rate(c->key, &retry_s)) {
+        send_error(c, id, "rate_limit_exceeded", "rate limit of %s exceeded; retry after %d s",
+                   rt_key_name(c->key), retry_s);
         return;
     }
     if (find_stream(c, id)) {
@@ -164,7 +278,9 @@ static void handle_create(struct gw_ws_conn *c, cJSON *root, const char *id)
     req->stream = true;
     req->t_received_ns = wye_now_ns();
     req->client_id = wye_strdup(id);
-    if (!req->client_id || wye_reqid_new(req->id) != WYE_OK) {
+    bool nomem = false;
+    req->key_name = gw_auth_name(c->key, &nomem);
+    if (nomem || !req->client_id || wye_reqid_new(req->id) != WYE_OK) {
         wye_chat_req_destroy(req);
         send_error(c, id, "internal_error", "out of memory");
         return;
@@ -236,6 +352,12 @@ static void handle_message(struct gw_ws_conn *c)
         send_error(c, NULL, "invalid_event", "an event must be a JSON object with a string 'type'");
     } else if (jid && (!id || !id[0] || strlen(id) > GW_ID_MAX)) {
         send_error(c, NULL, "invalid_id", "'id' must be a string of 1 to %d characters", GW_ID_MAX);
+    } else if (strcmp(type->valuestring, "auth") == 0) {
+        handle_auth(c, root, id);
+    } else if (!c->authed) {
+        auth_fail(c, id, "missing_api_key",
+                  "missing API key: send {\"type\":\"auth\",\"key\":\"<key>\"} first or use the "
+                  "wye.key.<key> subprotocol");
     } else if (strcmp(type->valuestring, "response.create") == 0) {
         if (!id) {
             send_error(c, NULL, "missing_id", "response.create needs a string 'id'");
@@ -253,7 +375,7 @@ static void handle_message(struct gw_ws_conn *c)
         }
     } else {
         send_error(c, id, "unknown_event",
-                   "unknown event type '%.64s'; expected response.create or response.cancel",
+                   "unknown event type '%.64s'; expected response.create, response.cancel or auth",
                    type->valuestring);
     }
     cJSON_Delete(root);
@@ -450,6 +572,7 @@ int gw_ws_callback(struct gw_server *srv, struct lws *wsi, enum lws_callback_rea
             return 0;
         }
         gw_metrics_count_request(&srv->metrics, GW_PATH_WS, 101);
+        auth_from_protocol(c);
         return 0;
     }
     case LWS_CALLBACK_RECEIVE:

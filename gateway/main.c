@@ -1,6 +1,7 @@
 /* wye: the one binary. main() dispatches to a subcommand; each subcommand lives in the module
  * it belongs to and is declared in that module's public header. main initialises what must
- * exist before any thread starts (the DRBG, cJSON's allocator, logging). */
+ * exist before any thread starts (the DRBG, libcurl, cJSON's allocator, logging). */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@
 #include "gateway/gateway.h"
 #include "local-engine/eng_cli.h"
 #include "lua/lua_sandbox.h"
+#include "router/keys.h"
 #include "router/ledger.h"
 #include "router/score.h"
 
@@ -19,16 +21,17 @@ struct wye_cmd {
     const char *summary;
 };
 
-/* Each module adds its subcommands here, one line each. */
+/* Each module adds its subcommands here, one line each, most used first. */
 static const struct wye_cmd commands[] = {
-    {"info", eng_cli_info, "print a GGUF model's architecture, shapes, types, tokenizer and chat template"},
+    {"serve", gw_cli_serve, "start the gateway (HTTP, SSE and WebSocket)"},
     {"run", eng_cli_run, "generate text with a local GGUF model"},
-    {"tokenize", eng_cli_tokenize, "print the token ids of a text as a JSON array"},
     {"bench", eng_cli_bench, "measure prompt and generation speed of a local model"},
+    {"info", eng_cli_info, "print a GGUF model's architecture, shapes, types and template"},
+    {"tokenize", eng_cli_tokenize, "print the token ids of a text as a JSON array"},
     {"mkmodel", eng_cli_mkmodel, "write a random-weight GGUF model with a known model's shapes"},
-    {"serve", gw_cli_serve, "start the gateway"},
     {"route", rt_cli_route, "train, score and evaluate the complexity router"},
     {"ledger", rt_cli_ledger, "verify and summarise the cost/latency ledger"},
+    {"keys", rt_cli_keys, "create API keys (wye keys new NAME)"},
     {"lua", wlua_cli, "run a Lua script in wye's sandbox (wye lua run FILE.lua [JSON-ARGS])"},
     {NULL, NULL, NULL},
 };
@@ -61,6 +64,11 @@ int main(int argc, char **argv)
     }
     wye_log_init_from_env();
     wye_alloc_install_cjson_hooks();
+    /* libcurl's global state must exist before any thread (the upstream's) starts. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "wye: cannot initialise libcurl\n");
+        return 1;
+    }
     if (wye_crypto_init() != WYE_OK) {
         fprintf(stderr, "wye: cannot seed the random number generator\n");
         return 1;

@@ -2,18 +2,24 @@
  * every request goes to the remote upstream (upstream.c); "auto" and the configured upstream
  * model name are accepted and sent upstream as cfg->upstream.model, any other name is refused
  * with NOTFOUND. Submit runs on the caller's thread (the lws thread) and only queues. */
+/* The router: checks the model a request names, asks the policy where it goes (policy.c), and
+ * hands it to a backend through the sink wrapper (rt_routed.c): the local engine (local.h) or
+ * the remote upstream (upstream.c). A full local queue falls back to the remote at submit time;
+ * an upstream failure before the first byte falls back to the local model in the wrapper.
+ * Submit runs on the caller's thread (the lws thread) and only decides and queues. */
 #include "router/router.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "router/keys.h"
+#include "router/local.h"
+#include "router/rt_route_internal.h"
 #include "router/upstream.h"
-
-struct rt_router {
-    const struct conf_config *cfg;
-    struct rt_upstream *up; /* NULL when no upstream is configured */
-};
 
 struct rt_router *rt_router_create(const struct conf_config *cfg)
 {
@@ -32,14 +38,62 @@ struct rt_router *rt_router_create(const struct conf_config *cfg)
     return rt;
 }
 
+void rt_router_set_local(struct rt_router *rt, struct rt_local *local)
+{
+    rt->local = local;
+}
+
+void rt_router_set_ledger(struct rt_router *rt, struct rt_ledger *ledger)
+{
+    rt->ledger = ledger;
+}
+
+void rt_router_set_keys(struct rt_router *rt, struct rt_keys *keys)
+{
+    rt->keys = keys;
+}
+
+void rt_router_set_clock(struct rt_router *rt, int64_t (*now_ns)(void *arg), void *arg)
+{
+    rt->now_ns = now_ns;
+    rt->clock_arg = arg;
+}
+
+struct rt_policy *rt_router_policy(struct rt_router *rt)
+{
+    return rt->policy;
+}
+
 enum wye_err rt_router_start(struct rt_router *rt)
 {
+    const struct conf_config *cfg = rt->cfg;
+    struct rt_policy_opts o = {
+        .local_name = rt->local ? rt_local_model_name(rt->local) : NULL,
+        .has_remote = rt->up != NULL,
+        .remote_name = cfg->upstream.model,
+        .now_ns = rt->now_ns,
+        .clock_arg = rt->clock_arg,
+    };
+    rt->model_label[RT_ROUTE_LOCAL] = o.local_name ? o.local_name : "none";
+    rt->model_label[RT_ROUTE_REMOTE] = cfg->upstream.model ? cfg->upstream.model : "upstream";
+    if (!rt->policy) {
+        char eb[512] = "";
+        enum wye_err err = rt_policy_create(cfg, &o, &rt->policy, eb, sizeof(eb));
+        if (err) {
+            WYE_ERROR("router: %s", eb[0] ? eb : wye_err_str(err));
+            return err;
+        }
+    }
     return rt->up ? rt_upstream_start(rt->up) : WYE_OK;
 }
 
 void rt_router_stop(struct rt_router *rt)
 {
-    if (rt && rt->up) {
+    if (!rt) {
+        return;
+    }
+    atomic_store(&rt->stopping, true); /* no more fallbacks */
+    if (rt->up) {
         rt_upstream_stop(rt->up);
     }
 }
@@ -49,27 +103,75 @@ void rt_router_destroy(struct rt_router *rt)
     if (!rt) {
         return;
     }
+    rt_router_stop(rt);
     rt_upstream_destroy(rt->up);
+    rt_policy_destroy(rt->policy);
     wye_free(rt);
+}
+
+static bool remote_budget_ok(struct rt_key *key)
+{
+    return !key || (rt_keys_route_allowed(key, "remote") &&
+                    rt_keys_remote_allowed(key, wye_wall_ms()) == RT_KEY_OK);
 }
 
 enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req, struct wye_sink sink,
                               char *errbuf, size_t errlen)
 {
-    const struct conf_upstream *u = &rt->cfg->upstream;
-    if (!rt->up) {
-        snprintf(errbuf, errlen, "no upstream configured");
+    if (!rt->policy) {
+        snprintf(errbuf, errlen, "the router is not started");
         wye_chat_req_destroy(req);
-        return WYE_ERR_NOTFOUND;
+        return WYE_ERR_AGAIN;
     }
-    /* with no configured name, whatever the client names goes upstream as is */
-    if (u->model && req->model && strcmp(req->model, "auto") != 0 &&
-        strcmp(req->model, u->model) != 0) {
-        snprintf(errbuf, errlen, "model '%.100s' not found", req->model);
+    if (atomic_load(&rt->stopping)) {
+        snprintf(errbuf, errlen, "the gateway is shutting down");
         wye_chat_req_destroy(req);
-        return WYE_ERR_NOTFOUND;
+        return WYE_ERR_CANCELED;
     }
-    return rt_upstream_submit(rt->up, req, sink, errbuf, errlen);
+    struct rt_key *key = rt->keys && req->key_name ? rt_keys_find(rt->keys, req->key_name) : NULL;
+    struct rt_decision d;
+    enum wye_err err = rt_policy_decide(rt->policy, req, key, &d, errbuf, errlen);
+    if (err) {
+        wye_chat_req_destroy(req);
+        return err;
+    }
+    struct rt_routed *r = rt_routed_create(rt, req, key, &d, sink);
+    if (!r) {
+        if (d.probe) {
+            rt_policy_probe_release(rt->policy);
+        }
+        snprintf(errbuf, errlen, "out of memory");
+        wye_chat_req_destroy(req);
+        return WYE_ERR_NOMEM;
+    }
+    if (d.route == RT_ROUTE_LOCAL) {
+        err = rt_local_submit(rt->local, req, rt_routed_sink(r), errbuf, errlen);
+        if (!err) {
+            return WYE_OK;
+        }
+        bool can_remote = rt->up && remote_budget_ok(key) &&
+                          (err == WYE_ERR_AGAIN || (err == WYE_ERR_TOOBIG && d.is_auto));
+        if (!can_remote) {
+            rt_routed_discard(r);
+            wye_chat_req_destroy(req);
+            return err;
+        }
+        rt_routed_set_route(r, RT_ROUTE_REMOTE,
+                            err == WYE_ERR_AGAIN ? "local queue full" : "local context too small");
+        atomic_fetch_add(&rt->fallbacks_to_remote, 1);
+        wye_log(WYE_LOG_INFO, req->id, "router: %s; answering remotely", errbuf);
+    }
+    /* the wrapper keeps the request so that it can fall back to the local model */
+    rt_routed_keep_req(r, req);
+    err = rt_upstream_submit_borrowed(rt->up, req, rt_routed_sink(r), errbuf, errlen);
+    if (err) {
+        if (d.probe) {
+            rt_policy_probe_release(rt->policy);
+        }
+        rt_routed_discard(r);
+        wye_chat_req_destroy(req);
+    }
+    return err;
 }
 
 static enum wye_err model_entry(struct wye_buf *out, const char *id, const char *owner, bool first)
@@ -89,9 +191,12 @@ enum wye_err rt_router_models_json(struct rt_router *rt, struct wye_buf *out)
 {
     size_t len0 = out->len;
     enum wye_err err = wye_buf_append_str(out, "[");
-    if (!err && rt->up) {
+    if (!err && (rt->up || rt->local)) {
         err = model_entry(out, "auto", "wye", true);
-        if (!err && rt->cfg->upstream.model) {
+        if (!err && rt->local) {
+            err = model_entry(out, rt_local_model_name(rt->local), "local", false);
+        }
+        if (!err && rt->up && rt->cfg->upstream.model) {
             err = model_entry(out, rt->cfg->upstream.model, "upstream", false);
         }
     }
@@ -113,4 +218,112 @@ void rt_router_stats(struct rt_router *rt, struct rt_stats *out)
     if (rt->up) {
         rt_upstream_stats(rt->up, out);
     }
+}
+
+void rt_router_route_stats(struct rt_router *rt, struct rt_route_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < RT_ROUTE__COUNT; i++) {
+        out->requests[i] = atomic_load(&rt->n_requests[i]);
+    }
+    out->fallbacks_to_local = atomic_load(&rt->fallbacks_to_local);
+    out->fallbacks_to_remote = atomic_load(&rt->fallbacks_to_remote);
+    out->ledger_dropped = atomic_load(&rt->ledger_dropped);
+    out->ledger_write_errors = atomic_load(&rt->ledger_write_errors);
+}
+
+enum wye_err rt_router_metrics(struct rt_router *rt, struct wye_buf *out)
+{
+    static const char *const metric[2] = {"wye_cost_usd_total", "wye_saving_usd_total"};
+    static const char *const help[2] = {
+        "Cost of answered requests in USD (remote prices; local_per_1m for local).",
+        "Counterfactual remote cost minus cost, in USD."};
+    enum wye_err err = WYE_OK;
+    for (int k = 0; !err && k < 2; k++) {
+        err =
+            wye_buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n", metric[k], help[k], metric[k]);
+        for (int i = 0; !err && i < RT_ROUTE__COUNT; i++) {
+            int64_t v = atomic_load(k ? &rt->saving_nusd[i] : &rt->cost_nusd[i]);
+            err = wye_buf_printf(out, "%s{route=\"%s\",model=\"%s\"} %.9f\n", metric[k],
+                                 rt_route_name(i), rt->model_label[i] ? rt->model_label[i] : "none",
+                                 (double)v / RT_NANO_USD);
+        }
+    }
+    if (!err) {
+        err = wye_buf_append_str(out, "# HELP wye_route_tokens_total Tokens by route.\n"
+                                      "# TYPE wye_route_tokens_total counter\n");
+    }
+    for (int i = 0; !err && i < RT_ROUTE__COUNT; i++) {
+        const char *m = rt->model_label[i] ? rt->model_label[i] : "none";
+        err =
+            wye_buf_printf(out,
+                           "wye_route_tokens_total{route=\"%s\",model=\"%s\",kind=\"prompt\"} "
+                           "%" PRIu64 "\n"
+                           "wye_route_tokens_total{route=\"%s\",model=\"%s\",kind=\"completion\"} "
+                           "%" PRIu64 "\n",
+                           rt_route_name(i), m, (uint64_t)atomic_load(&rt->tokens_prompt[i]),
+                           rt_route_name(i), m, (uint64_t)atomic_load(&rt->tokens_completion[i]));
+    }
+    if (!err) {
+        err =
+            wye_buf_append_str(out, "# HELP wye_route_requests_total Finished requests by route.\n"
+                                    "# TYPE wye_route_requests_total counter\n");
+    }
+    for (int i = 0; !err && i < RT_ROUTE__COUNT; i++) {
+        err = wye_buf_printf(out, "wye_route_requests_total{route=\"%s\"} %" PRIu64 "\n",
+                             rt_route_name(i), (uint64_t)atomic_load(&rt->n_requests[i]));
+    }
+    if (!err) {
+        err = wye_buf_printf(
+            out,
+            "# HELP wye_fallbacks_total Requests moved to the other backend before the first "
+            "byte.\n"
+            "# TYPE wye_fallbacks_total counter\n"
+            "wye_fallbacks_total{from=\"remote\",to=\"local\"} %" PRIu64 "\n"
+            "wye_fallbacks_total{from=\"local\",to=\"remote\"} %" PRIu64 "\n"
+            "# HELP wye_ledger_dropped_total Ledger records dropped (queue full or closing).\n"
+            "# TYPE wye_ledger_dropped_total counter\n"
+            "wye_ledger_dropped_total %" PRIu64 "\n"
+            "# HELP wye_ledger_write_errors_total Ledger records the writer failed to write.\n"
+            "# TYPE wye_ledger_write_errors_total counter\n"
+            "wye_ledger_write_errors_total %" PRIu64 "\n",
+            (uint64_t)atomic_load(&rt->fallbacks_to_local),
+            (uint64_t)atomic_load(&rt->fallbacks_to_remote),
+            (uint64_t)atomic_load(&rt->ledger_dropped),
+            (uint64_t)atomic_load(&rt->ledger_write_errors));
+    }
+    if (!err && rt->policy) {
+        err = wye_buf_printf(out,
+                             "# HELP wye_breaker_state Remote circuit breaker: 0 closed, 1 open, "
+                             "2 half-open.\n# TYPE wye_breaker_state gauge\nwye_breaker_state %d\n"
+                             "# HELP wye_router_hook_errors_total Lua route hook failures.\n"
+                             "# TYPE wye_router_hook_errors_total counter\n"
+                             "wye_router_hook_errors_total %" PRIu64 "\n"
+                             "# HELP wye_backend_ewma_latency_seconds EWMA of request latency.\n"
+                             "# TYPE wye_backend_ewma_latency_seconds gauge\n",
+                             (int)rt_policy_breaker_state(rt->policy),
+                             rt_policy_hook_errors(rt->policy));
+        for (int i = 0; !err && i < RT_ROUTE__COUNT; i++) {
+            double lat, ttft;
+            rt_policy_ewma(rt->policy, i, &lat, &ttft);
+            if (lat >= 0) {
+                err = wye_buf_printf(out, "wye_backend_ewma_latency_seconds{route=\"%s\"} %.6f\n",
+                                     rt_route_name(i), lat / 1e3);
+            }
+        }
+        if (!err) {
+            err = wye_buf_append_str(out,
+                                     "# HELP wye_backend_ewma_ttft_seconds EWMA of time to "
+                                     "first token.\n# TYPE wye_backend_ewma_ttft_seconds gauge\n");
+        }
+        for (int i = 0; !err && i < RT_ROUTE__COUNT; i++) {
+            double lat, ttft;
+            rt_policy_ewma(rt->policy, i, &lat, &ttft);
+            if (ttft >= 0) {
+                err = wye_buf_printf(out, "wye_backend_ewma_ttft_seconds{route=\"%s\"} %.6f\n",
+                                     rt_route_name(i), ttft / 1e3);
+            }
+        }
+    }
+    return err;
 }

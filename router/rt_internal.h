@@ -48,6 +48,7 @@ struct up_xfer {
     struct up_xfer *next_all;  /* guarded by up->pool_lock */
     /* submit writes req and sink before queueing job; the rest is upstream thread only */
     struct wye_chat_req *req;
+    bool req_borrowed; /* the submitter keeps req (the router may fall back with it) */
     struct wye_sink sink;
     struct up_xfer *next_live, *prev_live;
     enum xfer_state state;

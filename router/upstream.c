@@ -516,28 +516,36 @@ void rt_upstream_destroy(struct rt_upstream *up)
     wye_free(up);
 }
 
-enum wye_err rt_upstream_submit(struct rt_upstream *up, struct wye_chat_req *req,
-                                struct wye_sink sink, char *errbuf, size_t errlen)
+static enum wye_err submit(struct rt_upstream *up, struct wye_chat_req *req, bool borrowed,
+                           struct wye_sink sink, char *errbuf, size_t errlen)
 {
     if (atomic_load(&up->stopping)) {
-        wye_chat_req_destroy(req);
+        if (!borrowed) {
+            wye_chat_req_destroy(req);
+        }
         snprintf(errbuf, errlen, "the gateway is shutting down");
         return WYE_ERR_CANCELED;
     }
     struct up_xfer *x = pool_get(up);
     if (!x) {
-        wye_chat_req_destroy(req);
+        if (!borrowed) {
+            wye_chat_req_destroy(req);
+        }
         snprintf(errbuf, errlen, "out of memory");
         return WYE_ERR_NOMEM;
     }
     x->req = req;
+    x->req_borrowed = borrowed;
     x->sink = sink;
     bool was_empty = false;
     if (wye_queue_push(&up->q, &x->job.node, &was_empty) != WYE_OK) {
         x->req = NULL;
+        x->req_borrowed = false;
         memset(&x->sink, 0, sizeof(x->sink));
         pool_put(up, x);
-        wye_chat_req_destroy(req);
+        if (!borrowed) {
+            wye_chat_req_destroy(req);
+        }
         snprintf(errbuf, errlen, "the gateway is shutting down");
         return WYE_ERR_CANCELED;
     }
@@ -545,6 +553,18 @@ enum wye_err rt_upstream_submit(struct rt_upstream *up, struct wye_chat_req *req
         curl_multi_wakeup(up->multi);
     }
     return WYE_OK;
+}
+
+enum wye_err rt_upstream_submit(struct rt_upstream *up, struct wye_chat_req *req,
+                                struct wye_sink sink, char *errbuf, size_t errlen)
+{
+    return submit(up, req, false, sink, errbuf, errlen);
+}
+
+enum wye_err rt_upstream_submit_borrowed(struct rt_upstream *up, struct wye_chat_req *req,
+                                         struct wye_sink sink, char *errbuf, size_t errlen)
+{
+    return submit(up, req, true, sink, errbuf, errlen);
 }
 
 void rt_upstream_stats(struct rt_upstream *up, struct rt_stats *out)

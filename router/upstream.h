@@ -27,6 +27,10 @@ void rt_upstream_destroy(struct rt_upstream *up);
  * when stopping, NOMEM. The model sent upstream is cfg->model (the router checked the name). */
 enum wye_err rt_upstream_submit(struct rt_upstream *up, struct wye_chat_req *req,
                                 struct wye_sink sink, char *errbuf, size_t errlen);
+/* Same, but req is only borrowed: the caller frees it after sink->finish (or on refusal).
+ * The router keeps it to fall back to the local model when the upstream fails early. */
+enum wye_err rt_upstream_submit_borrowed(struct rt_upstream *up, struct wye_chat_req *req,
+                                         struct wye_sink sink, char *errbuf, size_t errlen);
 /* Adds the upstream counters into out. Any thread. */
 void rt_upstream_stats(struct rt_upstream *up, struct rt_stats *out);
 

@@ -86,10 +86,15 @@ void rt_xfer_finish(struct up_xfer *x, enum wye_err err, int status, const char 
     /* a wakeup arriving after finish must not reach this (soon reused) transfer */
     x->sink.ops->set_wakeup(x->sink.ctx, rt_up_wake_noop, NULL);
     atomic_fetch_sub(&up->n_active, 1); /* before finish: whoever waits on it sees 0 */
-    x->sink.ops->finish(x->sink.ctx, &res);
-
-    wye_chat_req_destroy(x->req);
+    bool borrowed = x->req_borrowed;
+    struct wye_chat_req *req = x->req;
     x->req = NULL;
+    x->req_borrowed = false;
+    /* a borrowed request belongs to the sink's owner again from here on */
+    x->sink.ops->finish(x->sink.ctx, &res);
+    if (!borrowed) {
+        wye_chat_req_destroy(req);
+    }
     memset(&x->sink, 0, sizeof(x->sink));
     cJSON_free(x->body);
     x->body = NULL;

@@ -33,8 +33,11 @@ struct tb_job {
 static pthread_mutex_t jobs_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct tb_job *jobs;
 
+char tb_last_key_name[80];
+
 void tb_reset(void)
 {
+    tb_last_key_name[0] = '\0';
     atomic_store(&tb_stats.submits, 0);
     atomic_store(&tb_stats.finished, 0);
     atomic_store(&tb_stats.again, 0);
@@ -227,6 +230,8 @@ static enum wye_err tb_submit(void *ctx, struct wye_chat_req *req, struct wye_si
                               char *errbuf, size_t errlen)
 {
     (void)ctx;
+    snprintf(tb_last_key_name, sizeof(tb_last_key_name), "%s",
+             req->key_name ? req->key_name : "(null)");
     if (strcmp(last_user(req), "#notfound") == 0 || strcmp(req->model, "no-such-model") == 0) {
         snprintf(errbuf, errlen, "model '%s' is not available", req->model);
         wye_chat_req_destroy(req);
@@ -310,10 +315,18 @@ void gwt_default_cfg(struct conf_config *cfg)
 
 bool gwt_start(struct gwt *t)
 {
+    return gwt_start_keys(t, NULL);
+}
+
+bool gwt_start_keys(struct gwt *t, struct rt_keys *keys)
+{
     tb_reset();
     t->srv = gw_server_create(&t->cfg, &tb_ops, NULL);
     if (!t->srv) {
         return false;
+    }
+    if (keys) {
+        gw_server_set_keys(t->srv, keys);
     }
     if (gw_server_start(t->srv) != WYE_OK) {
         gw_server_destroy(t->srv);

@@ -25,6 +25,8 @@ struct tb_stats {
 };
 
 extern struct tb_stats tb_stats;
+/* req->key_name of the last request submitted ("(null)" when none); lws thread writes it. */
+extern char tb_last_key_name[80];
 extern const struct gw_backend_ops tb_ops;
 
 /* Resets the stats. */
@@ -42,6 +44,8 @@ struct gwt {
 void gwt_default_cfg(struct conf_config *cfg);
 /* Starts a server with t->cfg and the scripted backend; false on failure. */
 bool gwt_start(struct gwt *t);
+/* Like gwt_start, with an API key table (borrowed; NULL: none). */
+bool gwt_start_keys(struct gwt *t, struct rt_keys *keys);
 /* Graceful shutdown, joins producers, destroys the server. */
 void gwt_stop(struct gwt *t);
 

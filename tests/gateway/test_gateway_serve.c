@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -80,10 +81,32 @@ static void test_flags(void **state)
     assert_int_equal(run_child(nofile, 3, out, sizeof(out)), 2);
 }
 
+/* Removes dir and the files the server left in it (the ledger and its key). */
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[512];
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
 static void test_run_and_sigterm(void **state)
 {
     (void)state;
     int p[2];
+    char dir[] = "/tmp/wye-serve-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char ledger[sizeof(dir) + 32];
+    snprintf(ledger, sizeof(ledger), "%s/ledger.jsonl", dir);
     assert_int_equal(pipe(p), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -98,8 +121,11 @@ static void test_run_and_sigterm(void **state)
                         (char *)"http://127.0.0.1:1/v1",
                         (char *)"--upstream-model",
                         (char *)"far-model",
+                        (char *)"--no-local",
+                        (char *)"--ledger",
+                        ledger,
                         NULL};
-        _exit(gw_cli_serve(7, argv));
+        _exit(gw_cli_serve(10, argv));
     }
     close(p[1]);
     char log[8192];
@@ -158,6 +184,7 @@ static void test_run_and_sigterm(void **state)
         fail_msg("wye serve did not exit after SIGTERM");
     }
     close(p[0]);
+    remove_dir(dir);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
 }

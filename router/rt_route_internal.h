@@ -1,0 +1,53 @@
+/* The router's shared state (struct rt_router) and the per-request sink wrapper, used by
+ * router.c (submit, lws thread) and rt_routed.c (the wrapper's callbacks, producer and ledger
+ * writer threads). Counters are atomics; everything else is set before start and then read. */
+#ifndef WYE_ROUTER_RT_ROUTE_INTERNAL_H
+#define WYE_ROUTER_RT_ROUTE_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/chat.h"
+#include "conf/conf.h"
+#include "router/policy.h"
+#include "router/router.h"
+
+#define RT_NANO_USD 1e9 /* cost counters are kept in nano-USD */
+
+struct rt_router {
+    const struct conf_config *cfg;
+    struct rt_upstream *up;   /* NULL when no upstream is configured */
+    struct rt_local *local;   /* borrowed; NULL: no local model */
+    struct rt_ledger *ledger; /* borrowed; NULL: nothing recorded */
+    struct rt_keys *keys;     /* borrowed; NULL: no key constraints */
+    struct rt_policy *policy; /* built by start */
+    int64_t (*now_ns)(void *arg);
+    void *clock_arg;
+    const char *model_label[RT_ROUTE__COUNT]; /* metrics labels */
+    atomic_bool stopping;
+    atomic_uint_fast64_t n_requests[RT_ROUTE__COUNT];
+    atomic_uint_fast64_t tokens_prompt[RT_ROUTE__COUNT], tokens_completion[RT_ROUTE__COUNT];
+    atomic_int_fast64_t cost_nusd[RT_ROUTE__COUNT], saving_nusd[RT_ROUTE__COUNT];
+    atomic_uint_fast64_t fallbacks_to_local, fallbacks_to_remote;
+    atomic_uint_fast64_t ledger_dropped, ledger_write_errors;
+};
+
+struct rt_routed;
+
+/* Wraps sink for req (borrowed; copied what the record needs) and decision d (copied). NULL on
+ * allocation failure. */
+struct rt_routed *rt_routed_create(struct rt_router *rt, const struct wye_chat_req *req,
+                                   struct rt_key *key, const struct rt_decision *d,
+                                   struct wye_sink client);
+/* Frees a wrapper that was never handed to a backend. */
+void rt_routed_discard(struct rt_routed *r);
+/* The sink backends get. */
+struct wye_sink rt_routed_sink(struct rt_routed *r);
+/* The wrapper now answers on route (after a submit-time fallback, with its reason). */
+void rt_routed_set_route(struct rt_routed *r, enum rt_route route, const char *fallback_detail);
+/* The wrapper keeps req (a borrowed upstream submit): it may resubmit it locally and frees it
+ * at the end. */
+void rt_routed_keep_req(struct rt_routed *r, struct wye_chat_req *req);
+
+#endif

@@ -1,0 +1,353 @@
+/* `wye serve` (the built binary, as a child process) routing between stories260K and the stub
+ * upstream with a real ledger: "auto" goes local for "hi" and remote for a long multi-step
+ * prompt, streamed over HTTP (x-wye-route / x-wye-score headers, [DONE]) and WebSocket
+ * (response.done route and score); the records show up in GET /v1/ledger/summary. Then the
+ * crash test: several streamed answers complete, others are left in flight, the server is
+ * SIGKILLed and restarted on the same ledger, `wye ledger verify` says the chain is intact, and
+ * every answer the client saw complete ([DONE] / response.done) is in it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <cJSON.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "tests/gateway/http_client.h"
+#include "tests/gateway/ws_client.h"
+#include "tests/stub/stub_upstream.h"
+
+#define T_MS 20000
+#define LEDGER_KEY "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+#define HIGH_PROMPT                                                                                \
+    "Prove step by step that the sum of the first n odd numbers equals n^2, then write a "         \
+    "Python function that computes the integral of f(x) = 3x^2 + 2x - 5 from 0 to 10 using "       \
+    "Simpson's rule with 1000 intervals, explain the algorithm's complexity, derive the error "    \
+    "bound, and finally implement a C++ class template with unit tests for matrix "                \
+    "multiplication, handling edge cases like empty matrices and overflow. First, analyze the "    \
+    "constraints; then compare the approach with Gaussian quadrature and justify each step."
+
+struct srv {
+    pid_t pid;
+    int port;
+    char dir[512];
+    char ledger[600];
+    char log[600];
+    char conf[600];
+    struct stub_upstream *stub;
+};
+
+static void srv_setup(struct srv *s)
+{
+    memset(s, 0, sizeof(*s));
+    snprintf(s->dir, sizeof(s->dir), "%s/gw_routing_XXXXXX", WYE_BINARY_DIR);
+    assert_non_null(mkdtemp(s->dir));
+    snprintf(s->ledger, sizeof(s->ledger), "%s/ledger.jsonl", s->dir);
+    snprintf(s->log, sizeof(s->log), "%s/serve.log", s->dir);
+    snprintf(s->conf, sizeof(s->conf), "%s/wye.lua", s->dir);
+    s->stub = stub_upstream_start();
+    assert_non_null(s->stub);
+    FILE *f = fopen(s->conf, "w");
+    assert_non_null(f);
+    fprintf(
+        f,
+        "return {\n"
+        "  listen = \"127.0.0.1:0\",\n"
+        "  upstream = { base_url = \"http://127.0.0.1:%d/v1\", model = \"stub-model\",\n"
+        "               max_retries = 0 },\n"
+        "  engine = { model = \"%s/models/stories260K-q8_0.gguf\", model_name = \"tiny\",\n"
+        "             threads = 1, ctx = 512, sequences = 2 },\n"
+        "  ledger = { path = \"%s\", fsync = \"always\" },\n"
+        "  prices = { models = { [\"stub-model\"] = { input_per_1m = 10, output_per_1m = 20 } },\n"
+        "             default_remote = { input_per_1m = 1, output_per_1m = 2 } },\n"
+        "  router = { threshold = 0.5 },\n"
+        "}\n",
+        stub_upstream_port(s->stub), WYE_SHARED_DIR, s->ledger);
+    fclose(f);
+}
+
+static void srv_start(struct srv *s)
+{
+    s->port = 0;
+    unlink(s->log);
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    if (s->pid == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            dup2(fd, 1);
+        }
+        setenv("WYE_LEDGER_KEY", LEDGER_KEY, 1);
+        setenv("WYE_LOG", "info", 1);
+        char bin[700];
+        snprintf(bin, sizeof(bin), "%s/wye", WYE_BINARY_DIR);
+        execl(bin, bin, "serve", "-c", s->conf, (char *)NULL);
+        _exit(127);
+    }
+    int64_t deadline = wye_now_ns() + (int64_t)T_MS * 1000000;
+    while (!s->port && wye_now_ns() < deadline) {
+        FILE *f = fopen(s->log, "r");
+        char line[1024];
+        while (f && fgets(line, sizeof(line), f)) {
+            const char *l = strstr(line, "listening on http://127.0.0.1:");
+            if (l) {
+                s->port = atoi(l + strlen("listening on http://127.0.0.1:"));
+            }
+        }
+        if (f) {
+            fclose(f);
+        }
+        if (!s->port) {
+            if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
+                break;
+            }
+            wye_sleep_ms(20);
+        }
+    }
+    if (!s->port) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        fail_msg("wye serve did not start; see %s", s->log);
+    }
+}
+
+static void srv_kill(struct srv *s, int sig)
+{
+    kill(s->pid, sig);
+    int st = 0;
+    int64_t deadline = wye_now_ns() + (int64_t)T_MS * 1000000;
+    while (waitpid(s->pid, &st, WNOHANG) != s->pid) {
+        if (wye_now_ns() > deadline) {
+            kill(s->pid, SIGKILL);
+            waitpid(s->pid, &st, 0);
+            fail_msg("wye serve did not stop");
+        }
+        wye_sleep_ms(10);
+    }
+    if (sig == SIGTERM) {
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+}
+
+static void srv_teardown(struct srv *s)
+{
+    stub_upstream_stop(s->stub);
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "cannot remove %s\n", s->dir);
+    }
+}
+
+static char *chat_body(const char *model, const char *content, bool stream, int max_tokens)
+{
+    char *b = wye_malloc(4096);
+    snprintf(b, 4096,
+             "{\"model\":\"%s\",\"stream\":%s,\"max_tokens\":%d,"
+             "\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}",
+             model, stream ? "true" : "false", max_tokens, content);
+    return b;
+}
+
+/* A streamed HTTP chat; returns the status, fills route and the request id. */
+static int http_stream(int port, const char *model, const char *content, char *route, char *score,
+                       char *reqid, bool *done)
+{
+    char *b = chat_body(model, content, true, 12);
+    struct hc_resp r;
+    hc_resp_init(&r);
+    int st = hc_request(port, "POST", "/v1/chat/completions", b, NULL, &r, T_MS);
+    wye_free(b);
+    route[0] = score[0] = reqid[0] = '\0';
+    hc_header(&r, "x-wye-route", route, 16);
+    hc_header(&r, "x-wye-score", score, 32);
+    hc_header(&r, "x-request-id", reqid, 64);
+    *done = r.body.data && strstr(r.body.data, "data: [DONE]") != NULL;
+    hc_resp_cleanup(&r);
+    return st;
+}
+
+static bool ledger_has(const char *path, const char *reqid)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return false;
+    }
+    char line[8192];
+    bool found = false;
+    char needle[96];
+    snprintf(needle, sizeof(needle), "\"request_id\":\"%s\"", reqid);
+    while (!found && fgets(line, sizeof(line), f)) {
+        found = strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return found;
+}
+
+static void test_auto_http_ws_summary(void **state)
+{
+    (void)state;
+    struct srv s;
+    srv_setup(&s);
+    srv_start(&s);
+    char route[16], score[32], id[64];
+    bool done = false;
+    assert_int_equal(http_stream(s.port, "auto", "hi", route, score, id, &done), 200);
+    assert_string_equal(route, "local");
+    assert_true(done);
+    assert_true(score[0] && atof(score) < 0.5);
+    assert_true(ledger_has(s.ledger, id));
+    assert_int_equal(http_stream(s.port, "auto", HIGH_PROMPT, route, score, id, &done), 200);
+    assert_string_equal(route, "remote");
+    assert_true(done);
+    assert_true(atof(score) >= 0.5);
+    assert_true(ledger_has(s.ledger, id));
+
+    /* WebSocket: both routes, response.done carries route and score */
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, s.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":\"lo\",\"response\":{"
+                                  "\"model\":\"auto\",\"max_tokens\":8,"
+                                  "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}}"));
+    assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":\"hi\",\"response\":{"
+                                  "\"model\":\"auto\",\"messages\":[{\"role\":\"user\","
+                                  "\"content\":\"" HIGH_PROMPT "\"}]}}"));
+    int n_done = 0;
+    for (int i = 0; i < 400 && n_done < 2; i++) {
+        char *m = NULL;
+        assert_int_equal(wsc_recv(&c, &m, NULL, NULL, T_MS), WSC_TEXT);
+        cJSON *j = cJSON_Parse(m);
+        wye_free(m);
+        const char *type = cJSON_GetObjectItem(j, "type")->valuestring;
+        if (strcmp(type, "response.done") == 0) {
+            const char *cid = cJSON_GetObjectItem(j, "id")->valuestring;
+            assert_string_equal(cJSON_GetObjectItem(j, "status")->valuestring, "completed");
+            const cJSON *rt = cJSON_GetObjectItem(j, "route");
+            const cJSON *sc = cJSON_GetObjectItem(j, "score");
+            assert_true(cJSON_IsString(rt) && cJSON_IsNumber(sc));
+            assert_string_equal(rt->valuestring, strcmp(cid, "lo") == 0 ? "local" : "remote");
+            /* the top contributing features behind the score */
+            const cJSON *rs = cJSON_GetObjectItem(j, "reasons");
+            assert_true(cJSON_IsArray(rs) && cJSON_GetArraySize(rs) > 0);
+            assert_true(cJSON_IsString(cJSON_GetObjectItem(cJSON_GetArrayItem(rs, 0), "feature")));
+            n_done++;
+        }
+        cJSON_Delete(j);
+    }
+    assert_int_equal(n_done, 2);
+    wsc_close(&c);
+
+    /* the summary endpoint */
+    struct hc_resp r;
+    hc_resp_init(&r);
+    assert_int_equal(
+        hc_request(s.port, "GET", "/v1/ledger/summary?since=24h&by=route", NULL, NULL, &r, T_MS),
+        200);
+    cJSON *j = cJSON_Parse(r.body.data);
+    assert_non_null(j);
+    const cJSON *total = cJSON_GetObjectItem(j, "total");
+    assert_int_equal(cJSON_GetObjectItem(total, "requests")->valueint, 4);
+    int n_groups = cJSON_GetArraySize(cJSON_GetObjectItem(j, "groups"));
+    assert_int_equal(n_groups, 2);
+    cJSON_Delete(j);
+    hc_resp_cleanup(&r);
+    hc_resp_init(&r);
+    assert_int_equal(
+        hc_request(s.port, "GET", "/v1/ledger/summary?by=nonsense", NULL, NULL, &r, T_MS), 400);
+    hc_resp_cleanup(&r);
+    hc_resp_init(&r);
+    assert_int_equal(hc_request(s.port, "GET", "/metrics", NULL, NULL, &r, T_MS), 200);
+    assert_non_null(strstr(r.body.data, "wye_route_requests_total{route=\"local\"} 2"));
+    assert_non_null(strstr(r.body.data, "wye_route_requests_total{route=\"remote\"} 2"));
+    assert_non_null(
+        strstr(r.body.data, "wye_cost_usd_total{route=\"remote\",model=\"stub-model\"}"));
+    hc_resp_cleanup(&r);
+    srv_kill(&s, SIGTERM);
+    srv_teardown(&s);
+}
+
+/* Sends a streamed request and leaves it in flight; returns the connection. */
+static int start_inflight(int port, const char *content)
+{
+    int fd = hc_connect(port, 0);
+    assert_true(fd >= 0);
+    char *b = chat_body("stub-model", content, true, 64);
+    char req[8192];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(b), b);
+    wye_free(b);
+    assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
+    return fd;
+}
+
+static void test_crash_keeps_completed(void **state)
+{
+    (void)state;
+    struct srv s;
+    srv_setup(&s);
+    srv_start(&s);
+    char ids[6][64], route[16], score[32];
+    const char *prompts[6] = {"hi",        HIGH_PROMPT,    "hello there",
+                              "#stub n=4", "tell me more", "#stub n=3 delay_ms=5"};
+    const char *models[6] = {"auto", "auto", "tiny", "stub-model", "tiny", "stub-model"};
+    for (int i = 0; i < 6; i++) {
+        bool done = false;
+        assert_int_equal(http_stream(s.port, models[i], prompts[i], route, score, ids[i], &done),
+                         200);
+        assert_true(done);
+        assert_true(ids[i][0] != '\0');
+    }
+    int fd1 = start_inflight(s.port, "#stub n=100 delay_ms=200");
+    int fd2 = start_inflight(s.port, "#stub stall_after=1");
+    assert_true(stub_upstream_wait_active(s.stub, 2, T_MS));
+    srv_kill(&s, SIGKILL);
+    close(fd1);
+    close(fd2);
+
+    /* restart on the same ledger: it recovers, keeps appending, and the chain verifies */
+    srv_start(&s);
+    bool done = false;
+    char id7[64];
+    assert_int_equal(http_stream(s.port, "auto", "hi", route, score, id7, &done), 200);
+    assert_true(done);
+    srv_kill(&s, SIGTERM);
+    for (int i = 0; i < 6; i++) {
+        assert_true(ledger_has(s.ledger, ids[i]));
+    }
+    assert_true(ledger_has(s.ledger, id7));
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "WYE_LEDGER_KEY=%s '%s/wye' ledger verify '%s' >'%s/verify.out' 2>&1", LEDGER_KEY,
+             WYE_BINARY_DIR, s.ledger, s.dir);
+    int rc = system(cmd);
+    if (rc != 0) {
+        snprintf(cmd, sizeof(cmd), "cat '%s/verify.out'", s.dir);
+        (void)system(cmd);
+    }
+    assert_int_equal(rc, 0);
+    srv_teardown(&s);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_auto_http_ws_summary),
+        cmocka_unit_test(test_crash_keeps_completed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
