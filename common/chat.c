@@ -40,6 +40,7 @@ void wye_chat_req_destroy(struct wye_chat_req *req)
     wye_free(req->model);
     wye_free(req->client_id);
     wye_free(req->key_name);
+    wye_free(req->agent);
     cJSON_Delete(req->body);
     wye_free(req);
 }

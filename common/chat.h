@@ -48,6 +48,8 @@ struct wye_chat_req {
     struct cJSON *body;         /* the client's JSON body, forwarded upstream; owned, may be NULL */
     char *key_name;             /* authenticated API key's name, or NULL */
     int64_t t_received_ns;      /* wye_now_ns() when the request arrived */
+    char *agent;                /* the agent or workflow making this call (agents/), or NULL */
+    uint64_t agent_run_id;      /* its run id; 0 when not from an agent */
 };
 
 /* Builds a request from an OpenAI-style body (messages, model, max_tokens, temperature,

@@ -11,6 +11,7 @@
 #include "gateway/gateway.h"
 #include "local-engine/eng_cli.h"
 #include "lua/lua_sandbox.h"
+#include "router/agent_host.h"
 #include "router/keys.h"
 #include "router/ledger.h"
 #include "router/score.h"
@@ -32,6 +33,7 @@ static const struct wye_cmd commands[] = {
     {"route", rt_cli_route, "train, score and evaluate the complexity router"},
     {"ledger", rt_cli_ledger, "verify and summarise the cost/latency ledger"},
     {"keys", rt_cli_keys, "create API keys (wye keys new NAME)"},
+    {"agent", rt_cli_agent, "list and run Lua agents (wye agent list | run NAME INPUT)"},
     {"lua", wlua_cli, "run a Lua script in wye's sandbox (wye lua run FILE.lua [JSON-ARGS])"},
     {NULL, NULL, NULL},
 };

@@ -1,0 +1,220 @@
+/* Internals of agents/: the registry of declarations, the Lua prelude that hosts every run,
+ * and the runtime's runs, tasks (Lua coroutines) and pending host calls. */
+#ifndef WYE_AGENTS_AGENT_INTERNAL_H
+#define WYE_AGENTS_AGENT_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agents/agents.h"
+#include <pthread.h>
+
+#include "common/queue.h"
+
+struct cJSON;
+struct wlua_state;
+struct wlua_run;
+
+struct agent_file {
+    char *name; /* "support.lua" (chunk name in messages) */
+    char *src;
+    size_t len;
+};
+
+struct agent_tool {
+    char *name;
+    char *description;
+    char *parameters;  /* JSON Schema text ("{}" when none) */
+    char *allow_hosts; /* comma-separated, or NULL */
+    const struct agent_file *file;
+};
+
+struct agent_decl { /* an agent or a workflow */
+    bool is_workflow;
+    char *name;
+    char *system; /* agents */
+    char **tools; /* (n_tools) tool names, agents */
+    size_t n_tools;
+    char *model; /* "auto" */
+    int max_steps;
+    double max_cost_usd; /* <= 0: none */
+    double timeout_s;    /* <= 0: none */
+    char *allow_hosts;   /* comma-separated, or NULL */
+    const struct agent_file *file;
+};
+
+/* Immutable once built; shared by the runs that started with it (refcounted). */
+struct agent_registry {
+    atomic_int refs;
+    char *dir;
+    struct agent_file *files; /* (n_files) the files that loaded */
+    size_t n_files;
+    struct agent_tool *tools;
+    size_t n_tools;
+    struct agent_decl *decls;
+    size_t n_decls;
+    char **errors; /* (n_errors) "file:line: message" */
+    size_t n_errors;
+};
+
+/* Loads every *.lua in dir (sorted). NOTFOUND/IO when dir cannot be read; bad files are only
+ * recorded in errors. */
+enum wye_err agent_registry_load(const char *dir, struct agent_registry **out, char *errbuf,
+                                 size_t errlen);
+void agent_registry_ref(struct agent_registry *reg);
+void agent_registry_unref(struct agent_registry *reg);
+const struct agent_tool *agent_registry_tool(const struct agent_registry *reg, const char *name);
+const struct agent_decl *agent_registry_decl(const struct agent_registry *reg, const char *name);
+
+/* The prelude: the chunk every run executes. Its entry point takes {mode="declare"|"tool"|
+ * "workflow", file, src, name, args|input, ctx} and loads the user's file inside the run. */
+extern const char agent_prelude_lua[];
+extern const size_t agent_prelude_len;
+
+/* ---- the runtime (agent_run.c, agent_loop.c); worker thread only unless noted ---- */
+
+struct agent_task;
+struct agent_batch;
+
+/* Where a host call's answer goes: a parked task, or one slot of a task's batch. */
+struct agent_waiter {
+    struct agent_task *task; /* NULL: the agent loop's own model call */
+    struct agent_batch *batch;
+    int slot;
+};
+
+enum agent_op_kind { AGENT_OP_STEP, AGENT_OP_CHAT, AGENT_OP_HTTP };
+
+/* What arrives in the runtime's inbox. */
+enum agent_msg_kind { AGENT_MSG_SUBMIT, AGENT_MSG_CANCEL, AGENT_MSG_CANCEL_ALL, AGENT_MSG_OP };
+
+struct agent_msg {
+    struct wye_qnode node;
+    enum agent_msg_kind kind;
+    uint64_t id;           /* CANCEL */
+    struct agent_run *run; /* SUBMIT */
+    struct agent_op *op;   /* OP */
+};
+
+struct agent_op {
+    struct agent_msg msg;  /* in the runtime's inbox once answered */
+    struct agent_run *run; /* holds a reference */
+    struct agent_waiter w;
+    enum agent_op_kind kind;
+    /* the answer, copied by agent_op_*_done (host thread), read by the worker */
+    enum wye_err err;
+    char *message, *text, *tool_calls, *route, *model;
+    enum agent_toolfmt format;
+    int64_t prompt_tokens, completion_tokens;
+    double cost_usd;
+    long status;
+    size_t body_len;
+};
+
+enum agent_task_kind { AGENT_TASK_TOOLCALL, AGENT_TASK_CHILD, AGENT_TASK_WORKFLOW };
+
+struct agent_task {
+    struct agent_task *next;       /* the run's live tasks */
+    struct agent_task *ready_next; /* the runtime's ready list */
+    struct agent_run *run;
+    struct wlua_run *lr;
+    enum agent_task_kind kind;
+    int slot;                   /* TOOLCALL: index of the call in the step */
+    struct agent_waiter parent; /* CHILD: where the result goes */
+    int depth;                  /* ctx:tool nesting */
+    const char *allow_hosts;    /* the tool's own allow_hosts (registry), or NULL */
+    bool ready;
+    char *res_json, *res_err; /* the answer to deliver on the next resume */
+};
+
+struct agent_run {
+    struct agent_run *next; /* the worker's active runs */
+    atomic_int refs;        /* the worker + each pending op */
+    atomic_bool ended;      /* read by hosts through agent_op_cancelled */
+    struct agent_rt *rt;
+    uint64_t id;
+    struct agent_registry *reg;
+    const struct agent_decl *decl;
+    agent_done_fn done;
+    void *done_arg;
+    char *input;
+    struct cJSON *messages; /* agents: the conversation so far */
+    char *tools_json;       /* agents: the OpenAI tools array */
+    int n_steps;
+    double cost_usd;
+    int64_t deadline_ns; /* 0: none */
+    struct agent_task *tasks;
+    int n_calls, n_calls_left; /* agents: tool calls of the current step */
+    char **results;            /* (n_calls) tool results of the current step */
+    struct cJSON *calls;       /* the current step's tool calls */
+};
+
+struct agent_rt {
+    struct agent_host_ops ops;
+    void *host;
+    char *allow_hosts; /* from the options, or NULL */
+    size_t http_max_bytes;
+    size_t mem_bytes_max;
+    int64_t n_insns_max;
+    char *dir;
+    pthread_mutex_t lock;
+    struct agent_registry *reg; /* guarded by lock */
+    struct wye_queue inbox;     /* struct agent_msg / answered agent_op */
+    pthread_t thread;
+    bool started;
+    atomic_uint_fast64_t next_id;
+    atomic_bool stopping;
+    atomic_long n_ops;    /* ops not yet freed */
+    atomic_int n_posting; /* host threads inside op_post */
+    /* worker thread only */
+    struct wlua_state *st;
+    struct agent_run *runs;
+    struct agent_run *dead; /* ended this iteration; unreferenced at its end, so code
+                             * that ended a run deep in a dispatch may still read it */
+    struct agent_task *ready, *ready_tail;
+};
+
+/* A ctx:all batch: n host calls whose answers resume the task together. */
+struct agent_batch {
+    struct agent_task *task;
+    int n, left;           /* left: answers outstanding (+1 while the batch is being sent) */
+    struct cJSON *results; /* (n) {"ok":..} / {"err":".."} */
+};
+
+/* agent_run.c */
+void agent_run_unref(struct agent_run *run);
+/* Puts t on the ready list with the answer to its pending call (json, or err). */
+void agent_ready_push(struct agent_task *t, const char *json, const char *err);
+/* Delivers an answer (JSON text) or an error to w (a task, or a batch slot). */
+void agent_deliver(struct agent_waiter w, const char *json, const char *err);
+void agent_batch_free(struct agent_batch *b);
+/* One fewer answer outstanding; the last one resumes the task with the results array. */
+void agent_batch_dec(struct agent_batch *b);
+/* The worker thread's loop. */
+void *agent_worker_main(void *arg);
+
+/* agent_calls.c: answers or starts the host call a task yielded on. */
+void agent_dispatch(struct agent_task *t, const char *name, const char *args_json);
+
+void agent_run_end(struct agent_run *run, enum wye_err err, const char *reason, const char *answer);
+void agent_run_emit(struct agent_run *run, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+struct agent_op *agent_op_new(struct agent_run *run, enum agent_op_kind kind,
+                              struct agent_waiter w);
+void agent_op_free(struct agent_op *op);
+/* Validates and starts tool `name` as a task delivering to slot (TOOLCALL) or w (CHILD);
+ * a refusal is delivered as an error at once. */
+void agent_tool_start(struct agent_run *run, enum agent_task_kind kind, int slot,
+                      struct agent_waiter w, int depth, const char *name, const char *args_json);
+
+/* agent_loop.c */
+/* Starts an agent run's first step. */
+void agent_loop_start(struct agent_run *run);
+/* The model answered the step (op is freed by the caller). */
+void agent_loop_on_model(struct agent_run *run, struct agent_op *op);
+/* A top-level tool call finished with text (the result, or "error: ..."). */
+void agent_loop_on_tool(struct agent_run *run, int slot, const char *text);
+
+#endif

@@ -1,0 +1,282 @@
+/* `wye agent`: lists the agents, tools and workflows of a directory, or runs one end to end
+ * through the real router (remote upstream and/or local model from the config and WYE_*
+ * variables), streaming its steps to stderr and printing the answer to stdout.
+ * Runs on the main thread; the runtime, router and HTTP threads do the work. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/log.h"
+#include "router/agent_host.h"
+#include "router/local.h"
+#include "router/router.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: wye agent list [--dir DIR]\n"
+                 "       wye agent run NAME INPUT [--dir DIR] [-c CONF] [--json]\n"
+                 "                 [--upstream URL] [--upstream-model NAME] [--model GGUF]\n\n"
+                 "Agents, tools and workflows are Lua files in DIR (default ./lua/examples).\n"
+                 "run streams the steps to stderr and prints the final answer (a workflow's\n"
+                 "result) to stdout; --json prints {\"answer\",\"steps\",\"cost_usd\"}.\n");
+}
+
+struct cli_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    enum wye_err err;
+    char *reason, *answer;
+    int n_steps;
+    double cost;
+};
+
+static void cli_done(void *arg, const struct agent_outcome *o)
+{
+    struct cli_wait *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->err = o->err;
+    w->reason = o->reason ? wye_strdup(o->reason) : NULL;
+    w->answer = o->answer ? wye_strdup(o->answer) : NULL;
+    w->n_steps = o->n_steps;
+    w->cost = o->cost_usd;
+    w->done = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static volatile sig_atomic_t cli_interrupted;
+
+static void cli_on_sigint(int sig)
+{
+    (void)sig;
+    cli_interrupted = 1;
+}
+
+static void cli_event(void *ud, uint64_t run_id, const char *ev)
+{
+    (void)ud;
+    fprintf(stderr, "[run %llu] %s\n", (unsigned long long)run_id, ev);
+}
+
+static int cli_list(const char *dir)
+{
+    char eb[512];
+    struct agent_rt *art = NULL;
+    struct agent_rt_opts o = {.dir = dir};
+    if (agent_rt_create(&o, rt_agent_host_ops(), NULL, &art, eb, sizeof(eb)) != WYE_OK) {
+        fprintf(stderr, "wye agent: %s\n", eb);
+        return 1;
+    }
+    struct wye_buf b;
+    wye_buf_init(&b, 1 << 22);
+    int rc = 1;
+    if (agent_rt_list_json(art, &b) == WYE_OK) {
+        cJSON *j = cJSON_Parse(b.data);
+        const char *kinds[] = {"agents", "workflows", "tools"};
+        for (int k = 0; j && k < 3; k++) {
+            const cJSON *e;
+            printf("%s:\n", kinds[k]);
+            cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, kinds[k]))
+            {
+                const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
+                const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "file");
+                const cJSON *ds = cJSON_GetObjectItemCaseSensitive(e, "description");
+                printf("  %-20s %s%s%s\n", nm->valuestring, f->valuestring,
+                       cJSON_IsString(ds) && ds->valuestring[0] ? "  " : "",
+                       cJSON_IsString(ds) ? ds->valuestring : "");
+            }
+        }
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "errors"))
+        {
+            fprintf(stderr, "wye agent: %s\n", e->valuestring);
+        }
+        cJSON_Delete(j);
+        rc = 0;
+    }
+    wye_buf_cleanup(&b);
+    agent_rt_destroy(art);
+    return rc;
+}
+
+static int cli_run(const char *dir, const char *config, struct conf_overrides *ov, const char *name,
+                   const char *input, bool json)
+{
+    char eb[512] = "";
+    struct conf_config *cfg = NULL;
+    if (conf_load(config, ov, &cfg, eb, sizeof(eb)) != WYE_OK) {
+        fprintf(stderr, "wye agent: %s\n", eb[0] ? eb : "cannot load the configuration");
+        return 2;
+    }
+    wye_log_set_level(cfg->log_level);
+    if (!cfg->upstream.base_url && !cfg->engine.model_path) {
+        fprintf(stderr, "wye agent: no model: configure upstream.base_url (--upstream) and/or "
+                        "engine.model (--model)\n");
+        conf_destroy(cfg);
+        return 2;
+    }
+    int rc = 1;
+    struct rt_local *local = NULL;
+    struct rt_router *rt = NULL;
+    struct rt_agent_host *host = NULL;
+    struct agent_rt *art = NULL;
+    struct cli_wait w = {.done = false};
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    if (cfg->engine.model_path &&
+        (rt_local_create(cfg, &local, eb, sizeof(eb)) != WYE_OK || rt_local_start(local))) {
+        fprintf(stderr, "wye agent: %s\n", eb[0] ? eb : "cannot start the local model");
+        goto out;
+    }
+    rt = rt_router_create(cfg);
+    if (!rt) {
+        goto out;
+    }
+    rt_router_set_local(rt, local);
+    if (rt_router_start(rt) != WYE_OK) {
+        fprintf(stderr, "wye agent: cannot start the router\n");
+        goto out;
+    }
+    host = rt_agent_host_create(rt, cfg);
+    if (!host) {
+        goto out;
+    }
+    rt_agent_host_set_events(host, cli_event, NULL);
+    struct agent_rt_opts o = {.dir = dir};
+    if (agent_rt_create(&o, rt_agent_host_ops(), host, &art, eb, sizeof(eb)) != WYE_OK ||
+        agent_rt_start(art) != WYE_OK) {
+        fprintf(stderr, "wye agent: %s\n", eb);
+        goto out;
+    }
+    uint64_t id = 0;
+    if (agent_rt_submit(art, name, input, cli_done, &w, &id, eb, sizeof(eb)) != WYE_OK) {
+        fprintf(stderr, "wye agent: %s\n", eb);
+        goto out;
+    }
+    /* Ctrl-C cancels the run (its HTTP transfers and model calls stop); the run then ends
+     * "cancelled" and everything is torn down normally */
+    struct sigaction sa, old_sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = cli_on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_sa);
+    bool cancel_sent = false;
+    pthread_mutex_lock(&w.lock);
+    while (!w.done) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_nsec += 100 * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w.cond, &w.lock, &dl);
+        if (cli_interrupted && !cancel_sent) {
+            cancel_sent = true;
+            agent_rt_cancel(art, id);
+        }
+    }
+    pthread_mutex_unlock(&w.lock);
+    sigaction(SIGINT, &old_sa, NULL);
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "name", name);
+        if (w.answer) {
+            cJSON *a = cJSON_Parse(w.answer);
+            cJSON_AddItemToObject(j, "answer", a ? a : cJSON_CreateString(w.answer));
+        }
+        if (w.reason) {
+            cJSON_AddStringToObject(j, "stopped", w.reason);
+        }
+        cJSON_AddNumberToObject(j, "steps", w.n_steps);
+        cJSON_AddNumberToObject(j, "cost_usd", w.cost);
+        char *s = cJSON_PrintUnformatted(j);
+        printf("%s\n", s ? s : "{}");
+        cJSON_free(s);
+        cJSON_Delete(j);
+    } else if (w.answer) {
+        cJSON *a = cJSON_Parse(w.answer);
+        printf("%s\n", cJSON_IsString(a) ? a->valuestring : w.answer);
+        cJSON_Delete(a);
+    }
+    if (w.err) {
+        fprintf(stderr, "wye agent: %s\n", w.reason ? w.reason : wye_err_str(w.err));
+    }
+    rc = w.err ? 1 : 0;
+out:
+    agent_rt_destroy(art);
+    rt_agent_host_destroy(host);
+    rt_router_stop(rt);
+    rt_local_stop(local);
+    rt_router_destroy(rt);
+    rt_local_destroy(local);
+    conf_destroy(cfg);
+    wye_free(w.reason);
+    wye_free(w.answer);
+    pthread_mutex_destroy(&w.lock);
+    pthread_cond_destroy(&w.cond);
+    return rc;
+}
+
+int rt_cli_agent(int argc, char **argv)
+{
+    const char *dir = "./lua/examples", *config = NULL;
+    const char *pos[3] = {NULL, NULL, NULL};
+    int n_pos = 0;
+    bool json = false;
+    struct conf_overrides ov;
+    memset(&ov, 0, sizeof(ov));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = NULL;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--json") == 0) {
+            json = true;
+            continue;
+        } else if (strcmp(a, "--dir") == 0) {
+            dst = &dir;
+        } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            dst = &config;
+        } else if (strcmp(a, "--upstream") == 0) {
+            dst = &ov.upstream;
+        } else if (strcmp(a, "--upstream-model") == 0) {
+            dst = &ov.upstream_model;
+        } else if (strcmp(a, "--model") == 0) {
+            dst = &ov.model;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "wye agent: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        } else if (n_pos < 3) {
+            pos[n_pos++] = a;
+            continue;
+        } else {
+            fprintf(stderr, "wye agent: too many arguments\n\n");
+            usage(stderr);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "wye agent: %s needs a value\n", a);
+            return 2;
+        }
+        *dst = argv[++i];
+    }
+    if (n_pos >= 1 && strcmp(pos[0], "list") == 0 && n_pos == 1) {
+        return cli_list(dir);
+    }
+    if (n_pos == 3 && strcmp(pos[0], "run") == 0) {
+        return cli_run(dir, config, &ov, pos[1], pos[2], json);
+    }
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,32 @@
+/* The router side of agents/: the host ops an agent runtime uses (model calls through
+ * rt_router_submit, so they are scored, routed, priced and ledgered like any request; HTTP for
+ * wye.http.request through libcurl on a small thread of its own) and `wye agent`. */
+#ifndef WYE_ROUTER_AGENT_HOST_H
+#define WYE_ROUTER_AGENT_HOST_H
+
+#include <stdint.h>
+
+#include "agents/agents.h"
+#include "conf/conf.h"
+
+struct rt_router;
+struct rt_agent_host;
+
+/* Progress events of runs (JSON object text), e.g. for the CLI's stderr. */
+typedef void (*rt_agent_event_fn)(void *ud, uint64_t run_id, const char *event_json);
+
+/* Creates the host for rt (borrowed, started) and cfg (borrowed, for prices) and starts its
+ * HTTP thread. NULL on failure (logged). */
+struct rt_agent_host *rt_agent_host_create(struct rt_router *rt, const struct conf_config *cfg);
+/* Stops the HTTP thread (pending requests answer CANCELED) and frees h. Destroy the agent
+ * runtime first. NULL is a no-op. */
+void rt_agent_host_destroy(struct rt_agent_host *h);
+/* The ops to give agent_rt_create with h as host_ctx. */
+const struct agent_host_ops *rt_agent_host_ops(void);
+/* Sets the receiver of progress events (before the runtime starts). */
+void rt_agent_host_set_events(struct rt_agent_host *h, rt_agent_event_fn fn, void *ud);
+
+/* `wye agent list [--dir DIR]` and `wye agent run NAME INPUT [--dir DIR] [-c CONF] [--json]`. */
+int rt_cli_agent(int argc, char **argv);
+
+#endif

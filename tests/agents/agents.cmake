@@ -1,0 +1,11 @@
+# Tests of the agents runtime (agents/) and its router host (router/agent_host.c).
+wye_test(test_agents_tools test_agents_tools.c wye_agents PkgConfig::CJSON)
+wye_test(test_agents_run test_agents_run.c wye_agents PkgConfig::CJSON)
+add_library(wye_agents_test_server STATIC agent_test_server.c)
+target_link_libraries(wye_agents_test_server PUBLIC PkgConfig::CJSON Threads::Threads)
+wye_test(test_agents_e2e test_agents_e2e.c wye_agents_test_server wye_router wye_agents
+         PkgConfig::CJSON)
+wye_test(test_agents_stub test_agents_stub.c wye_stub_upstream wye_common)
+if(TARGET wye)
+  add_dependencies(test_agents_stub wye)
+endif()

@@ -1,0 +1,2 @@
+-- a declaration with a bad name
+agent { name = 5 }

@@ -1,0 +1,3 @@
+tool {
+  name = "x",
+  run = function() end

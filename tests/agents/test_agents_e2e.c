@@ -1,0 +1,259 @@
+/* Agents end to end through the real router (router/agent_host.c over rt_router_submit, the
+ * remote upstream client, libcurl for wye.http.request) against a scripted upstream and page
+ * server on 127.0.0.1: the support agent answering "Where is my order 1234?" with a tool call,
+ * the page summariser (allowed and refused hosts), the triage workflow, the response size cap
+ * and cancellation while a tool waits on a slow request. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "agents/agents.h"
+#include "common/alloc.h"
+#include "conf/conf.h"
+#include "router/agent_host.h"
+#include "router/router.h"
+#include "tests/agents/agent_test_server.h"
+
+struct outcome {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    enum wye_err err;
+    char reason[512];
+    char *answer;
+    int n_steps;
+    double cost;
+};
+
+struct e2e {
+    struct ats *srv;
+    struct conf_config *cfg;
+    struct rt_router *rt;
+    struct rt_agent_host *host;
+    struct agent_rt *examples; /* lua/examples */
+    struct agent_rt *slow;     /* tests/agents/scripts_e2e */
+    struct outcome o;
+    char base[64];
+};
+
+static void on_done(void *arg, const struct agent_outcome *a)
+{
+    struct outcome *o = arg;
+    pthread_mutex_lock(&o->lock);
+    o->done = true;
+    o->err = a->err;
+    snprintf(o->reason, sizeof(o->reason), "%s", a->reason ? a->reason : "");
+    free(o->answer);
+    o->answer = a->answer ? strdup(a->answer) : NULL;
+    o->n_steps = a->n_steps;
+    o->cost = a->cost_usd;
+    pthread_cond_broadcast(&o->cond);
+    pthread_mutex_unlock(&o->lock);
+}
+
+static struct agent_rt *make_rt(struct e2e *e, const char *dir)
+{
+    struct agent_rt *art = NULL;
+    char eb[256] = "";
+    struct agent_rt_opts o = {.dir = dir, .allow_hosts = "127.0.0.1"};
+    if (agent_rt_create(&o, rt_agent_host_ops(), e->host, &art, eb, sizeof(eb)) != WYE_OK) {
+        fail_msg("agent_rt_create %s: %s", dir, eb);
+    }
+    assert_int_equal(agent_rt_start(art), WYE_OK);
+    return art;
+}
+
+static int setup(void **state)
+{
+    struct e2e *e = calloc(1, sizeof(*e));
+    e->srv = ats_start();
+    assert_non_null(e->srv);
+    snprintf(e->base, sizeof(e->base), "http://127.0.0.1:%d", ats_port(e->srv));
+    char up[96];
+    snprintf(up, sizeof(up), "%s/v1", e->base);
+    struct conf_overrides ov = {.upstream = up, .upstream_model = "scripted"};
+    char eb[512] = "";
+    if (conf_load(NULL, &ov, &e->cfg, eb, sizeof(eb)) != WYE_OK) {
+        fail_msg("conf_load: %s", eb);
+    }
+    e->cfg->upstream.max_retries = 0;
+    e->rt = rt_router_create(e->cfg);
+    assert_non_null(e->rt);
+    assert_int_equal(rt_router_start(e->rt), WYE_OK);
+    e->host = rt_agent_host_create(e->rt, e->cfg);
+    assert_non_null(e->host);
+    e->examples = make_rt(e, WYE_SOURCE_DIR "/lua/examples");
+    e->slow = make_rt(e, WYE_SOURCE_DIR "/tests/agents/scripts_e2e");
+    pthread_mutex_init(&e->o.lock, NULL);
+    pthread_cond_init(&e->o.cond, NULL);
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct e2e *e = *state;
+    agent_rt_destroy(e->examples);
+    agent_rt_destroy(e->slow);
+    rt_agent_host_destroy(e->host);
+    rt_router_stop(e->rt);
+    rt_router_destroy(e->rt);
+    conf_destroy(e->cfg);
+    ats_stop(e->srv);
+    free(e->o.answer);
+    pthread_mutex_destroy(&e->o.lock);
+    pthread_cond_destroy(&e->o.cond);
+    free(e);
+    return 0;
+}
+
+static uint64_t submit(struct e2e *e, struct agent_rt *art, const char *name, const char *input)
+{
+    pthread_mutex_lock(&e->o.lock);
+    e->o.done = false;
+    pthread_mutex_unlock(&e->o.lock);
+    char eb[256] = "";
+    uint64_t id = 0;
+    if (agent_rt_submit(art, name, input, on_done, &e->o, &id, eb, sizeof(eb)) != WYE_OK) {
+        fail_msg("submit %s: %s", name, eb);
+    }
+    return id;
+}
+
+static void wait_done(struct e2e *e, int seconds)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += seconds;
+    pthread_mutex_lock(&e->o.lock);
+    while (!e->o.done && pthread_cond_timedwait(&e->o.cond, &e->o.lock, &dl) == 0) {
+    }
+    bool done = e->o.done;
+    pthread_mutex_unlock(&e->o.lock);
+    if (!done) {
+        fail_msg("the run did not end within %d s", seconds);
+    }
+}
+
+static void test_support(void **state)
+{
+    struct e2e *e = *state;
+    long before = ats_chat_requests(e->srv);
+    submit(e, e->examples, "support", "Where is my order 1234?");
+    wait_done(e, 20);
+    if (e->o.err) {
+        fail_msg("support failed: %s", e->o.reason);
+    }
+    /* tool call -> order_lookup over data/orders.json -> final answer from the tool result */
+    assert_non_null(strstr(e->o.answer, "Answer: "));
+    assert_non_null(strstr(e->o.answer, "\"status\":\"shipped\""));
+    assert_non_null(strstr(e->o.answer, "DHL-88213"));
+    assert_int_equal(e->o.n_steps, 2);
+    assert_int_equal(ats_chat_requests(e->srv) - before, 2);
+    assert_true(e->o.cost > 0); /* priced from usage with the default remote price */
+    /* an order that does not exist: the tool says so, nothing crashes */
+    submit(e, e->examples, "support", "Where is my order 999?");
+    wait_done(e, 20);
+    assert_int_equal(e->o.err, WYE_OK);
+    assert_non_null(strstr(e->o.answer, "no order 999 found"));
+}
+
+static void test_summarise(void **state)
+{
+    struct e2e *e = *state;
+    char in[200];
+    snprintf(in, sizeof(in), "{\"url\":\"%s/page\"}", e->base);
+    submit(e, e->examples, "summarise", in);
+    wait_done(e, 20);
+    if (e->o.err) {
+        fail_msg("summarise failed: %s", e->o.reason);
+    }
+    cJSON *j = cJSON_Parse(e->o.answer);
+    assert_non_null(j);
+    const char *sum = cJSON_GetObjectItemCaseSensitive(j, "summary")->valuestring;
+    /* the scripted model replies with the start of the text it was given: the page, stripped */
+    assert_non_null(strstr(sum, "Reply: "));
+    assert_non_null(strstr(sum, "Wye test page The quick brown fox"));
+    assert_null(strstr(sum, "<h1>"));
+    cJSON_Delete(j);
+
+    /* the same server under another name is not on the allowlist */
+    snprintf(in, sizeof(in), "{\"url\":\"http://localhost:%d/page\"}", ats_port(e->srv));
+    submit(e, e->examples, "summarise", in);
+    wait_done(e, 20);
+    assert_int_not_equal(e->o.err, WYE_OK);
+    assert_non_null(strstr(e->o.reason, "host 'localhost' is not allowed for 'summarise'"));
+    assert_non_null(strstr(e->o.reason, "summarise.lua:"));
+}
+
+static void test_triage(void **state)
+{
+    struct e2e *e = *state;
+    submit(e, e->examples, "triage", "My invoice shows VAT twice and the refund API returns 409");
+    wait_done(e, 20);
+    assert_int_equal(e->o.err, WYE_OK);
+    cJSON *j = cJSON_Parse(e->o.answer);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "escalated")));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "difficulty")->valuestring, "hard");
+    cJSON_Delete(j);
+    submit(e, e->examples, "triage", "How do I reset my password?");
+    wait_done(e, 20);
+    j = cJSON_Parse(e->o.answer);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "escalated")));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "answer")->valuestring, "easy");
+    cJSON_Delete(j);
+}
+
+static void test_http_cap(void **state)
+{
+    struct e2e *e = *state;
+    char in[200];
+    snprintf(in, sizeof(in), "{\"url\":\"%s/big\"}", e->base);
+    submit(e, e->slow, "bigflow", in);
+    wait_done(e, 20);
+    assert_int_equal(e->o.err, WYE_OK);
+    assert_non_null(strstr(e->o.answer, "the response is larger than 1048576 bytes"));
+}
+
+static void test_cancel_slow_tool(void **state)
+{
+    struct e2e *e = *state;
+    char in[200];
+    snprintf(in, sizeof(in), "{\"url\":\"%s/slow\"}", e->base);
+    long started = ats_slow_started(e->srv);
+    uint64_t id = submit(e, e->slow, "slowflow", in);
+    for (int i = 0; i < 1000 && ats_slow_started(e->srv) == started; i++) {
+        usleep(5000);
+    }
+    assert_int_equal(ats_slow_started(e->srv), started + 1);
+    agent_rt_cancel(e->slow, id);
+    wait_done(e, 5); /* the server holds the request for 10 s: only a cancel ends it sooner */
+    assert_int_equal(e->o.err, WYE_ERR_CANCELED);
+    assert_string_equal(e->o.reason, "cancelled");
+    /* the transfer was aborted too: the server sees its client go away */
+    for (int i = 0; i < 600 && ats_slow_aborted(e->srv) == 0; i++) {
+        usleep(5000);
+    }
+    assert_int_equal(ats_slow_aborted(e->srv), 1);
+}
+
+int main(void)
+{
+    wye_alloc_install_cjson_hooks();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_support),          cmocka_unit_test(test_summarise),
+        cmocka_unit_test(test_triage),           cmocka_unit_test(test_http_cap),
+        cmocka_unit_test(test_cancel_slow_tool),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

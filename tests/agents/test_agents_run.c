@@ -1,0 +1,454 @@
+/* The agent runtime against a fake host: loading (bad files reported and skipped), the agent
+ * loop (schema errors and tool errors go back to the model), concurrent tool calls, ctx:all,
+ * ctx:tool/ctx:chat/ctx:emit, the host allowlist, every limit (steps, cost, time, memory,
+ * instructions), cancellation and reload. The fake host answers model calls at once from a
+ * script in the user message and holds HTTP requests until the test releases them. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "agents/agents.h"
+#include "common/alloc.h"
+#include "common/buf.h"
+
+#define SCRIPTS WYE_SOURCE_DIR "/tests/agents/scripts"
+#define HELD_MAX 16
+
+struct fake {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct agent_op *held[HELD_MAX]; /* worker thread only (answered there or after the run) */
+    int n_held;
+    int release_at; /* answer every held http op once this many wait */
+    int n_chat, n_http, n_events;
+    char last_tool_content[512];
+    /* the outcome */
+    bool done;
+    enum wye_err err;
+    char reason[512];
+    char *answer;
+    int n_steps;
+    double cost;
+};
+
+static void release_all(struct fake *f, enum wye_err err)
+{
+    for (int i = 0; i < f->n_held; i++) {
+        struct agent_op *op = f->held[i];
+        struct agent_http_result r = {.err = err,
+                                      .message = err ? "cancelled" : NULL,
+                                      .status = 200,
+                                      .body = "fetched",
+                                      .body_len = 7};
+        agent_op_http_done(op, &r);
+    }
+    f->n_held = 0;
+}
+
+static enum wye_err fake_http(void *ctx, const struct agent_http_req *req, struct agent_op *op,
+                              char *errbuf, size_t errlen)
+{
+    struct fake *f = ctx;
+    (void)errbuf;
+    (void)errlen;
+    pthread_mutex_lock(&f->lock);
+    f->n_http++;
+    if (strstr(req->url, "/now")) {
+        pthread_mutex_unlock(&f->lock);
+        struct agent_http_result r = {
+            .status = 200, .body = req->url, .body_len = strlen(req->url)};
+        agent_op_http_done(op, &r);
+        return WYE_OK;
+    }
+    f->held[f->n_held++] = op;
+    if (f->release_at > 0 && f->n_held >= f->release_at) {
+        /* answer each with its own URL's last letter so ctx:all's order is checkable */
+        release_all(f, WYE_OK);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return WYE_OK;
+}
+
+/* The model: the first user message is a JSON script {"calls":[[name,args],..],"loop":bool,
+ * "cost":usd}. It asks for the calls until a tool result is in, then answers with the last
+ * tool result. */
+static enum wye_err fake_chat(void *ctx, const struct agent_chat_call *call, struct agent_op *op,
+                              char *errbuf, size_t errlen)
+{
+    struct fake *f = ctx;
+    (void)errbuf;
+    (void)errlen;
+    pthread_mutex_lock(&f->lock);
+    f->n_chat++;
+    pthread_mutex_unlock(&f->lock);
+    cJSON *msgs = cJSON_Parse(call->messages_json);
+    const char *script = "{}";
+    const char *last_role = "", *last_content = "";
+    cJSON *m;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const char *role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (strcmp(role, "user") == 0 && strcmp(script, "{}") == 0 && cJSON_IsString(c)) {
+            script = c->valuestring;
+        }
+        last_role = role;
+        last_content = cJSON_IsString(c) ? c->valuestring : "";
+    }
+    cJSON *s = cJSON_Parse(script);
+    const cJSON *cost = cJSON_GetObjectItemCaseSensitive(s, "cost");
+    bool loop = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "loop"));
+    struct agent_chat_result r = {.text = "",
+                                  .route = "remote",
+                                  .model = "fake",
+                                  .prompt_tokens = 10,
+                                  .completion_tokens = 5,
+                                  .cost_usd = cJSON_IsNumber(cost) ? cost->valuedouble : 0};
+    struct wye_buf deltas;
+    wye_buf_init(&deltas, 1 << 16);
+    char text[700];
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(s, "calls");
+    if (!call->tools_json) {
+        snprintf(text, sizeof(text), "model says: %.200s", last_content);
+        r.text = text;
+    } else if (strcmp(last_role, "tool") == 0 && !loop) {
+        snprintf(f->last_tool_content, sizeof(f->last_tool_content), "%s", last_content);
+        snprintf(text, sizeof(text), "final: %.600s", last_content);
+        r.text = text;
+    } else {
+        int i = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, calls)
+        {
+            char *args = cJSON_PrintUnformatted(cJSON_GetArrayItem(c, 1));
+            cJSON *d = cJSON_CreateArray();
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "index", i);
+            char id[16];
+            snprintf(id, sizeof(id), "c%d", i++);
+            cJSON_AddStringToObject(o, "id", id);
+            cJSON *fn = cJSON_AddObjectToObject(o, "function");
+            cJSON_AddStringToObject(fn, "name", cJSON_GetArrayItem(c, 0)->valuestring);
+            cJSON_AddStringToObject(fn, "arguments", args);
+            cJSON_AddItemToArray(d, o);
+            char *ds = cJSON_PrintUnformatted(d);
+            wye_buf_append_str(&deltas, ds);
+            wye_buf_append_str(&deltas, "\n");
+            cJSON_free(ds);
+            cJSON_free(args);
+            cJSON_Delete(d);
+        }
+        r.tool_calls = deltas.data;
+    }
+    agent_op_chat_done(op, &r);
+    wye_buf_cleanup(&deltas);
+    cJSON_Delete(s);
+    cJSON_Delete(msgs);
+    return WYE_OK;
+}
+
+static void fake_emit(void *ctx, uint64_t run_id, const char *ev)
+{
+    struct fake *f = ctx;
+    (void)run_id;
+    (void)ev;
+    pthread_mutex_lock(&f->lock);
+    f->n_events++;
+    pthread_mutex_unlock(&f->lock);
+}
+
+static const struct agent_host_ops fake_ops = {fake_chat, fake_http, fake_emit};
+
+static void on_done(void *arg, const struct agent_outcome *o)
+{
+    struct fake *f = arg;
+    pthread_mutex_lock(&f->lock);
+    f->done = true;
+    f->err = o->err;
+    snprintf(f->reason, sizeof(f->reason), "%s", o->reason ? o->reason : "");
+    f->answer = o->answer ? strdup(o->answer) : NULL;
+    f->n_steps = o->n_steps;
+    f->cost = o->cost_usd;
+    /* the run is over: whatever http it left behind is answered as cancelled */
+    release_all(f, WYE_ERR_CANCELED);
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+struct env {
+    struct fake f;
+    struct agent_rt *rt;
+};
+
+static struct env *env_new(const char *dir, size_t mem, int64_t insns)
+{
+    struct env *e = calloc(1, sizeof(*e));
+    pthread_mutex_init(&e->f.lock, NULL);
+    pthread_cond_init(&e->f.cond, NULL);
+    struct agent_rt_opts o = {.dir = dir, .mem_bytes_max = mem, .n_insns_max = insns};
+    char eb[256] = "";
+    if (agent_rt_create(&o, &fake_ops, &e->f, &e->rt, eb, sizeof(eb)) != WYE_OK) {
+        fail_msg("agent_rt_create: %s", eb);
+    }
+    assert_int_equal(agent_rt_start(e->rt), WYE_OK);
+    return e;
+}
+
+static void env_free(struct env *e)
+{
+    agent_rt_destroy(e->rt);
+    free(e->f.answer);
+    pthread_mutex_destroy(&e->f.lock);
+    pthread_cond_destroy(&e->f.cond);
+    free(e);
+}
+
+/* Submits name(input) and waits up to 10 s for the outcome. */
+static uint64_t submit(struct env *e, const char *name, const char *input)
+{
+    char eb[256] = "";
+    uint64_t id = 0;
+    pthread_mutex_lock(&e->f.lock);
+    e->f.done = false;
+    free(e->f.answer);
+    e->f.answer = NULL;
+    pthread_mutex_unlock(&e->f.lock);
+    if (agent_rt_submit(e->rt, name, input, on_done, &e->f, &id, eb, sizeof(eb)) != WYE_OK) {
+        fail_msg("submit %s: %s", name, eb);
+    }
+    return id;
+}
+
+static void wait_done(struct env *e)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 10;
+    pthread_mutex_lock(&e->f.lock);
+    while (!e->f.done) {
+        if (pthread_cond_timedwait(&e->f.cond, &e->f.lock, &dl) != 0) {
+            break;
+        }
+    }
+    bool done = e->f.done;
+    pthread_mutex_unlock(&e->f.lock);
+    assert_true(done);
+}
+
+static void run(struct env *e, const char *name, const char *input)
+{
+    submit(e, name, input);
+    wait_done(e);
+}
+
+static void test_load_errors(void **state)
+{
+    (void)state;
+    struct env *e = env_new(SCRIPTS, 0, 0);
+    struct wye_buf b;
+    wye_buf_init(&b, 1 << 20);
+    assert_int_equal(agent_rt_list_json(e->rt, &b), WYE_OK);
+    cJSON *j = cJSON_Parse(b.data);
+    char *errs = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "errors"));
+    /* file:line for both broken files; the good file still loaded */
+    assert_non_null(strstr(errs, "bad_syntax.lua:4:"));
+    assert_non_null(strstr(errs, "bad_runtime.lua:2: agent: 'name' must be a non-empty string"));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "tools")), 6);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "agents")), 2);
+    cJSON_free(errs);
+    cJSON_Delete(j);
+    wye_buf_cleanup(&b);
+    char eb[256];
+    assert_int_equal(agent_rt_submit(e->rt, "nope", "", on_done, &e->f, NULL, eb, sizeof(eb)),
+                     WYE_ERR_NOTFOUND);
+    assert_non_null(strstr(eb, "no agent or workflow named 'nope'"));
+    env_free(e);
+    struct agent_rt *rt = NULL;
+    struct agent_rt_opts o = {.dir = "/nonexistent/agents"};
+    assert_int_equal(agent_rt_create(&o, &fake_ops, NULL, &rt, eb, sizeof(eb)), WYE_ERR_NOTFOUND);
+    assert_null(rt);
+}
+
+static void test_agent_loop(void **state)
+{
+    (void)state;
+    struct env *e = env_new(SCRIPTS, 0, 0);
+    run(e, "helper", "{\"calls\":[[\"lookup\",{\"order_id\":\"42\"}]]}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_non_null(e->f.answer);
+    assert_non_null(strstr(e->f.answer, "final: "));
+    assert_non_null(strstr(e->f.answer, "\"status\":\"shipped\""));
+    assert_non_null(strstr(e->f.answer, "\"id\":\"42\""));
+    assert_int_equal(e->f.n_steps, 2);
+    assert_true(e->f.n_events >= 4); /* step, tool_call, tool_result, step, answer */
+
+    /* a schema mismatch goes back to the model as the tool result */
+    run(e, "helper", "{\"calls\":[[\"lookup\",{\"order_id\":1234}]]}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_string_equal(e->f.last_tool_content, "error: argument 'order_id' must be a string");
+    /* so does a tool's error, and an unknown tool */
+    run(e, "helper", "{\"calls\":[[\"boom\",{}]]}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_string_equal(e->f.last_tool_content, "error: tools.lua:16: boom");
+    run(e, "helper", "{\"calls\":[[\"rm_rf\",{}]]}");
+    assert_string_equal(e->f.last_tool_content, "error: unknown tool 'rm_rf'");
+    env_free(e);
+}
+
+static void test_concurrent_tools(void **state)
+{
+    (void)state;
+    struct env *e = env_new(SCRIPTS, 0, 0);
+    /* the host answers only once both requests wait: serial tools would never finish */
+    e->f.release_at = 2;
+    run(e, "helper", "{\"calls\":[[\"fetch\",{}],[\"fetch\",{}]]}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_int_equal(e->f.n_http, 2);
+    assert_string_equal(e->f.answer, "final: fetched");
+    /* ctx:all: three branches wait on http at once (one through a child tool) */
+    e->f.release_at = 3;
+    run(e, "fanout", "null");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_string_equal(e->f.answer, "[\"fetched\",\"fetched\",\"plain\",\"fetched\"]");
+    env_free(e);
+}
+
+static void test_workflows(void **state)
+{
+    (void)state;
+    struct env *e = env_new(SCRIPTS, 0, 0);
+    run(e, "chain", "{\"id\":\"7\"}");
+    assert_int_equal(e->f.err, WYE_OK);
+    cJSON *j = cJSON_Parse(e->f.answer);
+    assert_non_null(j);
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "tool"), "id")
+            ->valuestring,
+        "7");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "text")->valuestring,
+                        "model says: hi shipped");
+    cJSON_Delete(j);
+    assert_true(e->f.n_events >= 1);
+    run(e, "badtool", "null");
+    assert_non_null(strstr(e->f.answer, "wye.tool: argument 'order_id' must be a string"));
+    run(e, "nohost", "null");
+    assert_non_null(strstr(e->f.answer, "host 'evil.example' is not allowed for 'nohost'"));
+    assert_int_equal(e->f.n_http, 0);
+    run(e, "failing", "null");
+    assert_int_not_equal(e->f.err, WYE_OK);
+    assert_non_null(strstr(e->f.reason, "tools.lua:"));
+    assert_non_null(strstr(e->f.reason, "attempt to index a nil value"));
+    env_free(e);
+}
+
+static void test_limits(void **state)
+{
+    (void)state;
+    struct env *e = env_new(SCRIPTS, 24u << 20, 2000000);
+    run(e, "helper", "{\"calls\":[[\"noop\",{}]],\"loop\":true}");
+    assert_int_equal(e->f.err, WYE_ERR_LIMIT);
+    assert_string_equal(e->f.reason, "stopped: max_steps (3) reached");
+    assert_int_equal(e->f.n_steps, 3);
+
+    run(e, "helper", "{\"calls\":[[\"noop\",{}]],\"loop\":true,\"cost\":0.03}");
+    assert_int_equal(e->f.err, WYE_ERR_LIMIT);
+    assert_string_equal(e->f.reason, "stopped: max_cost_usd (0.05) reached");
+    assert_int_equal(e->f.n_steps, 2);
+
+    run(e, "sleepy", "{\"calls\":[[\"fetch\",{}]]}");
+    assert_int_equal(e->f.err, WYE_ERR_TIMEOUT);
+    assert_string_equal(e->f.reason, "stopped: timeout_s (0.3) reached");
+
+    run(e, "helper", "{\"calls\":[[\"hog\",{}]]}");
+    assert_int_equal(e->f.err, WYE_ERR_TOOBIG);
+    assert_non_null(strstr(e->f.reason, "stopped: memory limit: "));
+
+    run(e, "helper", "{\"calls\":[[\"spin\",{}]]}");
+    assert_int_equal(e->f.err, WYE_ERR_LIMIT);
+    assert_non_null(strstr(e->f.reason, "stopped: instruction limit: "));
+
+    /* a limit hit by one ctx:all branch's child tool ends the whole run */
+    run(e, "allhog", "null");
+    assert_int_equal(e->f.err, WYE_ERR_TOOBIG);
+    assert_non_null(strstr(e->f.reason, "stopped: memory limit: "));
+
+    /* a workflow's model calls count against its max_cost_usd */
+    run(e, "costly", "null");
+    assert_int_equal(e->f.err, WYE_ERR_LIMIT);
+    assert_string_equal(e->f.reason, "stopped: max_cost_usd (0.05) reached");
+    assert_true(e->f.cost >= 0.05);
+
+    /* the worker is still healthy after all that */
+    run(e, "helper", "{\"calls\":[[\"noop\",{}]]}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_string_equal(e->f.answer, "final: ok");
+    env_free(e);
+}
+
+static void test_cancel_and_reload(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wye-agents-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[300];
+    snprintf(path, sizeof(path), "%s/a.lua", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("tool { name = 'fetch', run = function(a, ctx) return wye.http.request{url="
+          "'http://h.test/x'}.body end }\n"
+          "agent { name = 'one', tools = {'fetch'}, allow_hosts = {'h.test'} }\n",
+          fp);
+    fclose(fp);
+    struct env *e = env_new(dir, 0, 0);
+    uint64_t id = submit(e, "one", "{\"calls\":[[\"fetch\",{}]]}");
+    /* wait until the tool is parked on its request */
+    for (int i = 0; i < 400; i++) {
+        pthread_mutex_lock(&e->f.lock);
+        int n = e->f.n_http;
+        pthread_mutex_unlock(&e->f.lock);
+        if (n == 1) {
+            break;
+        }
+        usleep(5000);
+    }
+    assert_int_equal(e->f.n_http, 1);
+    /* a reload while the run is parked: the run keeps its registry */
+    snprintf(path, sizeof(path), "%s/b.lua", dir);
+    fp = fopen(path, "w");
+    fputs("workflow('two', function(ctx, input) return 'two:' .. input end)\n", fp);
+    fclose(fp);
+    char eb[256];
+    assert_int_equal(agent_rt_reload(e->rt, eb, sizeof(eb)), WYE_OK);
+    agent_rt_cancel(e->rt, id);
+    wait_done(e);
+    assert_int_equal(e->f.err, WYE_ERR_CANCELED);
+    assert_string_equal(e->f.reason, "cancelled");
+    run(e, "two", "hi");
+    assert_string_equal(e->f.answer, "\"two:hi\"");
+    env_free(e);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/a.lua", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    wye_alloc_install_cjson_hooks();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_errors),      cmocka_unit_test(test_agent_loop),
+        cmocka_unit_test(test_concurrent_tools), cmocka_unit_test(test_workflows),
+        cmocka_unit_test(test_limits),           cmocka_unit_test(test_cancel_and_reload),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
