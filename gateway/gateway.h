@@ -64,11 +64,26 @@ void gw_server_destroy(struct gw_server *srv);
 /* Copies the counters. Any thread. */
 void gw_server_stats(struct gw_server *srv, struct gw_stats *out);
 
+/* Agents (gw_agents.c): WebSocket agent.run / agent.cancel and POST /v1/agents/{name}/runs
+ * over an agents runtime (agents/agents.h, borrowed). Create before the runtime starts, pass
+ * gw_agents_event with it as ud to the host's event hook (rt_agent_host_set_events), and
+ * destroy after agent_rt_destroy (every run finished). */
+struct agent_rt;
+struct gw_agents;
+struct gw_agents *gw_agents_create(struct agent_rt *rt);
+void gw_agents_destroy(struct gw_agents *ga);
+struct agent_rt *gw_agents_rt(const struct gw_agents *ga);
+/* A run's progress event (agent worker thread); ud is the struct gw_agents. */
+void gw_agents_event(void *ud, uint64_t run_id, const char *event_json);
+/* Serves agents on srv (ga borrowed); call before gw_server_start. */
+void gw_server_set_agents(struct gw_server *srv, struct gw_agents *ga);
+
 /* The backend over the router (gw_serve.c): ctx is a struct rt_router *. */
 extern const struct gw_backend_ops gw_router_backend;
 
 /* `wye serve [-c FILE] [--listen ADDR:PORT] [--upstream URL] [--upstream-model NAME]
- * [--model PATH] [--ledger PATH]`: runs the gateway over the router until SIGINT/SIGTERM. */
+ * [--model PATH] [--ledger PATH] [--agents DIR]`: runs the gateway over the router (and the
+ * agents runtime; SIGHUP reloads its files) until SIGINT/SIGTERM. */
 int gw_cli_serve(int argc, char **argv);
 
 #endif

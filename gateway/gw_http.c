@@ -4,7 +4,10 @@
  * WRITEABLE callbacks. Streamed answers write headers when the first chunk (or the failure
  * before any data) arrives, then coalesce queued chunks into one lws_write per WRITEABLE.
  * Authentication (Authorization: Bearer) guards the /v1/ routes; the presented key is hashed and
- * compared by router/keys.c and never copied anywhere else or logged. */
+ * compared by router/keys.c and never copied anywhere else or logged.
+ * GET /v1/ledger/summary is answered by the summary worker thread (below): the lws thread
+ * checks the query and queues a job; the worker reads the ledger files and hands the JSON back
+ * through a gw_stream, so the lws thread never touches the disk. */
 #include <cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +28,7 @@
 #define GW_HDR_BUF 2048
 /* "Bearer " + the longest key accepted + slack for spaces. */
 #define GW_AUTH_HDR_MAX (RT_KEY_LEN_MAX + 32)
+#define GW_SUMMARY_QUEUE 64 /* ledger summaries waiting for the worker */
 
 void gw_server_set_keys(struct gw_server *srv, struct rt_keys *keys)
 {
@@ -134,8 +138,105 @@ static void respond_error(struct lws *wsi, struct gw_server *srv, struct gw_pss 
     respond(wsi, srv, pss, status, "application/json");
 }
 
-/* GET /v1/ledger/summary?since=24h&by=route: rt_ledger_summary over the ledger's files.
- * Reads the files on the lws thread (bounded by the ledger's size; an operator endpoint). */
+/* ---- the ledger summary worker (its own thread; started and stopped with the server) ---- */
+
+struct gw_summary_job {
+    struct wye_qnode node; /* in srv->summary_q */
+    struct gw_stream *s;   /* the producer's reference */
+    int64_t since_ms;
+    enum rt_ledger_by grp;
+    char by[16];
+};
+
+/* Worker thread: reads the ledger, queues the answer (or a 500) as the stream's last chunk,
+ * drops the producer's reference. A stream whose client is gone gets no work. */
+static void summary_run(struct gw_server *srv, struct gw_summary_job *job)
+{
+    struct gw_stream *s = job->s;
+    struct wye_buf out;
+    wye_buf_init(&out, GW_RESP_MAX);
+    int status = 0;
+    if (!atomic_load(&s->cancelled)) {
+        const char *path = srv->cfg->ledger_path ? srv->cfg->ledger_path : RT_LEDGER_DEFAULT_PATH;
+        char **files = NULL;
+        size_t n = 0;
+        enum wye_err err = rt_ledger_files(path, &files, &n);
+        if (!err && n == 0) {
+            err = wye_buf_printf(&out,
+                                 "{\"since\":null,\"by\":\"%s\",\"groups\":[],\"total\":null,"
+                                 "\"skipped_lines\":0}",
+                                 job->by);
+        } else if (!err) {
+            err = rt_ledger_summary((const char *const *)files, n, job->since_ms, job->grp, &out,
+                                    NULL);
+        }
+        rt_ledger_files_free(files, n);
+        status = 200;
+        if (err) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "cannot summarise the ledger: %s", wye_err_str(err));
+            wye_log(WYE_LOG_INFO, s->reqid, "HTTP 500: %s", msg);
+            status = 500;
+            wye_buf_reset(&out);
+            if (gw_fmt_error_json(&out, 500, "internal_error", msg) != WYE_OK) {
+                wye_buf_reset(&out);
+            }
+        }
+    }
+    if (gw_stream_push_ex(s, out.data, out.len, true, status) == WYE_ERR_NOMEM) {
+        wye_log(WYE_LOG_WARN, s->reqid, "ledger summary: out of memory queueing the answer");
+    }
+    wye_buf_cleanup(&out);
+    gw_stream_unref(s);
+    wye_free(job);
+}
+
+static void *summary_main(void *arg)
+{
+    struct gw_server *srv = arg;
+    struct wye_qnode *n;
+    /* NULL once the queue is closed and empty: what was queued is answered first */
+    while ((n = wye_queue_pop(&srv->summary_q, -1)) != NULL) {
+        summary_run(srv, WYE_CONTAINER_OF(n, struct gw_summary_job, node));
+    }
+    return NULL;
+}
+
+enum wye_err gw_summary_start(struct gw_server *srv)
+{
+    if (srv->summary_started) {
+        return WYE_OK;
+    }
+    if (wye_queue_init(&srv->summary_q, GW_SUMMARY_QUEUE) != WYE_OK) {
+        WYE_ERROR("gateway: cannot create the ledger summary queue");
+        return WYE_ERR_NOMEM;
+    }
+    int rc = pthread_create(&srv->summary_thread, NULL, summary_main, srv);
+    if (rc != 0) {
+        char eb[128];
+        WYE_ERROR("gateway: cannot start the ledger summary worker: %s",
+                  wye_strerror(rc, eb, sizeof(eb)));
+        wye_queue_cleanup(&srv->summary_q);
+        return WYE_ERR_IO;
+    }
+    srv->summary_started = true;
+    return WYE_OK;
+}
+
+void gw_summary_stop(struct gw_server *srv)
+{
+    if (!srv->summary_started) {
+        return;
+    }
+    wye_queue_close(&srv->summary_q);
+    pthread_join(srv->summary_thread, NULL);
+    wye_queue_cleanup(&srv->summary_q);
+    srv->summary_started = false;
+}
+
+/* GET /v1/ledger/summary?since=24h&by=route: rt_ledger_summary over the ledger's files. The
+ * query is checked here (lws thread); the files are read by the summary worker, which answers
+ * through a stream (JSON kind: one final chunk with the status). */
 static void ledger_summary(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
 {
     char since[64] = "24h";
@@ -164,31 +265,46 @@ static void ledger_summary(struct lws *wsi, struct gw_server *srv, struct gw_pss
                       "by: '%.15s' is not one of route, model, key, day, agent, none", by);
         return;
     }
-    const char *path = srv->cfg->ledger_path ? srv->cfg->ledger_path : RT_LEDGER_DEFAULT_PATH;
-    char **files = NULL;
-    size_t n = 0;
-    enum wye_err err = rt_ledger_files(path, &files, &n);
-    if (!err && n == 0) {
-        err = wye_buf_printf(&pss->resp,
-                             "{\"since\":null,\"by\":\"%s\",\"groups\":[],\"total\":null,"
-                             "\"skipped_lines\":0}",
-                             by);
-    } else if (!err) {
-        err = rt_ledger_summary((const char *const *)files, n, since_ms, grp, &pss->resp, NULL);
-    }
-    rt_ledger_files_free(files, n);
-    if (err) {
-        respond_error(wsi, srv, pss, 500, "internal_error", "cannot summarise the ledger: %s",
-                      wye_err_str(err));
+
+    struct wye_chat_req req;
+    memset(&req, 0, sizeof(req));
+    memcpy(req.id, pss->reqid, sizeof(req.id));
+    req.t_received_ns = pss->t0_ns;
+    struct gw_summary_job *job = wye_calloc(1, sizeof(*job));
+    struct gw_stream *s = job ? gw_stream_create(srv, GW_KIND_JSON, &req) : NULL;
+    if (!s) {
+        wye_free(job);
+        respond_error(wsi, srv, pss, 500, "internal_error", "out of memory");
         return;
     }
-    respond(wsi, srv, pss, 200, "application/json");
+    s->model[0] = '\0'; /* not a model's answer: no x-wye-model header */
+    job->s = s;
+    job->since_ms = since_ms;
+    job->grp = grp;
+    snprintf(job->by, sizeof(job->by), "%s", by);
+    s->wsi = wsi;
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    gw_server_track(srv, s);
+    atomic_fetch_add(&srv->metrics.open_streams, 1);
+    pss->stream = s;
+    if (wye_queue_push(&srv->summary_q, &job->node, NULL) != WYE_OK) {
+        wye_free(job);
+        gw_stream_unref(s); /* the producer's reference: no worker got it */
+        pss->stream = NULL;
+        gw_stream_release(s);
+        respond_error(wsi, srv, pss, 503, "overloaded",
+                      "too many ledger summaries in progress (%d); retry later", GW_SUMMARY_QUEUE);
+    }
 }
 
 /* The body is complete: parse it, build the request, start the stream and submit it. Every
  * refusal becomes an error response naming the problem. */
 static void handle_chat(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
 {
+    if (pss->agent[0]) {
+        gw_agents_http(wsi, srv, pss); /* POST /v1/agents/{name}/runs */
+        return;
+    }
     char eb[512];
     struct wye_chat_limits lim;
     gw_server_chat_limits(srv, &lim);
@@ -272,7 +388,9 @@ static void handle_request(struct lws *wsi, struct gw_server *srv, struct gw_pss
     }
     wye_buf_init(&pss->body, srv->cfg->limits.body_bytes_max);
     wye_buf_init(&pss->resp, GW_RESP_MAX);
-    bool chat = strcmp(path, "/v1/chat/completions") == 0;
+    pss->agent[0] = '\0';
+    bool chat = strcmp(path, "/v1/chat/completions") == 0 ||
+                gw_agents_path(path, pss->agent, sizeof(pss->agent)); /* gw_agents.c */
     pss->path = chat                              ? GW_PATH_CHAT
                 : strcmp(path, "/v1/models") == 0 ? GW_PATH_MODELS
                 : strcmp(path, "/healthz") == 0   ? GW_PATH_HEALTHZ
@@ -537,7 +655,13 @@ static int write_stream(struct lws *wsi, struct gw_server *srv, struct gw_pss *p
             return -1;
         }
         pss->headers_sent = true;
-        gw_metrics_count_request(&srv->metrics, GW_PATH_CHAT, status);
+        gw_metrics_count_request(&srv->metrics, pss->path, status); /* chat or ledger */
+        if (pss->head_only) {
+            /* HEAD (GET routes only): the headers are the whole answer */
+            pss->stream = NULL;
+            gw_stream_release(s);
+            return lws_http_transaction_completed(wsi) ? -1 : 0;
+        }
         lws_callback_on_writable(wsi);
         return 0;
     }

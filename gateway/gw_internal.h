@@ -12,6 +12,7 @@
 
 #include "common/buf.h"
 #include "common/chat.h"
+#include "common/queue.h"
 #include "conf/conf.h"
 #include "gateway/gateway.h"
 
@@ -200,6 +201,13 @@ struct gw_server {
 
     struct gw_metrics metrics;
     struct rt_keys *keys; /* borrowed; set before start; NULL: no key table */
+    struct gw_agents *agents; /* borrowed; set before start; NULL: no agents */
+
+    /* GET /v1/ledger/summary jobs for the summary worker (gw_http.c), which reads the
+     * ledger off the lws thread and answers through the job's stream */
+    struct wye_queue summary_q;
+    pthread_t summary_thread;
+    bool summary_started; /* owner's thread (start/shutdown) */
 
     /* lws thread only */
     lws_sorted_usec_list_t sul_tick;
@@ -218,6 +226,8 @@ void gw_server_track(struct gw_server *srv, struct gw_stream *s);
 void gw_server_untrack(struct gw_server *srv, struct gw_stream *s);
 /* lws thread: the limits the chat parser applies. */
 void gw_server_chat_limits(const struct gw_server *srv, struct wye_chat_limits *lim);
+
+#define GW_AGENT_NAME_MAX 128
 
 /* ---- per-connection state (the protocol's pss) ---- */
 
@@ -244,6 +254,7 @@ struct gw_pss {
     struct rt_key *key;        /* the authenticated key (borrowed from srv->keys), or NULL */
     /* WS: the Sec-WebSocket-Protocol key checked at the upgrade (before ESTABLISHED) */
     int ws_auth;               /* enum gw_auth_status */
+    char agent[GW_AGENT_NAME_MAX]; /* POST /v1/agents/{name}/runs: the name, else "" */
     /* WS */
     struct gw_ws_conn *ws;
 };
@@ -268,6 +279,11 @@ enum gw_auth_status gw_auth_check(struct gw_server *srv, const char *key, size_t
 bool gw_auth_rate(struct rt_key *key, int *retry_after_s);
 /* The name for req->key_name (a copy), or NULL; sets *nomem on allocation failure. */
 char *gw_auth_name(const struct rt_key *key, bool *nomem);
+
+/* gw_http.c: the ledger summary worker, started and stopped with the server (owner's
+ * thread). Stop answers what is still queued (cancelled streams get no work) and joins. */
+enum wye_err gw_summary_start(struct gw_server *srv);
+void gw_summary_stop(struct gw_server *srv);
 
 /* gw_http.c (lws thread) */
 int gw_http_callback(struct gw_server *srv, struct lws *wsi, enum lws_callback_reasons reason,
@@ -301,5 +317,17 @@ int gw_ws_callback(struct gw_server *srv, struct lws *wsi, enum lws_callback_rea
 void gw_ws_tick(struct gw_server *srv, int64_t now_ns);
 /* Kills a connection (slow reader): cancels its streams. */
 void gw_ws_kill(struct gw_ws_conn *c, const char *why);
+
+/* ---- agents (gw_agents.c) ---- */
+
+/* lws thread: starts agent or workflow `name` with input, feeding s (whose producer reference
+ * the run takes over on OK). NOTFOUND: no such agent (or agents are off); errbuf says why and
+ * the caller still holds the producer reference. */
+enum wye_err gw_agents_start(struct gw_server *srv, struct gw_stream *s, const char *name,
+                             const char *input, char *errbuf, size_t errlen);
+/* True if path is /v1/agents/{name}/runs; copies the name (cap bytes with the NUL). */
+bool gw_agents_path(const char *path, char *name, size_t cap);
+/* lws thread: the body of POST /v1/agents/{pss->agent}/runs is complete: answer it. */
+void gw_agents_http(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss);
 
 #endif

@@ -15,7 +15,9 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "conf/conf.h"
+#include "agents/agents.h"
 #include "gateway/gateway.h"
+#include "router/agent_host.h"
 #include "router/keys.h"
 #include "router/ledger.h"
 #include "router/local.h"
@@ -24,7 +26,8 @@
 static void usage(FILE *out)
 {
     fprintf(out, "usage: wye serve [-c FILE] [--listen ADDR:PORT] [--upstream URL]\n"
-                 "                 [--upstream-model NAME] [--model PATH | --no-local] [--ledger PATH]\n\n"
+                 "                 [--upstream-model NAME] [--model PATH | --no-local] [--ledger PATH]\n"
+                 "                 [--agents DIR]\n\n"
                  "Serves the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models),\n"
                  "the WebSocket protocol on /v1/ws, /healthz and /metrics until SIGINT/SIGTERM.\n\n"
                  "  -c, --config FILE       the configuration file (Lua table)\n"
@@ -35,6 +38,9 @@ static void usage(FILE *out)
                  "                          models/*.gguf, else ../shared's test model)\n"
                  "  --no-local              serve no local model: every request goes upstream\n"
                  "  --ledger PATH           the JSON Lines ledger file\n"
+                 "  --agents DIR            Lua agents served on /v1/agents and agent.run\n"
+                 "                          (default: ./lua/examples if it exists; SIGHUP\n"
+                 "                          reloads them)\n"
                  "  -h, --help              this text\n");
 }
 
@@ -276,9 +282,64 @@ static int gw_resolve_default_model(const char *config, struct conf_overrides *o
     return 0;
 }
 
+/* The agents runtime over the started router: dir, else ./lua/examples when it exists
+ * (none: no agents, 0). Returns -1 (logged) when dir was given and cannot be served. */
+static int serve_agents(const struct conf_config *cfg, struct rt_router *rt, const char *dir,
+                        struct rt_agent_host **host, struct agent_rt **art, struct gw_agents **ga)
+{
+    struct stat st;
+    if (!dir) {
+        if (stat("lua/examples", &st) != 0 || !S_ISDIR(st.st_mode)) {
+            WYE_INFO("serve: no agents (no --agents DIR and no ./lua/examples)");
+            return 0;
+        }
+        dir = "lua/examples";
+    }
+    char eb[512] = "";
+    *host = rt_agent_host_create(rt, cfg);
+    if (!*host) {
+        WYE_ERROR("serve: cannot create the agents host");
+        return -1;
+    }
+    struct agent_rt_opts o = {.dir = dir};
+    if (agent_rt_create(&o, rt_agent_host_ops(), *host, art, eb, sizeof(eb)) != WYE_OK) {
+        WYE_ERROR("serve: cannot load the agents in '%s': %s", dir, eb);
+        return -1;
+    }
+    *ga = gw_agents_create(*art);
+    if (!*ga) {
+        WYE_ERROR("serve: cannot create the agents front end: out of memory");
+        return -1;
+    }
+    rt_agent_host_set_events(*host, gw_agents_event, *ga);
+    if (agent_rt_start(*art) != WYE_OK) {
+        WYE_ERROR("serve: cannot start the agents worker");
+        return -1;
+    }
+    WYE_INFO("serve: agents from %s (SIGHUP reloads them)", dir);
+    return 0;
+}
+
+/* SIGHUP: loads the agents directory again; runs in flight keep the version they started
+ * with, and the runtime logs files that fail (and skips them). */
+static void serve_reload_agents(struct agent_rt *art)
+{
+    if (!art) {
+        WYE_INFO("serve: SIGHUP: no agents to reload");
+        return;
+    }
+    char eb[512] = "";
+    if (agent_rt_reload(art, eb, sizeof(eb)) != WYE_OK) {
+        WYE_WARN("serve: SIGHUP: agents not reloaded, the previous ones keep serving: %s", eb);
+        return;
+    }
+    WYE_INFO("serve: SIGHUP: agents reloaded");
+}
+
 int gw_cli_serve(int argc, char **argv)
 {
     const char *config = NULL;
+    const char *agents_dir = NULL;
     bool no_local = false;
     struct conf_overrides ov;
     memset(&ov, 0, sizeof(ov));
@@ -302,7 +363,8 @@ int gw_cli_serve(int argc, char **argv)
                     {"--upstream-model", &ov.upstream_model},
                     {"--upstream", &ov.upstream},
                     {"--model", &ov.model},
-                    {"--ledger", &ov.ledger}};
+                    {"--ledger", &ov.ledger},
+                    {"--agents", &agents_dir}};
         for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]) && r == 0; k++) {
             r = opt_value(argc, argv, &i, opts[k].name, opts[k].dst);
         }
@@ -339,6 +401,7 @@ int gw_cli_serve(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGPIPE);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     int rc = 1;
@@ -346,6 +409,9 @@ int gw_cli_serve(int argc, char **argv)
     struct rt_router *rt = NULL;
     struct rt_local *local = NULL;
     struct rt_keys *keys = NULL;
+    struct rt_agent_host *ahost = NULL;
+    struct agent_rt *art = NULL;
+    struct gw_agents *ga = NULL;
     const char *ledger_path = cfg->ledger_path ? cfg->ledger_path : RT_LEDGER_DEFAULT_PATH;
     if (!cfg->upstream.base_url && !cfg->engine.model_path) {
         fprintf(stderr, "wye serve: no model to serve: configure upstream.base_url (--upstream) "
@@ -378,10 +444,14 @@ int gw_cli_serve(int argc, char **argv)
         WYE_ERROR("serve: cannot start the router");
         goto out_router;
     }
+    if (serve_agents(cfg, rt, agents_dir, &ahost, &art, &ga) != 0) {
+        goto out_router;
+    }
     srv = gw_server_create(cfg, &gw_router_backend, rt);
     if (!srv) {
         goto out_router;
     }
+    gw_server_set_agents(srv, ga);
     if (keys) {
         gw_server_set_keys(srv, keys);
     }
@@ -394,13 +464,23 @@ int gw_cli_serve(int argc, char **argv)
              cfg->upstream.base_url ? (cfg->upstream.model ? cfg->upstream.model : "any") : "none");
     sigdelset(&set, SIGPIPE);
     int sig = 0;
-    while (sigwait(&set, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&set, &sig) != 0) {
+            continue;
+        }
+        if (sig != SIGHUP) {
+            break;
+        }
+        serve_reload_agents(art);
     }
     WYE_INFO("serve: %s received; shutting down (grace %d ms)",
              sig == SIGINT ? "SIGINT" : "SIGTERM", cfg->limits.shutdown_grace_ms);
     gw_server_shutdown(srv);
     rc = 0;
 out_server:
+    /* agent runs end first (their model calls go through the router) */
+    agent_rt_destroy(art);
+    art = NULL;
     /* producers first (each sink finishes through the ledger), the ledger last */
     rt_router_stop(rt);
     rt_local_stop(local);
@@ -412,6 +492,9 @@ out_router:
     rt_local_stop(local);
     rt_ledger_close(ledger);
     ledger = NULL;
+    agent_rt_destroy(art);
+    gw_agents_destroy(ga);
+    rt_agent_host_destroy(ahost);
     rt_router_destroy(rt);
 out_local:
     rt_local_destroy(local);

@@ -9,7 +9,9 @@
  * call made off the lws thread; made under ready_lock so it never races the context's
  * destruction). LWS_CALLBACK_EVENT_WAIT_CANCELLED splices the ready list and asks for
  * WRITEABLE on each live stream's connection; WRITEABLE does one lws_write. Credit goes back
- * to the producer (its wakeup) when the queue drains below half the high-water mark. */
+ * to the producer (its wakeup) when the queue drains below half the high-water mark.
+ * A second thread, the ledger summary worker (gw_http.c), starts with the lws thread and is
+ * joined after it: it is a producer like the backends, so the lws thread never reads files. */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -302,10 +304,14 @@ enum wye_err gw_server_start(struct gw_server *srv)
     if (srv->thread_started) {
         return WYE_ERR_INVAL;
     }
+    if (gw_summary_start(srv) != WYE_OK) {
+        return WYE_ERR_IO;
+    }
     int rc = pthread_create(&srv->thread, NULL, service_main, srv);
     if (rc != 0) {
         char eb[128];
         WYE_ERROR("gateway: cannot start the service thread: %s", wye_strerror(rc, eb, sizeof(eb)));
+        gw_summary_stop(srv);
         return WYE_ERR_IO;
     }
     srv->thread_started = true;
@@ -355,6 +361,7 @@ void gw_server_shutdown(struct gw_server *srv)
         poke(srv);
         pthread_join(srv->thread, NULL);
         srv->thread_started = false;
+        gw_summary_stop(srv); /* after the lws thread: no more jobs come */
     } else if (srv->ctx) {
         pthread_mutex_lock(&srv->ready_lock);
         srv->ctx_alive = false;

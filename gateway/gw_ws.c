@@ -64,7 +64,7 @@ static void send_error(struct gw_ws_conn *c, const char *id, const char *code, c
         strcmp(code, "shutting_down") == 0 || strcmp(code, "connections_max") == 0 ||
                 strcmp(code, "overloaded") == 0
             ? 503
-        : strcmp(code, "model_not_found") == 0                                          ? 404
+        : strcmp(code, "model_not_found") == 0 || strcmp(code, "agent_not_found") == 0  ? 404
         : strcmp(code, "rate_limited") == 0 || strcmp(code, "rate_limit_exceeded") == 0 ? 429
         : strcmp(code, "missing_api_key") == 0 || strcmp(code, "invalid_api_key") == 0  ? 401
         : strcmp(code, "internal_error") == 0                                           ? 500
@@ -328,6 +328,68 @@ static void handle_create(struct gw_ws_conn *c, cJSON *root, const char *id)
     }
 }
 
+/* {"type":"agent.run","id":..,"name":..,"input":..}: a run of an agent or workflow
+ * (gw_agents.c) on its own stream, under the same checks as response.create. */
+static void handle_agent_run(struct gw_ws_conn *c, cJSON *root, const char *id)
+{
+    struct gw_server *srv = c->srv;
+    char eb[512] = "";
+    atomic_fetch_add(&srv->metrics.requests_total, 1);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(root, "name");
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(root, "input");
+    int retry_s = 0;
+    int max = srv->cfg->limits.streams_per_conn_max;
+    if (atomic_load(&srv->draining)) {
+        send_error(c, id, "shutting_down", "the server is shutting down");
+    } else if (!gw_auth_rate(c->key, &retry_s)) {
+        send_error(c, id, "rate_limit_exceeded", "rate limit of %s exceeded; retry after %d s",
+                   rt_key_name(c->key), retry_s);
+    } else if (find_stream(c, id)) {
+        send_error(c, id, "duplicate_id", "a response with id '%.128s' is already in flight", id);
+    } else if (max > 0 && c->n_streams >= max) {
+        send_error(c, id, "streams_per_conn_max",
+                   "too many responses in flight on this connection (streams_per_conn_max = %d)",
+                   max);
+    } else if (!cJSON_IsString(name) || !name->valuestring[0] ||
+               strlen(name->valuestring) >= GW_AGENT_NAME_MAX || !cJSON_IsString(input)) {
+        send_error(c, id, "invalid_request",
+                   "agent.run needs a string 'name' (1 to %d characters) and a string 'input'",
+                   GW_AGENT_NAME_MAX - 1);
+    } else {
+        struct wye_chat_req req;
+        memset(&req, 0, sizeof(req));
+        req.client_id = (char *)id;
+        req.model = name->valuestring;
+        req.t_received_ns = wye_now_ns();
+        if (wye_reqid_new(req.id) != WYE_OK) {
+            send_error(c, id, "internal_error", "cannot create a request id");
+            return;
+        }
+        struct gw_stream *s = gw_stream_create(srv, GW_KIND_WS, &req);
+        if (!s) {
+            send_error(c, id, "internal_error", "out of memory");
+            return;
+        }
+        s->wsi = c->wsi;
+        s->conn = c;
+        s->conn_next = c->streams;
+        c->streams = s;
+        c->n_streams++;
+        gw_server_track(srv, s);
+        atomic_fetch_add(&srv->metrics.open_streams, 1);
+        enum wye_err err = gw_agents_start(srv, s, name->valuestring, input->valuestring, eb,
+                                           sizeof(eb));
+        if (err) {
+            gw_stream_unref(s); /* the producer's reference */
+            gw_stream_clear(s);
+            unlink_stream(c, s);
+            gw_stream_release(s);
+            send_error(c, id, err == WYE_ERR_NOTFOUND ? "agent_not_found" : "request_refused",
+                       "%s", eb[0] ? eb : wye_err_str(err));
+        }
+    }
+}
+
 static void handle_message(struct gw_ws_conn *c)
 {
     struct gw_server *srv = c->srv;
@@ -364,10 +426,17 @@ static void handle_message(struct gw_ws_conn *c)
         } else {
             handle_create(c, root, id);
         }
-    } else if (strcmp(type->valuestring, "response.cancel") == 0) {
+    } else if (strcmp(type->valuestring, "agent.run") == 0) {
+        if (!id) {
+            send_error(c, NULL, "missing_id", "agent.run needs a string 'id'");
+        } else {
+            handle_agent_run(c, root, id);
+        }
+    } else if (strcmp(type->valuestring, "response.cancel") == 0 ||
+               strcmp(type->valuestring, "agent.cancel") == 0) {
         struct gw_stream *s = id ? find_stream(c, id) : NULL;
         if (!id) {
-            send_error(c, NULL, "missing_id", "response.cancel needs a string 'id'");
+            send_error(c, NULL, "missing_id", "%s needs a string 'id'", type->valuestring);
         } else if (!s) {
             send_error(c, id, "unknown_id", "no response with id '%.128s' is in flight", id);
         } else {
@@ -375,7 +444,8 @@ static void handle_message(struct gw_ws_conn *c)
         }
     } else {
         send_error(c, id, "unknown_event",
-                   "unknown event type '%.64s'; expected response.create, response.cancel or auth",
+                   "unknown event type '%.64s'; expected response.create, response.cancel, "
+                   "agent.run, agent.cancel or auth",
                    type->valuestring);
     }
     cJSON_Delete(root);

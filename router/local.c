@@ -13,7 +13,10 @@
  * emitted past AGAIN and nothing is lost. A sequence that ends while its sink is full is
  * parked until the wakeup, then gets its usage and finish. Jobs are pooled and only freed by
  * destroy, so a late wakeup always touches valid memory (at worst it wakes the worker once).
- * Nothing in the token loop allocates: the text is the engine's buffer.
+ * Nothing in the token loop allocates: the text is the engine's buffer. A request's
+ * response_format (json_schema / json_object) becomes the job's engine constraint, compiled
+ * once per distinct schema through the backend's eng_constraint_cache, and dropped when the
+ * job returns to the pool (after on_done).
  * Threads: the engine worker (loop, callbacks, every sink call but wake); submit, stats and
  * count on any thread; the wakeup on the consumer's thread (it only sets a flag and signals);
  * create/start/stop/destroy on the owner's thread. */
@@ -31,11 +34,15 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/queue.h"
+#include "local-engine/constrain.h"
 #include "local-engine/engine.h"
+
+#include <cjson/cJSON.h>
 
 #define LC_STASH_MAX 1024 /* text the engine flushes after the sink said AGAIN */
 #define LC_MSG_MAX 320    /* a finish message */
 #define LC_POLL_MS 100    /* cancellation poll while sequences are paused or parked */
+#define LC_SCHEMAS_MAX 64 /* compiled response_format schemas kept in the cache */
 
 enum lc_state { LC_FREE, LC_QUEUED, LC_RUNNING, LC_PARKED };
 
@@ -47,7 +54,8 @@ struct lc_job {
     /* written by submit before the job is queued; then worker only */
     int32_t *toks; /* (l->n_ctx) the tokenized prompt */
     size_t n_toks;
-    struct eng_gen_params gp; /* stop[] point into req->stop */
+    struct eng_gen_params gp;          /* stop[] point into req->stop */
+    struct eng_constraint *constraint; /* response_format (a reference), or NULL */
     struct wye_chat_req *req;
     struct wye_sink sink;
     atomic_bool cancel; /* the engine's cancel flag for this sequence (set on stop) */
@@ -82,10 +90,11 @@ struct rt_local {
     bool thread_started; /* owner's thread */
     bool stopped;        /* owner's thread */
     pthread_mutex_t pool_mu;
-    struct lc_job *free_list; /* guarded by pool_mu */
-    struct lc_job *all_list;  /* guarded by pool_mu */
-    struct lc_job **running;  /* (n_seq) by engine slot; worker only */
-    struct lc_job *parked;    /* ended while the sink was full; worker only */
+    struct lc_job *free_list;             /* guarded by pool_mu */
+    struct lc_job *all_list;              /* guarded by pool_mu */
+    struct lc_job **running;              /* (n_seq) by engine slot; worker only */
+    struct lc_job *parked;                /* ended while the sink was full; worker only */
+    struct eng_constraint_cache *schemas; /* response_format constraints (thread-safe) */
     atomic_uint_fast64_t n_requests, n_gen, n_prompt, n_queue_full, n_active, n_queued;
     atomic_uint_fast64_t seed_ctr;
 };
@@ -126,6 +135,10 @@ static void job_put(struct rt_local *l, struct lc_job *j)
 {
     j->state = LC_FREE;
     j->req = NULL;
+    /* after on_done (or before any eng_batch_add): the engine no longer reads it */
+    eng_constraint_destroy(j->constraint);
+    j->constraint = NULL;
+    j->gp.constraint = NULL;
     memset(&j->sink, 0, sizeof(j->sink));
     pthread_mutex_lock(&l->pool_mu);
     j->next_free = l->free_list;
@@ -577,6 +590,69 @@ static enum wye_err lc_params(struct rt_local *l, struct lc_job *j, const struct
     return WYE_OK;
 }
 
+/* Maps the request's response_format to j->constraint (through the cache): json_schema ->
+ * the compiled schema, json_object -> any object, text or absent -> none. A schema that does
+ * not compile, or a malformed response_format, is INVAL with errbuf naming the problem. */
+static enum wye_err lc_response_format(struct rt_local *l, struct lc_job *j,
+                                       const struct wye_chat_req *req, char *errbuf, size_t errlen)
+{
+    const cJSON *rf =
+        req->body ? cJSON_GetObjectItemCaseSensitive(req->body, "response_format") : NULL;
+    if (!rf || cJSON_IsNull(rf)) {
+        return WYE_OK;
+    }
+    if (!cJSON_IsObject(rf)) {
+        snprintf(errbuf, errlen, "'response_format' must be an object");
+        return WYE_ERR_INVAL;
+    }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+    if (!cJSON_IsString(type)) {
+        snprintf(errbuf, errlen, "'response_format.type' must be a string");
+        return WYE_ERR_INVAL;
+    }
+    char msg[LC_MSG_MAX] = "";
+    enum wye_err err;
+    if (strcmp(type->valuestring, "text") == 0) {
+        return WYE_OK;
+    } else if (strcmp(type->valuestring, "json_object") == 0) {
+        err = eng_constraint_cache_get(l->schemas, NULL, 0, &j->constraint, msg, sizeof(msg));
+    } else if (strcmp(type->valuestring, "json_schema") == 0) {
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+        const cJSON *schema =
+            cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+        if (!cJSON_IsObject(js)) {
+            snprintf(errbuf, errlen, "'response_format.json_schema' must be an object");
+            return WYE_ERR_INVAL;
+        }
+        if (!cJSON_IsObject(schema) && !cJSON_IsBool(schema)) {
+            snprintf(errbuf, errlen,
+                     "'response_format.json_schema.schema' must be a JSON Schema object");
+            return WYE_ERR_INVAL;
+        }
+        char *text = cJSON_PrintUnformatted(schema);
+        if (!text) {
+            snprintf(errbuf, errlen, "out of memory");
+            return WYE_ERR_NOMEM;
+        }
+        err = eng_constraint_cache_get(l->schemas, text, strlen(text), &j->constraint, msg,
+                                       sizeof(msg));
+        cJSON_free(text);
+    } else {
+        snprintf(errbuf, errlen,
+                 "'response_format.type' '%.64s' is not supported (text, json_object or "
+                 "json_schema)",
+                 type->valuestring);
+        return WYE_ERR_INVAL;
+    }
+    if (err) {
+        j->constraint = NULL;
+        snprintf(errbuf, errlen, "response_format schema: %s", msg[0] ? msg : wye_err_str(err));
+        return err == WYE_ERR_NOMEM ? err : WYE_ERR_INVAL;
+    }
+    j->gp.constraint = j->constraint;
+    return WYE_OK;
+}
+
 enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struct wye_sink sink,
                              char *errbuf, size_t errlen)
 {
@@ -625,6 +701,10 @@ enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struc
     }
     j->n_toks = n;
     err = lc_params(l, j, req, errbuf, errlen);
+    if (err) {
+        goto refuse;
+    }
+    err = lc_response_format(l, j, req, errbuf, errlen);
     if (err) {
         goto refuse;
     }
@@ -775,6 +855,10 @@ enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **ou
         snprintf(errbuf, errlen, "cannot create a mutex");
         goto fail_pool_mu;
     }
+    if (eng_constraint_cache_create(LC_SCHEMAS_MAX, &l->schemas) != WYE_OK) {
+        snprintf(errbuf, errlen, "cannot create the schema cache");
+        goto fail_schemas;
+    }
     atomic_init(&l->n_requests, 0);
     atomic_init(&l->n_gen, 0);
     atomic_init(&l->n_prompt, 0);
@@ -787,6 +871,8 @@ enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **ou
     *out = l;
     return WYE_OK;
 
+fail_schemas:
+    pthread_mutex_destroy(&l->pool_mu);
 fail_pool_mu:
     pthread_cond_destroy(&l->cv);
 fail_cv:
@@ -849,6 +935,7 @@ void rt_local_destroy(struct rt_local *l)
         wye_free(j);
         j = next;
     }
+    eng_constraint_cache_destroy(l->schemas);
     pthread_mutex_destroy(&l->pool_mu);
     pthread_cond_destroy(&l->cv);
     pthread_mutex_destroy(&l->mu);

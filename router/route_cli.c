@@ -12,6 +12,7 @@
 
 #include "common/alloc.h"
 #include "common/buf.h"
+#include "conf/conf.h"
 #include "router/score.h"
 #include "router/score_train.h"
 
@@ -458,7 +459,7 @@ static void usage_route(FILE *out)
     fprintf(out,
             "usage: wye route train DATA.jsonl -o FILE [--l2 L] [--epochs N] [--all] [--only F,..] "
             "[--drop F,..]\n"
-            "       wye route score [--weights FILE] [--threshold T] < PROMPTS.jsonl\n"
+            "       wye route score [-c CONF] [--weights FILE] [--threshold T] < PROMPTS.jsonl\n"
             "       wye route eval DATA.jsonl [--weights FILE] [--json]\n"
             "       wye route eval DATA.jsonl --cv K|source [--l2 L] [--epochs N] [--all] "
             "[--only F,..] [--drop F,..] [--json]\n"
@@ -476,6 +477,8 @@ static void usage_route(FILE *out)
             "  --all                start from every feature (the default leaves out the ones "
             "cross-validation dropped)\n"
             "  -w, --weights FILE   weights JSON (default: the weights compiled in)\n"
+            "  -c, --config CONF    score: use the config's router.weights and router.threshold\n"
+            "                       (as the gateway does; --weights/--threshold override)\n"
             "  --threshold T        score: override the weights' threshold\n"
             "  --cv K|source        eval: K-fold (rows i%%K) or leave-one-source-out "
             "cross-validation of the training procedure\n"
@@ -486,7 +489,7 @@ static void usage_route(FILE *out)
 }
 
 struct args {
-    const char *data, *output, *weights, *cv;
+    const char *data, *output, *weights, *cv, *config;
     struct rt_train_opts opts;
     double threshold; /* < 0: from the weights */
     bool json;
@@ -501,7 +504,8 @@ static int parse_args(int argc, char **argv, struct args *a)
         {"epochs", required_argument, NULL, 'e'},
         {"only", required_argument, NULL, 'O'},
         {"drop", required_argument, NULL, 'D'},
-        {"cv", required_argument, NULL, 'c'},
+        {"cv", required_argument, NULL, 'V'},
+        {"config", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},
         {"threshold", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
@@ -515,7 +519,7 @@ static int parse_args(int argc, char **argv, struct args *a)
     opterr = 1;
     int c;
     double v;
-    while ((c = getopt_long(argc, argv, "o:w:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:w:c:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'o':
             a->output = optarg;
@@ -541,6 +545,9 @@ static int parse_args(int argc, char **argv, struct args *a)
             }
             break;
         case 'c':
+            a->config = optarg;
+            break;
+        case 'V':
             a->cv = optarg;
             break;
         case 'a':
@@ -715,11 +722,32 @@ static int cmd_score(struct args *a)
         fprintf(stderr, "wye route score: reads prompts from stdin (see --help)\n");
         return 2;
     }
-    if (weights_load(a->weights, &m)) {
+    const char *weights = a->weights;
+    struct conf_config *cfg = NULL;
+    double threshold = a->threshold;
+    if (a->config) {
+        char err[512] = "";
+        if (conf_load(a->config, NULL, &cfg, err, sizeof(err)) != WYE_OK) {
+            fprintf(stderr, "wye route score: %s: %s\n", a->config, err);
+            return 2;
+        }
+        if (!weights) {
+            weights = cfg->router.weights_path;
+        }
+        if (threshold < 0) {
+            /* as the gateway's policy: the config's threshold replaces the weights' own */
+            threshold = cfg->router.threshold > 0 && cfg->router.threshold <= 1
+                            ? cfg->router.threshold
+                            : 0.5;
+        }
+    }
+    int wl = weights_load(weights, &m);
+    conf_destroy(cfg);
+    if (wl) {
         return 1;
     }
-    if (a->threshold >= 0) {
-        m.threshold = (float)a->threshold;
+    if (threshold >= 0) {
+        m.threshold = (float)threshold;
     }
     struct lines l = {.f = stdin, .name = "stdin"};
     l.buf = wye_malloc(LINE_MAX_BYTES + 2);

@@ -8,6 +8,7 @@
  * saw complete is always in the ledger). Runs on the producers' threads (upstream, engine
  * worker) and, for the final finish, the ledger writer thread. */
 #include <math.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +36,8 @@ struct rt_routed {
     char req_id[WYE_REQID_LEN + 1];
     char key_name[80];
     bool has_key_name;
+    char agent[80];   /* the agent or workflow making the call, "" if none */
+    char run_id[24];  /* its run id in decimal, "" if none */
     char model[MODEL_MAX];
     int64_t t0_ns, t_first_ns;
     size_t prompt_chars;
@@ -68,6 +71,10 @@ struct rt_routed *rt_routed_create(struct rt_router *rt, const struct wye_chat_r
     copy_str(r->req_id, sizeof(r->req_id), req->id);
     r->has_key_name = req->key_name != NULL;
     copy_str(r->key_name, sizeof(r->key_name), req->key_name);
+    copy_str(r->agent, sizeof(r->agent), req->agent);
+    if (req->agent_run_id) {
+        snprintf(r->run_id, sizeof(r->run_id), "%" PRIu64, req->agent_run_id);
+    }
     r->t0_ns = req->t_received_ns > 0 ? req->t_received_ns : wye_now_ns();
     for (size_t i = 0; i < req->n_msgs; i++) {
         r->prompt_chars += strlen(req->msgs[i].content);
@@ -284,6 +291,8 @@ static void conclude(struct rt_routed *r, const struct wye_result *res)
         .cost_usd = cost,
         .counterfactual_cost_usd = cf,
         .saving_usd = saving,
+        .agent = r->agent[0] ? r->agent : NULL,
+        .run_id = r->run_id[0] ? r->run_id : NULL,
     };
     enum wye_err err = rt_ledger_append(rt->ledger, &rec, on_ledger_done, r);
     if (err) {

@@ -4,7 +4,8 @@
  * (response.done route and score); the records show up in GET /v1/ledger/summary. Then the
  * crash test: several streamed answers complete, others are left in flight, the server is
  * SIGKILLed and restarted on the same ledger, `wye ledger verify` says the chain is intact, and
- * every answer the client saw complete ([DONE] / response.done) is in it. */
+ * every answer the client saw complete ([DONE] / response.done) is in it. Also response_format
+ * json_schema answered by the local model through the gateway. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -196,6 +197,57 @@ static bool ledger_has(const char *path, const char *reqid)
     return found;
 }
 
+/* response_format json_schema on the local model through the gateway: the answer's content
+ * is JSON with the schema's required properties; a schema outside the subset is a 400 naming
+ * the keyword (not a fallback to the remote model). */
+static void response_format_local(int port)
+{
+    static const char schema_body[] =
+        "{\"model\":\"tiny\",\"max_tokens\":64,\"temperature\":0,"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}],"
+        "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"pet\","
+        "\"schema\":{\"type\":\"object\",\"properties\":{"
+        "\"name\":{\"type\":\"string\",\"maxLength\":10},\"legs\":{\"type\":\"integer\"}},"
+        "\"required\":[\"name\",\"legs\"]}}}}";
+    struct hc_resp r;
+    hc_resp_init(&r);
+    assert_int_equal(hc_request(port, "POST", "/v1/chat/completions", schema_body, NULL, &r, T_MS),
+                     200);
+    char route[16] = "";
+    hc_header(&r, "x-wye-route", route, sizeof(route));
+    assert_string_equal(route, "local");
+    const char *brace = r.body.data ? strchr(r.body.data, '{') : NULL;
+    assert_non_null(brace);
+    cJSON *j = cJSON_Parse(brace);
+    assert_non_null(j);
+    const cJSON *msg =
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message");
+    const char *content = cJSON_GetStringValue(cJSON_GetObjectItem(msg, "content"));
+    assert_non_null(content);
+    cJSON *v = cJSON_Parse(content);
+    if (!cJSON_IsObject(v)) {
+        fail_msg("content is not a JSON object: '%s'", content);
+    }
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(v, "name")));
+    assert_true(strlen(cJSON_GetObjectItem(v, "name")->valuestring) <= 10);
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(v, "legs")));
+    cJSON_Delete(v);
+    cJSON_Delete(j);
+    hc_resp_cleanup(&r);
+
+    static const char bad_body[] =
+        "{\"model\":\"tiny\",\"max_tokens\":16,"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+        "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\","
+        "\"schema\":{\"type\":\"string\",\"pattern\":\"^a+$\"}}}}";
+    hc_resp_init(&r);
+    assert_int_equal(hc_request(port, "POST", "/v1/chat/completions", bad_body, NULL, &r, T_MS),
+                     400);
+    assert_non_null(r.body.data);
+    assert_non_null(strstr(r.body.data, "pattern"));
+    hc_resp_cleanup(&r);
+}
+
 static void test_auto_http_ws_summary(void **state)
 {
     (void)state;
@@ -267,6 +319,46 @@ static void test_auto_http_ws_summary(void **state)
     assert_int_equal(
         hc_request(s.port, "GET", "/v1/ledger/summary?by=nonsense", NULL, NULL, &r, T_MS), 400);
     hc_resp_cleanup(&r);
+    /* answered off the lws thread: a request id, no model header, a HEAD with the length and
+     * no body, and several summaries at once (one still in flight as its client leaves) */
+    hc_resp_init(&r);
+    assert_int_equal(
+        hc_request(s.port, "GET", "/v1/ledger/summary?since=all&by=model", NULL, NULL, &r, T_MS),
+        200);
+    char hv[128];
+    assert_non_null(hc_header(&r, "x-request-id", hv, sizeof(hv)));
+    assert_null(hc_header(&r, "x-wye-model", hv, sizeof(hv)));
+    assert_non_null(hc_header(&r, "content-length", hv, sizeof(hv)));
+    long long get_len = atoll(hv);
+    assert_int_equal((long long)r.body.len, get_len);
+    j = cJSON_Parse(r.body.data);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "total"), "requests")->valueint, 4);
+    cJSON_Delete(j);
+    hc_resp_cleanup(&r);
+    hc_resp_init(&r);
+    assert_int_equal(
+        hc_request(s.port, "HEAD", "/v1/ledger/summary?since=all&by=model", NULL, NULL, &r, T_MS),
+        200);
+    assert_non_null(hc_header(&r, "content-length", hv, sizeof(hv)));
+    assert_int_equal(atoll(hv), get_len);
+    assert_int_equal(r.body.len, 0);
+    hc_resp_cleanup(&r);
+    int fds[4];
+    for (int i = 0; i < 4; i++) {
+        fds[i] = hc_connect(s.port, 0);
+        assert_true(fds[i] >= 0);
+        static const char get[] = "GET /v1/ledger/summary?by=route HTTP/1.1\r\nHost: x\r\n"
+                                  "Connection: close\r\n\r\n";
+        assert_true(hc_send_all(fds[i], get, sizeof(get) - 1, T_MS));
+    }
+    close(fds[3]); /* gone before its answer */
+    for (int i = 0; i < 3; i++) {
+        hc_resp_init(&r);
+        assert_int_equal(hc_read_response(fds[i], &r, T_MS), 200);
+        assert_non_null(strstr(r.body.data, "\"groups\""));
+        hc_resp_cleanup(&r);
+        close(fds[i]);
+    }
     hc_resp_init(&r);
     assert_int_equal(hc_request(s.port, "GET", "/metrics", NULL, NULL, &r, T_MS), 200);
     assert_non_null(strstr(r.body.data, "wye_route_requests_total{route=\"local\"} 2"));
@@ -274,6 +366,7 @@ static void test_auto_http_ws_summary(void **state)
     assert_non_null(
         strstr(r.body.data, "wye_cost_usd_total{route=\"remote\",model=\"stub-model\"}"));
     hc_resp_cleanup(&r);
+    response_format_local(s.port);
     srv_kill(&s, SIGTERM);
     srv_teardown(&s);
 }

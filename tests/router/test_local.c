@@ -475,6 +475,137 @@ static void test_stop_string(void **state)
     fsink_cleanup(&f);
 }
 
+/* A greedy request with one user message and response_format (JSON text). */
+static struct wye_chat_req *mkreq_rf(const char *content, int max_tokens, const char *rf)
+{
+    struct wye_chat_req *req = mkreq(content, max_tokens, NULL);
+    cJSON *v = cJSON_Parse(rf);
+    assert_non_null(v);
+    assert_non_null(req->body);
+    cJSON_AddItemToObject(req->body, "response_format", v);
+    req->has_response_format = true;
+    return req;
+}
+
+/* Runs one response_format request to its end and returns the parsed answer (or fails). */
+static cJSON *run_json(struct rt_local *l, const char *prompt, int max_tokens, const char *rf)
+{
+    struct fsink f;
+    fsink_init(&f);
+    submit_ok(l, mkreq_rf(prompt, max_tokens, rf), &f);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    pthread_mutex_lock(&f.mu);
+    if (f.res.err) {
+        fail_msg("finished with %s: %s", wye_err_str(f.res.err), f.msg);
+    }
+    assert_int_equal(f.violations, 0);
+    cJSON *v = cJSON_Parse(f.text.data ? f.text.data : "");
+    if (!v) {
+        fail_msg("answer is not JSON: '%s'", f.text.data ? f.text.data : "");
+    }
+    pthread_mutex_unlock(&f.mu);
+    fsink_cleanup(&f);
+    return v;
+}
+
+/* response_format json_schema and json_object constrain the local answer: it parses, and has
+ * the schema's required properties with their types; twice (the second from the cache). */
+static void test_response_format(void **state)
+{
+    (void)state;
+    struct conf_config cfg;
+    cfg_init(&cfg, stories_path, 2, 512, 4);
+    struct rt_local *l = mklocal(&cfg);
+    const char *rf = "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"person\","
+                     "\"schema\":{\"type\":\"object\",\"properties\":{"
+                     "\"name\":{\"type\":\"string\",\"maxLength\":12},"
+                     "\"age\":{\"type\":\"integer\"},"
+                     "\"happy\":{\"type\":\"boolean\"}},"
+                     "\"required\":[\"name\",\"age\",\"happy\"]}}}";
+    for (int round = 0; round < 2; round++) {
+        cJSON *v = run_json(l, prompts[round], 64, rf);
+        assert_true(cJSON_IsObject(v));
+        assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(v, "name")));
+        cJSON *age = cJSON_GetObjectItemCaseSensitive(v, "age");
+        assert_true(cJSON_IsNumber(age));
+        assert_true(age->valuedouble == (double)(int64_t)age->valuedouble);
+        assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(v, "happy")));
+        cJSON_Delete(v);
+    }
+    cJSON *o = run_json(l, prompts[2], 48, "{\"type\":\"json_object\"}");
+    assert_true(cJSON_IsObject(o));
+    cJSON_Delete(o);
+    /* text: unconstrained, the same as eng_generate */
+    struct ref r;
+    reference(stories_path, prompts[0], 24, NULL, &r);
+    struct fsink f;
+    fsink_init(&f);
+    submit_ok(l, mkreq_rf(prompts[0], 24, "{\"type\":\"text\"}"), &f);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    expect_same(&f, &r);
+    fsink_cleanup(&f);
+    rt_local_destroy(l);
+}
+
+/* A schema outside the subset, a malformed response_format: INVAL naming the problem, and
+ * the request stays the caller's. */
+static void test_response_format_refused(void **state)
+{
+    (void)state;
+    struct conf_config cfg;
+    cfg_init(&cfg, stories_path, 1, 512, 4);
+    struct rt_local *l = mklocal(&cfg);
+    static const struct {
+        const char *rf, *needle;
+    } cases[] = {
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":"
+         "\"object\",\"properties\":{\"id\":{\"type\":\"string\",\"pattern\":\"^a\"}}}}}",
+         "pattern"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":"
+         "\"object\",\"properties\":{},\"required\":[\"gone\"]}}}",
+         "gone"},
+        {"{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\"}}", "schema"},
+        {"{\"type\":\"json_schema\"}", "json_schema"},
+        {"{\"type\":\"yaml\"}", "yaml"},
+        {"{\"type\":7}", "type"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct wye_chat_req *req = mkreq_rf(prompts[0], 32, cases[i].rf);
+        struct fsink f;
+        fsink_init(&f);
+        char err[512] = "";
+        assert_int_equal(rt_local_submit(l, req, fsink_sink(&f), err, sizeof(err)), WYE_ERR_INVAL);
+        if (!strstr(err, cases[i].needle)) {
+            fail_msg("case %zu: '%s' does not name '%s'", i, err, cases[i].needle);
+        }
+        assert_int_equal(f.n_start + f.n_finish, 0);
+        wye_chat_req_destroy(req);
+        fsink_cleanup(&f);
+    }
+    /* a budget below the schema's shortest output: accepted, then finished with a 400 */
+    struct fsink f;
+    fsink_init(&f);
+    submit_ok(l,
+              mkreq_rf(prompts[0], 3,
+                       "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\",\"schema\":"
+                       "{\"type\":\"object\",\"properties\":{\"a_long_property_name\":"
+                       "{\"type\":\"string\"}},\"required\":[\"a_long_property_name\"]}}}"),
+              &f);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    pthread_mutex_lock(&f.mu);
+    assert_int_equal(f.res.err, WYE_ERR_TOOBIG);
+    assert_int_equal(f.res.http_status, 400);
+    assert_non_null(strstr(f.msg, "max_tokens"));
+    assert_int_equal(f.n_delta, 0);
+    pthread_mutex_unlock(&f.mu);
+    fsink_cleanup(&f);
+    /* still serving */
+    cJSON *o = run_json(l, prompts[1], 32, "{\"type\":\"json_object\"}");
+    assert_true(cJSON_IsObject(o));
+    cJSON_Delete(o);
+    rt_local_destroy(l);
+}
+
 static void test_context_overflow(void **state)
 {
     (void)state;
@@ -748,6 +879,8 @@ int main(void)
         cmocka_unit_test(test_sink_cancels),
         cmocka_unit_test(test_stop_string),
         cmocka_unit_test(test_context_overflow),
+        cmocka_unit_test(test_response_format),
+        cmocka_unit_test(test_response_format_refused),
         cmocka_unit_test(test_stop_in_flight),
         cmocka_unit_test(test_seeded_sampling),
         cmocka_unit_test(test_stop_never_started),

@@ -143,6 +143,9 @@ static void renv_stop(struct renv *r, uint64_t n_records)
     tl_rmdir(r->dir);
 }
 
+static const char *g_agent;   /* the agent making the next submits' calls, or NULL */
+static uint64_t g_agent_run;  /* its run id */
+
 static enum wye_err submit(struct renv *r, const char *model, const char *content,
                            const char *extra, const char *key, struct fsink *f, char *id, char *eb,
                            size_t eblen)
@@ -161,6 +164,10 @@ static enum wye_err submit(struct renv *r, const char *model, const char *conten
     snprintf(id, 32, "%s", req->id);
     req->key_name = key ? wye_strdup(key) : NULL;
     req->t_received_ns = wye_now_ns();
+    if (g_agent) {
+        req->agent = wye_strdup(g_agent);
+        req->agent_run_id = g_agent_run;
+    }
     return rt_router_submit(r->e.rt, req, fsink_sink(f), eb, eblen);
 }
 
@@ -245,6 +252,36 @@ static cJSON *run_ok(struct renv *r, const char *model, const char *content, con
     assert_string_equal(str(rec, "status"), "ok");
     check_costs(rec);
     return rec;
+}
+
+/* A model call made by an agent run carries the agent and run id into its ledger record,
+ * and the summary groups by agent. */
+static void test_agent_records(void **state)
+{
+    (void)state;
+    struct renv r;
+    renv_start(&r, 2, 4, -1, CONF_OVER_BUDGET_LOCAL);
+    struct fsink f;
+    g_agent = "support";
+    g_agent_run = 42;
+    cJSON *rec = run_ok(&r, "auto", "hi", "\"max_tokens\":8", NULL, &f, "local");
+    g_agent = NULL;
+    assert_string_equal(str(rec, "agent"), "support");
+    assert_string_equal(str(rec, "run_id"), "42");
+    cJSON_Delete(rec);
+    rec = run_ok(&r, "auto", "hi", "\"max_tokens\":8", NULL, &f, "local");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(rec, "agent")) ||
+                !cJSON_GetObjectItem(rec, "agent"));
+    cJSON_Delete(rec);
+    const char *files[] = {r.ledger_path};
+    struct wye_buf json, problems;
+    wye_buf_init(&json, 1 << 20);
+    wye_buf_init(&problems, 1 << 20);
+    assert_int_equal(rt_ledger_summary(files, 1, 0, RT_LEDGER_BY_AGENT, &json, &problems), WYE_OK);
+    assert_non_null(strstr(json.data, "\"support\""));
+    wye_buf_cleanup(&json);
+    wye_buf_cleanup(&problems);
+    renv_stop(&r, 2);
 }
 
 static void test_auto_routes_by_score(void **state)
@@ -579,6 +616,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auto_routes_by_score),
+        cmocka_unit_test(test_agent_records),
         cmocka_unit_test(test_fallback_remote_to_local),
         cmocka_unit_test(test_queue_full_to_remote),
         cmocka_unit_test(test_budget),

@@ -135,6 +135,58 @@ static void test_score_lines(void **state)
     assert_non_null(strstr(r.out, "\"route\":\"remote\""));
 }
 
+/* -c CONF: the config's router.threshold (and router.weights) drive the decision, as in the
+ * gateway; --threshold on the command line overrides; a bad config is refused by name. */
+static void test_score_config(void **state)
+{
+    (void)state;
+    char in[128], conf[128], bad[128], args[512];
+    snprintf(in, sizeof(in), "%s/cfg-prompts.jsonl", tmpdir);
+    snprintf(conf, sizeof(conf), "%s/high.lua", tmpdir);
+    snprintf(bad, sizeof(bad), "%s/bad.lua", tmpdir);
+    write_file(in, "{\"id\":\"a\",\"prompt\":\"hi, how are you?\"}\n"
+                   "{\"id\":\"c\",\"prompt\":\"Write a Python function that merges two "
+                   "sorted lists.\"}\n");
+    write_file(conf, "router = { threshold = 0.99 }\n");
+    struct run r;
+    /* without -c the code prompt (score about 0.84) goes remote (the weights' threshold) */
+    run("route score", in, &r);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "\"route\":\"remote\""));
+    snprintf(args, sizeof(args), "route score -c %s", conf);
+    run(args, in, &r);
+    if (r.status != 0) {
+        fail_msg("status %d: %s", r.status, r.err);
+    }
+    int n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(r.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *o = cJSON_Parse(line);
+        assert_non_null(o);
+        const char *route = cJSON_GetStringValue(cJSON_GetObjectItem(o, "route"));
+        assert_non_null(route);
+        assert_string_equal(route, "local");
+        cJSON_Delete(o);
+        n++;
+    }
+    assert_int_equal(n, 2);
+    /* the command line wins over the config */
+    snprintf(args, sizeof(args), "route score --config %s --threshold 0", conf);
+    run(args, in, &r);
+    assert_int_equal(r.status, 0);
+    assert_null(strstr(r.out, "\"route\":\"local\""));
+    /* router.weights from the config is used: a missing file is refused */
+    write_file(bad, "router = { weights = '/nonexistent/w.json' }\n");
+    snprintf(args, sizeof(args), "route score -c %s", bad);
+    run(args, in, &r);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "router.weights"));
+    snprintf(args, sizeof(args), "route score -c %s/nope.lua", tmpdir);
+    run(args, in, &r);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "nope.lua"));
+}
+
 static void test_train_eval(void **state)
 {
     (void)state;
@@ -240,6 +292,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_score_lines),
+        cmocka_unit_test(test_score_config),
         cmocka_unit_test(test_train_eval),
         cmocka_unit_test(test_help_and_usage),
     };

@@ -1,0 +1,501 @@
+/* Agents over the gateway (gateway/gw_agents.c): the real router and agents runtime against
+ * the stub upstream, with a small agent written to a temporary directory. WebSocket agent.run
+ * streams agent.step / agent.tool_call / agent.tool_result / the answer and ends with
+ * agent.done; agent.cancel ends a run "cancelled"; unknown agents are refused; POST
+ * /v1/agents/{name}/runs answers one JSON object or SSE events ending in [DONE], 404 when the
+ * agent does not exist. `wye serve --agents DIR` (in a child process) serves the directory and
+ * SIGHUP reloads it: an agent added to the directory is served afterwards, one that was there
+ * keeps serving, and a file with a syntax error does not stop the others. */
+/* cmocka.h needs these first. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+#include <cmocka.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agents/agents.h"
+#include "common/alloc.h"
+#include "common/clock.h"
+#include "common/crypto.h"
+#include "common/log.h"
+#include "conf/conf.h"
+#include "gateway/gateway.h"
+#include "router/agent_host.h"
+#include "router/router.h"
+#include "tests/gateway/http_client.h"
+#include "tests/gateway/ws_client.h"
+#include "tests/stub/stub_upstream.h"
+
+#define T_MS 10000
+
+static const char AGENT_LUA[] =
+    "tool {\n"
+    "  name = 'get_weather',\n"
+    "  description = 'the weather in a city',\n"
+    "  parameters = {type = 'object', properties = {city = {type = 'string'}}},\n"
+    "  run = function(args, ctx) return 'sunny in ' .. tostring(args.city) end,\n"
+    "}\n"
+    "agent { name = 'helper', system = 'You help.', tools = {'get_weather'}, max_steps = 2 }\n";
+
+struct env {
+    struct stub_upstream *stub;
+    struct conf_config *cfg;
+    struct rt_router *rt;
+    struct rt_agent_host *host;
+    struct agent_rt *art;
+    struct gw_agents *ga;
+    struct gw_server *srv;
+    char dir[64];
+    char file[96];
+    int port;
+};
+
+static struct env E;
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(E.dir, sizeof(E.dir), "/tmp/wye_gw_agents_XXXXXX");
+    if (!mkdtemp(E.dir)) {
+        return -1;
+    }
+    snprintf(E.file, sizeof(E.file), "%s/helper.lua", E.dir);
+    FILE *f = fopen(E.file, "w");
+    if (!f || fputs(AGENT_LUA, f) < 0 || fclose(f) != 0) {
+        return -1;
+    }
+    E.stub = stub_upstream_start();
+    if (!E.stub) {
+        return -1;
+    }
+    char url[128], err[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", stub_upstream_port(E.stub));
+    struct conf_overrides ov = {
+        .listen = "127.0.0.1:0", .upstream = url, .upstream_model = "stub-model"};
+    if (conf_load(NULL, &ov, &E.cfg, err, sizeof(err)) != WYE_OK) {
+        fprintf(stderr, "conf_load: %s\n", err);
+        return -1;
+    }
+    E.cfg->upstream.max_retries = 0;
+    E.cfg->limits.shutdown_grace_ms = 1000;
+    E.rt = rt_router_create(E.cfg);
+    if (!E.rt || rt_router_start(E.rt) != WYE_OK) {
+        return -1;
+    }
+    E.host = rt_agent_host_create(E.rt, E.cfg);
+    struct agent_rt_opts o = {.dir = E.dir};
+    if (!E.host ||
+        agent_rt_create(&o, rt_agent_host_ops(), E.host, &E.art, err, sizeof(err)) != WYE_OK) {
+        fprintf(stderr, "agent_rt_create: %s\n", err);
+        return -1;
+    }
+    E.ga = gw_agents_create(E.art);
+    if (!E.ga) {
+        return -1;
+    }
+    rt_agent_host_set_events(E.host, gw_agents_event, E.ga);
+    if (agent_rt_start(E.art) != WYE_OK) {
+        return -1;
+    }
+    E.srv = gw_server_create(E.cfg, &gw_router_backend, E.rt);
+    if (!E.srv) {
+        return -1;
+    }
+    gw_server_set_agents(E.srv, E.ga);
+    if (gw_server_start(E.srv) != WYE_OK) {
+        return -1;
+    }
+    E.port = gw_server_port(E.srv);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    gw_server_shutdown(E.srv);
+    agent_rt_destroy(E.art);
+    gw_agents_destroy(E.ga);
+    rt_agent_host_destroy(E.host);
+    rt_router_stop(E.rt);
+    gw_server_destroy(E.srv);
+    rt_router_destroy(E.rt);
+    conf_destroy(E.cfg);
+    stub_upstream_stop(E.stub);
+    unlink(E.file);
+    rmdir(E.dir);
+    return 0;
+}
+
+static const char *jstr(const cJSON *j, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* Reads WebSocket events until agent.done or an error for id; counts each type. Returns the
+ * final event (caller deletes). */
+struct counts {
+    int step, tool_call, tool_result, delta;
+    char text[256];
+    char tool_name[64];
+};
+
+static cJSON *ws_until_done(struct wsc *c, const char *id, struct counts *n)
+{
+    memset(n, 0, sizeof(*n));
+    for (int i = 0; i < 200; i++) {
+        char *m = NULL;
+        assert_int_equal(wsc_recv(c, &m, NULL, NULL, T_MS), WSC_TEXT);
+        cJSON *j = cJSON_Parse(m);
+        wye_free(m);
+        assert_non_null(j);
+        assert_string_equal(jstr(j, "id"), id);
+        const char *t = jstr(j, "type");
+        if (strcmp(t, "error") == 0) {
+            fprintf(stderr, "error event: %s\n", jstr(cJSON_GetObjectItem(j, "error"), "message"));
+        }
+        if (strcmp(t, "agent.done") == 0 || strcmp(t, "error") == 0) {
+            return j;
+        }
+        if (strcmp(t, "agent.step") == 0) {
+            n->step++;
+        } else if (strcmp(t, "agent.tool_call") == 0) {
+            n->tool_call++;
+            snprintf(n->tool_name, sizeof(n->tool_name), "%s", jstr(j, "name"));
+        } else if (strcmp(t, "agent.tool_result") == 0) {
+            n->tool_result++;
+        } else if (strcmp(t, "response.output_text.delta") == 0) {
+            n->delta++;
+            strncat(n->text, jstr(j, "delta"), sizeof(n->text) - strlen(n->text) - 1);
+        }
+        cJSON_Delete(j);
+    }
+    fail_msg("no agent.done");
+    return NULL;
+}
+
+static void test_ws_run_completes(void **state)
+{
+    (void)state;
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"r1\",\"name\":\"helper\","
+                                  "\"input\":\"hello big world\"}"));
+    struct counts n;
+    cJSON *d = ws_until_done(&c, "r1", &n);
+    assert_string_equal(jstr(d, "type"), "agent.done");
+    assert_string_equal(jstr(d, "status"), "completed");
+    assert_string_equal(jstr(d, "output"), "hello big world");
+    assert_int_equal(cJSON_GetObjectItem(d, "steps")->valueint, 1);
+    assert_int_equal(n.step, 1);
+    assert_int_equal(n.tool_call, 0);
+    assert_string_equal(n.text, "hello big world");
+    cJSON_Delete(d);
+    wsc_close(&c);
+}
+
+static void test_ws_run_tools(void **state)
+{
+    (void)state;
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    /* The stub answers every step with a tool call: the run stops at max_steps (2). */
+    assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"r2\",\"name\":\"helper\","
+                                  "\"input\":\"#stub tools=1\"}"));
+    struct counts n;
+    cJSON *d = ws_until_done(&c, "r2", &n);
+    assert_string_equal(jstr(d, "type"), "agent.done");
+    assert_string_equal(jstr(d, "status"), "failed");
+    assert_non_null(strstr(jstr(d, "error"), "max_steps"));
+    assert_int_equal(cJSON_GetObjectItem(d, "steps")->valueint, 2);
+    assert_int_equal(n.step, 2);
+    assert_true(n.tool_call >= 1);
+    assert_int_equal(n.tool_result, n.tool_call);
+    assert_string_equal(n.tool_name, "get_weather");
+    cJSON_Delete(d);
+    wsc_close(&c);
+}
+
+static void test_ws_cancel(void **state)
+{
+    (void)state;
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    /* 100 deltas 100 ms apart: ten seconds unless cancelled. */
+    assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"r3\",\"name\":\"helper\","
+                                  "\"input\":\"#stub n=100 delay_ms=100\"}"));
+    char *m = NULL;
+    assert_int_equal(wsc_recv(&c, &m, NULL, NULL, T_MS), WSC_TEXT);
+    assert_non_null(strstr(m, "\"agent.step\""));
+    wye_free(m);
+    assert_true(wsc_send_text(&c, "{\"type\":\"agent.cancel\",\"id\":\"r3\"}"));
+    struct counts n;
+    cJSON *d = ws_until_done(&c, "r3", &n);
+    assert_string_equal(jstr(d, "type"), "agent.done");
+    assert_string_equal(jstr(d, "status"), "cancelled");
+    cJSON_Delete(d);
+    wsc_close(&c);
+}
+
+static void test_ws_unknown_agent(void **state)
+{
+    (void)state;
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_true(wsc_send_text(
+        &c, "{\"type\":\"agent.run\",\"id\":\"r4\",\"name\":\"nobody\",\"input\":\"x\"}"));
+    struct counts n;
+    cJSON *d = ws_until_done(&c, "r4", &n);
+    assert_string_equal(jstr(d, "type"), "error");
+    cJSON *e = cJSON_GetObjectItem(d, "error");
+    assert_string_equal(jstr(e, "code"), "agent_not_found");
+    assert_non_null(strstr(jstr(e, "message"), "nobody"));
+    cJSON_Delete(d);
+    /* The socket still serves: a bad agent.run names the problem. */
+    assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"r5\",\"name\":\"helper\"}"));
+    d = ws_until_done(&c, "r5", &n);
+    assert_string_equal(jstr(d, "type"), "error");
+    assert_non_null(strstr(jstr(cJSON_GetObjectItem(d, "error"), "message"), "'input'"));
+    cJSON_Delete(d);
+    wsc_close(&c);
+}
+
+static void test_http_run(void **state)
+{
+    (void)state;
+    struct hc_resp r;
+    hc_resp_init(&r);
+    int st = hc_request(E.port, "POST", "/v1/agents/helper/runs",
+                        "{\"input\":\"one two\",\"stream\":false}", NULL, &r, T_MS);
+    assert_int_equal(st, 200);
+    assert_true(wye_buf_append(&r.body, "", 1) == WYE_OK);
+    cJSON *j = cJSON_Parse(r.body.data);
+    assert_non_null(j);
+    assert_string_equal(jstr(j, "type"), "agent.done");
+    assert_string_equal(jstr(j, "status"), "completed");
+    assert_string_equal(jstr(j, "output"), "one two");
+    assert_int_equal(cJSON_GetObjectItem(j, "steps")->valueint, 1);
+    cJSON_Delete(j);
+    hc_resp_cleanup(&r);
+}
+
+static void test_http_run_stream(void **state)
+{
+    (void)state;
+    struct hc_resp r;
+    hc_resp_init(&r);
+    int st = hc_request(E.port, "POST", "/v1/agents/helper/runs",
+                        "{\"input\":\"#stub tools=1\",\"stream\":true}", NULL, &r, T_MS);
+    assert_int_equal(st, 200);
+    char *ev[64];
+    size_t n = hc_sse_split(r.body.data, r.body.len, ev, 64);
+    assert_true(n >= 4);
+    assert_string_equal(ev[n - 1], "[DONE]");
+    bool saw_step = false, saw_call = false, saw_result = false, saw_done = false;
+    for (size_t i = 0; i + 1 < n; i++) {
+        cJSON *j = cJSON_Parse(ev[i]);
+        assert_non_null(j);
+        const char *t = jstr(j, "type");
+        saw_step |= strcmp(t, "agent.step") == 0;
+        saw_call |= strcmp(t, "agent.tool_call") == 0;
+        saw_result |= strcmp(t, "agent.tool_result") == 0;
+        if (strcmp(t, "agent.done") == 0) {
+            saw_done = i == n - 2;
+            assert_string_equal(jstr(j, "status"), "failed");
+        }
+        cJSON_Delete(j);
+    }
+    for (size_t i = 0; i < n; i++) {
+        wye_free(ev[i]);
+    }
+    assert_true(saw_step && saw_call && saw_result && saw_done);
+    hc_resp_cleanup(&r);
+}
+
+static void test_http_unknown_agent(void **state)
+{
+    (void)state;
+    struct hc_resp r;
+    hc_resp_init(&r);
+    int st =
+        hc_request(E.port, "POST", "/v1/agents/nobody/runs", "{\"input\":\"x\"}", NULL, &r, T_MS);
+    assert_int_equal(st, 404);
+    assert_true(wye_buf_append(&r.body, "", 1) == WYE_OK);
+    cJSON *j = cJSON_Parse(r.body.data);
+    assert_non_null(j);
+    cJSON *e = cJSON_GetObjectItem(j, "error");
+    assert_string_equal(jstr(e, "code"), "agent_not_found");
+    cJSON_Delete(j);
+    hc_resp_cleanup(&r);
+    /* A body without input is a 400 naming the field. */
+    hc_resp_init(&r);
+    st = hc_request(E.port, "POST", "/v1/agents/helper/runs", "{\"stream\":true}", NULL, &r, T_MS);
+    assert_int_equal(st, 400);
+    assert_true(wye_buf_append(&r.body, "", 1) == WYE_OK);
+    assert_non_null(strstr(r.body.data, "'input'"));
+    hc_resp_cleanup(&r);
+}
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void remove_file(const char *dir, const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    unlink(path);
+}
+
+/* POST /v1/agents/NAME/runs (not streamed); the status, and the output in out. */
+static int run_http(int port, const char *name, const char *input, char *out, size_t cap)
+{
+    char path[128], body[256];
+    snprintf(path, sizeof(path), "/v1/agents/%s/runs", name);
+    snprintf(body, sizeof(body), "{\"input\":\"%s\"}", input);
+    struct hc_resp r;
+    hc_resp_init(&r);
+    int st = hc_request(port, "POST", path, body, NULL, &r, T_MS);
+    out[0] = '\0';
+    if (wye_buf_append(&r.body, "", 1) == WYE_OK) {
+        cJSON *j = cJSON_Parse(r.body.data);
+        snprintf(out, cap, "%s", jstr(j, "output"));
+        cJSON_Delete(j);
+    }
+    hc_resp_cleanup(&r);
+    return st;
+}
+
+static void test_serve_sighup(void **state)
+{
+    (void)state;
+    struct stub_upstream *stub = stub_upstream_start();
+    assert_non_null(stub);
+    char dir[] = "/tmp/wye-gw-agents-serve-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    write_file(dir, "first.lua", "agent { name = 'first', system = 'You help.' }\n");
+    char ledger[sizeof(dir) + 32], url[128];
+    snprintf(ledger, sizeof(ledger), "%s/ledger.jsonl", dir);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", stub_upstream_port(stub));
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        dup2(p[1], 2);
+        wye_log_set_fd(p[1]);
+        char *argv[] = {(char *)"serve",
+                        (char *)"--listen",
+                        (char *)"127.0.0.1:0",
+                        (char *)"--upstream",
+                        url,
+                        (char *)"--upstream-model",
+                        (char *)"stub-model",
+                        (char *)"--no-local",
+                        (char *)"--ledger",
+                        ledger,
+                        (char *)"--agents",
+                        dir,
+                        NULL};
+        _exit(gw_cli_serve(12, argv));
+    }
+    close(p[1]);
+    char log[8192];
+    size_t got = 0;
+    int port = 0;
+    int64_t deadline = wye_now_ns() + T_MS * WYE_NS_PER_MS;
+    while (!port && got + 1 < sizeof(log) && wye_now_ns() < deadline) {
+        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+        if (poll(&pfd, 1, 100) == 1) {
+            ssize_t n = read(p[0], log + got, sizeof(log) - 1 - got);
+            if (n <= 0) {
+                break;
+            }
+            got += (size_t)n;
+            log[got] = '\0';
+            const char *l = strstr(log, "listening on http://127.0.0.1:");
+            if (l && strchr(l, '\n')) {
+                port = atoi(l + strlen("listening on http://127.0.0.1:"));
+            }
+        }
+    }
+    if (!port) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("no 'listening on' line; log: %s", log);
+    }
+    char out[256];
+    assert_int_equal(run_http(port, "first", "alpha beta", out, sizeof(out)), 200);
+    assert_string_equal(out, "alpha beta");
+    assert_int_equal(run_http(port, "second", "x", out, sizeof(out)), 404);
+    write_file(dir, "second.lua", "agent { name = 'second', system = 'You help too.' }\n");
+    write_file(dir, "broken.lua", "agent { name = \n");
+    assert_int_equal(kill(pid, SIGHUP), 0);
+    int st = 404;
+    for (int i = 0; i < 200 && st == 404; i++) {
+        st = run_http(port, "second", "gamma delta", out, sizeof(out));
+        if (st == 404) {
+            wye_sleep_ms(20);
+        }
+    }
+    assert_int_equal(st, 200);
+    assert_string_equal(out, "gamma delta");
+    assert_int_equal(run_http(port, "first", "still here", out, sizeof(out)), 200);
+    assert_string_equal(out, "still here");
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    int status = 0;
+    int64_t end = wye_now_ns() + T_MS * WYE_NS_PER_MS;
+    pid_t w = 0;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && wye_now_ns() < end) {
+        wye_sleep_ms(10);
+    }
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("wye serve did not exit after SIGTERM");
+    }
+    close(p[0]);
+    stub_upstream_stop(stub);
+    remove_file(dir, "first.lua");
+    remove_file(dir, "second.lua");
+    remove_file(dir, "broken.lua");
+    remove_file(dir, "ledger.jsonl");
+    remove_file(dir, "ledger.jsonl.key");
+    rmdir(dir);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int main(void)
+{
+    if (wye_crypto_init() != WYE_OK) {
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ws_run_completes),   cmocka_unit_test(test_ws_run_tools),
+        cmocka_unit_test(test_ws_cancel),          cmocka_unit_test(test_ws_unknown_agent),
+        cmocka_unit_test(test_http_run),           cmocka_unit_test(test_http_run_stream),
+        cmocka_unit_test(test_http_unknown_agent),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    /* The child-process test first, before the in-process server starts its threads. */
+    const struct CMUnitTest serve_tests[] = {cmocka_unit_test(test_serve_sighup)};
+    int failed = cmocka_run_group_tests(serve_tests, NULL, NULL);
+    return failed + cmocka_run_group_tests(tests, setup, teardown);
+}
