@@ -108,7 +108,7 @@ struct agent_op {
     char *message, *text, *tool_calls, *route, *model;
     enum agent_toolfmt format;
     int64_t prompt_tokens, completion_tokens;
-    double cost_usd;
+    double cost_usd, saving_usd;
     long status;
     size_t body_len;
 };
@@ -143,8 +143,10 @@ struct agent_run {
     struct cJSON *messages; /* agents: the conversation so far */
     char *tools_json;       /* agents: the OpenAI tools array */
     int n_steps;
-    double cost_usd;
-    int64_t deadline_ns; /* 0: none */
+    double cost_usd, saving_usd;
+    int64_t prompt_tokens, completion_tokens;
+    struct cJSON *model_calls; /* the calls array of struct agent_outcome */
+    int64_t deadline_ns;       /* 0: none */
     struct agent_task *tasks;
     int n_calls, n_calls_left; /* agents: tool calls of the current step */
     char **results;            /* (n_calls) tool results of the current step */
@@ -201,6 +203,11 @@ void agent_dispatch(struct agent_task *t, const char *name, const char *args_jso
 void agent_run_end(struct agent_run *run, enum wye_err err, const char *reason, const char *answer);
 void agent_run_emit(struct agent_run *run, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Emits ev (consumed) as one event of at most AGENT_EVENT_MAX bytes: when longer, its string
+ * member `cut` is shortened and "truncated":true added. */
+void agent_run_emit_json(struct agent_run *run, struct cJSON *ev, const char *cut);
+/* Accounts a model call's answer (op) to the run: sums, the calls list, a model_call event. */
+void agent_run_account(struct agent_run *run, const struct agent_op *op);
 struct agent_op *agent_op_new(struct agent_run *run, enum agent_op_kind kind,
                               struct agent_waiter w);
 void agent_op_free(struct agent_op *op);

@@ -157,12 +157,7 @@ void agent_loop_on_tool(struct agent_run *run, int slot, const char *text)
     cJSON_AddStringToObject(ev, "type", "tool_result");
     cJSON_AddStringToObject(ev, "name", cJSON_IsString(nm) ? nm->valuestring : "");
     cJSON_AddStringToObject(ev, "result", text);
-    char *s = cJSON_PrintUnformatted(ev);
-    cJSON_Delete(ev);
-    if (s) {
-        agent_run_emit(run, "%s", s);
-    }
-    cJSON_free(s);
+    agent_run_emit_json(run, ev, "result");
     if (--run->n_calls_left == 0) {
         after_tools(run);
     }
@@ -172,7 +167,7 @@ void agent_loop_on_model(struct agent_run *run, struct agent_op *op)
 {
     const struct agent_decl *d = run->decl;
     char eb[512], reason[700];
-    run->cost_usd += op->cost_usd;
+    agent_run_account(run, op);
     if (op->err) {
         snprintf(reason, sizeof(reason), "error: model call failed: %s",
                  op->message ? op->message : wye_err_str(op->err));
@@ -255,19 +250,13 @@ void agent_loop_on_model(struct agent_run *run, struct agent_op *op)
         const cJSON *args = cJSON_GetObjectItemCaseSensitive(f, "arguments");
         const char *aj = cJSON_IsString(args) && args->valuestring[0] ? args->valuestring : "{}";
         const char *name = cJSON_IsString(nm) ? nm->valuestring : "";
-        char *evs = NULL;
         cJSON *ev = cJSON_CreateObject();
         if (ev) {
             cJSON_AddStringToObject(ev, "type", "tool_call");
             cJSON_AddStringToObject(ev, "name", name);
             cJSON_AddStringToObject(ev, "arguments", aj);
-            evs = cJSON_PrintUnformatted(ev);
-            cJSON_Delete(ev);
         }
-        if (evs) {
-            agent_run_emit(run, "%s", evs);
-        }
-        cJSON_free(evs);
+        agent_run_emit_json(run, ev, "arguments");
         struct agent_waiter w = {NULL, NULL, -1};
         agent_tool_start(run, AGENT_TASK_TOOLCALL, i, w, 0, name, aj);
     }

@@ -32,6 +32,7 @@ void agent_run_unref(struct agent_run *run)
     }
     cJSON_Delete(run->messages);
     cJSON_Delete(run->calls);
+    cJSON_Delete(run->model_calls);
     for (int i = 0; run->results && i < run->n_calls; i++) {
         wye_free(run->results[i]);
     }
@@ -47,12 +48,113 @@ void agent_run_emit(struct agent_run *run, const char *fmt, ...)
     if (!run->rt->ops.emit) {
         return;
     }
-    char buf[2048];
-    va_list ap;
+    char small[512];
+    va_list ap, ap2;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_copy(ap2, ap);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
     va_end(ap);
-    run->rt->ops.emit(run->rt->host, run->id, buf);
+    if (n >= 0 && (size_t)n < sizeof(small)) {
+        run->rt->ops.emit(run->rt->host, run->id, small);
+    } else if (n >= 0 && (size_t)n <= AGENT_EVENT_MAX) {
+        /* never cut: a cut event would not be JSON */
+        char *big = wye_malloc((size_t)n + 1);
+        if (big) {
+            vsnprintf(big, (size_t)n + 1, fmt, ap2);
+            run->rt->ops.emit(run->rt->host, run->id, big);
+            wye_free(big);
+        }
+    }
+    va_end(ap2);
+}
+
+/* The length of s cut to at most n bytes without splitting a UTF-8 sequence. */
+static size_t utf8_cut(const char *s, size_t n)
+{
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) {
+        n--;
+    }
+    return n;
+}
+
+void agent_run_emit_json(struct agent_run *run, cJSON *ev, const char *cut)
+{
+    if (!ev || !run->rt->ops.emit) {
+        cJSON_Delete(ev);
+        return;
+    }
+    char *s = cJSON_PrintUnformatted(ev);
+    size_t n = s ? strlen(s) : 0;
+    const cJSON *c = cut ? cJSON_GetObjectItemCaseSensitive(ev, cut) : NULL;
+    if (s && n > AGENT_EVENT_MAX && cJSON_IsString(c)) {
+        /* cut the content string (escapes may make it longer than its bytes, so shrink until
+         * the event fits), never the JSON */
+        char *full = wye_strdup(c->valuestring);
+        size_t len = full ? strlen(full) : 0;
+        size_t keep = len > n - AGENT_EVENT_MAX + 64 ? len - (n - AGENT_EVENT_MAX + 64) : 0;
+        cJSON_AddTrueToObject(ev, "truncated");
+        for (int i = 0; full && i < 40; i++) {
+            keep = utf8_cut(full, keep);
+            char saved = full[keep];
+            full[keep] = '\0';
+            cJSON_ReplaceItemInObjectCaseSensitive(ev, cut, cJSON_CreateString(full));
+            full[keep] = saved;
+            cJSON_free(s);
+            s = cJSON_PrintUnformatted(ev);
+            n = s ? strlen(s) : 0;
+            if (!s || n <= AGENT_EVENT_MAX || keep == 0) {
+                break;
+            }
+            keep = keep / 4 * 3;
+        }
+        wye_free(full);
+    }
+    if (s && n <= AGENT_EVENT_MAX) {
+        run->rt->ops.emit(run->rt->host, run->id, s);
+    } else if (s) {
+        WYE_WARN("agents: run %llu: dropped a %zu-byte event", (unsigned long long)run->id, n);
+    }
+    cJSON_free(s);
+    cJSON_Delete(ev);
+}
+
+void agent_run_account(struct agent_run *run, const struct agent_op *op)
+{
+    run->cost_usd += op->cost_usd;
+    run->saving_usd += op->saving_usd;
+    run->prompt_tokens += op->prompt_tokens;
+    run->completion_tokens += op->completion_tokens;
+    if (!run->model_calls) {
+        run->model_calls = cJSON_CreateArray();
+    }
+    const char *route = op->route ? op->route : "";
+    const char *model = op->model ? op->model : "";
+    if (run->model_calls && cJSON_GetArraySize(run->model_calls) < AGENT_CALLS_MAX) {
+        cJSON *o = cJSON_CreateObject();
+        if (o) {
+            cJSON_AddStringToObject(o, "route", route);
+            cJSON_AddStringToObject(o, "model", model);
+            cJSON_AddNumberToObject(o, "prompt_tokens", (double)op->prompt_tokens);
+            cJSON_AddNumberToObject(o, "completion_tokens", (double)op->completion_tokens);
+            cJSON_AddNumberToObject(o, "cost_usd", op->cost_usd);
+            cJSON_AddNumberToObject(o, "saving_usd", op->saving_usd);
+            cJSON_AddItemToArray(run->model_calls, o);
+        }
+    }
+    cJSON *ev = cJSON_CreateObject();
+    if (ev) {
+        cJSON_AddStringToObject(ev, "type", "model_call");
+        cJSON_AddStringToObject(ev, "route", route);
+        cJSON_AddStringToObject(ev, "model", model);
+        cJSON_AddNumberToObject(ev, "prompt_tokens", (double)op->prompt_tokens);
+        cJSON_AddNumberToObject(ev, "completion_tokens", (double)op->completion_tokens);
+        cJSON_AddNumberToObject(ev, "cost_usd", op->cost_usd);
+        cJSON_AddNumberToObject(ev, "saving_usd", op->saving_usd);
+        if (op->err) {
+            cJSON_AddStringToObject(ev, "error", op->message ? op->message : wye_err_str(op->err));
+        }
+    }
+    agent_run_emit_json(run, ev, NULL);
 }
 
 struct agent_op *agent_op_new(struct agent_run *run, enum agent_op_kind kind, struct agent_waiter w)
@@ -116,6 +218,7 @@ void agent_op_chat_done(struct agent_op *op, const struct agent_chat_result *res
     op->prompt_tokens = res->prompt_tokens;
     op->completion_tokens = res->completion_tokens;
     op->cost_usd = res->cost_usd;
+    op->saving_usd = res->saving_usd;
     if (!op->text && !op->err) {
         op->err = WYE_ERR_NOMEM;
     }
@@ -458,7 +561,7 @@ static void on_op(struct agent_op *op)
         return;
     }
     if (op->kind == AGENT_OP_CHAT) {
-        run->cost_usd += op->cost_usd;
+        agent_run_account(run, op);
         if (op->err) {
             agent_deliver(op->w, NULL, op->message ? op->message : wye_err_str(op->err));
         } else {
@@ -522,10 +625,16 @@ void agent_run_end(struct agent_run *run, enum wye_err err, const char *reason, 
         .answer = err ? NULL : answer,
         .n_steps = run->n_steps,
         .cost_usd = run->cost_usd,
+        .saving_usd = run->saving_usd,
+        .prompt_tokens = run->prompt_tokens,
+        .completion_tokens = run->completion_tokens,
     };
+    char *calls = run->model_calls ? cJSON_PrintUnformatted(run->model_calls) : NULL;
+    out.calls_json = calls ? calls : "[]";
     if (run->done) {
         run->done(run->done_arg, &out);
     }
+    cJSON_free(calls);
     run->next = rt->dead;
     rt->dead = run;
 }

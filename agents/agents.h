@@ -51,7 +51,8 @@ struct agent_chat_result {
     const char *route;         /* "local" / "remote" (may be NULL) */
     const char *model;         /* the model that answered (may be NULL) */
     int64_t prompt_tokens, completion_tokens;
-    double cost_usd; /* the host's price of this call */
+    double cost_usd;   /* the host's price of this call */
+    double saving_usd; /* what answering remotely would have cost, minus cost_usd */
 };
 
 struct agent_http_req {
@@ -106,9 +107,20 @@ struct agent_outcome {
     enum wye_err err;   /* OK: answer holds the result */
     const char *reason; /* NULL on success; "stopped: max_steps (8) reached", "cancelled", ... */
     const char *answer; /* agent: the final text; workflow: its result as JSON; NULL on error */
-    int n_steps;        /* model calls made */
-    double cost_usd;
+    int n_steps;        /* agent loop steps (an agent's model calls) */
+    double cost_usd;    /* the sum of the calls' cost_usd */
+    double saving_usd;  /* the sum of the calls' saving_usd */
+    int64_t prompt_tokens, completion_tokens; /* summed over the calls */
+    /* every model call of the run (the agent loop's and ctx:chat's), in order, as a JSON array
+     * [{"route":"local|remote","model":..,"prompt_tokens":..,"completion_tokens":..,
+     *   "cost_usd":..,"saving_usd":..}, ...] (at most AGENT_CALLS_MAX entries; the sums above
+     * count every call); never NULL */
+    const char *calls_json;
 };
+#define AGENT_CALLS_MAX 1000
+/* A progress event is at most this long: a longer tool_call's arguments or tool_result's
+ * result string is cut (on a UTF-8 boundary) and the event gets "truncated":true. */
+#define AGENT_EVENT_MAX ((size_t)64 << 10)
 typedef void (*agent_done_fn)(void *arg, const struct agent_outcome *out);
 
 /* Loads opts->dir and creates a runtime (worker not started). Files that fail to load are

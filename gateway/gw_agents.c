@@ -227,8 +227,17 @@ static void run_done(void *arg, const struct agent_outcome *o)
         }
     }
     if (!err) {
-        err =
-            wye_buf_printf(&run->out, ",\"steps\":%d,\"cost_usd\":%.6f}", o->n_steps, o->cost_usd);
+        err = wye_buf_printf(&run->out,
+                             ",\"steps\":%d,\"tokens\":{\"prompt\":%lld,\"completion\":%lld},"
+                             "\"cost_usd\":%.9f,\"saving_usd\":%.9f,\"calls\":",
+                             o->n_steps, (long long)o->prompt_tokens,
+                             (long long)o->completion_tokens, o->cost_usd, o->saving_usd);
+    }
+    if (!err) {
+        err = wye_buf_append_str(&run->out, o->calls_json ? o->calls_json : "[]");
+    }
+    if (!err) {
+        err = wye_buf_append_str(&run->out, "}");
     }
     if (err) {
         wye_buf_reset(&run->out);

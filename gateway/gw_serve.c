@@ -141,30 +141,9 @@ static struct rt_keys *serve_keys(const struct conf_config *cfg, const char *led
 /* Opens the ledger at path with the key from WYE_LEDGER_KEY or "<path>.key" (created). */
 static struct rt_ledger *serve_ledger(const struct conf_config *cfg, const char *path)
 {
-    uint8_t key[RT_LEDGER_KEY_MAX];
-    size_t key_len = sizeof(key);
     char eb[512] = "";
-    if (rt_ledger_key_from_env(path, true, key, &key_len, eb, sizeof(eb)) != WYE_OK) {
-        WYE_ERROR("serve: ledger key: %s", eb);
-        return NULL;
-    }
-    struct rt_ledger_opts o = {
-        .path = path,
-        .key = key,
-        .key_len = key_len,
-        .fsync = cfg->ledger.fsync == CONF_FSYNC_ALWAYS ? RT_LEDGER_FSYNC_EVERY
-                 : cfg->ledger.fsync == CONF_FSYNC_NONE ? RT_LEDGER_FSYNC_NONE
-                                                         : RT_LEDGER_FSYNC_INTERVAL,
-        .fsync_interval_ms = cfg->ledger.fsync_interval_ms,
-        .rotate_bytes = cfg->ledger.rotate_bytes,
-        .rotate_daily = cfg->ledger.rotate_daily,
-    };
     struct rt_ledger *l = NULL;
-    enum wye_err err = rt_ledger_open(&o, &l, eb, sizeof(eb));
-    for (volatile uint8_t *z = key; z < key + sizeof(key); z++) {
-        *z = 0; /* the key stays only in the ledger's copy */
-    }
-    if (err) {
+    if (rt_ledger_open_conf(cfg, path, &l, eb, sizeof(eb)) != WYE_OK) {
         WYE_ERROR("serve: cannot open the ledger '%s': %s", path, eb);
         return NULL;
     }

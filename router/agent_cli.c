@@ -1,6 +1,7 @@
 /* `wye agent`: lists the agents, tools and workflows of a directory, or runs one end to end
  * through the real router (remote upstream and/or local model from the config and WYE_*
- * variables), streaming its steps to stderr and printing the answer to stdout.
+ * variables), streaming its steps to stderr and printing the answer to stdout. Its model calls
+ * are recorded in the ledger (ledger.path, like `wye serve`) unless --no-ledger.
  * Runs on the main thread; the runtime, router and HTTP threads do the work. */
 #include <pthread.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "router/agent_host.h"
+#include "router/ledger.h"
 #include "router/local.h"
 #include "router/router.h"
 
@@ -22,10 +24,13 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: wye agent list [--dir DIR]\n"
                  "       wye agent run NAME INPUT [--dir DIR] [-c CONF] [--json]\n"
-                 "                 [--upstream URL] [--upstream-model NAME] [--model GGUF]\n\n"
+                 "                 [--upstream URL] [--upstream-model NAME] [--model GGUF]\n"
+                 "                 [--ledger PATH | --no-ledger]\n\n"
                  "Agents, tools and workflows are Lua files in DIR (default ./lua/examples).\n"
                  "run streams the steps to stderr and prints the final answer (a workflow's\n"
-                 "result) to stdout; --json prints {\"answer\",\"steps\",\"cost_usd\"}.\n");
+                 "result) to stdout; --json prints {\"answer\",\"steps\",\"tokens\",\"cost_usd\",\n"
+                 "\"saving_usd\",\"calls\"}. Model calls go to the ledger (ledger.path, default\n"
+                 "wye-ledger.jsonl) unless --no-ledger.\n");
 }
 
 struct cli_wait {
@@ -35,7 +40,9 @@ struct cli_wait {
     enum wye_err err;
     char *reason, *answer;
     int n_steps;
-    double cost;
+    double cost, saving;
+    int64_t prompt_tokens, completion_tokens;
+    char *calls_json;
 };
 
 static void cli_done(void *arg, const struct agent_outcome *o)
@@ -47,6 +54,10 @@ static void cli_done(void *arg, const struct agent_outcome *o)
     w->answer = o->answer ? wye_strdup(o->answer) : NULL;
     w->n_steps = o->n_steps;
     w->cost = o->cost_usd;
+    w->saving = o->saving_usd;
+    w->prompt_tokens = o->prompt_tokens;
+    w->completion_tokens = o->completion_tokens;
+    w->calls_json = o->calls_json ? wye_strdup(o->calls_json) : NULL;
     w->done = true;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
@@ -65,6 +76,9 @@ static void cli_event(void *ud, uint64_t run_id, const char *ev)
     (void)ud;
     fprintf(stderr, "[run %llu] %s\n", (unsigned long long)run_id, ev);
 }
+
+/* Opens the ledger at path with the key from WYE_LEDGER_KEY or "<path>.key" (created), as
+ * `wye serve` does. NULL on failure (eb says why). */
 
 static int cli_list(const char *dir)
 {
@@ -108,7 +122,7 @@ static int cli_list(const char *dir)
 }
 
 static int cli_run(const char *dir, const char *config, struct conf_overrides *ov, const char *name,
-                   const char *input, bool json)
+                   const char *input, bool json, bool no_ledger)
 {
     char eb[512] = "";
     struct conf_config *cfg = NULL;
@@ -126,6 +140,7 @@ static int cli_run(const char *dir, const char *config, struct conf_overrides *o
     int rc = 1;
     struct rt_local *local = NULL;
     struct rt_router *rt = NULL;
+    struct rt_ledger *ledger = NULL;
     struct rt_agent_host *host = NULL;
     struct agent_rt *art = NULL;
     struct cli_wait w = {.done = false};
@@ -136,11 +151,20 @@ static int cli_run(const char *dir, const char *config, struct conf_overrides *o
         fprintf(stderr, "wye agent: %s\n", eb[0] ? eb : "cannot start the local model");
         goto out;
     }
+    if (!no_ledger) {
+        const char *lp = cfg->ledger_path ? cfg->ledger_path : RT_LEDGER_DEFAULT_PATH;
+        if (rt_ledger_open_conf(cfg, lp, &ledger, eb, sizeof(eb)) != WYE_OK) {
+            fprintf(stderr, "wye agent: cannot open the ledger '%s': %s (--no-ledger skips it)\n",
+                    lp, eb);
+            goto out;
+        }
+    }
     rt = rt_router_create(cfg);
     if (!rt) {
         goto out;
     }
     rt_router_set_local(rt, local);
+    rt_router_set_ledger(rt, ledger);
     if (rt_router_start(rt) != WYE_OK) {
         fprintf(stderr, "wye agent: cannot start the router\n");
         goto out;
@@ -197,7 +221,13 @@ static int cli_run(const char *dir, const char *config, struct conf_overrides *o
             cJSON_AddStringToObject(j, "stopped", w.reason);
         }
         cJSON_AddNumberToObject(j, "steps", w.n_steps);
+        cJSON *tok = cJSON_AddObjectToObject(j, "tokens");
+        cJSON_AddNumberToObject(tok, "prompt", (double)w.prompt_tokens);
+        cJSON_AddNumberToObject(tok, "completion", (double)w.completion_tokens);
         cJSON_AddNumberToObject(j, "cost_usd", w.cost);
+        cJSON_AddNumberToObject(j, "saving_usd", w.saving);
+        cJSON *calls = cJSON_Parse(w.calls_json ? w.calls_json : "[]");
+        cJSON_AddItemToObject(j, "calls", calls ? calls : cJSON_CreateArray());
         char *s = cJSON_PrintUnformatted(j);
         printf("%s\n", s ? s : "{}");
         cJSON_free(s);
@@ -218,9 +248,11 @@ out:
     rt_local_stop(local);
     rt_router_destroy(rt);
     rt_local_destroy(local);
+    rt_ledger_close(ledger); /* after the router: every finish is recorded */
     conf_destroy(cfg);
     wye_free(w.reason);
     wye_free(w.answer);
+    wye_free(w.calls_json);
     pthread_mutex_destroy(&w.lock);
     pthread_cond_destroy(&w.cond);
     return rc;
@@ -231,7 +263,7 @@ int rt_cli_agent(int argc, char **argv)
     const char *dir = "./lua/examples", *config = NULL;
     const char *pos[3] = {NULL, NULL, NULL};
     int n_pos = 0;
-    bool json = false;
+    bool json = false, no_ledger = false;
     struct conf_overrides ov;
     memset(&ov, 0, sizeof(ov));
     for (int i = 1; i < argc; i++) {
@@ -243,6 +275,11 @@ int rt_cli_agent(int argc, char **argv)
         } else if (strcmp(a, "--json") == 0) {
             json = true;
             continue;
+        } else if (strcmp(a, "--no-ledger") == 0) {
+            no_ledger = true;
+            continue;
+        } else if (strcmp(a, "--ledger") == 0) {
+            dst = &ov.ledger;
         } else if (strcmp(a, "--dir") == 0) {
             dst = &dir;
         } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
@@ -275,7 +312,7 @@ int rt_cli_agent(int argc, char **argv)
         return cli_list(dir);
     }
     if (n_pos == 3 && strcmp(pos[0], "run") == 0) {
-        return cli_run(dir, config, &ov, pos[1], pos[2], json);
+        return cli_run(dir, config, &ov, pos[1], pos[2], json, no_ledger);
     }
     usage(stderr);
     return 2;

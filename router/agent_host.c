@@ -1,7 +1,7 @@
 /* The agents' host ops over the router. chat: builds an OpenAI body (messages with tool_calls
  * and tool results, tools, max_tokens) into a wye_chat_req and submits it with
  * rt_router_submit; a sink accumulates text, tool_calls deltas and usage and answers the op at
- * finish, priced from the config (remote: the model's price; local: local_per_1m). http: a
+ * finish, priced by rt_price_answer (router/price.h) like the router's ledger. http: a
  * dedicated thread owning a curl multi handle (ARCHITECTURE prefers the upstream thread; this
  * is to be merged there later); jobs arrive on a queue plus curl_multi_wakeup, responses are
  * capped, and runs that end abort their transfers.
@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/queue.h"
 #include "router/agent_host.h"
+#include "router/price.h"
 #include "router/router.h"
 
 #define AH_TEXT_MAX (1u << 20)
@@ -76,16 +77,6 @@ static enum wye_err ah_emit(void *ctx, const struct wye_event *ev)
     return WYE_OK;
 }
 
-static double ah_cost(const struct conf_config *cfg, bool local, const char *model, int64_t in,
-                      int64_t out)
-{
-    if (local) {
-        return cfg->prices.local_per_1m * (double)(in + out) / 1e6;
-    }
-    const struct conf_price *p = conf_price_for(cfg, model);
-    return p ? (p->input_per_1m * (double)in + p->output_per_1m * (double)out) / 1e6 : 0;
-}
-
 static enum agent_toolfmt ah_format(bool local, const char *model)
 {
     if (!local) {
@@ -106,6 +97,9 @@ static void ah_finish(void *ctx, const struct wye_result *res)
     struct wye_usage u =
         res->usage.prompt_tokens || res->usage.completion_tokens ? res->usage : c->usage;
     bool local = strcmp(c->route, "local") == 0;
+    /* priced exactly as the router prices it for metrics and the ledger */
+    struct rt_price pr =
+        rt_price_answer(c->h->cfg, !local, c->model, u.prompt_tokens, u.completion_tokens);
     struct agent_chat_result r = {
         .err = res->err,
         .message = res->message,
@@ -116,7 +110,8 @@ static void ah_finish(void *ctx, const struct wye_result *res)
         .model = c->model,
         .prompt_tokens = u.prompt_tokens,
         .completion_tokens = u.completion_tokens,
-        .cost_usd = ah_cost(c->h->cfg, local, c->model, u.prompt_tokens, u.completion_tokens),
+        .cost_usd = pr.cost_usd,
+        .saving_usd = pr.saving_usd,
     };
     agent_op_chat_done(c->op, &r);
     wye_buf_cleanup(&c->text);

@@ -120,6 +120,13 @@ bool rt_ledger_by_parse(const char *s, enum rt_ledger_by *out);
  * an RFC 3339 time. false if malformed. */
 bool rt_ledger_since_parse(const char *s, int64_t now_ms, int64_t *since_ms);
 
+struct conf_config;
+/* Opens the ledger at path with the key from WYE_LEDGER_KEY or "<path>.key" (created if
+ * missing) and the fsync/rotation options of cfg's ledger section; the key is wiped from
+ * the stack once the ledger holds its copy. On error errbuf names the problem. */
+enum wye_err rt_ledger_open_conf(const struct conf_config *cfg, const char *path,
+                                 struct rt_ledger **out, char *errbuf, size_t errlen);
+
 /* Summarises the records with ts >= since_ms (INT64_MIN: all) grouped by `by` as one JSON
  * object {"since":..,"by":..,"groups":[{"group":..,"requests":..,...}],"total":{...},
  * "skipped_lines":N} appended to json_out. Malformed lines are skipped and named in

@@ -12,6 +12,7 @@
 
 #include "common/alloc.h"
 #include "common/crypto.h"
+#include "conf/conf.h"
 #include "common/log.h"
 #include "router/ledger_internal.h"
 
@@ -184,5 +185,33 @@ enum wye_err rt_ledger_key_from_env(const char *ledger_path, bool create, uint8_
                  name);
     }
     wye_free(name);
+    return err;
+}
+
+enum wye_err rt_ledger_open_conf(const struct conf_config *cfg, const char *path,
+                                 struct rt_ledger **out, char *errbuf, size_t errlen)
+{
+    uint8_t key[RT_LEDGER_KEY_MAX];
+    size_t key_len = sizeof(key);
+    *out = NULL;
+    enum wye_err err = rt_ledger_key_from_env(path, true, key, &key_len, errbuf, errlen);
+    if (err) {
+        return err;
+    }
+    struct rt_ledger_opts o = {
+        .path = path,
+        .key = key,
+        .key_len = key_len,
+        .fsync = cfg->ledger.fsync == CONF_FSYNC_ALWAYS ? RT_LEDGER_FSYNC_EVERY
+                 : cfg->ledger.fsync == CONF_FSYNC_NONE ? RT_LEDGER_FSYNC_NONE
+                                                         : RT_LEDGER_FSYNC_INTERVAL,
+        .fsync_interval_ms = cfg->ledger.fsync_interval_ms,
+        .rotate_bytes = cfg->ledger.rotate_bytes,
+        .rotate_daily = cfg->ledger.rotate_daily,
+    };
+    err = rt_ledger_open(&o, out, errbuf, errlen);
+    for (volatile uint8_t *z = key; z < key + sizeof(key); z++) {
+        *z = 0; /* the key stays only in the ledger's copy */
+    }
     return err;
 }

@@ -18,6 +18,7 @@
 #include "router/keys.h"
 #include "router/ledger.h"
 #include "router/local.h"
+#include "router/price.h"
 #include "router/rt_route_internal.h"
 
 #define MSG_MAX 320
@@ -199,6 +200,22 @@ static double price(const struct conf_price *p, int64_t in, int64_t out)
     return p ? ((double)in * p->input_per_1m + (double)out * p->output_per_1m) / 1e6 : 0.0;
 }
 
+struct rt_price rt_price_answer(const struct conf_config *cfg, bool remote, const char *model,
+                                int64_t prompt_tokens, int64_t completion_tokens)
+{
+    struct rt_price p;
+    if (remote) {
+        p.cost_usd = price(conf_price_for(cfg, model && model[0] ? model : cfg->upstream.model),
+                           prompt_tokens, completion_tokens);
+        p.counterfactual_usd = p.cost_usd;
+    } else {
+        p.cost_usd = cfg->prices.local_per_1m * (double)(prompt_tokens + completion_tokens) / 1e6;
+        p.counterfactual_usd = price(&cfg->prices.default_remote, prompt_tokens, completion_tokens);
+    }
+    p.saving_usd = p.counterfactual_usd - p.cost_usd;
+    return p;
+}
+
 static int64_t nusd(double usd)
 {
     return isfinite(usd) ? (int64_t)llround(usd * RT_NANO_USD) : 0;
@@ -222,17 +239,9 @@ static void conclude(struct rt_routed *r, const struct wye_result *res)
         u.completion_tokens = r->n_deltas;
         u.estimated = true;
     }
-    double cost, cf;
-    const struct conf_price *dflt = &cfg->prices.default_remote;
-    if (r->route == RT_ROUTE_REMOTE) {
-        cost = price(conf_price_for(cfg, r->model[0] ? r->model : cfg->upstream.model),
-                     u.prompt_tokens, u.completion_tokens);
-        cf = cost;
-    } else {
-        cost = cfg->prices.local_per_1m * (double)(u.prompt_tokens + u.completion_tokens) / 1e6;
-        cf = price(dflt, u.prompt_tokens, u.completion_tokens);
-    }
-    double saving = cf - cost;
+    struct rt_price pr = rt_price_answer(cfg, r->route == RT_ROUTE_REMOTE, r->model,
+                                         u.prompt_tokens, u.completion_tokens);
+    double cost = pr.cost_usd, cf = pr.counterfactual_usd, saving = pr.saving_usd;
     int64_t wall = wye_wall_ms();
     if (r->route == RT_ROUTE_REMOTE && r->key && cost > 0) {
         rt_keys_charge(r->key, cost, wall);

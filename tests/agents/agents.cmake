@@ -5,7 +5,7 @@ add_library(wye_agents_test_server STATIC agent_test_server.c)
 target_link_libraries(wye_agents_test_server PUBLIC PkgConfig::CJSON Threads::Threads)
 wye_test(test_agents_e2e test_agents_e2e.c wye_agents_test_server wye_router wye_agents
          PkgConfig::CJSON)
-wye_test(test_agents_stub test_agents_stub.c wye_stub_upstream wye_common)
+wye_test(test_agents_stub test_agents_stub.c wye_stub_upstream wye_common PkgConfig::CJSON)
 if(TARGET wye)
   add_dependencies(test_agents_stub wye)
 endif()

@@ -38,7 +38,13 @@ struct fake {
     char reason[512];
     char *answer;
     int n_steps;
-    double cost;
+    double cost, saving;
+    int64_t prompt_tokens, completion_tokens;
+    char *calls_json;
+    /* events since the last submit */
+    int n_bad_events, n_model_calls;
+    size_t max_event_len, result_len;
+    bool result_truncated;
 };
 
 static void release_all(struct fake *f, enum wye_err err)
@@ -113,7 +119,8 @@ static enum wye_err fake_chat(void *ctx, const struct agent_chat_call *call, str
                                   .model = "fake",
                                   .prompt_tokens = 10,
                                   .completion_tokens = 5,
-                                  .cost_usd = cJSON_IsNumber(cost) ? cost->valuedouble : 0};
+                                  .cost_usd = cJSON_IsNumber(cost) ? cost->valuedouble : 0,
+                                  .saving_usd = 0.001};
     struct wye_buf deltas;
     wye_buf_init(&deltas, 1 << 16);
     char text[700];
@@ -161,9 +168,21 @@ static void fake_emit(void *ctx, uint64_t run_id, const char *ev)
 {
     struct fake *f = ctx;
     (void)run_id;
-    (void)ev;
+    cJSON *j = cJSON_Parse(ev);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
+    const cJSON *res = cJSON_GetObjectItemCaseSensitive(j, "result");
     pthread_mutex_lock(&f->lock);
     f->n_events++;
+    f->n_bad_events += j ? 0 : 1;
+    f->max_event_len = strlen(ev) > f->max_event_len ? strlen(ev) : f->max_event_len;
+    if (cJSON_IsString(t) && strcmp(t->valuestring, "model_call") == 0) {
+        f->n_model_calls++;
+    }
+    if (cJSON_IsString(t) && strcmp(t->valuestring, "tool_result") == 0 && cJSON_IsString(res)) {
+        f->result_len = strlen(res->valuestring);
+        f->result_truncated = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "truncated"));
+    }
+    cJSON_Delete(j);
     pthread_mutex_unlock(&f->lock);
 }
 
@@ -179,6 +198,11 @@ static void on_done(void *arg, const struct agent_outcome *o)
     f->answer = o->answer ? strdup(o->answer) : NULL;
     f->n_steps = o->n_steps;
     f->cost = o->cost_usd;
+    f->saving = o->saving_usd;
+    f->prompt_tokens = o->prompt_tokens;
+    f->completion_tokens = o->completion_tokens;
+    free(f->calls_json);
+    f->calls_json = o->calls_json ? strdup(o->calls_json) : NULL;
     /* the run is over: whatever http it left behind is answered as cancelled */
     release_all(f, WYE_ERR_CANCELED);
     pthread_cond_broadcast(&f->cond);
@@ -208,6 +232,7 @@ static void env_free(struct env *e)
 {
     agent_rt_destroy(e->rt);
     free(e->f.answer);
+    free(e->f.calls_json);
     pthread_mutex_destroy(&e->f.lock);
     pthread_cond_destroy(&e->f.cond);
     free(e);
@@ -222,6 +247,9 @@ static uint64_t submit(struct env *e, const char *name, const char *input)
     e->f.done = false;
     free(e->f.answer);
     e->f.answer = NULL;
+    e->f.n_bad_events = e->f.n_model_calls = 0;
+    e->f.max_event_len = e->f.result_len = 0;
+    e->f.result_truncated = false;
     pthread_mutex_unlock(&e->f.lock);
     if (agent_rt_submit(e->rt, name, input, on_done, &e->f, &id, eb, sizeof(eb)) != WYE_OK) {
         fail_msg("submit %s: %s", name, eb);
@@ -263,7 +291,7 @@ static void test_load_errors(void **state)
     /* file:line for both broken files; the good file still loaded */
     assert_non_null(strstr(errs, "bad_syntax.lua:4:"));
     assert_non_null(strstr(errs, "bad_runtime.lua:2: agent: 'name' must be a non-empty string"));
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "tools")), 6);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "tools")), 7);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "agents")), 2);
     cJSON_free(errs);
     cJSON_Delete(j);
@@ -302,6 +330,68 @@ static void test_agent_loop(void **state)
     assert_string_equal(e->f.last_tool_content, "error: tools.lua:16: boom");
     run(e, "helper", "{\"calls\":[[\"rm_rf\",{}]]}");
     assert_string_equal(e->f.last_tool_content, "error: unknown tool 'rm_rf'");
+    env_free(e);
+}
+
+/* The outcome sums every model call and lists it; each call is a model_call event. */
+static void test_accounting(void **state)
+{
+    (void)state;
+    struct env *e = env_new(SCRIPTS, 0, 0);
+    run(e, "helper", "{\"calls\":[[\"noop\",{}]],\"cost\":0.01}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_int_equal(e->f.n_steps, 2);
+    assert_int_equal(e->f.n_model_calls, 2);
+    assert_int_equal(e->f.prompt_tokens, 20);
+    assert_int_equal(e->f.completion_tokens, 10);
+    assert_float_equal(e->f.cost, 0.02, 1e-12);
+    assert_float_equal(e->f.saving, 0.002, 1e-12);
+    cJSON *calls = cJSON_Parse(e->f.calls_json);
+    assert_true(cJSON_IsArray(calls));
+    assert_int_equal(cJSON_GetArraySize(calls), 2);
+    double sum = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls)
+    {
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(c, "route")->valuestring, "remote");
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(c, "model")->valuestring, "fake");
+        assert_int_equal(cJSON_GetObjectItemCaseSensitive(c, "prompt_tokens")->valueint, 10);
+        assert_int_equal(cJSON_GetObjectItemCaseSensitive(c, "completion_tokens")->valueint, 5);
+        sum += cJSON_GetObjectItemCaseSensitive(c, "cost_usd")->valuedouble;
+    }
+    assert_float_equal(sum, e->f.cost, 1e-12);
+    cJSON_Delete(calls);
+    /* a workflow's ctx:chat calls count too */
+    run(e, "chain", "{\"id\":\"7\"}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_int_equal(e->f.n_model_calls, 1);
+    calls = cJSON_Parse(e->f.calls_json);
+    assert_int_equal(cJSON_GetArraySize(calls), e->f.n_model_calls);
+    assert_int_equal(e->f.prompt_tokens, 10 * e->f.n_model_calls);
+    cJSON_Delete(calls);
+    env_free(e);
+}
+
+/* Large tool results: events stay valid JSON; past AGENT_EVENT_MAX the result string (not the
+ * JSON) is cut and flagged. */
+static void test_big_events(void **state)
+{
+    (void)state;
+    struct env *e = env_new(SCRIPTS, 0, 0);
+    run(e, "helper", "{\"calls\":[[\"blob\",{\"n\":10240}]]}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_int_equal(e->f.n_bad_events, 0);
+    assert_int_equal(e->f.result_len, 10240);
+    assert_false(e->f.result_truncated);
+    run(e, "helper", "{\"calls\":[[\"blob\",{\"n\":102400}]]}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_int_equal(e->f.n_bad_events, 0);
+    assert_true(e->f.result_truncated);
+    assert_true(e->f.result_len > AGENT_EVENT_MAX / 2);
+    assert_true(e->f.result_len < AGENT_EVENT_MAX);
+    assert_true(e->f.max_event_len <= AGENT_EVENT_MAX);
+    /* the model still got the whole result */
+    assert_int_equal(strlen(e->f.last_tool_content), sizeof(e->f.last_tool_content) - 1);
     env_free(e);
 }
 
@@ -447,6 +537,7 @@ int main(void)
     wye_alloc_install_cjson_hooks();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_errors),      cmocka_unit_test(test_agent_loop),
+        cmocka_unit_test(test_accounting),       cmocka_unit_test(test_big_events),
         cmocka_unit_test(test_concurrent_tools), cmocka_unit_test(test_workflows),
         cmocka_unit_test(test_limits),           cmocka_unit_test(test_cancel_and_reload),
     };

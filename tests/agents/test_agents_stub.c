@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <cmocka.h>
 
 #include "common/alloc.h"
@@ -16,6 +17,10 @@
 
 #define WYE_BIN WYE_BINARY_DIR "/wye"
 #define E2E_DIR WYE_SOURCE_DIR "/tests/agents/scripts_e2e"
+
+/* Every `wye agent run` here records into this temporary ledger (WYE_LEDGER). */
+static char tmp_dir[] = "/tmp/wye-agents-stub-XXXXXX";
+static char ledger_path[sizeof(tmp_dir) + 32];
 
 /* Runs cmd, returns its stdout (malloc'd) and exit status. */
 static char *run_cmd(const char *cmd, int *status)
@@ -77,6 +82,24 @@ static void test_stub_tool_loop(void **state)
     assert_int_equal(st, 1);
     assert_non_null(strstr(out, "\"stopped\":\"stopped: max_steps (2) reached\""));
     assert_non_null(strstr(out, "\"steps\":2"));
+    /* --json reports the tokens, cost and route of every model call */
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(j, "tokens");
+    assert_true(cJSON_GetObjectItemCaseSensitive(tok, "prompt")->valuedouble > 0);
+    assert_true(cJSON_GetObjectItemCaseSensitive(tok, "completion")->valuedouble > 0);
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(j, "calls");
+    assert_int_equal(cJSON_GetArraySize(calls), 2);
+    const cJSON *c0 = cJSON_GetArrayItem(calls, 0);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(c0, "route")->valuestring, "remote");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(c0, "model")->valuestring, "stub-model");
+    double sum =
+        cJSON_GetObjectItemCaseSensitive(c0, "cost_usd")->valuedouble +
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(calls, 1), "cost_usd")->valuedouble;
+    assert_true(sum > 0);
+    assert_float_equal(cJSON_GetObjectItemCaseSensitive(j, "cost_usd")->valuedouble, sum, 1e-12);
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(j, "saving_usd"));
+    cJSON_Delete(j);
     free(out);
     assert_int_equal(stub_upstream_requests(s), 2);
     /* the second request carried the assistant's tool call and the tool's result */
@@ -108,6 +131,47 @@ static void test_stub_tool_loop(void **state)
     stub_upstream_stop(s);
 }
 
+/* CLI runs are in the ledger like served requests (ledger summary names the agent), unless
+ * --no-ledger. */
+static void test_cli_ledger(void **state)
+{
+    (void)state;
+    struct stub_upstream *s = stub_upstream_start();
+    assert_non_null(s);
+    char cmd[1024];
+    int st = 0;
+    unlink(ledger_path);
+    snprintf(cmd, sizeof(cmd),
+             "WYE_LOG_LEVEL=error " WYE_BIN " agent run forecaster 'hello there' --dir " E2E_DIR
+             " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model --no-ledger "
+             "2>/dev/null",
+             stub_upstream_port(s));
+    char *out = run_cmd(cmd, &st);
+    assert_int_equal(st, 0);
+    free(out);
+    assert_int_not_equal(access(ledger_path, F_OK), 0); /* --no-ledger wrote nothing */
+    snprintf(cmd, sizeof(cmd),
+             "WYE_LOG_LEVEL=error " WYE_BIN " agent run forecaster 'hello there' --dir " E2E_DIR
+             " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model 2>/dev/null",
+             stub_upstream_port(s));
+    out = run_cmd(cmd, &st);
+    assert_int_equal(st, 0);
+    free(out);
+    stub_upstream_stop(s);
+    out = run_cmd(WYE_BIN " ledger summary --by agent --json 2>&1", &st);
+    if (st != 0 || !strstr(out, "\"forecaster\"")) {
+        fail_msg("wye ledger summary printed '%s' (exit %d)", out, st);
+    }
+    free(out);
+    char verify[sizeof(ledger_path) + 64];
+    snprintf(verify, sizeof(verify), WYE_BIN " ledger verify %s 2>&1", ledger_path);
+    out = run_cmd(verify, &st);
+    if (st != 0) {
+        fail_msg("wye ledger verify printed '%s' (exit %d)", out, st);
+    }
+    free(out);
+}
+
 /* The local route: the tools are rendered in the local model's text format and its answer is
  * parsed as such (the tiny story model writes no call, so its text is the final answer). */
 static void test_cli_local_model(void **state)
@@ -130,14 +194,38 @@ static void test_cli_local_model(void **state)
     }
     assert_non_null(strstr(out, "\"answer\":\""));
     assert_non_null(strstr(out, "\"cost_usd\":0"));
+    /* a local answer saves what prices.default_remote would have charged */
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_true(cJSON_GetObjectItemCaseSensitive(j, "saving_usd")->valuedouble > 0);
+    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "calls"), 0);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(c0, "route")->valuestring, "local");
+    cJSON_Delete(j);
     free(out);
+}
+
+static void cleanup_tmp(void)
+{
+    char path[sizeof(ledger_path) + 16];
+    unlink(ledger_path);
+    snprintf(path, sizeof(path), "%s.key", ledger_path);
+    unlink(path);
+    rmdir(tmp_dir);
 }
 
 int main(void)
 {
+    if (!mkdtemp(tmp_dir)) {
+        return 1;
+    }
+    snprintf(ledger_path, sizeof(ledger_path), "%s/ledger.jsonl", tmp_dir);
+    setenv("WYE_LEDGER", ledger_path, 1);
+    unsetenv("WYE_LEDGER_KEY");
+    atexit(cleanup_tmp);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cli_list),
         cmocka_unit_test(test_stub_tool_loop),
+        cmocka_unit_test(test_cli_ledger),
         cmocka_unit_test(test_cli_local_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,7 +44,9 @@ static const char AGENT_LUA[] =
     "  parameters = {type = 'object', properties = {city = {type = 'string'}}},\n"
     "  run = function(args, ctx) return 'sunny in ' .. tostring(args.city) end,\n"
     "}\n"
-    "agent { name = 'helper', system = 'You help.', tools = {'get_weather'}, max_steps = 2 }\n";
+    "agent { name = 'helper', system = 'You help.', tools = {'get_weather'}, max_steps = 2 }\n"
+    "tool { name = 'blob', run = function() return ('y'):rep(102400) end }\n"
+    "agent { name = 'big', system = 'You help.', tools = {'blob'}, max_steps = 1 }\n";
 
 struct env {
     struct stub_upstream *stub;
@@ -144,7 +146,10 @@ static const char *jstr(const cJSON *j, const char *k)
 /* Reads WebSocket events until agent.done or an error for id; counts each type. Returns the
  * final event (caller deletes). */
 struct counts {
-    int step, tool_call, tool_result, delta;
+    int step, tool_call, tool_result, delta, model_call;
+    size_t result_len;
+    bool result_truncated;
+    char call_route[16];
     char text[256];
     char tool_name[64];
 };
@@ -173,6 +178,11 @@ static cJSON *ws_until_done(struct wsc *c, const char *id, struct counts *n)
             snprintf(n->tool_name, sizeof(n->tool_name), "%s", jstr(j, "name"));
         } else if (strcmp(t, "agent.tool_result") == 0) {
             n->tool_result++;
+            n->result_len = strlen(jstr(j, "result"));
+            n->result_truncated = cJSON_IsTrue(cJSON_GetObjectItem(j, "truncated"));
+        } else if (strcmp(t, "agent.model_call") == 0) {
+            n->model_call++;
+            snprintf(n->call_route, sizeof(n->call_route), "%s", jstr(j, "route"));
         } else if (strcmp(t, "response.output_text.delta") == 0) {
             n->delta++;
             strncat(n->text, jstr(j, "delta"), sizeof(n->text) - strlen(n->text) - 1);
@@ -221,6 +231,49 @@ static void test_ws_run_tools(void **state)
     assert_true(n.tool_call >= 1);
     assert_int_equal(n.tool_result, n.tool_call);
     assert_string_equal(n.tool_name, "get_weather");
+    /* every model call is reported, and agent.done sums them */
+    assert_int_equal(n.model_call, 2);
+    assert_string_equal(n.call_route, "remote");
+    const cJSON *tok = cJSON_GetObjectItem(d, "tokens");
+    assert_true(cJSON_GetObjectItem(tok, "prompt")->valuedouble > 0);
+    assert_true(cJSON_GetObjectItem(tok, "completion")->valuedouble > 0);
+    const cJSON *calls = cJSON_GetObjectItem(d, "calls");
+    assert_int_equal(cJSON_GetArraySize(calls), 2);
+    double cost = 0, saving = 0, prompt = 0;
+    const cJSON *call;
+    cJSON_ArrayForEach(call, calls)
+    {
+        assert_string_equal(jstr(call, "route"), "remote");
+        assert_string_equal(jstr(call, "model"), "stub-model");
+        assert_true(cJSON_GetObjectItem(call, "completion_tokens")->valuedouble > 0);
+        cost += cJSON_GetObjectItem(call, "cost_usd")->valuedouble;
+        saving += cJSON_GetObjectItem(call, "saving_usd")->valuedouble;
+        prompt += cJSON_GetObjectItem(call, "prompt_tokens")->valuedouble;
+    }
+    /* stub-model is priced at prices.default_remote; a remote answer saves nothing */
+    assert_true(cost > 0);
+    assert_float_equal(cJSON_GetObjectItem(d, "cost_usd")->valuedouble, cost, 1e-9);
+    assert_float_equal(cJSON_GetObjectItem(d, "saving_usd")->valuedouble, saving, 1e-9);
+    assert_float_equal(saving, 0, 1e-12);
+    assert_float_equal(cJSON_GetObjectItem(tok, "prompt")->valuedouble, prompt, 0.5);
+    cJSON_Delete(d);
+    wsc_close(&c);
+}
+
+/* A 100 KiB tool result reaches the client as valid JSON, its result cut and flagged. */
+static void test_ws_big_tool_result(void **state)
+{
+    (void)state;
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"rb\",\"name\":\"big\","
+                                  "\"input\":\"#stub tools=1\"}"));
+    struct counts n;
+    cJSON *d = ws_until_done(&c, "rb", &n);
+    assert_string_equal(jstr(d, "type"), "agent.done");
+    assert_int_equal(n.tool_result, 1);
+    assert_true(n.result_truncated);
+    assert_true(n.result_len > AGENT_EVENT_MAX / 2 && n.result_len < AGENT_EVENT_MAX);
     cJSON_Delete(d);
     wsc_close(&c);
 }
@@ -489,9 +542,9 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ws_run_completes),   cmocka_unit_test(test_ws_run_tools),
-        cmocka_unit_test(test_ws_cancel),          cmocka_unit_test(test_ws_unknown_agent),
-        cmocka_unit_test(test_http_run),           cmocka_unit_test(test_http_run_stream),
-        cmocka_unit_test(test_http_unknown_agent),
+        cmocka_unit_test(test_ws_big_tool_result), cmocka_unit_test(test_ws_cancel),
+        cmocka_unit_test(test_ws_unknown_agent),   cmocka_unit_test(test_http_run),
+        cmocka_unit_test(test_http_run_stream),    cmocka_unit_test(test_http_unknown_agent),
     };
     signal(SIGPIPE, SIG_IGN);
     /* The child-process test first, before the in-process server starts its threads. */

@@ -269,10 +269,12 @@ static void test_agent_records(void **state)
     assert_string_equal(str(rec, "agent"), "support");
     assert_string_equal(str(rec, "run_id"), "42");
     cJSON_Delete(rec);
+    fsink_cleanup(&f);
     rec = run_ok(&r, "auto", "hi", "\"max_tokens\":8", NULL, &f, "local");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(rec, "agent")) ||
                 !cJSON_GetObjectItem(rec, "agent"));
     cJSON_Delete(rec);
+    fsink_cleanup(&f);
     const char *files[] = {r.ledger_path};
     struct wye_buf json, problems;
     wye_buf_init(&json, 1 << 20);

@@ -44,6 +44,14 @@ tool {
 }
 
 tool {
+  name = "blob",
+  parameters = {type = "object", properties = {n = {type = "integer"}}},
+  run = function(args, ctx)
+    return ("x"):rep(args.n or 1)
+  end,
+}
+
+tool {
   name = "noop",
   run = function()
     return "ok"
@@ -53,7 +61,7 @@ tool {
 agent {
   name = "helper",
   system = "test",
-  tools = {"lookup", "boom", "fetch", "hog", "spin", "noop"},
+  tools = {"lookup", "boom", "fetch", "hog", "spin", "noop", "blob"},
   max_steps = 3,
   max_cost_usd = 0.05,
   allow_hosts = {"127.0.0.1"},
