@@ -276,7 +276,7 @@ static enum wye_err parse_value(struct rd *r, struct gg_kv *kv, const char *knam
         return fail(r, WYE_ERR_PARSE, "key '%s': unknown value type %" PRIu32, kname, kv->type);
     }
     if (kv->type == ENG_GGUF_STRING) {
-        struct eng_gguf_str s;
+        struct eng_gguf_str s = {NULL, 0};
         err = read_str(r, &s, where, "string");
         if (err) {
             return err;
