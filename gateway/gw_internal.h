@@ -105,6 +105,7 @@ struct gw_stream {
 
     atomic_bool cancelled;        /* set by the lws thread (close, cancel, slow client) */
     struct gw_stream *ready_next; /* srv->ready_lock */
+    struct gw_stream *svc_next; /* lws thread: service_ready's copy of the list order */
     bool in_ready;                /* srv->ready_lock */
 
     /* producer thread only (start..finish) */

@@ -77,12 +77,16 @@ static void service_ready(struct gw_server *srv)
     pthread_mutex_lock(&srv->ready_lock);
     struct gw_stream *s = srv->ready;
     srv->ready = NULL;
+    /* Once in_ready is false a producer may put a stream on the (new) ready list again,
+     * rewriting its ready_next; the walk below must not follow that, or it would skip the
+     * rest of this list (those streams would never be written nor released). */
     for (struct gw_stream *t = s; t; t = t->ready_next) {
         t->in_ready = false;
+        t->svc_next = t->ready_next;
     }
     pthread_mutex_unlock(&srv->ready_lock);
     while (s) {
-        struct gw_stream *next = s->ready_next;
+        struct gw_stream *next = s->svc_next;
         if (!s->lws_done && s->wsi) {
             lws_callback_on_writable(s->wsi);
         }
