@@ -1,17 +1,6 @@
-# Tokenizers, streaming detokenizer and chat templates. The tests link a small library of
-# just these sources plus the GGUF loader/writer, so that they build while other parts of
-# wye_engine are being written.
-file(GLOB _tok_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/local-engine/tok_*.c)
-add_library(wye_tok_test STATIC
-  ${_tok_sources}
-  ${PROJECT_SOURCE_DIR}/local-engine/tokenizer.c
-  ${PROJECT_SOURCE_DIR}/local-engine/unicode.c
-  ${PROJECT_SOURCE_DIR}/local-engine/unicode_tables.c
-  ${PROJECT_SOURCE_DIR}/local-engine/chat_template.c
-  ${PROJECT_SOURCE_DIR}/local-engine/gguf.c
-  ${PROJECT_SOURCE_DIR}/local-engine/gguf_write.c
-  ${PROJECT_SOURCE_DIR}/local-engine/types.c)
-target_link_libraries(wye_tok_test PUBLIC wye_common)
+# Tokenizers, streaming detokenizer and chat templates, tested against the engine library.
+add_library(wye_tok_test INTERFACE)
+target_link_libraries(wye_tok_test INTERFACE wye_engine wye_common)
 
 wye_test(test_tokenizer test_tokenizer.c wye_tok_test)
 wye_test(test_tokenizer_vocab test_tokenizer_vocab.c wye_tok_test)
