@@ -5,6 +5,8 @@
  * Qwen2.5-0.5B-shaped random-weight GGUF (Q8_0) that the bench writes with mkmodel into a
  * temporary directory, or -m PATH. Greedy, a fixed prompt (a number in front so no two chats
  * share a prefix), N new tokens each; wall time from the first submit to the last finish.
+ * Also the decode-phase rate (tokens after the first over the time some chat was decoding),
+ * which is what batching speeds up: prompt processing is matrix-matrix either way.
  * Single-threaded driver; the engine worker thread runs the sinks.
  *
  * Usage: wye-bench-local [-m MODEL.gguf] [-n 64] [-t THREADS (0: all cores)]
@@ -31,6 +33,7 @@ struct bsink {
     pthread_cond_t *cv;
     int *n_done;
     int64_t tokens;
+    int64_t t_first, t_end; /* first emitted event, finish (wye_now_ns) */
     enum wye_err err;
     char msg[256];
 };
@@ -44,6 +47,9 @@ static void bs_start(void *ctx, const struct wye_start *info)
 static enum wye_err bs_emit(void *ctx, const struct wye_event *ev)
 {
     struct bsink *s = ctx;
+    if (s->t_first == 0) {
+        s->t_first = wye_now_ns();
+    }
     if (ev->type == WYE_EV_USAGE) {
         s->tokens = ev->usage.completion_tokens;
     }
@@ -54,6 +60,7 @@ static void bs_finish(void *ctx, const struct wye_result *res)
 {
     struct bsink *s = ctx;
     pthread_mutex_lock(s->mu);
+    s->t_end = wye_now_ns();
     s->err = res->err;
     snprintf(s->msg, sizeof(s->msg), "%s", res->message ? res->message : "");
     (*s->n_done)++;
@@ -101,10 +108,38 @@ static struct wye_chat_req *mkreq(int k, int n_new)
     return req;
 }
 
+static int cmp_first(const void *a, const void *b)
+{
+    const struct bsink *x = a, *y = b;
+    return x->t_first < y->t_first ? -1 : x->t_first > y->t_first;
+}
+
+/* Decode-phase rate: the tokens after each chat's first one over the wall time during which
+ * at least one chat was past its first token (the union of the [first, end] intervals), so
+ * prompt processing, which batching cannot speed up (it is already matrix-matrix), is out. */
+static double decode_rate(struct bsink *s, int n)
+{
+    qsort(s, (size_t)n, sizeof(*s), cmp_first);
+    int64_t busy = 0, lo = 0, hi = 0, toks = 0;
+    for (int i = 0; i < n; i++) {
+        toks += s[i].tokens > 1 ? s[i].tokens - 1 : 0;
+        if (i == 0 || s[i].t_first > hi) {
+            busy += hi - lo;
+            lo = s[i].t_first;
+            hi = s[i].t_end;
+        } else if (s[i].t_end > hi) {
+            hi = s[i].t_end;
+        }
+    }
+    busy += hi - lo;
+    return busy > 0 ? (double)toks / ((double)busy / 1e9) : -1;
+}
+
 /* Runs conc chats on a backend with n_seq sequences, submitting at most n_seq at a time.
- * Returns aggregate tokens/s, or a negative value on failure. */
+ * Returns aggregate tokens/s (and the decode-phase rate in *decode), or a negative value on
+ * failure. */
 static double run(const char *model, int threads, int conc, int n_seq, int n_new,
-                  int64_t *tokens_out)
+                  int64_t *tokens_out, double *decode)
 {
     struct conf_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -178,6 +213,7 @@ static double run(const char *model, int threads, int conc, int n_seq, int n_new
     }
     *tokens_out = tokens;
     rate = (double)tokens / ((double)dt / 1e9);
+    *decode = decode_rate(sinks, conc);
 out:
     rt_local_destroy(l);
     return rate;
@@ -264,25 +300,29 @@ int main(int argc, char **argv)
     if (!json) {
         printf("model %s, %d new tokens per chat, %d compute threads, load average %.2f\n", model,
                n_new, threads > 0 ? threads : (int)cores, load[0]);
-        printf("%-6s %14s %14s %8s\n", "chats", "batched tok/s", "serial tok/s", "speedup");
+        printf("%-6s %14s %14s %8s   %14s %14s %8s\n", "chats", "batched tok/s", "serial tok/s",
+               "speedup", "decode batched", "decode serial", "speedup");
     } else {
         printf("{\"model\":\"%s\",\"n_new\":%d,\"threads\":%d,\"load1\":%.2f,\"runs\":[", model,
                n_new, threads > 0 ? threads : (int)cores, load[0]);
     }
     for (int i = 0; i < n_conc; i++) {
         int64_t tb = 0, ts = 0;
-        double batched = run(model, threads, concs[i], concs[i], n_new, &tb);
-        double serial = run(model, threads, concs[i], 1, n_new, &ts);
+        double db = 0, ds = 0;
+        double batched = run(model, threads, concs[i], concs[i], n_new, &tb, &db);
+        double serial = run(model, threads, concs[i], 1, n_new, &ts, &ds);
         if (batched < 0 || serial < 0) {
             rc = 1;
             break;
         }
         if (json) {
             printf("%s{\"chats\":%d,\"batched_tok_s\":%.2f,\"serial_tok_s\":%.2f,"
+                   "\"decode_batched_tok_s\":%.2f,\"decode_serial_tok_s\":%.2f,"
                    "\"tokens\":%lld}",
-                   i ? "," : "", concs[i], batched, serial, (long long)tb);
+                   i ? "," : "", concs[i], batched, serial, db, ds, (long long)tb);
         } else {
-            printf("%-6d %14.2f %14.2f %7.2fx\n", concs[i], batched, serial, batched / serial);
+            printf("%-6d %14.2f %14.2f %7.2fx   %14.2f %14.2f %7.2fx\n", concs[i], batched,
+                   serial, batched / serial, db, ds, db / ds);
         }
         fflush(stdout);
     }
