@@ -11,6 +11,7 @@
 #include "agents/agents.h"
 #include <pthread.h>
 
+#include "common/buf.h"
 #include "common/queue.h"
 
 struct cJSON;
@@ -60,9 +61,10 @@ struct agent_registry {
 };
 
 /* Loads every *.lua in dir (sorted). NOTFOUND/IO when dir cannot be read; bad files are only
- * recorded in errors. */
-enum wye_err agent_registry_load(const char *dir, struct agent_registry **out, char *errbuf,
-                                 size_t errlen);
+ * recorded in errors. prev (borrowed, may be NULL): the registry being replaced; a file that
+ * fails to load keeps prev's version of it (recorded in errors too). */
+enum wye_err agent_registry_load(const char *dir, const struct agent_registry *prev,
+                                 struct agent_registry **out, char *errbuf, size_t errlen);
 void agent_registry_ref(struct agent_registry *reg);
 void agent_registry_unref(struct agent_registry *reg);
 const struct agent_tool *agent_registry_tool(const struct agent_registry *reg, const char *name);
@@ -103,6 +105,8 @@ struct agent_op {
     struct agent_run *run; /* holds a reference */
     struct agent_waiter w;
     enum agent_op_kind kind;
+    int step;           /* STEP: the agent loop's step (set before the host sees op) */
+    struct wye_buf dev; /* the host's thread: agent_op_delta's event scratch */
     /* the answer, copied by agent_op_*_done (host thread), read by the worker */
     enum wye_err err;
     char *message, *text, *tool_calls, *route, *model;

@@ -79,6 +79,7 @@ static void step(struct agent_run *run)
         return;
     }
     run->n_steps++;
+    op->step = run->n_steps;
     agent_run_emit(run, "{\"type\":\"step\",\"step\":%d}", run->n_steps);
     struct agent_chat_call call = {
         .run_id = run->id,

@@ -1,9 +1,10 @@
 /* The registry: every *.lua file of the agents directory, run once in "declare" mode in a
  * throwaway sandbox state to collect its tool{}, agent{} and workflow() declarations. A file
- * that fails (syntax, runtime error, bad declaration, duplicate name) is recorded as
- * "file:line: message" and skipped. A registry is immutable and refcounted: a reload builds a
- * new one while runs in flight keep theirs. Loading runs on the caller's thread; ref/unref on
- * any thread. */
+ * that fails (unreadable, syntax, runtime error, bad declaration, duplicate name) is recorded as
+ * "file:line: message"; on a reload the previous registry's version of that file (its source,
+ * declared again) keeps serving, else the file is skipped. A registry is immutable and
+ * refcounted: a reload builds a new one while runs in flight keep theirs. Loading runs on the
+ * caller's thread; ref/unref on any thread. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -79,7 +80,7 @@ static void add_error(struct agent_registry *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    WYE_WARN("agents: %s (skipped)", msg);
+    WYE_WARN("agents: %s", msg);
     char **e = wye_realloc(r->errors, (r->n_errors + 1) * sizeof(*e));
     if (!e) {
         return;
@@ -91,9 +92,10 @@ static void add_error(struct agent_registry *r, const char *fmt, ...)
     }
 }
 
-/* Adds the declarations of one file (decls: the JSON array the prelude returned). */
+/* Adds the declarations of one file (decls: the JSON array the prelude returned). INVAL (with
+ * why, nothing added) when a name is already taken. */
 static enum wye_err add_decls(struct agent_registry *r, const struct agent_file *f,
-                              const cJSON *arr)
+                              const cJSON *arr, char *why, size_t whylen)
 {
     const cJSON *d;
     /* a duplicate across files rejects the whole later file */
@@ -104,8 +106,8 @@ static enum wye_err add_decls(struct agent_registry *r, const struct agent_file 
             continue;
         }
         if (name_taken(r, name->valuestring)) {
-            add_error(r, "%s: '%s' is already declared by another file", f->name,
-                      name->valuestring);
+            snprintf(why, whylen, "%s: '%s' is already declared by another file", f->name,
+                     name->valuestring);
             return WYE_ERR_INVAL;
         }
     }
@@ -177,10 +179,11 @@ static enum wye_err add_decls(struct agent_registry *r, const struct agent_file 
     return WYE_OK;
 }
 
-/* Runs the prelude in declare mode for f; returns the declarations array or NULL (error
- * recorded). Host calls are refused while loading, except data.json (answered NULL). */
-static cJSON *declare(struct wlua_state *st, struct agent_registry *r, const struct agent_file *f)
+/* Runs the prelude in declare mode for f; returns the declarations array, or NULL with why
+ * set. Host calls are refused while loading. */
+static cJSON *declare(struct wlua_state *st, const struct agent_file *f, char *why, size_t whylen)
 {
+    snprintf(why, whylen, "%s: out of memory while loading", f->name);
     cJSON *args = cJSON_CreateObject();
     if (!args || !cJSON_AddStringToObject(args, "mode", "declare") ||
         !cJSON_AddStringToObject(args, "file", f->name) ||
@@ -208,44 +211,91 @@ static cJSON *declare(struct wlua_state *st, struct agent_registry *r, const str
     if (s == WLUA_DONE) {
         out = cJSON_Parse(wlua_run_result(run));
     } else if (s == WLUA_ERROR) {
-        add_error(r, "%s", wlua_run_error(run));
+        snprintf(why, whylen, "%s", wlua_run_error(run));
     } else {
-        add_error(r, "%s: %s", f->name, "the file keeps calling host functions while loading");
+        snprintf(why, whylen, "%s: %s", f->name,
+                 "the file keeps calling host functions while loading");
     }
     wlua_run_destroy(run);
     return out;
 }
 
-static enum wye_err load_file(struct wlua_state *st, struct agent_registry *r, const char *path,
-                              const char *base)
+/* Declares src (taken over) as file base in r. INVAL with why when the file does not load
+ * (nothing of it stays in r); NOMEM is fatal. */
+static enum wye_err try_file(struct wlua_state *st, struct agent_registry *r, const char *base,
+                             char *src, size_t len, char *why, size_t whylen)
 {
-    char eb[256];
-    size_t len = 0;
-    char *src = read_file(path, AGENT_FILE_BYTES_MAX, &len, eb, sizeof(eb));
-    if (!src) {
-        add_error(r, "%s: %s", base, eb);
-        return WYE_OK;
-    }
     struct agent_file *f = &r->files[r->n_files];
     f->name = wye_strdup(base);
     f->src = src;
     f->len = len;
     if (!f->name) {
         wye_free(src);
+        memset(f, 0, sizeof(*f));
         return WYE_ERR_NOMEM;
     }
-    r->n_files++;
-    cJSON *decls = declare(st, r, f);
-    if (!decls) {
-        return WYE_OK;
-    }
-    enum wye_err err = add_decls(r, f, decls);
+    cJSON *decls = declare(st, f, why, whylen);
+    enum wye_err err = decls ? add_decls(r, f, decls, why, whylen) : WYE_ERR_INVAL;
     cJSON_Delete(decls);
-    return err == WYE_ERR_INVAL ? WYE_OK : err;
+    if (err) {
+        wye_free(f->name);
+        wye_free(f->src);
+        memset(f, 0, sizeof(*f));
+        return err;
+    }
+    r->n_files++;
+    return WYE_OK;
 }
 
-enum wye_err agent_registry_load(const char *dir, struct agent_registry **out, char *errbuf,
-                                 size_t errlen)
+static const struct agent_file *prev_file(const struct agent_registry *prev, const char *base)
+{
+    for (size_t i = 0; prev && i < prev->n_files; i++) {
+        if (strcmp(prev->files[i].name, base) == 0) {
+            return &prev->files[i];
+        }
+    }
+    return NULL;
+}
+
+/* Loads one file; when it fails and prev served a version of it, that version is declared
+ * again in its place, so a broken edit never takes a working agent or tool away. */
+static enum wye_err load_file(struct wlua_state *st, struct agent_registry *r,
+                              const struct agent_registry *prev, const char *path, const char *base)
+{
+    char eb[256], why[1024];
+    size_t len = 0;
+    char *src = read_file(path, AGENT_FILE_BYTES_MAX, &len, eb, sizeof(eb));
+    enum wye_err err = WYE_ERR_INVAL;
+    if (src) {
+        err = try_file(st, r, base, src, len, why, sizeof(why));
+    } else {
+        snprintf(why, sizeof(why), "%s: %s", base, eb);
+    }
+    if (err != WYE_ERR_INVAL) {
+        return err;
+    }
+    const struct agent_file *old = prev_file(prev, base);
+    if (!old) {
+        add_error(r, "%s (skipped)", why);
+        return WYE_OK;
+    }
+    char *osrc = wye_strndup(old->src, old->len);
+    if (!osrc) {
+        return WYE_ERR_NOMEM;
+    }
+    char why_old[1024];
+    err = try_file(st, r, base, osrc, old->len, why_old, sizeof(why_old));
+    if (err == WYE_OK) {
+        add_error(r, "%s (the previous version keeps serving)", why);
+    } else if (err == WYE_ERR_INVAL) {
+        add_error(r, "%s (skipped; the previous version cannot serve either: %s)", why, why_old);
+        err = WYE_OK;
+    }
+    return err;
+}
+
+enum wye_err agent_registry_load(const char *dir, const struct agent_registry *prev,
+                                 struct agent_registry **out, char *errbuf, size_t errlen)
 {
     *out = NULL;
     enum wye_err err = WYE_ERR_NOMEM;
@@ -312,7 +362,7 @@ enum wye_err agent_registry_load(const char *dir, struct agent_registry **out, c
         if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
             continue;
         }
-        if (load_file(st, r, path, names[i]) != WYE_OK) {
+        if (load_file(st, r, prev, path, names[i]) != WYE_OK) {
             goto fail_dir;
         }
     }

@@ -70,7 +70,7 @@ enum wye_err agent_rt_create(const struct agent_rt_opts *opts, const struct agen
             goto fail_state;
         }
     }
-    err = agent_registry_load(rt->dir, &rt->reg, errbuf, errlen);
+    err = agent_registry_load(rt->dir, NULL, &rt->reg, errbuf, errlen);
     if (err) {
         goto fail_state;
     }
@@ -167,8 +167,11 @@ void agent_rt_destroy(struct agent_rt *rt)
 
 enum wye_err agent_rt_reload(struct agent_rt *rt, char *errbuf, size_t errlen)
 {
+    /* reloads are serialised by the caller (SIGHUP on one thread); prev stays referenced */
+    struct agent_registry *prev = current_reg(rt);
     struct agent_registry *r = NULL;
-    enum wye_err err = agent_registry_load(rt->dir, &r, errbuf, errlen);
+    enum wye_err err = agent_registry_load(rt->dir, prev, &r, errbuf, errlen);
+    agent_registry_unref(prev);
     if (err) {
         return err;
     }
@@ -177,7 +180,7 @@ enum wye_err agent_rt_reload(struct agent_rt *rt, char *errbuf, size_t errlen)
     rt->reg = r;
     pthread_mutex_unlock(&rt->lock);
     agent_registry_unref(old);
-    WYE_INFO("agents: reloaded %s: %zu agents/workflows, %zu tools, %zu files with errors", rt->dir,
+    WYE_INFO("agents: reloaded %s: %zu agents/workflows, %zu tools, %zu errors", rt->dir,
              r->n_decls, r->n_tools, r->n_errors);
     return WYE_OK;
 }

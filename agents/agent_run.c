@@ -167,6 +167,7 @@ struct agent_op *agent_op_new(struct agent_run *run, enum agent_op_kind kind, st
     op->msg.kind = AGENT_MSG_OP;
     op->msg.op = op;
     op->kind = kind;
+    wye_buf_init(&op->dev, AGENT_EVENT_MAX);
     atomic_fetch_add(&run->rt->n_ops, 1);
     op->w = w;
     atomic_fetch_add(&run->refs, 1);
@@ -183,6 +184,7 @@ void agent_op_free(struct agent_op *op)
     wye_free(op->tool_calls);
     wye_free(op->route);
     wye_free(op->model);
+    wye_buf_cleanup(&op->dev);
     struct agent_rt *rt = op->run->rt;
     agent_run_unref(op->run);
     wye_free(op);
@@ -236,6 +238,38 @@ void agent_op_http_done(struct agent_op *op, const struct agent_http_result *res
         op->err = WYE_ERR_NOMEM;
     }
     op_post(op);
+}
+
+#define AGENT_DELTA_PIECE 8192 /* escaped, at most 6x: always fits one event */
+
+void agent_op_delta(struct agent_op *op, const char *text, size_t len)
+{
+    struct agent_run *run = op->run;
+    struct agent_rt *rt = run->rt;
+    if (op->kind != AGENT_OP_STEP || !rt->ops.emit || atomic_load(&run->ended)) {
+        return;
+    }
+    while (len > 0) {
+        size_t n = len > AGENT_DELTA_PIECE ? utf8_cut(text, AGENT_DELTA_PIECE) : len;
+        if (n == 0) {
+            n = AGENT_DELTA_PIECE; /* not UTF-8 anyway */
+        }
+        wye_buf_reset(&op->dev);
+        enum wye_err err =
+            wye_buf_printf(&op->dev, "{\"type\":\"delta\",\"run_id\":%llu,\"step\":%d,\"delta\":",
+                           (unsigned long long)run->id, op->step);
+        if (!err) {
+            err = wye_buf_append_json_str(&op->dev, text, n);
+        }
+        if (!err) {
+            err = wye_buf_append(&op->dev, "}", 1);
+        }
+        if (!err) {
+            rt->ops.emit(rt->host, run->id, op->dev.data);
+        }
+        text += n;
+        len -= n;
+    }
 }
 
 bool agent_op_cancelled(const struct agent_op *op)

@@ -83,13 +83,19 @@ struct agent_host_ops {
     /* Starts an HTTP request; answer with agent_op_http_done. NULL: http is unavailable. */
     enum wye_err (*http)(void *ctx, const struct agent_http_req *req, struct agent_op *op,
                          char *errbuf, size_t errlen);
-    /* A progress event (JSON object text) of a run; may be NULL. */
+    /* A progress event (JSON object text) of a run; may be NULL. Called on the worker thread,
+     * except "delta" events, which come from the thread calling agent_op_delta. */
     void (*emit)(void *ctx, uint64_t run_id, const char *event_json);
 };
 
 /* Host side, any thread: the answer to op (copied; op is gone after the call). */
 void agent_op_chat_done(struct agent_op *op, const struct agent_chat_result *res);
 void agent_op_http_done(struct agent_op *op, const struct agent_http_result *res);
+/* Host side, the thread answering op, before the answer: a piece of a model call's answer text
+ * as it arrives. For a call of the agent loop the runtime passes it on at once (through emit,
+ * on the calling thread) as {"type":"delta","run_id":N,"step":S,"delta":"..."} (pieces longer
+ * than 8 KiB become several events); other calls ignore it. No allocation after the first. */
+void agent_op_delta(struct agent_op *op, const char *text, size_t len);
 /* Host side, any thread, until the answer: true once the run was cancelled or ended. */
 bool agent_op_cancelled(const struct agent_op *op);
 
@@ -132,7 +138,9 @@ enum wye_err agent_rt_start(struct agent_rt *rt);
 /* Cancels every run, waits for the host to answer what is pending, joins the worker, frees.
  * NULL is a no-op. */
 void agent_rt_destroy(struct agent_rt *rt);
-/* Loads the directory again and swaps the registry in; runs in flight keep the old one. */
+/* Loads the directory again and swaps the registry in; runs in flight keep the old one. A file
+ * that fails to load is logged and listed under "errors", and its previous version (tools,
+ * agents, workflows) keeps serving. */
 enum wye_err agent_rt_reload(struct agent_rt *rt, char *errbuf, size_t errlen);
 /* Appends {"agents":[..],"tools":[..],"workflows":[..],"errors":["file:line: msg"]}. */
 enum wye_err agent_rt_list_json(struct agent_rt *rt, struct wye_buf *out);

@@ -2,9 +2,14 @@
  * starts a run on the agents runtime (agents/agents.h) and gives it a gw_stream; the run's
  * progress events (host emit) and its end (done callback) are formatted as JSON event objects
  * and pushed into that stream, so backpressure, disconnects and cancellation work as for chat
- * answers. A registry maps run ids to streams (events carry only the run id).
- * Threads: gw_agents_start and gw_agents_http on the lws thread; gw_agents_event and the done
- * callback on the agent worker thread; the stream wakeup (cancel) on the lws thread. */
+ * answers. A registry maps run ids to streams (events carry only the run id). The text of the
+ * agent loop's model calls arrives as "delta" events while the model writes it and goes out as
+ * response.output_text.delta at once; a run that streamed none (a workflow) gets its answer as
+ * one delta before agent.done.
+ * Threads: gw_agents_start and gw_agents_http on the lws thread; gw_agents_event on the agent
+ * worker thread (delta events on the thread answering the model call: the upstream thread or
+ * an engine worker) and the done callback on the worker; the stream wakeup (cancel) on the lws
+ * thread. */
 #include <cJSON.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,8 +28,11 @@ struct gw_agent_run {
     struct gw_stream *s;       /* the producer's reference; worker thread after start */
     uint64_t run_id;           /* ga->lock (set right after submit) */
     bool registered;           /* ga->lock */
+    bool streamed;             /* ga->lock: a delta went out */
     char *client_id;           /* immutable; WS id, or NULL */
-    struct wye_buf out;        /* worker thread: formatting scratch */
+    struct wye_buf out;        /* formatting scratch: ga->lock, then the worker in run_done */
+    struct wye_buf frame;      /* SSE framing of out, same owner (reused: no allocation per
+                                * streamed delta) */
 };
 
 struct gw_agents {
@@ -70,21 +78,20 @@ static void run_push(struct gw_agent_run *run, bool final)
         return;
     }
     if (s->kind == GW_KIND_SSE) {
-        struct wye_buf b;
-        wye_buf_init(&b, GW_AGENT_EVENT_MAX + 64);
-        enum wye_err err = wye_buf_append_str(&b, "data: ");
+        struct wye_buf *b = &run->frame;
+        wye_buf_reset(b);
+        enum wye_err err = wye_buf_append_str(b, "data: ");
         if (!err) {
-            err = wye_buf_append(&b, run->out.data, run->out.len);
+            err = wye_buf_append(b, run->out.data, run->out.len);
         }
         if (!err) {
-            err = wye_buf_append_str(&b, final ? "\n\ndata: [DONE]\n\n" : "\n\n");
+            err = wye_buf_append_str(b, final ? "\n\ndata: [DONE]\n\n" : "\n\n");
         }
         if (!err) {
-            (void)gw_stream_push_ex(s, b.data, b.len, final, final ? 200 : 0);
+            (void)gw_stream_push_ex(s, b->data, b->len, final, final ? 200 : 0);
         } else if (final) {
             (void)gw_stream_push_ex(s, "data: [DONE]\n\n", 14, true, 200);
         }
-        wye_buf_cleanup(&b);
         return;
     }
     (void)gw_stream_push_ex(s, run->out.data, run->out.len, final, final ? 200 : 0);
@@ -117,20 +124,55 @@ static struct gw_agent_run *find_run(struct gw_agents *ga, uint64_t run_id)
     return NULL;
 }
 
+/* A delta event, as the runtime writes it ({"type":"delta","run_id":..,"step":..,"delta":".."};
+ * ctx:emit{type="delta", ...} too): the rest of the object is copied after the new type and
+ * ids without parsing it, so streaming text costs no allocation per piece. */
+#define GW_DELTA_PREFIX "{\"type\":\"delta\","
+
+static void forward_delta(struct gw_agent_run *run, const char *event_json)
+{
+    if (run->s->kind == GW_KIND_JSON) {
+        return; /* stream:false answers only the final object */
+    }
+    enum wye_err err = run_begin(run, "response.output_text.delta");
+    if (!err) {
+        err = wye_buf_append_str(&run->out, event_json + sizeof(GW_DELTA_PREFIX) - 2);
+    }
+    if (!err) {
+        run->streamed = true;
+        run_push(run, false);
+    }
+}
+
 /* A progress event of the runtime ({"type":"step"|"tool_call"|"tool_result"|..., ...}):
- * forwarded as {"type":"agent.<type>","id":..., the other fields}. */
+ * forwarded as {"type":"agent.<type>","id":..., the other fields}; "delta" events (the
+ * runtime's, and a script's ctx:emit{type="delta", delta=...}) as response.output_text.delta. */
 void gw_agents_event(void *ud, uint64_t run_id, const char *event_json)
 {
     struct gw_agents *ga = ud;
     pthread_mutex_lock(&ga->lock);
     struct gw_agent_run *run = find_run(ga, run_id);
+    if (run && strncmp(event_json, GW_DELTA_PREFIX, sizeof(GW_DELTA_PREFIX) - 1) == 0) {
+        if (!atomic_load(&run->s->cancelled)) {
+            forward_delta(run, event_json);
+        }
+        pthread_mutex_unlock(&ga->lock);
+        return;
+    }
     cJSON *ev = run ? cJSON_Parse(event_json) : NULL;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(ev, "type");
     if (run && cJSON_IsObject(ev) && cJSON_IsString(type) &&
         strcmp(type->valuestring, "answer") != 0 && !atomic_load(&run->s->cancelled)) {
         char t[80];
+        bool delta = strcmp(type->valuestring, "delta") == 0; /* ctx:emit{type="delta"} */
+        if (delta && run->s->kind == GW_KIND_JSON) {
+            cJSON_Delete(ev);
+            pthread_mutex_unlock(&ga->lock);
+            return;
+        }
         snprintf(t, sizeof(t), "agent.%.64s", type->valuestring);
-        enum wye_err err = run_begin(run, t);
+        enum wye_err err = run_begin(run, delta ? "response.output_text.delta" : t);
+        run->streamed |= delta;
         const cJSON *f;
         cJSON_ArrayForEach(f, ev)
         {
@@ -162,6 +204,7 @@ void gw_agents_event(void *ud, uint64_t run_id, const char *event_json)
 static void run_free(struct gw_agent_run *run)
 {
     wye_buf_cleanup(&run->out);
+    wye_buf_cleanup(&run->frame);
     wye_free(run->client_id);
     wye_free(run);
 }
@@ -178,14 +221,15 @@ static void run_unlink(struct gw_agents *ga, struct gw_agent_run *run)
     pthread_mutex_unlock(&ga->lock);
 }
 
-/* The run's end (worker thread): the answer as one output_text delta, then agent.done. */
+/* The run's end (worker thread): the answer as one output_text delta unless it was streamed,
+ * then agent.done. */
 static void run_done(void *arg, const struct agent_outcome *o)
 {
     struct gw_agent_run *run = arg;
     struct gw_agents *ga = run->ga;
     struct gw_stream *s = run->s;
     /* Wait for the submitter to register (it holds the lock across submit). */
-    run_unlink(ga, run);
+    run_unlink(ga, run); /* after this no delta reaches run (they look it up under the lock) */
     pthread_mutex_lock(&s->lock);
     s->wake = NULL;
     s->wake_arg = NULL;
@@ -195,7 +239,7 @@ static void run_done(void *arg, const struct agent_outcome *o)
                      atomic_load(&s->cancelled);
     const char *status = cancelled ? "cancelled" : o->err == WYE_OK ? "completed" : "failed";
     enum wye_err err;
-    if (o->err == WYE_OK && o->answer && !cancelled) {
+    if (o->err == WYE_OK && o->answer && !cancelled && !run->streamed) {
         err = run_begin(run, "response.output_text.delta");
         if (!err) {
             err = wye_buf_append_str(&run->out, ",\"delta\":");
@@ -274,6 +318,7 @@ enum wye_err gw_agents_start(struct gw_server *srv, struct gw_stream *s, const c
     run->ga = ga;
     run->s = s;
     wye_buf_init(&run->out, GW_AGENT_EVENT_MAX);
+    wye_buf_init(&run->frame, GW_AGENT_EVENT_MAX + 64);
     /* Registered under the lock across submit, so the worker's first event finds it. */
     pthread_mutex_lock(&ga->lock);
     uint64_t id = 0;

@@ -74,6 +74,9 @@ static void cli_on_sigint(int sig)
 static void cli_event(void *ud, uint64_t run_id, const char *ev)
 {
     (void)ud;
+    if (strncmp(ev, "{\"type\":\"delta\",", 16) == 0) {
+        return; /* a piece of the answer text per token: the answer is printed at the end */
+    }
     fprintf(stderr, "[run %llu] %s\n", (unsigned long long)run_id, ev);
 }
 

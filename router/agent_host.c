@@ -1,30 +1,28 @@
 /* The agents' host ops over the router. chat: builds an OpenAI body (messages with tool_calls
  * and tool results, tools, max_tokens) into a wye_chat_req and submits it with
- * rt_router_submit; a sink accumulates text, tool_calls deltas and usage and answers the op at
- * finish, priced by rt_price_answer (router/price.h) like the router's ledger. http: a
- * dedicated thread owning a curl multi handle (ARCHITECTURE prefers the upstream thread; this
- * is to be merged there later); jobs arrive on a queue plus curl_multi_wakeup, responses are
- * capped, and runs that end abort their transfers.
- * Threads: chat is called on the agent worker, its sink runs on the router's threads; the http
- * thread owns every easy handle. */
+ * rt_router_submit; a sink accumulates text, tool_calls deltas and usage (streaming each text
+ * delta to the run as it comes) and answers the op at finish, priced by rt_price_answer
+ * (router/price.h) like the router's ledger. http: a plain request on the upstream client's
+ * thread (rt_upstream_http, the router's libcurl multi handle), response capped, aborted when
+ * the run ends.
+ * Threads: chat and http are called on the agent worker; the chat sink runs on the router's
+ * threads, the http answer on the upstream thread. */
 #include <ctype.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/crypto.h"
 #include "common/log.h"
-#include "common/queue.h"
 #include "router/agent_host.h"
 #include "router/price.h"
 #include "router/router.h"
+#include "router/rt_route_internal.h"
+#include "router/upstream.h"
 
 #define AH_TEXT_MAX (1u << 20)
 
@@ -33,12 +31,8 @@ struct rt_agent_host {
     const struct conf_config *cfg;
     rt_agent_event_fn on_event;
     void *event_ud;
-    /* the http thread */
-    CURLM *multi;
-    struct wye_queue jobs;
-    pthread_t thread;
-    bool thread_started;
-    atomic_bool stopping;
+    struct rt_upstream *up;     /* where wye.http.request runs: the router's, or own_up */
+    struct rt_upstream *own_up; /* without a remote upstream: an HTTP-only client */
 };
 
 /* ---- chat ---- */
@@ -67,6 +61,7 @@ static enum wye_err ah_emit(void *ctx, const struct wye_event *ev)
     }
     if (ev->type == WYE_EV_DELTA) {
         (void)wye_buf_append(&c->text, ev->data, ev->len);
+        agent_op_delta(c->op, ev->data, ev->len); /* streamed to the client as it comes */
     } else if (ev->type == WYE_EV_TOOL_DELTA) {
         if (wye_buf_append(&c->tools, ev->data, ev->len) == WYE_OK) {
             (void)wye_buf_append(&c->tools, "\n", 1);
@@ -236,200 +231,45 @@ static enum wye_err ah_chat(void *ctx, const struct agent_chat_call *call, struc
     return err;
 }
 
-/* ---- http ---- */
+/* ---- http: a plain request on the upstream thread ---- */
 
-struct ah_http {
-    struct wye_qnode node;
-    struct agent_op *op;
-    CURL *easy;
-    struct curl_slist *headers;
-    char *url, *method, *body;
-    size_t body_len, max_bytes;
-    int timeout_ms;
-    struct wye_buf resp;
-    bool too_big;
-    char errbuf[CURL_ERROR_SIZE];
-};
-
-static void http_free(struct ah_http *j)
-{
-    if (j->easy) {
-        curl_easy_cleanup(j->easy);
-    }
-    curl_slist_free_all(j->headers);
-    wye_free(j->url);
-    wye_free(j->method);
-    wye_free(j->body);
-    wye_buf_cleanup(&j->resp);
-    wye_free(j);
-}
-
-static void http_answer(struct ah_http *j, enum wye_err err, const char *msg, long status)
+static void ah_http_done(void *arg, const struct rt_http_result *res)
 {
     struct agent_http_result r = {
-        .err = err,
-        .message = msg,
-        .status = status,
-        .body = j->resp.data ? j->resp.data : "",
-        .body_len = j->resp.len,
+        .err = res->err,
+        .message = res->message,
+        .status = res->status,
+        .body = res->body,
+        .body_len = res->body_len,
     };
-    agent_op_http_done(j->op, &r);
-    http_free(j);
+    agent_op_http_done(arg, &r);
 }
 
-static size_t http_write(char *p, size_t size, size_t n, void *ud)
+static bool ah_http_cancelled(void *arg)
 {
-    struct ah_http *j = ud;
-    size_t len = size * n;
-    if (j->resp.len + len > j->max_bytes || wye_buf_append(&j->resp, p, len) != WYE_OK) {
-        j->too_big = true;
-        return 0;
-    }
-    return len;
+    return agent_op_cancelled(arg);
 }
 
-static bool http_setup(struct ah_http *j)
-{
-    j->easy = curl_easy_init();
-    if (!j->easy) {
-        return false;
-    }
-    curl_easy_setopt(j->easy, CURLOPT_URL, j->url);
-    curl_easy_setopt(j->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(j->easy, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(j->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(j->easy, CURLOPT_TIMEOUT_MS, (long)j->timeout_ms);
-    curl_easy_setopt(j->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(j->easy, CURLOPT_WRITEFUNCTION, http_write);
-    curl_easy_setopt(j->easy, CURLOPT_WRITEDATA, j);
-    curl_easy_setopt(j->easy, CURLOPT_PRIVATE, j);
-    curl_easy_setopt(j->easy, CURLOPT_ERRORBUFFER, j->errbuf);
-    curl_easy_setopt(j->easy, CURLOPT_HTTPHEADER, j->headers);
-    curl_easy_setopt(j->easy, CURLOPT_USERAGENT, "wye-agent/" WYE_VERSION);
-    if (strcmp(j->method, "GET") != 0) {
-        curl_easy_setopt(j->easy, CURLOPT_CUSTOMREQUEST, j->method);
-    }
-    if (j->body) {
-        curl_easy_setopt(j->easy, CURLOPT_POSTFIELDS, j->body);
-        curl_easy_setopt(j->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
-    }
-    return true;
-}
-
-/* Answers and frees every transfer whose run ended (or all when stopping). */
-static void http_sweep(struct rt_agent_host *h, struct ah_http **active, size_t *n, bool all)
-{
-    for (size_t i = 0; i < *n;) {
-        struct ah_http *j = active[i];
-        if (all || agent_op_cancelled(j->op)) {
-            curl_multi_remove_handle(h->multi, j->easy);
-            http_answer(j, WYE_ERR_CANCELED, "cancelled", 0);
-            active[i] = active[--*n];
-        } else {
-            i++;
-        }
-    }
-}
-
-#define AH_HTTP_ACTIVE_MAX 256
-
-static void *http_main(void *arg)
-{
-    struct rt_agent_host *h = arg;
-    struct ah_http *active[AH_HTTP_ACTIVE_MAX];
-    size_t n = 0;
-    while (!atomic_load(&h->stopping)) {
-        struct wye_qnode *q = wye_queue_take_all(&h->jobs);
-        while (q) {
-            struct wye_qnode *next = q->next;
-            struct ah_http *j = WYE_CONTAINER_OF(q, struct ah_http, node);
-            if (n == AH_HTTP_ACTIVE_MAX) {
-                http_answer(j, WYE_ERR_AGAIN, "too many HTTP requests in flight", 0);
-            } else if (!http_setup(j) || curl_multi_add_handle(h->multi, j->easy) != CURLM_OK) {
-                http_answer(j, WYE_ERR_NOMEM, "cannot start the HTTP request", 0);
-            } else {
-                active[n++] = j;
-            }
-            q = next;
-        }
-        int running = 0;
-        curl_multi_perform(h->multi, &running);
-        CURLMsg *m;
-        int left = 0;
-        while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
-            if (m->msg != CURLMSG_DONE) {
-                continue;
-            }
-            struct ah_http *j = NULL;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
-            CURLcode rc = m->data.result;
-            curl_multi_remove_handle(h->multi, j->easy);
-            for (size_t i = 0; i < n; i++) {
-                if (active[i] == j) {
-                    active[i] = active[--n];
-                    break;
-                }
-            }
-            long status = 0;
-            curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &status);
-            char msg[CURL_ERROR_SIZE + 64];
-            if (j->too_big) {
-                snprintf(msg, sizeof(msg), "the response is larger than %zu bytes", j->max_bytes);
-                http_answer(j, WYE_ERR_TOOBIG, msg, status);
-            } else if (rc == CURLE_OPERATION_TIMEDOUT) {
-                snprintf(msg, sizeof(msg), "timed out after %d ms", j->timeout_ms);
-                http_answer(j, WYE_ERR_TIMEOUT, msg, status);
-            } else if (rc != CURLE_OK) {
-                snprintf(msg, sizeof(msg), "%s", j->errbuf[0] ? j->errbuf : curl_easy_strerror(rc));
-                http_answer(j, WYE_ERR_IO, msg, status);
-            } else {
-                http_answer(j, WYE_OK, NULL, status);
-            }
-        }
-        http_sweep(h, active, &n, false);
-        curl_multi_poll(h->multi, NULL, 0, 50, NULL);
-    }
-    http_sweep(h, active, &n, true);
-    return NULL;
-}
+static const struct rt_http_ops ah_http_ops = {
+    .done = ah_http_done,
+    .cancelled = ah_http_cancelled,
+};
 
 static enum wye_err ah_http(void *ctx, const struct agent_http_req *req, struct agent_op *op,
                             char *errbuf, size_t errlen)
 {
     struct rt_agent_host *h = ctx;
-    struct ah_http *j = wye_calloc(1, sizeof(*j));
-    if (!j) {
-        snprintf(errbuf, errlen, "out of memory");
-        return WYE_ERR_NOMEM;
-    }
-    j->op = op;
-    j->url = wye_strdup(req->url);
-    j->method = wye_strdup(req->method ? req->method : "GET");
-    j->body = req->body ? wye_strndup(req->body, req->body_len) : NULL;
-    j->body_len = req->body_len;
-    j->max_bytes = req->max_bytes;
-    j->timeout_ms = req->timeout_ms;
-    wye_buf_init(&j->resp, req->max_bytes + 1);
-    bool ok = j->url && j->method && (!req->body || j->body);
-    for (size_t i = 0; ok && i < req->n_headers; i++) {
-        struct curl_slist *s = curl_slist_append(j->headers, req->headers[i]);
-        ok = s != NULL;
-        j->headers = s ? s : j->headers;
-    }
-    if (!ok) {
-        j->op = NULL;
-        http_free(j);
-        snprintf(errbuf, errlen, "out of memory");
-        return WYE_ERR_NOMEM;
-    }
-    bool was_empty = false;
-    if (wye_queue_push(&h->jobs, &j->node, &was_empty) != WYE_OK) {
-        http_free(j);
-        snprintf(errbuf, errlen, "the HTTP client is stopping");
-        return WYE_ERR_CANCELED;
-    }
-    curl_multi_wakeup(h->multi);
-    return WYE_OK;
+    struct rt_http_req r = {
+        .method = req->method,
+        .url = req->url,
+        .headers = req->headers,
+        .n_headers = req->n_headers,
+        .body = req->body,
+        .body_len = req->body_len,
+        .timeout_ms = req->timeout_ms,
+        .max_bytes = req->max_bytes,
+    };
+    return rt_upstream_http(h->up, &r, &ah_http_ops, op, errbuf, errlen);
 }
 
 static void ah_emit_event(void *ctx, uint64_t run_id, const char *event_json)
@@ -461,32 +301,25 @@ struct rt_agent_host *rt_agent_host_create(struct rt_router *rt, const struct co
 {
     struct rt_agent_host *h = wye_calloc(1, sizeof(*h));
     if (!h) {
+        WYE_ERROR("agents: cannot create the agent host: out of memory");
         return NULL;
     }
     h->rt = rt;
     h->cfg = cfg;
-    atomic_init(&h->stopping, false);
-    h->multi = curl_multi_init();
-    if (!h->multi) {
-        goto fail_host;
+    /* HTTP runs on the router's upstream thread; without a remote upstream, on a client of
+     * our own that only runs plain requests (so there is one curl thread either way) */
+    h->up = rt->up;
+    if (!h->up) {
+        h->own_up = rt_upstream_create(&cfg->upstream);
+        if (!h->own_up || rt_upstream_start(h->own_up) != WYE_OK) {
+            WYE_ERROR("agents: cannot start the HTTP client for wye.http.request");
+            rt_upstream_destroy(h->own_up);
+            wye_free(h);
+            return NULL;
+        }
+        h->up = h->own_up;
     }
-    if (wye_queue_init(&h->jobs, 0) != WYE_OK) {
-        goto fail_multi;
-    }
-    if (pthread_create(&h->thread, NULL, http_main, h) != 0) {
-        goto fail_queue;
-    }
-    h->thread_started = true;
     return h;
-
-fail_queue:
-    wye_queue_cleanup(&h->jobs);
-fail_multi:
-    curl_multi_cleanup(h->multi);
-fail_host:
-    WYE_ERROR("agents: cannot create the agent host");
-    wye_free(h);
-    return NULL;
 }
 
 void rt_agent_host_destroy(struct rt_agent_host *h)
@@ -494,17 +327,7 @@ void rt_agent_host_destroy(struct rt_agent_host *h)
     if (!h) {
         return;
     }
-    atomic_store(&h->stopping, true);
-    wye_queue_close(&h->jobs);
-    curl_multi_wakeup(h->multi);
-    pthread_join(h->thread, NULL);
-    struct wye_qnode *q = wye_queue_take_all(&h->jobs);
-    while (q) {
-        struct wye_qnode *next = q->next;
-        http_answer(WYE_CONTAINER_OF(q, struct ah_http, node), WYE_ERR_CANCELED, "cancelled", 0);
-        q = next;
-    }
-    wye_queue_cleanup(&h->jobs);
-    curl_multi_cleanup(h->multi);
+    /* requests still running on the router's upstream answer CANCELED when it stops */
+    rt_upstream_destroy(h->own_up);
     wye_free(h);
 }

@@ -1,6 +1,6 @@
 /* The router side of agents/: the host ops an agent runtime uses (model calls through
  * rt_router_submit, so they are scored, routed, priced and ledgered like any request; HTTP for
- * wye.http.request through libcurl on a small thread of its own) and `wye agent`. */
+ * wye.http.request as plain requests on the upstream client's thread) and `wye agent`. */
 #ifndef WYE_ROUTER_AGENT_HOST_H
 #define WYE_ROUTER_AGENT_HOST_H
 
@@ -15,10 +15,11 @@ struct rt_agent_host;
 /* Progress events of runs (JSON object text), e.g. for the CLI's stderr. */
 typedef void (*rt_agent_event_fn)(void *ud, uint64_t run_id, const char *event_json);
 
-/* Creates the host for rt (borrowed, started) and cfg (borrowed, for prices) and starts its
- * HTTP thread. NULL on failure (logged). */
+/* Creates the host for rt (borrowed, started) and cfg (borrowed, for prices). HTTP runs on the
+ * router's upstream client, or, when no upstream is configured, on an HTTP-only upstream client
+ * the host starts. NULL on failure (logged). */
 struct rt_agent_host *rt_agent_host_create(struct rt_router *rt, const struct conf_config *cfg);
-/* Stops the HTTP thread (pending requests answer CANCELED) and frees h. Destroy the agent
+/* Frees h (and stops its own HTTP client: pending requests answer CANCELED). Destroy the agent
  * runtime first. NULL is a no-op. */
 void rt_agent_host_destroy(struct rt_agent_host *h);
 /* The ops to give agent_rt_create with h as host_ctx. */

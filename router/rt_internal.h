@@ -33,10 +33,13 @@ enum xfer_state {
     XS_DRAINING,   /* curl is done but bytes wait in the stash for the sink's credit */
 };
 
+struct up_http; /* a plain HTTP request (rt_upstream_http), upstream.c */
+
 struct up_note {
     struct wye_qnode node;
     struct up_xfer *x;
     bool is_wake;
+    struct up_http *http; /* non-NULL: a plain HTTP request (x is NULL) */
 };
 
 struct up_xfer {
@@ -97,6 +100,8 @@ struct rt_upstream {
     struct up_xfer *free_list; /* guarded by pool_lock */
     struct up_xfer *all_list;  /* guarded by pool_lock */
     struct up_xfer *live;      /* upstream thread: picked up and not finished */
+    struct up_http *http_live; /* upstream thread: plain HTTP requests in the multi handle */
+    size_t n_http_live;        /* upstream thread */
     int64_t t_cancel_poll_ns;  /* upstream thread */
     atomic_uint_fast64_t n_requests, n_errors, n_retries, n_active;
 };

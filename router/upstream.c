@@ -9,6 +9,8 @@
  * Deadlines libcurl does not know (first byte, idle between chunks, retry backoff) are checked
  * in the loop, which never sleeps longer than RT_CANCEL_POLL_MS while a transfer is live.
  * Retries happen only before the sink's start(), i.e. before anything reached the client.
+ * Plain HTTP requests (rt_upstream_http, for agents' wye.http.request) run on the same multi
+ * handle: one object per request, its body capped, its cancellation polled like a sink's.
  * Threads: the upstream thread, except submit / the wake callback (caller's thread) and
  * create/stop/destroy (the owner's thread, while the upstream thread is not running).
  * One HTTP exchange (callbacks, events, outcome) lives in upstream_xfer.c. */
@@ -242,6 +244,235 @@ static void xfer_on_wake(struct up_xfer *x)
     }
 }
 
+/* ---- plain HTTP requests (upstream thread, except rt_upstream_http) ---- */
+
+#define RT_HTTP_LIVE_MAX 256
+#define RT_HTTP_MAX_BYTES_DEFAULT ((size_t)1 << 20)
+
+struct up_http {
+    struct up_note note;
+    struct up_http *next, *prev; /* up->http_live */
+    struct rt_upstream *up;
+    const struct rt_http_ops *ops;
+    void *arg;
+    CURL *easy;
+    struct curl_slist *headers;
+    char *url, *method, *body;
+    size_t body_len, max_bytes;
+    int timeout_ms;
+    bool in_multi, too_big;
+    struct wye_buf resp;
+    char curl_err[CURL_ERROR_SIZE];
+};
+
+static void http_free(struct up_http *h)
+{
+    if (h->easy) {
+        curl_easy_cleanup(h->easy);
+    }
+    curl_slist_free_all(h->headers);
+    wye_free(h->url);
+    wye_free(h->method);
+    wye_free(h->body);
+    wye_buf_cleanup(&h->resp);
+    wye_free(h);
+}
+
+/* The last word on h: detaches it, answers, frees. */
+static void http_finish(struct up_http *h, enum wye_err err, const char *msg, long status)
+{
+    struct rt_upstream *up = h->up;
+    if (h->in_multi) {
+        curl_multi_remove_handle(up->multi, h->easy);
+        h->in_multi = false;
+        if (h->prev) {
+            h->prev->next = h->next;
+        } else {
+            up->http_live = h->next;
+        }
+        if (h->next) {
+            h->next->prev = h->prev;
+        }
+        up->n_http_live--;
+    }
+    struct rt_http_result r = {
+        .err = err,
+        .message = err ? msg : NULL,
+        .status = status,
+        .body = h->resp.data ? h->resp.data : "",
+        .body_len = h->resp.len,
+    };
+    h->ops->done(h->arg, &r);
+    http_free(h);
+}
+
+static size_t http_on_write(char *p, size_t size, size_t nmemb, void *arg)
+{
+    struct up_http *h = arg;
+    size_t n = size * nmemb;
+    if (n > h->max_bytes - h->resp.len || wye_buf_append(&h->resp, p, n) != WYE_OK) {
+        h->too_big = true;
+        return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
+    }
+    return n;
+}
+
+static bool http_setup(struct up_http *h)
+{
+    CURL *e = curl_easy_init();
+    if (!e) {
+        return false;
+    }
+    h->easy = e;
+    bool ok = curl_easy_setopt(e, CURLOPT_URL, h->url) == CURLE_OK &&
+              curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)h->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->curl_err);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "wye-agent/" WYE_VERSION);
+    if (strcmp(h->method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(h->method, "GET") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, h->method);
+    }
+    if (h->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)h->body_len);
+    }
+    return ok;
+}
+
+/* A queued request reached the upstream thread. */
+static void http_begin(struct rt_upstream *up, struct up_http *h)
+{
+    if (atomic_load(&up->stopping)) {
+        http_finish(h, WYE_ERR_CANCELED, "the gateway is shutting down", 0);
+        return;
+    }
+    if (h->ops->cancelled && h->ops->cancelled(h->arg)) {
+        http_finish(h, WYE_ERR_CANCELED, "cancelled", 0);
+        return;
+    }
+    if (up->n_http_live >= RT_HTTP_LIVE_MAX) {
+        http_finish(h, WYE_ERR_AGAIN, "too many HTTP requests in flight", 0);
+        return;
+    }
+    if (!http_setup(h)) {
+        http_finish(h, WYE_ERR_INVAL, "cannot set up the HTTP request (bad URL?)", 0);
+        return;
+    }
+    CURLMcode mc = curl_multi_add_handle(up->multi, h->easy);
+    if (mc != CURLM_OK) {
+        char msg[RT_MSG_MAX];
+        snprintf(msg, sizeof(msg), "cannot start the HTTP request: %s", curl_multi_strerror(mc));
+        http_finish(h, WYE_ERR_INTERNAL, msg, 0);
+        return;
+    }
+    h->in_multi = true;
+    h->prev = NULL;
+    h->next = up->http_live;
+    if (h->next) {
+        h->next->prev = h;
+    }
+    up->http_live = h;
+    up->n_http_live++;
+}
+
+/* curl finished h's transfer with res. */
+static void http_conclude(struct up_http *h, CURLcode res)
+{
+    long status = 0;
+    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+    char msg[CURL_ERROR_SIZE + 64];
+    if (h->too_big) {
+        snprintf(msg, sizeof(msg), "the response is larger than %zu bytes", h->max_bytes);
+        http_finish(h, WYE_ERR_TOOBIG, msg, status);
+    } else if (res == CURLE_OPERATION_TIMEDOUT) {
+        snprintf(msg, sizeof(msg), "timed out after %d ms", h->timeout_ms);
+        http_finish(h, WYE_ERR_TIMEOUT, msg, status);
+    } else if (res != CURLE_OK) {
+        snprintf(msg, sizeof(msg), "%s", h->curl_err[0] ? h->curl_err : curl_easy_strerror(res));
+        http_finish(h, WYE_ERR_IO, msg, status);
+    } else {
+        http_finish(h, WYE_OK, NULL, status);
+    }
+}
+
+/* The live plain request owning easy, or NULL. */
+static struct up_http *http_of(struct rt_upstream *up, CURL *easy)
+{
+    for (struct up_http *h = up->http_live; h; h = h->next) {
+        if (h->easy == easy) {
+            return h;
+        }
+    }
+    return NULL;
+}
+
+static void http_poll_cancel(struct rt_upstream *up)
+{
+    struct up_http *h = up->http_live;
+    while (h) {
+        struct up_http *next = h->next;
+        if (h->ops->cancelled && h->ops->cancelled(h->arg)) {
+            http_finish(h, WYE_ERR_CANCELED, "cancelled", 0);
+        }
+        h = next;
+    }
+}
+
+enum wye_err rt_upstream_http(struct rt_upstream *up, const struct rt_http_req *req,
+                              const struct rt_http_ops *ops, void *arg, char *errbuf, size_t errlen)
+{
+    if (atomic_load(&up->stopping)) {
+        snprintf(errbuf, errlen, "the gateway is shutting down");
+        return WYE_ERR_CANCELED;
+    }
+    struct up_http *h = wye_calloc(1, sizeof(*h));
+    if (!h) {
+        snprintf(errbuf, errlen, "out of memory");
+        return WYE_ERR_NOMEM;
+    }
+    h->note.http = h;
+    h->up = up;
+    h->ops = ops;
+    h->arg = arg;
+    h->url = wye_strdup(req->url ? req->url : "");
+    h->method = wye_strdup(req->method && req->method[0] ? req->method : "GET");
+    h->body = req->body ? wye_strndup(req->body, req->body_len) : NULL;
+    h->body_len = req->body ? req->body_len : 0;
+    h->max_bytes = req->max_bytes ? req->max_bytes : RT_HTTP_MAX_BYTES_DEFAULT;
+    h->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : 30000;
+    wye_buf_init(&h->resp, h->max_bytes);
+    bool ok = h->url && h->method && (!req->body || h->body);
+    for (size_t i = 0; ok && i < req->n_headers; i++) {
+        struct curl_slist *s = curl_slist_append(h->headers, req->headers[i]);
+        ok = s != NULL;
+        h->headers = s ? s : h->headers;
+    }
+    if (!ok) {
+        http_free(h);
+        snprintf(errbuf, errlen, "out of memory");
+        return WYE_ERR_NOMEM;
+    }
+    bool was_empty = false;
+    if (wye_queue_push(&up->q, &h->note.node, &was_empty) != WYE_OK) {
+        http_free(h);
+        snprintf(errbuf, errlen, "the gateway is shutting down");
+        return WYE_ERR_CANCELED;
+    }
+    if (was_empty) {
+        curl_multi_wakeup(up->multi);
+    }
+    return WYE_OK;
+}
+
 /* ---- the loop ---- */
 
 static void handle_notes(struct rt_upstream *up)
@@ -251,7 +482,9 @@ static void handle_notes(struct rt_upstream *up)
         struct wye_qnode *next = n->next;
         struct up_note *note = WYE_CONTAINER_OF(n, struct up_note, node);
         struct up_xfer *x = note->x;
-        if (note->is_wake) {
+        if (note->http) {
+            http_begin(up, note->http);
+        } else if (note->is_wake) {
             atomic_store(&x->wake_pending, false);
             xfer_on_wake(x);
         } else {
@@ -270,6 +503,11 @@ static void handle_done(struct rt_upstream *up)
             continue;
         }
         CURLcode res = m->data.result;
+        struct up_http *h = http_of(up, m->easy_handle);
+        if (h) {
+            http_conclude(h, res); /* m is invalid from here */
+            continue;
+        }
         char *priv = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
         struct up_xfer *x = (struct up_xfer *)(void *)priv;
@@ -291,10 +529,12 @@ static long check_deadlines(struct rt_upstream *up)
 {
     const struct conf_upstream *cfg = up->cfg;
     int64_t now = wye_now_ns();
-    int64_t next = now + (up->live ? RT_CANCEL_POLL_MS : 1000) * WYE_NS_PER_MS;
+    bool busy = up->live || up->http_live;
+    int64_t next = now + (busy ? RT_CANCEL_POLL_MS : 1000) * WYE_NS_PER_MS;
     bool poll_cancel = now - up->t_cancel_poll_ns >= RT_CANCEL_POLL_MS * WYE_NS_PER_MS;
     if (poll_cancel) {
         up->t_cancel_poll_ns = now;
+        http_poll_cancel(up);
     }
     char msg[RT_MSG_MAX];
     struct up_xfer *x = up->live;
@@ -369,6 +609,9 @@ static void *up_main(void *arg)
     while (up->live) {
         rt_xfer_cancel(up->live, "the gateway is shutting down");
     }
+    while (up->http_live) {
+        http_finish(up->http_live, WYE_ERR_CANCELED, "the gateway is shutting down", 0);
+    }
     return NULL;
 }
 
@@ -376,7 +619,7 @@ static void *up_main(void *arg)
 
 struct rt_upstream *rt_upstream_create(const struct conf_upstream *cfg)
 {
-    WYE_ASSERT(cfg && cfg->base_url);
+    WYE_ASSERT(cfg);
     struct rt_upstream *up = wye_calloc(1, sizeof(*up));
     if (!up) {
         return NULL;
@@ -393,16 +636,19 @@ struct rt_upstream *rt_upstream_create(const struct conf_upstream *cfg)
     if (pthread_mutex_init(&up->pool_lock, NULL) != 0) {
         goto fail_lock;
     }
-    size_t bl = strlen(cfg->base_url);
+    /* without base_url: plain HTTP requests only */
+    size_t bl = cfg->base_url ? strlen(cfg->base_url) : 0;
     while (bl > 0 && cfg->base_url[bl - 1] == '/') {
         bl--;
     }
-    up->url = wye_malloc(bl + sizeof("/chat/completions"));
-    if (!up->url) {
+    up->url = cfg->base_url ? wye_malloc(bl + sizeof("/chat/completions")) : NULL;
+    if (cfg->base_url && !up->url) {
         goto fail_url;
     }
-    memcpy(up->url, cfg->base_url, bl);
-    memcpy(up->url + bl, "/chat/completions", sizeof("/chat/completions"));
+    if (up->url) {
+        memcpy(up->url, cfg->base_url, bl);
+        memcpy(up->url + bl, "/chat/completions", sizeof("/chat/completions"));
+    }
     const char *fixed[] = {"Content-Type: application/json", "Accept: text/event-stream",
                            "Expect:"};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
@@ -519,12 +765,13 @@ void rt_upstream_destroy(struct rt_upstream *up)
 static enum wye_err submit(struct rt_upstream *up, struct wye_chat_req *req, bool borrowed,
                            struct wye_sink sink, char *errbuf, size_t errlen)
 {
-    if (atomic_load(&up->stopping)) {
+    if (atomic_load(&up->stopping) || !up->url) {
         if (!borrowed) {
             wye_chat_req_destroy(req);
         }
-        snprintf(errbuf, errlen, "the gateway is shutting down");
-        return WYE_ERR_CANCELED;
+        snprintf(errbuf, errlen, "%s",
+                 up->url ? "the gateway is shutting down" : "no upstream is configured");
+        return up->url ? WYE_ERR_CANCELED : WYE_ERR_INVAL;
     }
     struct up_xfer *x = pool_get(up);
     if (!x) {

@@ -23,6 +23,7 @@ struct ats {
     pthread_t thread;
     atomic_bool stop;
     atomic_long chats, slow_started, slow_aborted, live;
+    atomic_llong chat_busy_ns;
 };
 
 struct conn {
@@ -236,7 +237,13 @@ static void *conn_main(void *arg)
     if (body) {
         if (strncmp(buf, "POST ", 5) == 0 && strstr(buf, "/chat/completions")) {
             body[clen] = '\0';
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
             chat(c->s, c->fd, body);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            atomic_fetch_add(&c->s->chat_busy_ns,
+                             (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL +
+                                 (t1.tv_nsec - t0.tv_nsec));
         } else if (strncmp(buf, "GET /page ", 10) == 0) {
             const char *page = "<html><head><title>Wye</title><style>p{}</style></head><body>"
                                "<h1>Wye test page</h1><p>The quick brown fox jumps.</p>"
@@ -345,6 +352,11 @@ int ats_port(const struct ats *s)
 long ats_chat_requests(struct ats *s)
 {
     return atomic_load(&s->chats);
+}
+
+long long ats_chat_busy_ns(struct ats *s)
+{
+    return atomic_load(&s->chat_busy_ns);
 }
 
 long ats_slow_started(struct ats *s)

@@ -20,6 +20,9 @@ struct ats *ats_start(void);
 int ats_port(const struct ats *s);
 /* Chat requests received so far. */
 long ats_chat_requests(struct ats *s);
+/* Nanoseconds spent answering chat requests so far, each from the moment its request was read
+ * whole to the moment its answer was written (the "upstream's own time" for benchmarks). */
+long long ats_chat_busy_ns(struct ats *s);
 /* GET /slow requests received. */
 long ats_slow_started(struct ats *s);
 /* GET /slow requests whose client went away before the 10 s were over. */

@@ -9,3 +9,9 @@ wye_test(test_agents_stub test_agents_stub.c wye_stub_upstream wye_common PkgCon
 if(TARGET wye)
   add_dependencies(test_agents_stub wye)
 endif()
+# Streaming an agent's answer over the gateway (WebSocket and SSE) against the stub upstream.
+if(TARGET wye_gateway)
+  wye_test(test_agents_stream test_agents_stream.c wye_gw_testutil wye_gateway wye_router
+           wye_agents wye_conf wye_stub_upstream wye_common)
+  set_tests_properties(test_agents_stream PROPERTIES TIMEOUT 120)
+endif()

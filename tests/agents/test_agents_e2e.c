@@ -1,8 +1,9 @@
 /* Agents end to end through the real router (router/agent_host.c over rt_router_submit, the
- * remote upstream client, libcurl for wye.http.request) against a scripted upstream and page
- * server on 127.0.0.1: the support agent answering "Where is my order 1234?" with a tool call,
- * the page summariser (allowed and refused hosts), the triage workflow, the response size cap
- * and cancellation while a tool waits on a slow request. */
+ * remote upstream client, whose libcurl thread also runs wye.http.request) against a scripted
+ * upstream and page server on 127.0.0.1: the support agent answering "Where is my order
+ * 1234?" with a tool call, the page summariser (allowed and refused hosts), the triage
+ * workflow, the response size cap, cancellation while a tool waits on a slow request, and the
+ * same HTTP through a router without a remote upstream (the host's HTTP-only client). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -247,13 +248,66 @@ static void test_cancel_slow_tool(void **state)
     assert_int_equal(ats_slow_aborted(e->srv), 1);
 }
 
+/* A router without a remote upstream: the host runs wye.http.request on an HTTP-only upstream
+ * client of its own, with the same cap and cancellation. */
+static void test_http_without_upstream(void **state)
+{
+    struct e2e *e = *state;
+    struct conf_config *cfg = NULL;
+    char eb[512] = "";
+    struct conf_overrides ov = {0};
+    if (conf_load(NULL, &ov, &cfg, eb, sizeof(eb)) != WYE_OK) {
+        fail_msg("conf_load: %s", eb);
+    }
+    assert_null(cfg->upstream.base_url);
+    struct rt_router *rt = rt_router_create(cfg);
+    assert_non_null(rt);
+    assert_int_equal(rt_router_start(rt), WYE_OK);
+    struct rt_agent_host *host = rt_agent_host_create(rt, cfg);
+    assert_non_null(host);
+    struct agent_rt *art = NULL;
+    struct agent_rt_opts o = {.dir = WYE_SOURCE_DIR "/tests/agents/scripts_e2e",
+                              .allow_hosts = "127.0.0.1"};
+    assert_int_equal(agent_rt_create(&o, rt_agent_host_ops(), host, &art, eb, sizeof(eb)), WYE_OK);
+    assert_int_equal(agent_rt_start(art), WYE_OK);
+    char in[200];
+    snprintf(in, sizeof(in), "{\"url\":\"%s/page\"}", e->base);
+    submit(e, art, "slowflow", in);
+    wait_done(e, 20);
+    assert_int_equal(e->o.err, WYE_OK);
+    assert_non_null(strstr(e->o.answer, "Wye test page"));
+    snprintf(in, sizeof(in), "{\"url\":\"%s/big\"}", e->base);
+    submit(e, art, "bigflow", in);
+    wait_done(e, 20);
+    assert_non_null(strstr(e->o.answer, "the response is larger than 1048576 bytes"));
+    /* cancelled while the page server holds the answer: the connection is closed */
+    long aborted = ats_slow_aborted(e->srv), started = ats_slow_started(e->srv);
+    snprintf(in, sizeof(in), "{\"url\":\"%s/slow\"}", e->base);
+    uint64_t id = submit(e, art, "slowflow", in);
+    for (int i = 0; i < 1000 && ats_slow_started(e->srv) == started; i++) {
+        usleep(5000);
+    }
+    agent_rt_cancel(art, id);
+    wait_done(e, 5);
+    assert_int_equal(e->o.err, WYE_ERR_CANCELED);
+    for (int i = 0; i < 600 && ats_slow_aborted(e->srv) == aborted; i++) {
+        usleep(5000);
+    }
+    assert_int_equal(ats_slow_aborted(e->srv), aborted + 1);
+    agent_rt_destroy(art);
+    rt_agent_host_destroy(host);
+    rt_router_stop(rt);
+    rt_router_destroy(rt);
+    conf_destroy(cfg);
+}
+
 int main(void)
 {
     wye_alloc_install_cjson_hooks();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_support),          cmocka_unit_test(test_summarise),
         cmocka_unit_test(test_triage),           cmocka_unit_test(test_http_cap),
-        cmocka_unit_test(test_cancel_slow_tool),
+        cmocka_unit_test(test_cancel_slow_tool), cmocka_unit_test(test_http_without_upstream),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -45,6 +45,9 @@ struct fake {
     int n_bad_events, n_model_calls;
     size_t max_event_len, result_len;
     bool result_truncated;
+    /* delta events since the last submit */
+    int n_deltas, n_bad_deltas, last_delta_step;
+    struct wye_buf delta_text;
 };
 
 static void release_all(struct fake *f, enum wye_err err)
@@ -113,6 +116,18 @@ static enum wye_err fake_chat(void *ctx, const struct agent_chat_call *call, str
     }
     cJSON *s = cJSON_Parse(script);
     const cJSON *cost = cJSON_GetObjectItemCaseSensitive(s, "cost");
+    const cJSON *big = cJSON_GetObjectItemCaseSensitive(s, "bigdelta");
+    if (cJSON_IsNumber(big)) {
+        /* a piece of big.valueint bytes of two-byte characters, before the answer */
+        size_t n = (size_t)big->valueint;
+        char *t = malloc(n + 1);
+        for (size_t i = 0; i + 1 < n; i += 2) {
+            memcpy(t + i, "\xc3\xa9", 2);
+        }
+        t[n - (n % 2)] = '\0';
+        agent_op_delta(op, t, n - (n % 2));
+        free(t);
+    }
     bool loop = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "loop"));
     struct agent_chat_result r = {.text = "",
                                   .route = "remote",
@@ -128,6 +143,7 @@ static enum wye_err fake_chat(void *ctx, const struct agent_chat_call *call, str
     if (!call->tools_json) {
         snprintf(text, sizeof(text), "model says: %.200s", last_content);
         r.text = text;
+        agent_op_delta(op, text, strlen(text)); /* not an agent-loop call: ignored */
     } else if (strcmp(last_role, "tool") == 0 && !loop) {
         snprintf(f->last_tool_content, sizeof(f->last_tool_content), "%s", last_content);
         snprintf(text, sizeof(text), "final: %.600s", last_content);
@@ -157,6 +173,13 @@ static enum wye_err fake_chat(void *ctx, const struct agent_chat_call *call, str
         }
         r.tool_calls = deltas.data;
     }
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "stream")) && r.text[0]) {
+        /* the text in three pieces as it "arrives", then the answer */
+        size_t n = strlen(r.text);
+        agent_op_delta(op, r.text, n / 3);
+        agent_op_delta(op, r.text + n / 3, n / 3);
+        agent_op_delta(op, r.text + 2 * (n / 3), n - 2 * (n / 3));
+    }
     agent_op_chat_done(op, &r);
     wye_buf_cleanup(&deltas);
     cJSON_Delete(s);
@@ -167,7 +190,6 @@ static enum wye_err fake_chat(void *ctx, const struct agent_chat_call *call, str
 static void fake_emit(void *ctx, uint64_t run_id, const char *ev)
 {
     struct fake *f = ctx;
-    (void)run_id;
     cJSON *j = cJSON_Parse(ev);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "type");
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(j, "result");
@@ -177,6 +199,19 @@ static void fake_emit(void *ctx, uint64_t run_id, const char *ev)
     f->max_event_len = strlen(ev) > f->max_event_len ? strlen(ev) : f->max_event_len;
     if (cJSON_IsString(t) && strcmp(t->valuestring, "model_call") == 0) {
         f->n_model_calls++;
+    }
+    if (cJSON_IsString(t) && strcmp(t->valuestring, "delta") == 0) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "delta");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "step");
+        const cJSON *rid = cJSON_GetObjectItemCaseSensitive(j, "run_id");
+        f->n_deltas++;
+        if (!cJSON_IsString(d) || !cJSON_IsNumber(st) || !cJSON_IsNumber(rid) ||
+            (uint64_t)rid->valuedouble != run_id || strlen(ev) > AGENT_EVENT_MAX) {
+            f->n_bad_deltas++;
+        } else {
+            f->last_delta_step = st->valueint;
+            wye_buf_append_str(&f->delta_text, d->valuestring);
+        }
     }
     if (cJSON_IsString(t) && strcmp(t->valuestring, "tool_result") == 0 && cJSON_IsString(res)) {
         f->result_len = strlen(res->valuestring);
@@ -219,6 +254,7 @@ static struct env *env_new(const char *dir, size_t mem, int64_t insns)
     struct env *e = calloc(1, sizeof(*e));
     pthread_mutex_init(&e->f.lock, NULL);
     pthread_cond_init(&e->f.cond, NULL);
+    wye_buf_init(&e->f.delta_text, 1 << 20);
     struct agent_rt_opts o = {.dir = dir, .mem_bytes_max = mem, .n_insns_max = insns};
     char eb[256] = "";
     if (agent_rt_create(&o, &fake_ops, &e->f, &e->rt, eb, sizeof(eb)) != WYE_OK) {
@@ -233,6 +269,7 @@ static void env_free(struct env *e)
     agent_rt_destroy(e->rt);
     free(e->f.answer);
     free(e->f.calls_json);
+    wye_buf_cleanup(&e->f.delta_text);
     pthread_mutex_destroy(&e->f.lock);
     pthread_cond_destroy(&e->f.cond);
     free(e);
@@ -250,6 +287,8 @@ static uint64_t submit(struct env *e, const char *name, const char *input)
     e->f.n_bad_events = e->f.n_model_calls = 0;
     e->f.max_event_len = e->f.result_len = 0;
     e->f.result_truncated = false;
+    e->f.n_deltas = e->f.n_bad_deltas = e->f.last_delta_step = 0;
+    wye_buf_reset(&e->f.delta_text);
     pthread_mutex_unlock(&e->f.lock);
     if (agent_rt_submit(e->rt, name, input, on_done, &e->f, &id, eb, sizeof(eb)) != WYE_OK) {
         fail_msg("submit %s: %s", name, eb);
@@ -330,6 +369,40 @@ static void test_agent_loop(void **state)
     assert_string_equal(e->f.last_tool_content, "error: tools.lua:16: boom");
     run(e, "helper", "{\"calls\":[[\"rm_rf\",{}]]}");
     assert_string_equal(e->f.last_tool_content, "error: unknown tool 'rm_rf'");
+    env_free(e);
+}
+
+/* Text pieces the host reports while a step's model call runs become "delta" events with the
+ * run id and step, in order; a big piece is split into events that each fit, on UTF-8
+ * boundaries; a workflow's ctx:chat does not stream. */
+static void test_deltas(void **state)
+{
+    (void)state;
+    struct env *e = env_new(SCRIPTS, 0, 0);
+    run(e, "helper", "{\"calls\":[[\"lookup\",{\"order_id\":\"42\"}]],\"stream\":true}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_int_equal(e->f.n_steps, 2);
+    /* step 1 answered with tool calls only (no text); step 2's text in three pieces */
+    assert_int_equal(e->f.n_deltas, 3);
+    assert_int_equal(e->f.n_bad_deltas, 0);
+    assert_int_equal(e->f.last_delta_step, 2);
+    assert_string_equal(e->f.delta_text.data, e->f.answer);
+
+    /* 40000 bytes in one piece: five events, each under the cap, the text intact */
+    run(e, "helper", "{\"bigdelta\":40000}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_int_equal(e->f.n_bad_deltas, 0);
+    assert_int_equal(e->f.n_deltas, 5);
+    assert_int_equal(e->f.delta_text.len, 40000);
+    for (size_t i = 0; i < 40000; i += 2) {
+        assert_memory_equal(e->f.delta_text.data + i, "\xc3\xa9", 2);
+    }
+
+    /* a workflow's ctx:chat is answered, but its text is not streamed */
+    run(e, "chain", "{\"id\":\"42\"}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_non_null(strstr(e->f.answer, "model says: hi shipped"));
+    assert_int_equal(e->f.n_deltas, 0);
     env_free(e);
 }
 
@@ -532,14 +605,114 @@ static void test_cancel_and_reload(void **state)
     rmdir(dir);
 }
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_true(fputs(text, fp) >= 0);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static char *list_errors(struct env *e)
+{
+    struct wye_buf b;
+    wye_buf_init(&b, 1 << 20);
+    assert_int_equal(agent_rt_list_json(e->rt, &b), WYE_OK);
+    cJSON *j = cJSON_Parse(b.data);
+    char *errs = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "errors"));
+    cJSON_Delete(j);
+    wye_buf_cleanup(&b);
+    return errs;
+}
+
+/* A reload that meets a broken file keeps the previous version of that file serving (its
+ * agent, tool and workflow), reports the error, and serves the fixed file once it loads. A
+ * file that never loaded is skipped; a run started before a reload keeps its registry. */
+static void test_reload_keeps_previous(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wye-agents-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char a[300], b[300];
+    snprintf(a, sizeof(a), "%s/a.lua", dir);
+    snprintf(b, sizeof(b), "%s/b.lua", dir);
+    write_text(a, "tool { name = 'ver', run = function() return 'v1' end }\n"
+                  "agent { name = 'one', tools = {'ver'} }\n"
+                  "workflow('wf', function(ctx, input) return 'wf1:' .. input end)\n");
+    struct env *e = env_new(dir, 0, 0);
+    run(e, "one", "{\"calls\":[[\"ver\",{}]]}");
+    assert_string_equal(e->f.answer, "final: v1");
+    char *errs = list_errors(e);
+    assert_string_equal(errs, "[]");
+    cJSON_free(errs);
+
+    /* a syntax error in a.lua, and a new b.lua that never loaded */
+    write_text(a, "tool { name = 'ver', run = function() return 'v2' end }\n"
+                  "agent { name = 'one', tools = {'ver'} \n"
+                  "workflow('wf', function(ctx, input) return 'wf2:' .. input end)\n");
+    write_text(b, "agent { name = 'two', system = 1 + nil }\n");
+    char eb[256] = "";
+    assert_int_equal(agent_rt_reload(e->rt, eb, sizeof(eb)), WYE_OK);
+    errs = list_errors(e);
+    assert_non_null(strstr(errs, "a.lua:3:"));
+    assert_non_null(strstr(errs, "(the previous version keeps serving)"));
+    assert_non_null(strstr(errs, "b.lua:1:"));
+    assert_non_null(strstr(errs, "(skipped)"));
+    cJSON_free(errs);
+    run(e, "one", "{\"calls\":[[\"ver\",{}]]}");
+    assert_int_equal(e->f.err, WYE_OK);
+    assert_string_equal(e->f.answer, "final: v1");
+    run(e, "wf", "x");
+    assert_string_equal(e->f.answer, "\"wf1:x\"");
+    assert_int_equal(agent_rt_submit(e->rt, "two", "", on_done, &e->f, NULL, eb, sizeof(eb)),
+                     WYE_ERR_NOTFOUND);
+
+    /* a second broken reload still serves the version that last loaded */
+    write_text(a, "error('still broken')\n");
+    assert_int_equal(agent_rt_reload(e->rt, eb, sizeof(eb)), WYE_OK);
+    errs = list_errors(e);
+    assert_non_null(strstr(errs, "a.lua:1: still broken (the previous version keeps serving)"));
+    cJSON_free(errs);
+    run(e, "one", "{\"calls\":[[\"ver\",{}]]}");
+    assert_string_equal(e->f.answer, "final: v1");
+
+    /* fixed: the new version answers, and the errors are gone */
+    write_text(a, "tool { name = 'ver', run = function() return 'v3' end }\n"
+                  "agent { name = 'one', tools = {'ver'} }\n"
+                  "workflow('wf', function(ctx, input) return 'wf3:' .. input end)\n");
+    unlink(b);
+    assert_int_equal(agent_rt_reload(e->rt, eb, sizeof(eb)), WYE_OK);
+    errs = list_errors(e);
+    assert_string_equal(errs, "[]");
+    cJSON_free(errs);
+    run(e, "one", "{\"calls\":[[\"ver\",{}]]}");
+    assert_string_equal(e->f.answer, "final: v3");
+    run(e, "wf", "y");
+    assert_string_equal(e->f.answer, "\"wf3:y\"");
+
+    /* a file deleted on purpose is gone after the reload */
+    unlink(a);
+    assert_int_equal(agent_rt_reload(e->rt, eb, sizeof(eb)), WYE_OK);
+    assert_int_equal(agent_rt_submit(e->rt, "one", "", on_done, &e->f, NULL, eb, sizeof(eb)),
+                     WYE_ERR_NOTFOUND);
+    env_free(e);
+    rmdir(dir);
+}
+
 int main(void)
 {
     wye_alloc_install_cjson_hooks();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_load_errors),      cmocka_unit_test(test_agent_loop),
-        cmocka_unit_test(test_accounting),       cmocka_unit_test(test_big_events),
-        cmocka_unit_test(test_concurrent_tools), cmocka_unit_test(test_workflows),
-        cmocka_unit_test(test_limits),           cmocka_unit_test(test_cancel_and_reload),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_agent_loop),
+        cmocka_unit_test(test_accounting),
+        cmocka_unit_test(test_big_events),
+        cmocka_unit_test(test_concurrent_tools),
+        cmocka_unit_test(test_workflows),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_cancel_and_reload),
+        cmocka_unit_test(test_reload_keeps_previous),
+        cmocka_unit_test(test_deltas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
