@@ -19,6 +19,11 @@ enum cn_kind {
     CN_OBJECT,  /* declared properties in declaration order */
     CN_GOBJ,    /* any object (depth-capped) */
     CN_GARR,    /* any array (depth-capped) */
+    /* objects told apart by their first property, required, with one const string each (tool
+     * calls: {"name":{"const":..},...}): alternatives alts[list..list+n); their tags are
+     * lits[ks..ks+n) (sorted; prop: the alternative's index, tail: the bytes after the tag
+     * that close that object). Once the tag is read the frame becomes that object's. */
+    CN_TAGGED,
 };
 
 /* Fixed nodes every constraint has. */

@@ -27,6 +27,8 @@ enum { O_OPEN, O_FIRST, O_KEY, O_COLON, O_VALUE, O_AFTER, O_NEXT };
 
 /* Array phases. */
 enum { A_OPEN, A_FIRST, A_AFTER, A_NEXT };
+/* tagged union: '{', the shared first key, ':', the tag, then the chosen object at O_AFTER */
+enum { T_OPEN, T_FIRST, T_KEY, T_COLON, T_VALUE, T_TAG };
 
 static bool is_ws(uint8_t b)
 {
@@ -405,6 +407,86 @@ static enum step_ret step_object(const struct eng_constraint *c, const struct cn
     }
 }
 
+/* The shared first key of tagged union n (its first alternative's). */
+static const struct cn_lit *tagged_key(const struct eng_constraint *c, const struct cnode *n)
+{
+    return &c->lits[c->keysets[c->nodes[c->alts[n->list]].ks].off];
+}
+
+static enum step_ret step_tagged(const struct eng_constraint *c, const struct cnode *n,
+                                 struct eng_cframe *f, uint8_t b)
+{
+    const struct cn_lit *key = tagged_key(c, n);
+    const struct cn_lit *L = c->lits + n->ks;
+    uint32_t lo = f->a, hi = f->b;
+    switch (f->ph) {
+    case T_OPEN:
+        if (b != '{') {
+            return R_REJ;
+        }
+        set_ph(f, T_FIRST);
+        return R_OK;
+    case T_FIRST:
+    case T_COLON:
+    case T_VALUE:
+        if (is_ws(b)) {
+            return take_ws(f);
+        }
+        if (f->ph == T_FIRST) {
+            if (b != (uint8_t)c->str[key->off]) {
+                return R_REJ;
+            }
+            set_ph(f, T_KEY);
+            f->c = 1;
+            return R_OK;
+        }
+        if (f->ph == T_COLON) {
+            if (b != ':') {
+                return R_REJ;
+            }
+            set_ph(f, T_VALUE);
+            return R_OK;
+        }
+        lo = 0;
+        hi = n->n;
+        if (!lit_narrow(c, L, &lo, &hi, 0, b)) {
+            return R_REJ;
+        }
+        set_ph(f, T_TAG);
+        f->a = (uint16_t)lo;
+        f->b = (uint16_t)hi;
+        f->c = 1;
+        return R_OK;
+    case T_KEY:
+        if (b != (uint8_t)c->str[key->off + f->c]) {
+            return R_REJ;
+        }
+        if (++f->c == key->len) {
+            set_ph(f, T_COLON);
+        }
+        return R_OK;
+    case T_TAG:
+        if (!lit_narrow(c, L, &lo, &hi, f->c, b)) {
+            return R_REJ;
+        }
+        f->c++;
+        if (hi - lo == 1 && L[lo].len == f->c) {
+            /* the tag names one object: continue as that object after its first property */
+            f->node = (uint16_t)c->alts[n->list + L[lo].prop];
+            set_ph(f, O_AFTER);
+            f->a = 1;
+            f->b = 0;
+            f->c = 0;
+            return R_OK;
+        }
+        f->a = (uint16_t)lo;
+        f->b = (uint16_t)hi;
+        return R_OK;
+    default:
+        return R_REJ;
+    }
+}
+
 static enum step_ret step_gobj(struct eng_cframe *f, uint8_t b, uint32_t *next)
 {
     if (f->ph != O_OPEN && is_ws(b)) {
@@ -536,6 +618,8 @@ static enum step_ret step_frame(const struct eng_constraint *c, struct eng_cfram
         return step_object(c, n, f, b, depth, next);
     case CN_GOBJ:
         return step_gobj(f, b, next);
+    case CN_TAGGED:
+        return step_tagged(c, n, f, b);
     default:
         return R_REJ;
     }
@@ -686,6 +770,32 @@ static uint32_t object_cost(const struct eng_constraint *c, const struct cnode *
     }
 }
 
+static uint32_t tagged_cost(const struct eng_constraint *c, const struct cnode *n,
+                            const struct eng_cframe *f)
+{
+    const struct cn_lit *L = c->lits + n->ks;
+    uint32_t lo = f->ph == T_TAG ? f->a : 0, hi = f->ph == T_TAG ? f->b : n->n;
+    uint32_t pos = f->ph == T_TAG ? f->c : 0;
+    uint64_t best = CN_UNBOUNDED;
+    for (uint32_t i = lo; i < hi; i++) {
+        uint64_t r = (uint64_t)(L[i].len - pos) + L[i].tail;
+        best = r < best ? r : best;
+    }
+    uint32_t key = tagged_key(c, n)->len;
+    switch (f->ph) {
+    case T_OPEN:
+        return n->minlen;
+    case T_FIRST:
+        return (uint32_t)(best + key + 1);
+    case T_KEY:
+        return (uint32_t)(best + (key - f->c) + 1);
+    case T_COLON:
+        return (uint32_t)(best + 1);
+    default:
+        return (uint32_t)best;
+    }
+}
+
 static uint32_t frame_cost(const struct eng_constraint *c, const struct eng_cframe *f,
                            uint32_t depth)
 {
@@ -704,6 +814,8 @@ static uint32_t frame_cost(const struct eng_constraint *c, const struct eng_cfra
         return lit_min_rest(c->lits + n->list, f->a, f->b, f->c);
     case CN_OBJECT:
         return object_cost(c, n, f, depth);
+    case CN_TAGGED:
+        return tagged_cost(c, n, f);
     case CN_GOBJ: {
         static const uint32_t cost[] = {2, 1, 0, 3, 2, 1, 5};
         return f->ph < 7 ? cost[f->ph] : 0;

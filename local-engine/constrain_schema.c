@@ -468,6 +468,96 @@ static enum wye_err union_prune(struct cc *cc, const uint32_t *alts, uint32_t n,
     return e;
 }
 
+/* The tag of a tagged-union alternative: object a's first property, required, is a single
+ * const string. Returns that lit (or NULL). */
+static const struct cn_lit *tag_of(const struct eng_constraint *c, uint32_t a)
+{
+    const struct cnode *n = &c->nodes[a];
+    if (n->kind != CN_OBJECT || n->n == 0 || !c->props[n->list].required) {
+        return NULL;
+    }
+    const struct cnode *v = &c->nodes[c->props[n->list].node];
+    if (v->kind != CN_LIT || v->n != 1 || c->str[c->lits[v->list].off] != '"') {
+        return NULL;
+    }
+    return &c->lits[v->list];
+}
+
+/* The first key's text of object a (its keyset 0 holds only that required key). */
+static const struct cn_lit *first_key(const struct eng_constraint *c, uint32_t a)
+{
+    return &c->lits[c->keysets[c->nodes[a].ks].off];
+}
+
+/* Whether alts[0..n) can be told apart by their tags (tool calls: objects whose first
+ * property is the same required key with a different const string in each). */
+static bool tagged_ok(const struct eng_constraint *c, const uint32_t *alts, uint32_t n)
+{
+    const struct cn_lit *k0 = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct cn_lit *t = tag_of(c, alts[i]);
+        if (!t) {
+            return false;
+        }
+        const struct cn_lit *k = first_key(c, alts[i]);
+        if (k0 && (k->len != k0->len || memcmp(c->str + k->off, c->str + k0->off, k->len))) {
+            return false;
+        }
+        k0 = k;
+        for (uint32_t j = 0; j < i; j++) {
+            const struct cn_lit *u = tag_of(c, alts[j]);
+            if (u->len == t->len && memcmp(c->str + u->off, c->str + t->off, t->len) == 0) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static enum wye_err make_tagged(struct cc *cc, const uint32_t *alts, uint32_t n, const char *path,
+                                uint32_t *out)
+{
+    struct eng_constraint *c = cc->c;
+    struct lit_tmp tmp[16];
+    for (uint32_t i = 0; i < n; i++) {
+        const struct cn_lit *t = tag_of(c, alts[i]);
+        tmp[i].s = cJSON_malloc(t->len);
+        if (!tmp[i].s) {
+            for (uint32_t j = 0; j < i; j++) {
+                cJSON_free(tmp[j].s);
+            }
+            return fail(cc, WYE_ERR_NOMEM, path, "out of memory%s", "");
+        }
+        memcpy(tmp[i].s, c->str + t->off, t->len);
+        tmp[i].len = t->len;
+        tmp[i].prop = i;
+    }
+    uint32_t node, off, cnt;
+    enum wye_err e = new_node(cc, CN_TAGGED, &node);
+    if (e) {
+        for (uint32_t j = 0; j < n; j++) {
+            cJSON_free(tmp[j].s);
+        }
+        return e;
+    }
+    if ((e = lits_add(cc, tmp, n, &off, &cnt))) {
+        return e;
+    }
+    if (!grow((void **)&c->alts, &c->cap_alts, c->n_alts + n, sizeof(*c->alts))) {
+        return fail(cc, WYE_ERR_NOMEM, path, "out of memory%s", "");
+    }
+    struct cnode *nd = &c->nodes[node];
+    nd->list = c->n_alts;
+    nd->n = n;
+    nd->ks = off;
+    for (uint32_t i = 0; i < n; i++) {
+        c->alts[c->n_alts++] = alts[i];
+    }
+    first_add(nd, '{');
+    *out = node;
+    return WYE_OK;
+}
+
 /* An anyOf node over alts[0..n); alternatives must not share a first byte. prune (anyOf,
  * type lists): overlapping alternatives are reduced first. oneOf is not pruned: a value
  * two alternatives accept would break "exactly one". */
@@ -493,6 +583,9 @@ static enum wye_err make_anyof(struct cc *cc, const uint32_t *alts, uint32_t n, 
     if (n == 1) {
         *out = alts[0];
         return WYE_OK;
+    }
+    if (tagged_ok(c, alts, n)) {
+        return make_tagged(cc, alts, n, path, out);
     }
     for (uint32_t i = 0; i < n; i++) {
         for (uint32_t j = i + 1; j < n; j++) {
@@ -551,6 +644,17 @@ static enum wye_err compile_object(struct cc *cc, const cJSON *s, const char *pa
         }
     }
     if (!props || !props->child) {
+        if (props && cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(s, "additionalProperties"))) {
+            /* nothing declared and nothing else allowed: only the empty object */
+            static const char *const empty[] = {"{}"};
+            uint32_t node;
+            enum wye_err e = new_node(cc, CN_LIT, &node);
+            if (e) {
+                return e;
+            }
+            *out = node;
+            return lit_node_texts(cc, empty, 1, node);
+        }
         *out = CN_NODE_GOBJ; /* no declared property: any object */
         return WYE_OK;
     }
@@ -957,6 +1061,7 @@ static uint32_t node_minlen(const struct eng_constraint *c, uint32_t i)
     case CN_ROOT:
         return c->nodes[n->child].minlen;
     case CN_ANYOF:
+    case CN_TAGGED:
         m = CN_UNBOUNDED;
         for (uint32_t k = 0; k < n->n; k++) {
             uint32_t v = c->nodes[c->alts[n->list + k]].minlen;
@@ -1003,6 +1108,7 @@ static uint32_t node_need(const struct eng_constraint *c, uint32_t i)
     case CN_ROOT:
         return need_add(1, c->nodes[n->child].need);
     case CN_ANYOF:
+    case CN_TAGGED:
         /* Replaced by an alternative: the most any shortest alternative takes. */
         for (uint32_t k = 0; k < n->n; k++) {
             const struct cnode *a = &c->nodes[c->alts[n->list + k]];
@@ -1058,6 +1164,17 @@ static void object_costs(struct eng_constraint *c, uint32_t i)
     }
 }
 
+/* Tag tails of tagged union i: the bytes after each tag that close its object. */
+static void tagged_costs(struct eng_constraint *c, uint32_t i)
+{
+    const struct cnode *n = &c->nodes[i];
+    for (uint32_t k = 0; k < n->n; k++) {
+        struct cn_lit *L = &c->lits[n->ks + k];
+        const struct cnode *a = &c->nodes[c->alts[n->list + L->prop]];
+        L->tail = (uint32_t)sat_add(c->keysets[a->ks + 1].req_rest, 1);
+    }
+}
+
 static enum wye_err finish(struct cc *cc, uint32_t top)
 {
     struct eng_constraint *c = cc->c;
@@ -1071,6 +1188,8 @@ static enum wye_err finish(struct cc *cc, uint32_t top)
         for (uint32_t i = 0; i < c->n_nodes; i++) {
             if (c->nodes[i].kind == CN_OBJECT) {
                 object_costs(c, i);
+            } else if (c->nodes[i].kind == CN_TAGGED) {
+                tagged_costs(c, i);
             }
             uint32_t m = node_minlen(c, i);
             if (m != c->nodes[i].minlen) {
@@ -1133,7 +1252,7 @@ static enum wye_err finish(struct cc *cc, uint32_t top)
                     uint32_t v = 1 + dep[c->props[n->list + k].node];
                     d = v > d ? v : d;
                 }
-            } else if (n->kind == CN_ANYOF && i != CN_NODE_ANY) {
+            } else if ((n->kind == CN_ANYOF && i != CN_NODE_ANY) || n->kind == CN_TAGGED) {
                 for (uint32_t k = 0; k < n->n; k++) {
                     uint32_t v = dep[c->alts[n->list + k]];
                     d = v > d ? v : d;

@@ -7,7 +7,12 @@
  * whose logits came out, and turns tokens into text deltas: text that could still be the
  * start of a stop string is held back until it cannot, so a stop string split across tokens
  * is never emitted. Slots are added and removed between steps by the thread that steps the
- * context (the engine worker); only the cancel flags are read across threads. */
+ * context (the engine worker); only the cancel flags are read across threads.
+ * A constraint (constrain.h) masks every token, or, with a trigger (lazy), only the tokens
+ * between the trigger and the end of the JSON value it opens: the trigger is held back like a
+ * stop string, and the sampled token that completes it is checked (its bytes after the
+ * trigger must start a value that can still close within max_tokens) before it is taken. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -47,6 +52,16 @@ struct slot {
     int32_t n_cached; /* prompt tokens found in the cache at add */
     const struct eng_constraint *cons; /* borrowed; NULL: unconstrained */
     struct eng_cstate *cst;            /* matcher state of cons */
+    /* lazy constraints (a trigger): cons applies only while cons_on */
+    bool lazy, cons_on;
+    bool trig_in_value;
+    bool announce; /* constrain_first: on_constraint(true) before the first text */
+    bool sim_on;   /* the sampled token completes the trigger; cst is the state after it */
+    bool closing;  /* the sampled token completes the value */
+    char trig[ENG_STOP_LEN_MAX + 1];
+    size_t trig_len;
+    char *tsim; /* (pend_cap) held-back text + a candidate token's piece */
+    enum eng_cb_ret (*on_constraint)(void *arg, bool active);
 };
 
 struct eng_ctx {
@@ -91,6 +106,11 @@ void eng_gen_params_default(struct eng_gen_params *p)
     p->sampling.repeat_penalty = 1.0f;
     p->sampling.repeat_last_n = 64;
     p->max_tokens = 256;
+}
+
+const char *eng_model_chat_family(const struct eng_model *m)
+{
+    return eng_chat_family_name(m->chat);
 }
 
 int32_t eng_ctx_n_ctx(const struct eng_ctx *c)
@@ -168,7 +188,8 @@ enum wye_err eng_ctx_create(struct eng_model *m, const struct eng_ctx_params *p,
         s->pend = wye_malloc(c->pend_cap);
         s->kv_tok = wye_calloc((size_t)c->n_ctx, sizeof(int32_t));
         s->cst = wye_malloc(sizeof(*s->cst));
-        if (!s->prompt || !s->piece || !s->pend || !s->kv_tok || !s->cst ||
+        s->tsim = wye_malloc(c->pend_cap);
+        if (!s->prompt || !s->piece || !s->pend || !s->kv_tok || !s->cst || !s->tsim ||
             eng_sampler_create(m->hp.n_vocab, &s->smp) != WYE_OK) {
             goto fail_slots;
         }
@@ -205,6 +226,7 @@ void eng_ctx_destroy(struct eng_ctx *c)
             wye_free(s->pend);
             wye_free(s->kv_tok);
             wye_free(s->cst);
+            wye_free(s->tsim);
             eng_sampler_destroy(s->smp);
         }
     }
@@ -321,9 +343,31 @@ enum wye_err eng_batch_add(struct eng_ctx *c, const int32_t *prompt, size_t n_pr
             return WYE_ERR_TOOBIG;
         }
     }
+    size_t trig_len = p->trigger ? strlen(p->trigger) : 0;
+    if (p->trigger && (!p->constraint || trig_len == 0 || trig_len > ENG_STOP_LEN_MAX)) {
+        snprintf(errbuf, errlen,
+                 p->constraint ? "the constraint trigger must be 1 to %d bytes"
+                               : "a constraint trigger needs a constraint (at most %d bytes)",
+                 ENG_STOP_LEN_MAX);
+        return WYE_ERR_INVAL;
+    }
     if (p->constraint) {
         int32_t budget = p->max_tokens > 0 ? p->max_tokens : c->n_ctx - (int32_t)n_prompt;
         uint32_t need = eng_constraint_min_bytes(p->constraint);
+        if (p->trigger && p->trigger_in_value) {
+            struct eng_cstate tst;
+            eng_cstate_init(&tst, p->constraint);
+            if (!eng_cstate_feed_n(p->constraint, &tst, p->trigger, trig_len)) {
+                snprintf(errbuf, errlen,
+                         "the constraint trigger '%s' does not start a value of the JSON schema",
+                         p->trigger);
+                return WYE_ERR_INVAL;
+            }
+            need = eng_cstate_min_close(p->constraint, &tst);
+        }
+        if (p->trigger && !p->constrain_first) {
+            need = 0; /* checked when the trigger fires */
+        }
         if (need > (uint32_t)budget) {
             snprintf(errbuf, errlen,
                      "max_tokens (%d) is too small for the JSON schema: its shortest valid "
@@ -397,10 +441,24 @@ enum wye_err eng_batch_add(struct eng_ctx *c, const int32_t *prompt, size_t n_pr
     s->n_pend = 0;
     s->n_stop = 0;
     s->cons = p->constraint;
+    s->lazy = p->constraint && p->trigger;
+    s->cons_on = s->cons && (!s->lazy || p->constrain_first);
+    s->trig_in_value = s->lazy && p->trigger_in_value;
+    s->announce = s->lazy && p->constrain_first;
+    s->sim_on = s->closing = false;
+    s->on_constraint = s->lazy ? p->on_constraint : NULL;
+    s->trig_len = s->lazy ? trig_len : 0;
+    if (s->lazy) {
+        memcpy(s->trig, p->trigger, trig_len + 1);
+    }
     if (s->cons) {
         eng_cstate_init(s->cst, s->cons);
+        if (s->cons_on && s->trig_in_value) {
+            (void)eng_cstate_feed_n(s->cons, s->cst, s->trig, s->trig_len); /* checked above */
+        }
     }
-    for (int i = 0; i < ENG_STOP_MAX && !s->cons; i++) {
+    /* Stop strings could cut a JSON value short: not applied while a constraint is on. */
+    for (int i = 0; i < ENG_STOP_MAX && (!s->cons || s->lazy); i++) {
         if (p->stop[i] && p->stop[i][0]) {
             s->stop_len[s->n_stop] = strlen(p->stop[i]);
             memcpy(s->stop[s->n_stop], p->stop[i], s->stop_len[s->n_stop] + 1);
@@ -480,12 +538,77 @@ static bool deliver(struct eng_ctx *c, int32_t id, const char *text, size_t len)
     return true;
 }
 
-/* Appends a delta to the held-back window and emits what can no longer start a stop string.
- * With final, everything left is emitted. Returns false if the sequence ended. */
+/* Tells the callback a lazy constraint started or ended; false if the sequence ended. */
+static bool notify(struct eng_ctx *c, int32_t id, bool active)
+{
+    struct slot *s = &c->slots[id];
+    if (!s->on_constraint) {
+        return true;
+    }
+    enum eng_cb_ret r = s->on_constraint(s->arg, active);
+    if (s->state == SLOT_FREE) {
+        return false; /* the callback removed its own sequence */
+    }
+    if (r == ENG_CB_STOP) {
+        finish(c, id, ENG_FINISH_CANCELLED, WYE_OK);
+        return false;
+    }
+    if (r == ENG_CB_PAUSE) {
+        s->paused = true;
+    }
+    return true;
+}
+
+/* The value of a lazy constraint is complete: free text again. */
+static bool close_value(struct eng_ctx *c, int32_t id)
+{
+    struct slot *s = &c->slots[id];
+    s->cons_on = false;
+    s->closing = false;
+    return notify(c, id, false);
+}
+
+/* The held-back window holds the trigger at tp: delivers the text before it, switches the
+ * constraint on and delivers the trigger and the rest of the window (the start of the value).
+ * Returns false if the sequence ended. */
+static bool trigger_fire(struct eng_ctx *c, int32_t id, size_t tp)
+{
+    struct slot *s = &c->slots[id];
+    size_t end = tp + s->trig_len;
+    if (!deliver(c, id, s->pend, tp)) {
+        return false;
+    }
+    if (!s->sim_on) {
+        /* The sampling check did not see this trigger (the token's detokenized text differs
+         * from its piece): the state comes from the text. */
+        eng_cstate_init(s->cst, s->cons);
+        if ((s->trig_in_value && !eng_cstate_feed_n(s->cons, s->cst, s->trig, s->trig_len)) ||
+            !eng_cstate_feed_n(s->cons, s->cst, s->pend + end, s->n_pend - end)) {
+            WYE_ERROR("constrained decoding: the text after the trigger is not a valid value");
+            finish(c, id, ENG_FINISH_ERROR, WYE_ERR_INTERNAL);
+            return false;
+        }
+    }
+    s->sim_on = false;
+    s->cons_on = true;
+    size_t n = s->n_pend - tp;
+    s->n_pend = 0; /* the bytes stay in pend until the next push */
+    if (!notify(c, id, true) || !deliver(c, id, s->pend + tp, n)) {
+        return false;
+    }
+    if (!eng_cstate_can_continue(s->cons, s->cst)) {
+        return close_value(c, id);
+    }
+    return true;
+}
+
+/* Appends a delta to the held-back window and emits what can no longer start a stop string
+ * (or the trigger of a lazy constraint). With final, everything left is emitted. Returns
+ * false if the sequence ended. */
 static bool push_text(struct eng_ctx *c, int32_t id, const char *text, size_t len, bool final)
 {
     struct slot *s = &c->slots[id];
-    if (s->n_stop == 0) {
+    if (s->cons_on || (s->n_stop == 0 && !s->lazy)) {
         return deliver(c, id, text, len);
     }
     WYE_ASSERT(s->n_pend + len <= c->pend_cap);
@@ -499,17 +622,30 @@ static bool push_text(struct eng_ctx *c, int32_t id, const char *text, size_t le
             hit = (size_t)(f - s->pend);
         }
     }
-    if (hit != SIZE_MAX) {
+    size_t tp = SIZE_MAX;
+    if (s->lazy) {
+        const char *f = memmem(s->pend, s->n_pend, s->trig, s->trig_len);
+        tp = f ? (size_t)(f - s->pend) : SIZE_MAX;
+    }
+    if (hit != SIZE_MAX && hit <= tp) {
         if (deliver(c, id, s->pend, hit)) {
             finish(c, id, ENG_FINISH_STOP, WYE_OK);
         }
         return false;
     }
+    if (tp != SIZE_MAX) {
+        return trigger_fire(c, id, tp);
+    }
     size_t keep_from = s->n_pend;
     if (!final) {
-        /* The earliest suffix that is a proper prefix of some stop string stays behind. */
+        /* The earliest suffix that is a proper prefix of some stop string (or of the
+         * trigger) stays behind. */
         for (size_t i = 0; i < s->n_pend && keep_from == s->n_pend; i++) {
             size_t rest = s->n_pend - i;
+            if (s->lazy && rest < s->trig_len && memcmp(s->pend + i, s->trig, rest) == 0) {
+                keep_from = i;
+                break;
+            }
             for (int j = 0; j < s->n_stop; j++) {
                 if (rest < s->stop_len[j] && memcmp(s->pend + i, s->stop[j], rest) == 0) {
                     keep_from = i;
@@ -548,6 +684,12 @@ static void on_sampled(struct eng_ctx *c, int32_t id, int32_t tok)
     }
     s->n_gen++;
     eng_sampler_accept(s->smp, tok);
+    if (s->announce) {
+        s->announce = false;
+        if (!notify(c, id, true)) {
+            return;
+        }
+    }
     if (s->ops && s->ops->on_token) {
         enum eng_cb_ret r = s->ops->on_token(s->arg, tok);
         if (s->state == SLOT_FREE) {
@@ -561,7 +703,7 @@ static void on_sampled(struct eng_ctx *c, int32_t id, int32_t tok)
             s->paused = true;
         }
     }
-    if ((!s->ignore_eos || s->cons) && eng_tok_is_eog(m->tok, tok)) {
+    if ((!s->ignore_eos || s->cons_on) && eng_tok_is_eog(m->tok, tok)) {
         finish_flush(c, id, ENG_FINISH_STOP);
         return;
     }
@@ -570,6 +712,10 @@ static void on_sampled(struct eng_ctx *c, int32_t id, int32_t tok)
         n = 0;
     }
     if (!push_text(c, id, s->piece, n, false)) {
+        return;
+    }
+    s->sim_on = false; /* used by trigger_fire within this token only */
+    if (s->closing && !close_value(c, id)) {
         return;
     }
     if (s->n_gen >= s->max_tokens || s->n_past >= c->n_ctx) {
@@ -605,6 +751,72 @@ static int32_t sample_constrained(struct eng_ctx *c, struct slot *s, float *logi
         WYE_ERROR("constrained decoding: token %d rejected after the mask allowed it", tok);
         return -1;
     }
+    return tok;
+}
+
+enum trig_check { TRIG_NONE, TRIG_OK, TRIG_BAD };
+
+/* Whether token tok, sampled in the free part of a lazy constraint, completes the trigger,
+ * and if so whether the bytes after the trigger start a value that can still close within
+ * the budget; with TRIG_OK, s->cst is the matcher state after the token. */
+static enum trig_check trigger_check(struct eng_ctx *c, struct slot *s, int32_t tok)
+{
+    size_t n = s->n_pend;
+    memcpy(s->tsim, s->pend, n);
+    n += eng_token_to_piece(c->m->tok, tok, s->tsim + n, c->pend_cap - n, false);
+    const char *f = memmem(s->tsim, n, s->trig, s->trig_len);
+    if (!f) {
+        return TRIG_NONE;
+    }
+    size_t tp = (size_t)(f - s->tsim), end = tp + s->trig_len;
+    for (int i = 0; i < s->n_stop; i++) {
+        const char *g = memmem(s->tsim, n, s->stop[i], s->stop_len[i]);
+        if (g && (size_t)(g - s->tsim) <= tp) {
+            return TRIG_NONE; /* a stop string ends the answer first */
+        }
+    }
+    eng_cstate_init(s->cst, s->cons);
+    if ((s->trig_in_value && !eng_cstate_feed_n(s->cons, s->cst, s->trig, s->trig_len)) ||
+        !eng_cstate_feed_n(s->cons, s->cst, s->tsim + end, n - end)) {
+        return TRIG_BAD;
+    }
+    int64_t left = (int64_t)s->max_tokens - s->n_gen - 1; /* tokens after this one */
+    if (eng_cstate_can_continue(s->cons, s->cst) &&
+        (int64_t)eng_cstate_min_close(s->cons, s->cst) > left) {
+        return TRIG_BAD;
+    }
+    return TRIG_OK;
+}
+
+/* Samples in the free part of a lazy constraint: a token completing the trigger is taken
+ * only if the value it opens can be completed (else it is banned and the sampler draws
+ * again; after a few draws, the best token that is acceptable). */
+static int32_t sample_lazy(struct eng_ctx *c, struct slot *s, float *logits)
+{
+    int32_t n = c->m->n_vocab_tok;
+    int32_t tok = eng_sampler_sample(s->smp, logits, n);
+    enum trig_check r = trigger_check(c, s, tok);
+    for (int tries = 0; r == TRIG_BAD && tries < 8; tries++) {
+        logits[tok] = -INFINITY;
+        tok = eng_sampler_sample(s->smp, logits, n);
+        r = trigger_check(c, s, tok);
+    }
+    if (r == TRIG_BAD) {
+        logits[tok] = -INFINITY;
+        int32_t best = -1;
+        for (int32_t i = 0; i < n; i++) {
+            if (logits[i] > -INFINITY && (best < 0 || logits[i] > logits[best]) &&
+                trigger_check(c, s, i) != TRIG_BAD) {
+                best = i;
+            }
+        }
+        if (best < 0) {
+            return -1;
+        }
+        tok = best;
+        r = trigger_check(c, s, tok); /* leaves s->cst for this token */
+    }
+    s->sim_on = r == TRIG_OK;
     return tok;
 }
 
@@ -663,8 +875,15 @@ enum wye_err eng_batch_step(struct eng_ctx *c)
         }
         float *logits = c->f.logits + (size_t)o * (size_t)c->m->hp.n_vocab;
         int32_t tok;
-        if (s->cons) {
+        if (s->cons_on) {
             tok = sample_constrained(c, s, logits);
+            if (tok < 0) {
+                finish(c, id, ENG_FINISH_ERROR, WYE_ERR_INTERNAL);
+                continue;
+            }
+            s->closing = s->lazy && !eng_cstate_can_continue(s->cons, s->cst);
+        } else if (s->lazy) {
+            tok = sample_lazy(c, s, logits);
             if (tok < 0) {
                 finish(c, id, ENG_FINISH_ERROR, WYE_ERR_INTERNAL);
                 continue;
@@ -681,6 +900,7 @@ struct gen_wrap {
     const struct eng_seq_ops *ops;
     void *arg;
     struct eng_seq_result *res;
+    enum eng_cb_ret (*on_constraint)(void *arg, bool active);
 };
 
 static enum eng_cb_ret gen_on_text(void *arg, const char *text, size_t len)
@@ -704,6 +924,12 @@ static void gen_on_done(void *arg, const struct eng_seq_result *res)
     }
 }
 
+static enum eng_cb_ret gen_on_constraint(void *arg, bool active)
+{
+    struct gen_wrap *w = arg;
+    return w->on_constraint(w->arg, active);
+}
+
 static const struct eng_seq_ops gen_ops = {gen_on_text, gen_on_token, gen_on_done};
 
 enum wye_err eng_generate(struct eng_ctx *c, const int32_t *prompt, size_t n_prompt,
@@ -711,11 +937,13 @@ enum wye_err eng_generate(struct eng_ctx *c, const int32_t *prompt, size_t n_pro
                           const atomic_bool *cancel, struct eng_seq_result *res, char *errbuf,
                           size_t errlen)
 {
-    struct gen_wrap w = {ops, arg, res};
+    struct gen_wrap w = {ops, arg, res, p->on_constraint};
+    struct eng_gen_params gp = *p; /* on_constraint gets the caller's arg too */
+    gp.on_constraint = p->on_constraint ? gen_on_constraint : NULL;
     int32_t id;
     memset(res, 0, sizeof(*res));
     enum wye_err e =
-        eng_batch_add(c, prompt, n_prompt, p, &gen_ops, &w, cancel, &id, errbuf, errlen);
+        eng_batch_add(c, prompt, n_prompt, &gp, &gen_ops, &w, cancel, &id, errbuf, errlen);
     if (e) {
         return e;
     }

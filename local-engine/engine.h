@@ -57,6 +57,9 @@ enum wye_err eng_model_tokenize_chat(const struct eng_model *m, const struct wye
 /* Text of one token (special tokens rendered when special). Returns bytes written (<= n). */
 size_t eng_model_token_piece(const struct eng_model *m, int32_t id, char *buf, size_t n,
                              bool special);
+/* The chat template family the model's prompts are rendered in: "chatml", "llama3", "qwen2",
+ * ... (eng_chat_family_name; "chatml" when the template was not recognised). */
+const char *eng_model_chat_family(const struct eng_model *m);
 
 /* ---- contexts ---- */
 
@@ -88,6 +91,12 @@ enum wye_err eng_ctx_eval(struct eng_ctx *c, int32_t seq, int32_t pos0, const in
 #define ENG_STOP_MAX 4      /* stop strings per sequence */
 #define ENG_STOP_LEN_MAX 64 /* bytes per stop string */
 
+enum eng_cb_ret {
+    ENG_CB_CONTINUE = 0,
+    ENG_CB_STOP,  /* end this sequence now (finish = CANCELLED) */
+    ENG_CB_PAUSE, /* keep it but skip it in steps until eng_batch_resume (backpressure) */
+};
+
 struct eng_gen_params {
     struct eng_sampler_params sampling;
     int32_t max_tokens;             /* tokens to generate at most; 0: until n_ctx is full */
@@ -98,6 +107,24 @@ struct eng_gen_params {
      * The answer closes within max_tokens; it ends (STOP) once the value is complete even
      * with ignore_eos; stop strings are not applied (they could cut the JSON short). */
     const struct eng_constraint *constraint;
+    /* Lazy constraint (with constraint; NULL: the mode above). NUL-terminated, 1 to
+     * ENG_STOP_LEN_MAX bytes, copied at add. Generation is free (stop strings apply, EOS ends
+     * it) until the answer ends with trigger; then the constraint applies until its value is
+     * complete (nothing may follow it), then generation is free again and the trigger may fire
+     * again. Text that may still become the trigger is held back like a stop string. A token
+     * completing the trigger is refused (the sampler draws again) when the bytes after the
+     * trigger do not start a valid value or the value could not close within max_tokens, so
+     * every value the trigger opens closes. */
+    const char *trigger;
+    bool trigger_in_value; /* the trigger's bytes are the value's first bytes ("{\"name\"") */
+    bool constrain_first;  /* with trigger: start inside a value, as if the trigger had just
+                            * been written (the prompt should end with it) */
+    /* With trigger (may be NULL), called with the sequence's ops arg. active: the trigger has
+     * just completed (the text before it was delivered; the next on_text calls carry the
+     * trigger's own text, then the value's; with constrain_first, called before the first
+     * text). !active: the value's last byte was delivered; what follows is free text.
+     * Returns as on_text does (STOP ends the sequence, PAUSE pauses it). */
+    enum eng_cb_ret (*on_constraint)(void *arg, bool active);
 };
 
 enum eng_finish {
@@ -110,12 +137,6 @@ enum eng_finish {
 
 /* "stop", "length", "cancelled", "error". */
 const char *eng_finish_name(enum eng_finish f);
-
-enum eng_cb_ret {
-    ENG_CB_CONTINUE = 0,
-    ENG_CB_STOP,  /* end this sequence now (finish = CANCELLED) */
-    ENG_CB_PAUSE, /* keep it but skip it in steps until eng_batch_resume (backpressure) */
-};
 
 struct eng_seq_result {
     enum eng_finish finish;

@@ -7,7 +7,6 @@
  * the run ends.
  * Threads: chat and http are called on the agent worker; the chat sink runs on the router's
  * threads, the http answer on the upstream thread. */
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -72,20 +71,6 @@ static enum wye_err ah_emit(void *ctx, const struct wye_event *ev)
     return WYE_OK;
 }
 
-static enum agent_toolfmt ah_format(bool local, const char *model)
-{
-    if (!local) {
-        return AGENT_TOOLFMT_OPENAI;
-    }
-    char lower[128];
-    size_t i = 0;
-    for (; model[i] && i + 1 < sizeof(lower); i++) {
-        lower[i] = (char)tolower((unsigned char)model[i]);
-    }
-    lower[i] = '\0';
-    return strstr(lower, "llama") ? AGENT_TOOLFMT_LLAMA3 : AGENT_TOOLFMT_HERMES;
-}
-
 static void ah_finish(void *ctx, const struct wye_result *res)
 {
     struct ah_call *c = ctx;
@@ -100,7 +85,7 @@ static void ah_finish(void *ctx, const struct wye_result *res)
         .message = res->message,
         .text = c->text.data ? c->text.data : "",
         .tool_calls = c->tools.len ? c->tools.data : NULL,
-        .format = ah_format(local, c->model),
+        .format = AGENT_TOOLFMT_OPENAI, /* both backends answer tools as OpenAI deltas */
         .route = c->route,
         .model = c->model,
         .prompt_tokens = u.prompt_tokens,
@@ -140,31 +125,14 @@ static enum wye_err ah_chat(void *ctx, const struct agent_chat_call *call, struc
                             char *errbuf, size_t errlen)
 {
     struct rt_agent_host *h = ctx;
-    const struct conf_config *cfg = h->cfg;
-    const char *local_name =
-        cfg->engine.model_path
-            ? (cfg->engine.model_name ? cfg->engine.model_name : cfg->engine.model_path)
-            : NULL;
-    /* A call that can only go local gets the tools in the local model's own text format (the
-     * local engine does not render OpenAI tools); "auto" with both backends is decided by the
-     * router later, so it keeps the OpenAI form. */
-    const char *want = call->model ? call->model : "auto";
-    bool local_only = local_name && (strcmp(want, "local") == 0 || strcmp(want, local_name) == 0 ||
-                                     (!cfg->upstream.base_url && strcmp(want, "auto") == 0));
-    char *rendered = NULL;
-    if (local_only && call->tools_json) {
-        enum wye_err e = agent_toolfmt_render(ah_format(true, local_name), call->messages_json,
-                                              call->tools_json, &rendered, errbuf, errlen);
-        if (e) {
-            return e;
-        }
-    }
+    /* Tools go in OpenAI form to either backend: the local one renders them in its model's
+     * own format, constrains the calls to the tools' schemas and answers OpenAI tool-call
+     * deltas (router/local.c), like a remote one. */
     cJSON *body = cJSON_CreateObject();
-    cJSON *msgs = cJSON_Parse(rendered ? rendered : call->messages_json);
-    cJSON *tools = call->tools_json && !rendered ? cJSON_Parse(call->tools_json) : NULL;
-    wye_free(rendered);
+    cJSON *msgs = cJSON_Parse(call->messages_json);
+    cJSON *tools = call->tools_json ? cJSON_Parse(call->tools_json) : NULL;
     cJSON *so = cJSON_CreateObject();
-    if (!body || !msgs || !so || (call->tools_json && !local_only && !tools)) {
+    if (!body || !msgs || !so || (call->tools_json && !tools)) {
         cJSON_Delete(body);
         cJSON_Delete(msgs);
         cJSON_Delete(tools);

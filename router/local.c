@@ -17,6 +17,11 @@
  * response_format (json_schema / json_object) becomes the job's engine constraint, compiled
  * once per distinct schema through the backend's eng_constraint_cache, and dropped when the
  * job returns to the pool (after on_done).
+ * Tools: a request with OpenAI `tools` is rendered in the model's text tool format (Hermes
+ * <tool_call> or Llama 3 JSON, by chat-template family) with agent_toolfmt_render, and its
+ * tools compile to one tagged-union constraint applied lazily: free text until the trigger,
+ * the call's JSON constrained, free text again (eng_gen_params.trigger). Content streams as
+ * deltas; each call goes out whole as a tool_calls delta when its JSON closes.
  * Threads: the engine worker (loop, callbacks, every sink call but wake); submit, stats and
  * count on any thread; the wakeup on the consumer's thread (it only sets a flag and signals);
  * create/start/stop/destroy on the owner's thread. */
@@ -26,10 +31,12 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "agents/agents.h"
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -43,6 +50,17 @@
 #define LC_MSG_MAX 320    /* a finish message */
 #define LC_POLL_MS 100    /* cancellation poll while sequences are paused or parked */
 #define LC_SCHEMAS_MAX 64 /* compiled response_format schemas kept in the cache */
+
+/* tool calls */
+#define LC_CALL_MAX (64u << 10)                /* one call's JSON text */
+#define LC_TSTASH_MAX (2 * LC_CALL_MAX + 512u) /* its tool_calls delta (arguments escaped) */
+#define LC_TOOLS_MAX 16                        /* the schema subset's anyOf limit */
+#define LC_TRIGGER_HERMES "<tool_call>"        /* Qwen2.5 / Hermes: the call follows */
+#define LC_TRIGGER_LLAMA3 "{\"name\""          /* Llama 3.x: the call's own first bytes */
+
+/* Where the text of an answer with tools is: plain content, inside a call (the constrained
+ * JSON value), or right after one (its closing tag and separators are dropped). */
+enum lc_tphase { LC_T_TEXT, LC_T_CALL, LC_T_AFTER };
 
 enum lc_state { LC_FREE, LC_QUEUED, LC_RUNNING, LC_PARKED };
 
@@ -71,6 +89,18 @@ struct lc_job {
     size_t n_stash;
     struct eng_seq_result res; /* how the sequence ended (parked jobs) */
     struct lc_job *next_parked;
+    /* tool calls: set by submit, then worker only. tfmt OPENAI: no tools in play. */
+    enum agent_toolfmt tfmt;
+    bool t_first; /* the answer starts inside a call (tool_choice required or named) */
+    enum lc_tphase tphase;
+    size_t tskip; /* trigger bytes still to drop from the text */
+    char *call;   /* (LC_CALL_MAX + 1) the call being written; kept with the pooled job */
+    size_t n_call;
+    bool call_big;  /* the call outgrew LC_CALL_MAX */
+    size_t n_after; /* bytes of the closing tag seen after a call */
+    int n_calls;
+    char *tstash; /* (LC_TSTASH_MAX) a tool_calls delta produced after the sink said AGAIN */
+    size_t n_tstash;
 };
 
 struct rt_local {
@@ -236,17 +266,28 @@ static void parked_unlink(struct rt_local *l, struct lc_job *j)
     j->next_parked = NULL;
 }
 
-/* Emits what waited in the stash. False if the sink is full again (or gone). */
+/* Emits what waited in the stashes (text, then a tool call). False if the sink is full again
+ * (or gone). */
 static bool lc_flush_stash(struct lc_job *j)
 {
-    if (j->n_stash == 0 || j->sink_gone) {
-        j->n_stash = 0;
+    if ((j->n_stash == 0 && j->n_tstash == 0) || j->sink_gone) {
+        j->n_stash = j->n_tstash = 0;
         return !j->sink_gone;
     }
     lc_start(j);
-    struct wye_event ev = {.type = WYE_EV_DELTA, .data = j->stash, .len = j->n_stash};
-    enum wye_err r = j->sink.ops->emit(j->sink.ctx, &ev);
-    j->n_stash = 0;
+    enum wye_err r = WYE_OK;
+    if (j->n_stash > 0) {
+        struct wye_event ev = {.type = WYE_EV_DELTA, .data = j->stash, .len = j->n_stash};
+        r = j->sink.ops->emit(j->sink.ctx, &ev);
+        j->n_stash = 0;
+    }
+    if (j->n_tstash > 0 && (r == WYE_OK || r == WYE_ERR_AGAIN)) {
+        /* accepted even after AGAIN: both were produced before the pause */
+        struct wye_event ev = {.type = WYE_EV_TOOL_DELTA, .data = j->tstash, .len = j->n_tstash};
+        enum wye_err r2 = j->sink.ops->emit(j->sink.ctx, &ev);
+        r = r2 == WYE_OK ? r : r2;
+    }
+    j->n_tstash = 0;
     if (r == WYE_ERR_AGAIN) {
         j->blocked = true;
         return false;
@@ -270,7 +311,7 @@ static void lc_complete(struct lc_job *j)
         lc_finish_cancelled(j);
         return;
     }
-    if (!j->blocked && j->n_stash > 0) {
+    if (!j->blocked && (j->n_stash > 0 || j->n_tstash > 0)) {
         lc_flush_stash(j);
         if (j->sink_gone) {
             if (j->state == LC_PARKED) {
@@ -307,25 +348,37 @@ static void lc_complete(struct lc_job *j)
         lc_finish_cancelled(j);
         return;
     }
-    lc_finish(j, WYE_OK, 200, NULL, r->finish == ENG_FINISH_LENGTH ? "length" : "stop");
+    lc_finish(j, WYE_OK, 200, NULL,
+              r->finish == ENG_FINISH_LENGTH ? "length" : (j->n_calls > 0 ? "tool_calls" : "stop"));
 }
 
 /* ---- engine callbacks (worker thread, inside eng_batch_step / eng_batch_remove) ---- */
 
-static enum eng_cb_ret lc_on_text(void *arg, const char *text, size_t len)
+/* Emits a text delta or a tool_calls delta; after AGAIN, what the engine still produces (the
+ * rest of the token, the end of the answer) waits in the stashes for the wakeup. */
+static enum eng_cb_ret lc_emit(struct lc_job *j, enum wye_ev_type type, const char *data,
+                               size_t len)
 {
-    struct lc_job *j = arg;
+    if (len == 0 || j->sink_gone) {
+        return j->sink_gone ? ENG_CB_STOP : j->blocked ? ENG_CB_PAUSE : ENG_CB_CONTINUE;
+    }
     if (j->blocked) {
-        /* only the engine's end-of-answer flush comes here: keep it for the wakeup */
-        if (j->n_stash + len <= sizeof(j->stash)) {
-            memcpy(j->stash + j->n_stash, text, len);
+        /* text stashed after a tool call would come out before it: cannot happen (a call ends
+         * a token), but never reorder */
+        if (type == WYE_EV_DELTA && j->n_tstash == 0 && j->n_stash + len <= sizeof(j->stash)) {
+            memcpy(j->stash + j->n_stash, data, len);
             j->n_stash += len;
+            return ENG_CB_PAUSE;
+        }
+        if (type == WYE_EV_TOOL_DELTA && j->n_tstash == 0 && len <= LC_TSTASH_MAX) {
+            memcpy(j->tstash, data, len);
+            j->n_tstash = len;
             return ENG_CB_PAUSE;
         }
         WYE_WARN("local: %zu bytes produced while the sink is full; sent anyway", len);
     }
     lc_start(j);
-    struct wye_event ev = {.type = WYE_EV_DELTA, .data = text, .len = len};
+    struct wye_event ev = {.type = type, .data = data, .len = len};
     enum wye_err r = j->sink.ops->emit(j->sink.ctx, &ev);
     if (r == WYE_OK) {
         return j->blocked ? ENG_CB_PAUSE : ENG_CB_CONTINUE;
@@ -336,6 +389,124 @@ static enum eng_cb_ret lc_on_text(void *arg, const char *text, size_t len)
     }
     j->sink_gone = true;
     return ENG_CB_STOP;
+}
+
+/* A call's JSON value is complete: one tool_calls delta
+ * [{"index":N,"id":..,"type":"function","function":{"name":..,"arguments":"{..}"}}]. The
+ * constraint guarantees the JSON; WYE_OK or why the call could not be sent. */
+static enum wye_err lc_call_done(struct lc_job *j)
+{
+    if (j->call_big) {
+        return WYE_ERR_TOOBIG;
+    }
+    j->call[j->n_call] = '\0';
+    char *calls = NULL, *content = NULL, eb[160] = "";
+    /* the Llama 3 reader takes a bare {"name":..,"arguments"|"parameters":..} object */
+    enum wye_err err =
+        agent_toolparse(AGENT_TOOLFMT_LLAMA3, j->call, &calls, &content, eb, sizeof(eb));
+    wye_free(content);
+    cJSON *arr = calls ? cJSON_Parse(calls) : NULL;
+    wye_free(calls);
+    cJSON *c0 = cJSON_GetArrayItem(arr, 0);
+    char id[WYE_REQID_LEN + 32];
+    snprintf(id, sizeof(id), "call_%s_%d", j->req->id, j->n_calls);
+    cJSON *idv = cJSON_GetObjectItemCaseSensitive(c0, "id");
+    char *delta = NULL;
+    if (!err && c0 && idv && cJSON_SetValuestring(idv, id) &&
+        cJSON_AddNumberToObject(c0, "index", j->n_calls)) {
+        delta = cJSON_PrintUnformatted(arr);
+    }
+    cJSON_Delete(arr);
+    if (!delta) {
+        wye_log(WYE_LOG_ERROR, j->req->id, "local: tool call %d not readable: %s", j->n_calls,
+                err ? eb : "out of memory");
+        return err ? WYE_ERR_INTERNAL : WYE_ERR_NOMEM;
+    }
+    j->n_calls++;
+    enum eng_cb_ret r = lc_emit(j, WYE_EV_TOOL_DELTA, delta, strlen(delta));
+    cJSON_free(delta);
+    return r == ENG_CB_STOP ? WYE_ERR_CANCELED : WYE_OK;
+}
+
+/* Text of an answer to a request with tools: content, call text, or what follows a call
+ * (whitespace, the closing tag and Llama 3's ';' separators are dropped). */
+static enum eng_cb_ret lc_tool_text(struct lc_job *j, const char *text, size_t len)
+{
+    if (j->tphase == LC_T_CALL) {
+        size_t k = j->tskip < len ? j->tskip : len;
+        j->tskip -= k;
+        if (j->n_call + (len - k) > LC_CALL_MAX) {
+            j->call_big = true;
+        } else {
+            memcpy(j->call + j->n_call, text + k, len - k);
+            j->n_call += len - k;
+        }
+        return j->blocked ? ENG_CB_PAUSE : ENG_CB_CONTINUE;
+    }
+    if (j->tphase == LC_T_AFTER) {
+        static const char tag[] = "</tool_call>";
+        size_t tag_len = j->tfmt == AGENT_TOOLFMT_HERMES ? sizeof(tag) - 1 : 0;
+        for (size_t i = 0; i < len; i++) {
+            char ch = text[i];
+            if (j->n_after == 0 &&
+                (strchr(" \t\r\n", ch) || (j->tfmt == AGENT_TOOLFMT_LLAMA3 && ch == ';'))) {
+                continue;
+            }
+            if (j->n_after < tag_len && tag[j->n_after] == ch) {
+                j->n_after = j->n_after + 1 == tag_len ? 0 : j->n_after + 1;
+                continue;
+            }
+            /* content again, starting with the part of a tag that did not complete */
+            j->tphase = LC_T_TEXT;
+            enum eng_cb_ret r = lc_emit(j, WYE_EV_DELTA, tag, j->n_after);
+            j->n_after = 0;
+            if (r == ENG_CB_STOP) {
+                return r;
+            }
+            return lc_emit(j, WYE_EV_DELTA, text + i, len - i);
+        }
+        return j->blocked ? ENG_CB_PAUSE : ENG_CB_CONTINUE;
+    }
+    return lc_emit(j, WYE_EV_DELTA, text, len);
+}
+
+static enum eng_cb_ret lc_on_text(void *arg, const char *text, size_t len)
+{
+    struct lc_job *j = arg;
+    if (j->tfmt != AGENT_TOOLFMT_OPENAI) {
+        return lc_tool_text(j, text, len);
+    }
+    return lc_emit(j, WYE_EV_DELTA, text, len);
+}
+
+/* The engine's lazy-constraint edges: a call starts (its trigger completed, or the answer
+ * begins inside one) or its JSON value is complete. */
+static enum eng_cb_ret lc_on_constraint(void *arg, bool active)
+{
+    struct lc_job *j = arg;
+    const char *trig = j->tfmt == AGENT_TOOLFMT_HERMES ? LC_TRIGGER_HERMES : LC_TRIGGER_LLAMA3;
+    bool in_value = j->tfmt == AGENT_TOOLFMT_LLAMA3;
+    if (active) {
+        j->tphase = LC_T_CALL;
+        j->n_call = 0;
+        j->call_big = false;
+        j->tskip = in_value || j->t_first ? 0 : strlen(trig);
+        if (in_value && j->t_first) {
+            /* the prompt ended with the trigger: the call's first bytes */
+            j->n_call = strlen(trig);
+            memcpy(j->call, trig, j->n_call);
+        }
+        j->t_first = false;
+        return j->blocked ? ENG_CB_PAUSE : ENG_CB_CONTINUE;
+    }
+    j->tphase = LC_T_AFTER;
+    j->n_after = 0;
+    enum wye_err err = lc_call_done(j);
+    if (err) {
+        j->fail = err == WYE_ERR_CANCELED ? WYE_OK : err; /* CANCELED: the sink is gone */
+        return ENG_CB_STOP;
+    }
+    return j->blocked ? ENG_CB_PAUSE : ENG_CB_CONTINUE;
 }
 
 static void lc_on_done(void *arg, const struct eng_seq_result *res)
@@ -653,6 +824,472 @@ static enum wye_err lc_response_format(struct rt_local *l, struct lc_job *j,
     return WYE_OK;
 }
 
+/* ---- tools (submit side) ---- */
+
+/* Rewrites the local references of tool i's parameters (inside node v) for the combined
+ * schema: "#/$defs/X" and "#/definitions/X" -> "#/$defs/t<i>_X", "#" -> "#/$defs/t<i>" (*self
+ * set). False on NOMEM. */
+static bool lc_refs_rewrite(cJSON *v, int i, bool *self)
+{
+    cJSON *c;
+    cJSON_ArrayForEach(c, v)
+    {
+        if (c->string && strcmp(c->string, "$ref") == 0 && cJSON_IsString(c)) {
+            const char *r = c->valuestring, *name = NULL;
+            if (strncmp(r, "#/$defs/", 8) == 0) {
+                name = r + 8;
+            } else if (strncmp(r, "#/definitions/", 14) == 0) {
+                name = r + 14;
+            }
+            char buf[320];
+            if (strcmp(r, "#") == 0) {
+                *self = true;
+                snprintf(buf, sizeof(buf), "#/$defs/t%d", i);
+            } else if (name && strlen(name) < 256) {
+                snprintf(buf, sizeof(buf), "#/$defs/t%d_%s", i, name);
+            } else {
+                continue; /* left as is: the compiler names it */
+            }
+            if (!cJSON_SetValuestring(c, buf)) {
+                return false;
+            }
+        } else if ((cJSON_IsObject(c) || cJSON_IsArray(c)) && !lc_refs_rewrite(c, i, self)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Moves tool i's parameters' own $defs / definitions into defs (the combined schema's root
+ * $defs) under "t<i>_NAME", and the parameters themselves under "t<i>" when they refer to
+ * themselves ("#"), so that their references resolve in the combined schema. */
+static bool lc_refs_hoist(cJSON *params, int i, cJSON *defs)
+{
+    bool self = false;
+    if (!lc_refs_rewrite(params, i, &self)) {
+        return false;
+    }
+    static const char *const keys[] = {"$defs", "definitions"};
+    for (int k = 0; k < 2; k++) {
+        cJSON *d = cJSON_DetachItemFromObjectCaseSensitive(params, keys[k]);
+        cJSON *e = d ? d->child : NULL;
+        while (e) {
+            cJSON *next = e->next;
+            char name[300];
+            snprintf(name, sizeof(name), "t%d_%.256s", i, e->string ? e->string : "");
+            cJSON *moved = cJSON_DetachItemViaPointer(d, e);
+            if (!cJSON_AddItemToObject(defs, name, moved)) {
+                cJSON_Delete(moved);
+                cJSON_Delete(d);
+                return false;
+            }
+            e = next;
+        }
+        cJSON_Delete(d);
+    }
+    if (self) {
+        char name[32];
+        snprintf(name, sizeof(name), "t%d", i);
+        cJSON *dup = cJSON_Duplicate(params, true);
+        if (!dup || !cJSON_AddItemToObject(defs, name, dup)) {
+            cJSON_Delete(dup);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The tool-call schema: for each offered tool (or only `only`), {"name":{"const":NAME},
+ * argkey:PARAMETERS} with both required and nothing else; several tools make an anyOf (a union
+ * told apart by the name). *out is cJSON-allocated text. */
+static enum wye_err lc_tools_schema(const cJSON *tools, const char *only, const char *argkey,
+                                    char **out, char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    cJSON *alts = cJSON_CreateArray();
+    cJSON *defs = cJSON_CreateObject();
+    if (!alts || !defs) {
+        cJSON_Delete(alts);
+        cJSON_Delete(defs);
+        snprintf(errbuf, errlen, "out of memory");
+        return WYE_ERR_NOMEM;
+    }
+    enum wye_err err = WYE_OK;
+    int i = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        if (!cJSON_IsObject(t) ||
+            (type && !(cJSON_IsString(type) && strcmp(type->valuestring, "function") == 0))) {
+            snprintf(errbuf, errlen, "tools[%d] must be an object of type 'function'", i);
+            err = WYE_ERR_INVAL;
+            break;
+        }
+        if (!cJSON_IsString(name) || !name->valuestring[0]) {
+            snprintf(errbuf, errlen, "tools[%d].function.name must be a non-empty string", i);
+            err = WYE_ERR_INVAL;
+            break;
+        }
+        if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params)) {
+            snprintf(errbuf, errlen, "tool '%.64s': 'parameters' must be a JSON Schema object",
+                     name->valuestring);
+            err = WYE_ERR_INVAL;
+            break;
+        }
+        for (const cJSON *u = tools->child; u != t; u = u->next) {
+            const cJSON *un = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(u, "function"), "name");
+            if (cJSON_IsString(un) && strcmp(un->valuestring, name->valuestring) == 0) {
+                snprintf(errbuf, errlen, "tools[%d]: function name '%.64s' appears twice", i,
+                         name->valuestring);
+                err = WYE_ERR_INVAL;
+            }
+        }
+        if (err) {
+            break;
+        }
+        i++;
+        if (only && strcmp(only, name->valuestring) != 0) {
+            continue;
+        }
+        cJSON *alt = cJSON_CreateObject();
+        cJSON *props = cJSON_CreateObject();
+        cJSON *nm = cJSON_CreateObject();
+        cJSON *args = cJSON_IsObject(params) ? cJSON_Duplicate(params, true)
+                                             : cJSON_Parse("{\"type\":\"object\",\"properties\":{},"
+                                                           "\"additionalProperties\":false}");
+        cJSON *req = cJSON_CreateArray();
+        bool ok = alt && props && nm && args && req && lc_refs_hoist(args, i - 1, defs);
+        ok = ok && cJSON_AddStringToObject(nm, "const", name->valuestring);
+        ok = ok && cJSON_AddItemToObject(props, "name", nm);
+        nm = ok ? NULL : nm;
+        ok = ok && cJSON_AddItemToObject(props, argkey, args);
+        args = ok ? NULL : args;
+        ok = ok && cJSON_AddItemToArray(req, cJSON_CreateString("name")) &&
+             cJSON_AddItemToArray(req, cJSON_CreateString(argkey));
+        ok = ok && cJSON_AddStringToObject(alt, "type", "object");
+        ok = ok && cJSON_AddItemToObject(alt, "properties", props);
+        props = ok ? NULL : props;
+        ok = ok && cJSON_AddItemToObject(alt, "required", req);
+        req = ok ? NULL : req;
+        ok = ok && cJSON_AddFalseToObject(alt, "additionalProperties");
+        ok = ok && cJSON_AddItemToArray(alts, alt);
+        alt = ok ? NULL : alt;
+        cJSON_Delete(alt);
+        cJSON_Delete(props);
+        cJSON_Delete(nm);
+        cJSON_Delete(args);
+        cJSON_Delete(req);
+        if (!ok) {
+            snprintf(errbuf, errlen, "out of memory");
+            err = WYE_ERR_NOMEM;
+            break;
+        }
+    }
+    if (!err && cJSON_GetArraySize(alts) > LC_TOOLS_MAX) {
+        snprintf(errbuf, errlen, "%d tools; the local model constrains calls to at most %d",
+                 cJSON_GetArraySize(alts), LC_TOOLS_MAX);
+        err = WYE_ERR_INVAL;
+    }
+    if (!err && cJSON_GetArraySize(alts) == 0) {
+        snprintf(errbuf, errlen, "'tool_choice' names function '%.64s', which is not in 'tools'",
+                 only ? only : "");
+        err = WYE_ERR_INVAL;
+    }
+    if (!err) {
+        cJSON *root = NULL;
+        if (cJSON_GetArraySize(alts) == 1) {
+            root = cJSON_DetachItemFromArray(alts, 0);
+        } else {
+            root = cJSON_CreateObject();
+            if (root && !cJSON_AddItemToObject(root, "anyOf", alts)) {
+                cJSON_Delete(root);
+                root = NULL;
+            } else if (root) {
+                alts = NULL;
+            }
+        }
+        if (root && defs->child) {
+            if (cJSON_AddItemToObject(root, "$defs", defs)) {
+                defs = NULL;
+            } else {
+                cJSON_Delete(root);
+                root = NULL;
+            }
+        }
+        *out = root ? cJSON_PrintUnformatted(root) : NULL;
+        cJSON_Delete(root);
+        if (!*out) {
+            snprintf(errbuf, errlen, "out of memory");
+            err = WYE_ERR_NOMEM;
+        }
+    }
+    cJSON_Delete(alts);
+    cJSON_Delete(defs);
+    return err;
+}
+
+/* Names the tool a schema error is about: "#/anyOf/2/..." is the third offered tool (or the
+ * only one when a single tool was compiled). */
+static void lc_tools_error(const cJSON *tools, const char *only, const char *msg, char *errbuf,
+                           size_t errlen)
+{
+    const char *p = strstr(msg, "#/anyOf/");
+    const char *d = strstr(msg, "#/$defs/t");
+    int k = p ? atoi(p + 8) : 0;
+    if (d) {
+        /* in a hoisted definition: t<i> is the i-th tool of the request */
+        only = NULL;
+        k = atoi(d + 9);
+    }
+    const char *name = "?";
+    int i = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+        if (!cJSON_IsString(nm) || (only && strcmp(only, nm->valuestring) != 0)) {
+            continue;
+        }
+        if (i++ == k) {
+            name = nm->valuestring;
+            break;
+        }
+    }
+    snprintf(errbuf, errlen, "tool '%.64s' parameters: %s", name, msg);
+}
+
+/* The conversation for a model that calls tools in text (fmt): the request's messages (their
+ * parsed content) with the body's assistant tool_calls, rendered by agent_toolfmt_render with
+ * tools (may be NULL). *out: a JSON messages array (wye_malloc'd). */
+static enum wye_err lc_tools_render(const struct wye_chat_req *req, enum agent_toolfmt fmt,
+                                    const cJSON *tools, char **out, char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    const cJSON *bmsgs = cJSON_GetObjectItemCaseSensitive(req->body, "messages");
+    cJSON *msgs = cJSON_CreateArray();
+    bool ok = msgs != NULL;
+    for (size_t i = 0; ok && i < req->n_msgs; i++) {
+        const cJSON *bm = cJSON_GetArrayItem(bmsgs, (int)i);
+        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(bm, "tool_calls");
+        cJSON *m = cJSON_CreateObject();
+        ok = m && cJSON_AddStringToObject(m, "role", wye_role_name(req->msgs[i].role)) &&
+             cJSON_AddStringToObject(m, "content", req->msgs[i].content);
+        if (ok && cJSON_IsArray(calls) && cJSON_GetArraySize(calls) > 0) {
+            cJSON *dup = cJSON_Duplicate(calls, true);
+            ok = dup && cJSON_AddItemToObject(m, "tool_calls", dup);
+            if (!ok) {
+                cJSON_Delete(dup);
+            }
+        }
+        if (ok) {
+            ok = cJSON_AddItemToArray(msgs, m);
+        } else {
+            cJSON_Delete(m);
+        }
+    }
+    char *mtext = ok ? cJSON_PrintUnformatted(msgs) : NULL;
+    char *ttext = tools ? cJSON_PrintUnformatted(tools) : NULL;
+    cJSON_Delete(msgs);
+    enum wye_err err = WYE_ERR_NOMEM;
+    if (mtext && (!tools || ttext)) {
+        err = agent_toolfmt_render(fmt, mtext, ttext, out, errbuf, errlen);
+    } else {
+        snprintf(errbuf, errlen, "out of memory");
+    }
+    cJSON_free(mtext);
+    cJSON_free(ttext);
+    return err;
+}
+
+/* Whether the conversation already holds tool calls or tool results. */
+static bool lc_has_tool_history(const struct wye_chat_req *req)
+{
+    const cJSON *bmsgs = req->body ? cJSON_GetObjectItemCaseSensitive(req->body, "messages") : NULL;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, bmsgs)
+    {
+        if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m, "tool_calls")) > 0) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < req->n_msgs; i++) {
+        if (req->msgs[i].role == WYE_ROLE_TOOL) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Reads tools / tool_choice: sets j->tfmt, j->t_first and j->constraint (the tool-call schema,
+ * through the cache), and *rendered (the conversation in the model's tool text format) when
+ * the prompt must be rendered that way. tool_choice "none" offers no tools. */
+static enum wye_err lc_tools(struct rt_local *l, struct lc_job *j, const struct wye_chat_req *req,
+                             char **rendered, char *errbuf, size_t errlen)
+{
+    *rendered = NULL;
+    j->tfmt = AGENT_TOOLFMT_OPENAI;
+    j->t_first = false;
+    const cJSON *tools = req->body ? cJSON_GetObjectItemCaseSensitive(req->body, "tools") : NULL;
+    const cJSON *choice =
+        req->body ? cJSON_GetObjectItemCaseSensitive(req->body, "tool_choice") : NULL;
+    bool offered = cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0;
+    bool history = lc_has_tool_history(req);
+    if (!offered && !history) {
+        return WYE_OK;
+    }
+    const char *only = NULL;
+    bool none = false;
+    if (choice && !cJSON_IsNull(choice)) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(choice, "function");
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        if (cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0) {
+            none = true;
+        } else if (cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0) {
+            j->t_first = true;
+        } else if (cJSON_IsString(choice) && strcmp(choice->valuestring, "auto") == 0) {
+            ;
+        } else if (cJSON_IsObject(choice) && cJSON_IsString(nm) && nm->valuestring[0]) {
+            only = nm->valuestring;
+            j->t_first = true;
+        } else {
+            snprintf(errbuf, errlen,
+                     "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                     "{\"type\":\"function\",\"function\":{\"name\":...}}");
+            return WYE_ERR_INVAL;
+        }
+    }
+    if (!offered && (j->t_first)) {
+        snprintf(errbuf, errlen, "'tool_choice' asks for a tool call but 'tools' is empty");
+        return WYE_ERR_INVAL;
+    }
+    const char *fam = eng_model_chat_family(l->model);
+    enum agent_toolfmt fmt =
+        strncmp(fam, "llama3", 6) == 0 ? AGENT_TOOLFMT_LLAMA3 : AGENT_TOOLFMT_HERMES;
+    bool use = offered && !none;
+    if (use) {
+        if (req->has_response_format) {
+            const cJSON *rf = cJSON_GetObjectItemCaseSensitive(req->body, "response_format");
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+            if (!(cJSON_IsString(type) && strcmp(type->valuestring, "text") == 0)) {
+                snprintf(errbuf, errlen,
+                         "the local model cannot apply 'response_format' and "
+                         "'tools' together (use tool_choice \"none\" or drop one)");
+                return WYE_ERR_INVAL;
+            }
+        }
+        char *schema = NULL;
+        const char *argkey = fmt == AGENT_TOOLFMT_LLAMA3 ? "parameters" : "arguments";
+        enum wye_err err = lc_tools_schema(tools, only, argkey, &schema, errbuf, errlen);
+        if (err) {
+            return err;
+        }
+        char msg[LC_MSG_MAX] = "";
+        err = eng_constraint_cache_get(l->schemas, schema, strlen(schema), &j->constraint, msg,
+                                       sizeof(msg));
+        cJSON_free(schema);
+        if (err) {
+            j->constraint = NULL;
+            lc_tools_error(tools, only, msg[0] ? msg : wye_err_str(err), errbuf, errlen);
+            return err == WYE_ERR_NOMEM ? err : WYE_ERR_INVAL;
+        }
+        if (!j->call) {
+            j->call = wye_malloc(LC_CALL_MAX + 1);
+        }
+        if (!j->tstash) {
+            j->tstash = wye_malloc(LC_TSTASH_MAX);
+        }
+        if (!j->call || !j->tstash) {
+            snprintf(errbuf, errlen, "out of memory");
+            return WYE_ERR_NOMEM;
+        }
+        j->tfmt = fmt;
+    } else {
+        j->t_first = false;
+        if (!history) {
+            return WYE_OK; /* tool_choice none: the request as if it had no tools */
+        }
+    }
+    return lc_tools_render(req, fmt, use ? tools : NULL, rendered, errbuf, errlen);
+}
+
+/* Tokenizes a rendered messages array ({"role","content"} objects) with the chat template
+ * into j->toks. */
+static enum wye_err lc_tokenize_rendered(struct rt_local *l, struct lc_job *j, const char *text,
+                                         size_t *n, char *errbuf, size_t errlen)
+{
+    cJSON *arr = cJSON_Parse(text);
+    int cnt = cJSON_GetArraySize(arr);
+    struct wye_chat_msg *msgs = cnt > 0 ? wye_calloc((size_t)cnt, sizeof(*msgs)) : NULL;
+    if (!msgs) {
+        cJSON_Delete(arr);
+        snprintf(errbuf, errlen, "out of memory");
+        return WYE_ERR_NOMEM;
+    }
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, arr)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        const char *r = cJSON_IsString(role) ? role->valuestring : "";
+        msgs[i].role = strcmp(r, "system") == 0      ? WYE_ROLE_SYSTEM
+                       : strcmp(r, "assistant") == 0 ? WYE_ROLE_ASSISTANT
+                                                     : WYE_ROLE_USER;
+        msgs[i].content = cJSON_IsString(content) ? content->valuestring : (char *)"";
+        i++;
+    }
+    enum wye_err err = eng_model_tokenize_chat(l->model, msgs, (size_t)cnt, j->toks,
+                                               (size_t)l->n_ctx, n, errbuf, errlen);
+    wye_free(msgs);
+    cJSON_Delete(arr);
+    return err;
+}
+
+/* tool_choice required / named: the prompt ends with the trigger, so the answer starts inside
+ * the call. */
+static enum wye_err lc_tools_prefill(struct rt_local *l, struct lc_job *j, char *errbuf,
+                                     size_t errlen)
+{
+    const char *trig = j->tfmt == AGENT_TOOLFMT_HERMES ? LC_TRIGGER_HERMES : LC_TRIGGER_LLAMA3;
+    size_t n = 0;
+    enum wye_err err = eng_model_tokenize(l->model, trig, strlen(trig), false, true,
+                                          j->toks + j->n_toks, (size_t)l->n_ctx - j->n_toks, &n);
+    if (err) {
+        snprintf(errbuf, errlen,
+                 "the prompt (%zu tokens) leaves no room for an answer in the local model's "
+                 "context length (%d tokens)",
+                 j->n_toks, l->n_ctx);
+        return WYE_ERR_TOOBIG;
+    }
+    j->n_toks += n;
+    return WYE_OK;
+}
+
+/* Engine parameters of an answer with tools: the call schema applies after each trigger (and
+ * from the start for tool_choice required / named). */
+static void lc_tools_params(struct lc_job *j)
+{
+    if (j->tfmt == AGENT_TOOLFMT_OPENAI) {
+        return;
+    }
+    j->gp.constraint = j->constraint;
+    j->gp.trigger = j->tfmt == AGENT_TOOLFMT_HERMES ? LC_TRIGGER_HERMES : LC_TRIGGER_LLAMA3;
+    j->gp.trigger_in_value = j->tfmt == AGENT_TOOLFMT_LLAMA3;
+    j->gp.constrain_first = j->t_first;
+    j->gp.on_constraint = lc_on_constraint;
+    j->tphase = LC_T_TEXT;
+    j->n_call = j->n_after = j->tskip = 0;
+    j->call_big = false;
+    j->n_calls = 0;
+    j->n_tstash = 0;
+}
+
 enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struct wye_sink sink,
                              char *errbuf, size_t errlen)
 {
@@ -682,8 +1319,25 @@ enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struc
         return WYE_ERR_NOMEM;
     }
     size_t n = 0;
-    enum wye_err err = eng_model_tokenize_chat(l->model, req->msgs, req->n_msgs, j->toks,
-                                               (size_t)l->n_ctx, &n, errbuf, errlen);
+    char *rendered = NULL;
+    enum wye_err err = lc_tools(l, j, req, &rendered, errbuf, errlen);
+    if (err) {
+        goto refuse;
+    }
+    if (rendered) {
+        err = lc_tokenize_rendered(l, j, rendered, &n, errbuf, errlen);
+        wye_free(rendered);
+        if (err == WYE_ERR_TOOBIG) {
+            snprintf(errbuf, errlen,
+                     "the prompt with the tool definitions exceeds the local model's context "
+                     "length (%d tokens)",
+                     l->n_ctx);
+            goto refuse;
+        }
+    } else {
+        err = eng_model_tokenize_chat(l->model, req->msgs, req->n_msgs, j->toks, (size_t)l->n_ctx,
+                                      &n, errbuf, errlen);
+    }
     if (err == WYE_ERR_TOOBIG) {
         int64_t count = rt_local_count_prompt_tokens(l, req);
         snprintf(errbuf, errlen,
@@ -700,13 +1354,23 @@ enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struc
         goto refuse;
     }
     j->n_toks = n;
+    if (j->t_first) {
+        err = lc_tools_prefill(l, j, errbuf, errlen);
+        if (err) {
+            goto refuse;
+        }
+    }
     err = lc_params(l, j, req, errbuf, errlen);
     if (err) {
         goto refuse;
     }
-    err = lc_response_format(l, j, req, errbuf, errlen);
-    if (err) {
-        goto refuse;
+    if (j->tfmt != AGENT_TOOLFMT_OPENAI) {
+        lc_tools_params(j);
+    } else {
+        err = lc_response_format(l, j, req, errbuf, errlen);
+        if (err) {
+            goto refuse;
+        }
     }
     j->req = req;
     j->sink = sink;
@@ -932,6 +1596,8 @@ void rt_local_destroy(struct rt_local *l)
     while (j) {
         struct lc_job *next = j->next_all;
         wye_free(j->toks);
+        wye_free(j->call);
+        wye_free(j->tstash);
         wye_free(j);
         j = next;
     }

@@ -5,9 +5,12 @@
  *
  * Sink protocol: start() (route "local", the model name, score -1, reasons NULL) is called
  * lazily, just before the first event (the first text delta, or the usage of an empty answer);
- * a request cancelled before that gets only finish(). Then WYE_EV_DELTA text (UTF-8 complete),
- * one WYE_EV_USAGE (exact counts, estimated false) for answers that were not cancelled, and
- * finish exactly once (finish_reason "stop", "length", "cancelled" or "error"). All sink calls
+ * a request cancelled before that gets only finish(). Then WYE_EV_DELTA text (UTF-8 complete)
+ * and, for a request with OpenAI tools, one WYE_EV_TOOL_DELTA per call (the OpenAI delta
+ * array [{"index","id","type":"function","function":{"name","arguments"}}], sent whole when
+ * the call's constrained JSON closes; docs/routing.md "Local tool calls"), one WYE_EV_USAGE
+ * (exact counts, estimated false) for answers that were not cancelled, and finish exactly once
+ * (finish_reason "stop", "length", "tool_calls", "cancelled" or "error"). All sink calls
  * except set_wakeup's wake happen on the engine worker thread. After emit answers AGAIN nothing
  * more is emitted until the sink's wakeup fires. */
 #ifndef WYE_ROUTER_LOCAL_H
@@ -53,7 +56,8 @@ int32_t rt_local_n_ctx(const struct rt_local *l);
  * the sink is untouched (the caller may fall back to remote). AGAIN: the admission queue is
  * full (n_seq_max running + cfg->router.queue_max waiting). TOOBIG: the prompt plus max_tokens
  * exceeds the context, or too many/too long stop strings (errbuf names the numbers). INVAL: an
- * empty prompt. CANCELED: the backend is stopping. Any thread. */
+ * empty prompt, a response_format or tools schema outside the constrained subset (naming the
+ * tool and keyword), a bad tool_choice. CANCELED: the backend is stopping. Any thread. */
 enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struct wye_sink sink,
                              char *errbuf, size_t errlen);
 /* Exact prompt token count of a request under the model's chat template; -1 on error. */
