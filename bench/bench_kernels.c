@@ -10,6 +10,17 @@
  *
  * Usage: bench_kernels [threads list (1,2)] [seconds per repetition (0.25)] [repetitions (3)]
  *                      [types, e.g. Q4_0,Q8_0 (all)]
+ *        bench_kernels --batch [threads (2)] [types (Q8_0,Q4_0)]   per-token cost of one
+ *            matmul for 1, 2, 4, 8, 16, 64 and 128 tokens (the batched-decode and prompt
+ *            range): weights streamed from memory on the pool, and "hot" single-threaded
+ *        bench_kernels --hot TYPE N_TOK [ITERS (2000)]   ITERS single-threaded matmuls of
+ *            N_TOK tokens over 2 MiB of Qwen2.5-0.5B ffn_down rows (L3-resident), timed in
+ *            the thread's CPU time, which other load on the machine moves least:
+ *            perf stat -e task-clock,cycles:u bench_kernels --hot Q4_0 8
+ *        bench_kernels --model MODEL N_SEQ [STEPS (8)] [THREADS (1)]   whole forward passes:
+ *            N_SEQ sequences decoding together through eng_batch_step, ms per step (min and
+ *            median) in wall time and in the stepping thread's CPU time (with THREADS 1 the
+ *            CPU time is what other load on the machine moves least)
  *        bench_kernels --fixed TYPE [decode|prompt]   a small fixed single-threaded workload
  *            (8 decode matmuls, or one of 16 tokens) for instruction counts under callgrind:
  *            valgrind --tool=callgrind --toggle-collect=eng_matmul bench_kernels --fixed Q4_0 */
@@ -19,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "local-engine/engine.h"
 #include "local-engine/pool.h"
 #include "local-engine/quant.h"
 
@@ -172,6 +184,166 @@ static int bench_threads(int nth, double secs, int reps, const char *type_list, 
     return 0;
 }
 
+/* --batch: ms per token of one matmul (weights from memory, on a pool of nth threads) and
+ * hot single-threaded ns per 32 weights per token, for several token counts. */
+static int bench_batch(int nth, const char *type_list, const float *x, float *y, void *scratch,
+                       float *row)
+{
+    static const int n_toks[] = {1, 2, 4, 8, 16, 64, 128};
+    struct eng_pool *pool = eng_pool_create(nth);
+    if (!pool) {
+        fprintf(stderr, "bench_kernels: cannot create a pool of %d threads\n", nth);
+        return 1;
+    }
+    printf("kernels: %s, threads: %d, best of 5 x 0.15 s\n", eng_kernels_name(), nth);
+    unsigned seed = 4242;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        const struct shape *sh = &shapes[si];
+        for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+            uint32_t wt = types[ti];
+            if (!type_wanted(type_list, wt)) {
+                continue;
+            }
+            size_t rb = eng_type_row_bytes(wt, sh->k), mat = rb * (size_t)sh->m;
+            int n_copies = (int)((WORKING_SET + mat - 1) / mat);
+            unsigned char *w = malloc(mat * (size_t)n_copies);
+            if (!w) {
+                fprintf(stderr, "bench_kernels: out of memory for %s\n", eng_type_name(wt));
+                eng_pool_destroy(pool);
+                return 1;
+            }
+            fill_matrix(wt, w, sh->m, sh->k, rb, row, &seed);
+            for (int c = 1; c < n_copies; c++) {
+                memcpy(w + (size_t)c * mat, w, mat);
+            }
+            printf("%s %s: n_tok, ms/matmul, ms/tok, GMAC/s, hot ns/32w/tok\n", sh->name,
+                   eng_type_name(wt));
+            for (size_t ni = 0; ni < sizeof(n_toks) / sizeof(n_toks[0]); ni++) {
+                int nt = n_toks[ni];
+                double t = time_case(pool, wt, sh, w, mat, n_copies, x, nt, y, scratch, 0.15, 5);
+                double hot = hot_ns(wt, sh, w, rb, x, nt, y, scratch);
+                printf("  %4d %9.3f %9.4f %8.1f %9.3f\n", nt, t * 1e3, t * 1e3 / nt,
+                       (double)sh->m * sh->k * nt / t / 1e9, hot);
+                fflush(stdout);
+            }
+            free(w);
+        }
+    }
+    eng_pool_destroy(pool);
+    return 0;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* --hot: iters single-threaded matmuls of n_tok tokens on L2-resident rows. */
+static int bench_hot(const char *type_name, int n_tok, int iters, const float *x, float *y,
+                     void *scratch, float *row)
+{
+    const struct shape *sh = &shapes[1];
+    uint32_t wt = ENG_TYPE__MAX;
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+        if (strcmp(eng_type_name(types[ti]), type_name) == 0) {
+            wt = types[ti];
+        }
+    }
+    if (wt == ENG_TYPE__MAX || n_tok < 1 || n_tok > N_PROMPT || iters < 1) {
+        fprintf(stderr, "bench_kernels: --hot TYPE N_TOK (1..%d) [ITERS]\n", N_PROMPT);
+        return 1;
+    }
+    size_t rb = eng_type_row_bytes(wt, sh->k);
+    int m = (int)((2048u << 10) / rb); /* L3-resident: many rows per activation prep */
+    unsigned char *w = malloc(rb * (size_t)m);
+    if (!w) {
+        return 1;
+    }
+    unsigned seed = 5;
+    fill_matrix(wt, w, m, sh->k, rb, row, &seed);
+    /* the thread's CPU time: other processes taking the core do not count */
+    double best = 1e30, t_all = cpu_s();
+    for (int it = 0; it < iters; it++) {
+        double t0 = cpu_s();
+        eng_matmul(NULL, wt, w, m, sh->k, x, n_tok, y, scratch);
+        double t = cpu_s() - t0;
+        best = t < best ? t : best;
+    }
+    t_all = cpu_s() - t_all;
+    printf("%s %d tok x %d rows x %d: best %.3f ns, mean %.3f ns per 32 weights per token\n",
+           eng_type_name(wt), n_tok, m, sh->k, best * 1e9 / ((double)m * (sh->k / 32) * n_tok),
+           t_all / iters * 1e9 / ((double)m * (sh->k / 32) * n_tok));
+    free(w);
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* --model: n_seq sequences (8-token prompts) decoding together; after the prompts, steps
+ * steps of n_seq tokens each are timed. */
+static int bench_model(const char *path, int n_seq, int steps, int nth)
+{
+    enum { PROMPT = 8, STEPS_MAX = 256 };
+    char err[512];
+    struct eng_model *m = NULL;
+    struct eng_ctx *c = NULL;
+    if (n_seq < 1 || n_seq > 64 || steps < 1 || steps > STEPS_MAX || nth < 1) {
+        fprintf(stderr, "bench_kernels: --model MODEL N_SEQ (1..64) [STEPS (1..%d)] [THREADS]\n",
+                STEPS_MAX);
+        return 1;
+    }
+    if (eng_model_load(path, &m, err, sizeof(err)) != WYE_OK) {
+        fprintf(stderr, "bench_kernels: %s\n", err);
+        return 1;
+    }
+    struct eng_ctx_params cp = {
+        .n_ctx = PROMPT + steps + 8, .n_seq_max = n_seq, .n_batch = 64 * 8, .n_threads = nth};
+    if (eng_ctx_create(m, &cp, &c, err, sizeof(err)) != WYE_OK) {
+        fprintf(stderr, "bench_kernels: %s\n", err);
+        eng_model_destroy(m);
+        return 1;
+    }
+    struct eng_gen_params gp;
+    eng_gen_params_default(&gp);
+    gp.sampling.temperature = 0.0f;
+    gp.max_tokens = steps + 4;
+    gp.ignore_eos = true;
+    for (int i = 0; i < n_seq; i++) {
+        int32_t ids[PROMPT], id;
+        for (int t = 0; t < PROMPT; t++) {
+            ids[t] = 100 + 37 * i + 11 * t;
+        }
+        if (eng_batch_add(c, ids, PROMPT, &gp, NULL, NULL, NULL, &id, err, sizeof(err)) != WYE_OK) {
+            fprintf(stderr, "bench_kernels: %s\n", err);
+            eng_ctx_destroy(c);
+            eng_model_destroy(m);
+            return 1;
+        }
+    }
+    (void)eng_batch_step(c); /* the prompts */
+    double wall[STEPS_MAX], cpu[STEPS_MAX];
+    for (int s = 0; s < steps; s++) {
+        double w0 = now_s(), c0 = cpu_s();
+        (void)eng_batch_step(c);
+        wall[s] = (now_s() - w0) * 1e3;
+        cpu[s] = (cpu_s() - c0) * 1e3;
+    }
+    qsort(wall, (size_t)steps, sizeof(double), cmp_double);
+    qsort(cpu, (size_t)steps, sizeof(double), cmp_double);
+    printf("%s: %d sequences, %d threads, kernels %s: ms per step wall min %.2f median %.2f, "
+           "stepping thread cpu min %.2f median %.2f\n",
+           path, n_seq, nth, eng_kernels_name(), wall[0], wall[steps / 2], cpu[0], cpu[steps / 2]);
+    eng_ctx_destroy(c);
+    eng_model_destroy(m);
+    return 0;
+}
+
 /* A small deterministic workload on the calling thread: 8 decode matmuls and one of 16
  * tokens over a 256 x 2048 matrix (cache-resident), for instruction counts. */
 static int bench_fixed(const char *type_name, int prompt, const float *x, float *y, void *scratch,
@@ -220,7 +392,12 @@ int main(int argc, char **argv)
     float *x = malloc(sizeof(float) * (size_t)kmax * N_PROMPT);
     float *y = malloc(sizeof(float) * 5632 * N_PROMPT);
     float *row = malloc(sizeof(float) * (size_t)kmax);
-    void *scratch = malloc(eng_act_row_bytes(ENG_TYPE_F32, kmax) * N_PROMPT);
+    size_t sb = 0;
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+        size_t b = eng_matmul_scratch_bytes(types[ti], kmax, N_PROMPT);
+        sb = b > sb ? b : sb;
+    }
+    void *scratch = malloc(sb);
     if (!x || !y || !row || !scratch) {
         fprintf(stderr, "bench_kernels: out of memory\n");
         return 1;
@@ -230,7 +407,20 @@ int main(int argc, char **argv)
         x[i] = frand(&seed) * 20.0f;
     }
     int rc = 0;
-    if (argc > 2 && strcmp(argv[1], "--fixed") == 0) {
+    if (argc > 1 && strcmp(argv[1], "--batch") == 0) {
+        int nth = argc > 2 ? atoi(argv[2]) : 2;
+        if (nth < 1 || nth > MAX_THREADS) {
+            fprintf(stderr, "bench_kernels: bad thread count\n");
+            rc = 1;
+        } else {
+            rc = bench_batch(nth, argc > 3 ? argv[3] : "Q8_0,Q4_0", x, y, scratch, row);
+        }
+    } else if (argc > 3 && strcmp(argv[1], "--model") == 0) {
+        rc = bench_model(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 8,
+                         argc > 5 ? atoi(argv[5]) : 1);
+    } else if (argc > 3 && strcmp(argv[1], "--hot") == 0) {
+        rc = bench_hot(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 2000, x, y, scratch, row);
+    } else if (argc > 2 && strcmp(argv[1], "--fixed") == 0) {
         rc = bench_fixed(argv[2], argc > 3 && strcmp(argv[3], "prompt") == 0, x, y, scratch, row);
     } else {
         const char *list = argc > 1 ? argv[1] : "1,2";

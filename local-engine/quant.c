@@ -1,13 +1,15 @@
 /* Kernel dispatch and the matmul drivers. eng_kernels_init picks the AVX2 or the scalar
  * table once (pthread_once; AVX2 needs cpuid's AVX2, FMA, F16C and OS-saved YMM state);
- * eng_matmul_rows tiles weight rows x tokens so that a weight row is unpacked once per 4
- * tokens while the tile stays in L2 (through the table's gemm kernels where it has them),
- * and for one token streams its rows through the gemv kernels with the activation's block
- * scales and sums converted once per call; eng_matmul quantizes the activations once and
- * hands row chunks to the pool's threads. Any thread; the matmul task functions run on the
- * pool's threads. */
+ * eng_act_prepare quantizes the activations once per matmul (or per group of matmuls over
+ * the same input) into the caller's scratch: for one token also the block scales and sums
+ * the gemv kernels want, for 5 or more tokens also the 8-token groups the gemm8 kernels
+ * read. The row loops tile weight rows x tokens so that a weight row is unpacked once per
+ * 4 (gemm) or 8 (gemm8) tokens while the tile stays in L2; one token streams its rows
+ * through gemv. eng_matmul prepares, then hands row chunks to the pool's threads. Any
+ * thread; the task functions run on the pool's threads. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -160,6 +162,41 @@ void eng_act_prep_q8_0(const void *x, int64_t nb, float *xd, float *xsum)
     }
 }
 
+void eng_act_pack_q8_0x8(const void *x, size_t x_stride, int nx, int64_t nb,
+                         struct eng_block_q8_0x8 *out)
+{
+    WYE_ASSERT(nx >= 1 && nx <= ENG_GEMM8_NX);
+    for (int64_t i = 0; i < nb; i++) {
+        struct eng_block_q8_0x8 *o = out + i;
+        for (int t = 0; t < ENG_GEMM8_NX; t++) {
+            /* the 4-byte group g (elements 4g..4g+3) of token t goes to lane (g / 4, t % 4)
+             * of vector (g % 4, t / 4) */
+            int8_t *lane = o->qs + 32 * (t / 4) + 4 * (t % 4);
+            if (t >= nx) {
+                for (int g = 0; g < ENG_QK / 4; g++) {
+                    memset(lane + 64 * (g % 4) + 16 * (g / 4), 0, 4);
+                }
+                o->d[t] = 0.0f;
+                o->s[t] = 0;
+                continue;
+            }
+            const struct eng_block_q8_0 *b =
+                (const struct eng_block_q8_0 *)(const void *)((const char *)x +
+                                                              (size_t)t * x_stride) +
+                i;
+            int32_t sum = 0;
+            for (int e = 0; e < ENG_QK; e++) {
+                sum += b->qs[e];
+            }
+            for (int g = 0; g < ENG_QK / 4; g++) {
+                memcpy(lane + 64 * (g % 4) + 16 * (g / 4), b->qs + 4 * g, 4);
+            }
+            o->d[t] = eng_fp16_to_fp32(b->d);
+            o->s[t] = sum;
+        }
+    }
+}
+
 /* Bytes of weight rows per tile in the multi-token loop: small enough to stay in L2 while
  * every token group passes over it. */
 #define ROW_TILE_BYTES (96 * 1024)
@@ -250,27 +287,172 @@ void eng_matmul_rows(uint32_t wt, const void *w, size_t w_row_bytes, const void 
 }
 
 struct mm_job {
+    const struct eng_kernel_table *kt;
     uint32_t wt;
     const void *w;
     size_t w_row_bytes;
-    const float *x;    /* (n_tok, k) */
-    void *xq_out;      /* (n_tok, xq_row_bytes): the scratch the activations go to */
-    const void *xq;    /* what the dots read: xq_out, or x itself for float weights */
-    size_t xq_row_bytes;
-    int64_t m, k, n_tok;
+    int64_t m;
     int64_t rows_per_task;
     float *y; /* (n_tok, m) */
-    const struct eng_kernel_table *kt;
-    /* decode through gemv: the activation's block scales and sums, prepared once per call */
-    float *xd, *xsum; /* (k / 32) */
+    struct eng_act a;
 };
 
-static void act_task(void *arg, int64_t task, int thread)
+/* The smallest batch that goes through the gemm8 kernels (8 tokens per weight unpack, no
+ * horizontal sums); smaller ones use gemm's 4-token tiles. Both give bit-identical
+ * results, so the choice never changes a token's output. */
+#define GEMM8_MIN_TOK 5
+/* Blocks per activation-prepare task of the packed path. */
+#define PACK_CHUNK_BLOCKS 32
+
+static bool want_x8(const struct eng_kernel_table *kt, int64_t k, int64_t n_tok)
 {
-    struct mm_job *job = arg;
+    return n_tok >= GEMM8_MIN_TOK && kt->gemm8[ENG_TYPE_Q8_0] != NULL &&
+           k / ENG_QK <= ENG_GEMM_MAX_BLOCKS;
+}
+
+static size_t round32(size_t n)
+{
+    return (n + 31) & ~(size_t)31;
+}
+
+size_t eng_matmul_scratch_bytes(uint32_t wt, int64_t k, int64_t n_tok)
+{
+    uint32_t at = eng_act_type(wt);
+    if (at == ENG_TYPE__MAX || at == ENG_TYPE_F32 || k <= 0 || n_tok <= 0) {
+        return 0;
+    }
+    size_t rows = (size_t)n_tok * eng_type_row_bytes(at, k);
+    if (at != ENG_TYPE_Q8_0) {
+        return 31 + rows; /* the rows start 32-byte aligned */
+    }
+    size_t nb = (size_t)(k / ENG_QK), groups = ((size_t)n_tok + ENG_GEMM8_NX - 1) / ENG_GEMM8_NX;
+    size_t x8 = groups * nb * sizeof(struct eng_block_q8_0x8); /* batched */
+    size_t prep = 2 * nb * sizeof(float);                      /* decode */
+    return 31 + round32(rows) + (x8 > prep ? x8 : prep);
+}
+
+struct prep_job {
+    const struct eng_kernel_table *kt;
+    uint32_t at;
+    const float *x; /* (n_tok, k) */
+    int64_t k, n_tok, nb, chunks;
+    unsigned char *rows; /* (n_tok, rb) */
+    size_t rb;
+    struct eng_block_q8_0x8 *x8; /* (groups, nb) */
+};
+
+static void prep_rows_task(void *arg, int64_t task, int thread)
+{
+    const struct prep_job *j = arg;
     (void)thread;
-    eng_act_quantize(job->wt, job->x + task * job->k,
-                     (char *)job->xq_out + (size_t)task * job->xq_row_bytes, job->k);
+    j->kt->quant[j->at](j->x + task * j->k, j->rows + (size_t)task * j->rb, j->k);
+}
+
+/* Blocks [b0, b1) of one group of 8 tokens: quantized row by row, then packed. */
+static void prep_x8_task(void *arg, int64_t task, int thread)
+{
+    const struct prep_job *j = arg;
+    (void)thread;
+    int64_t g = task / j->chunks, b0 = (task % j->chunks) * PACK_CHUNK_BLOCKS;
+    int64_t b1 = b0 + PACK_CHUNK_BLOCKS < j->nb ? b0 + PACK_CHUNK_BLOCKS : j->nb;
+    int64_t t0 = g * ENG_GEMM8_NX;
+    int nx = j->n_tok - t0 < ENG_GEMM8_NX ? (int)(j->n_tok - t0) : ENG_GEMM8_NX;
+    size_t off = (size_t)b0 * sizeof(struct eng_block_q8_0);
+    for (int t = 0; t < nx; t++) {
+        j->kt->quant[ENG_TYPE_Q8_0](j->x + (t0 + t) * j->k + b0 * ENG_QK,
+                                    j->rows + (size_t)(t0 + t) * j->rb + off, (b1 - b0) * ENG_QK);
+    }
+    eng_act_pack_q8_0x8(j->rows + (size_t)t0 * j->rb + off, j->rb, nx, b1 - b0,
+                        j->x8 + g * j->nb + b0);
+}
+
+void eng_act_prepare(struct eng_pool *pool, uint32_t wt, const float *x, int64_t k, int64_t n_tok,
+                     void *scratch, struct eng_act *a)
+{
+    WYE_ASSERT(eng_kernels_type_ok(wt, k) && n_tok >= 1);
+    const struct eng_kernel_table *kt = eng_kernels_active();
+    uint32_t at = eng_act_type(wt);
+    memset(a, 0, sizeof(*a));
+    a->type = at;
+    a->k = k;
+    a->n_tok = n_tok;
+    if (at == ENG_TYPE_F32) {
+        a->xq = x; /* float weights read the activations as they are */
+        a->xq_row_bytes = (size_t)k * sizeof(float);
+        return;
+    }
+    WYE_ASSERT(scratch != NULL);
+    unsigned char *base = (unsigned char *)(((uintptr_t)scratch + 31) & ~(uintptr_t)31);
+    struct prep_job j = {
+        .kt = kt,
+        .at = at,
+        .x = x,
+        .k = k,
+        .n_tok = n_tok,
+        .nb = k / eng_type_block_elems(at),
+        .rows = base,
+        .rb = eng_type_row_bytes(at, k),
+    };
+    a->xq = base;
+    a->xq_row_bytes = j.rb;
+    unsigned char *extra = base + round32((size_t)n_tok * j.rb);
+    int nth = eng_pool_size(pool);
+    if (at == ENG_TYPE_Q8_0 && want_x8(kt, k, n_tok)) {
+        j.x8 = (struct eng_block_q8_0x8 *)(void *)extra;
+        j.chunks = (j.nb + PACK_CHUNK_BLOCKS - 1) / PACK_CHUNK_BLOCKS;
+        int64_t groups = (n_tok + ENG_GEMM8_NX - 1) / ENG_GEMM8_NX;
+        eng_pool_run(nth > 1 ? pool : NULL, prep_x8_task, &j, groups * j.chunks);
+        a->x8 = j.x8;
+        return;
+    }
+    if (nth > 1 && n_tok >= 4) {
+        eng_pool_run(pool, prep_rows_task, &j, n_tok);
+    } else {
+        for (int64_t t = 0; t < n_tok; t++) {
+            prep_rows_task(&j, t, 0);
+        }
+    }
+    if (at == ENG_TYPE_Q8_0 && n_tok == 1 && j.nb <= ENG_GEMV_MAX_BLOCKS) {
+        float *xd = (float *)(void *)extra;
+        eng_act_prep_q8_0(base, j.nb, xd, xd + j.nb);
+        a->xd = xd;
+        a->xsum = xd + j.nb;
+    }
+}
+
+/* Rows [r0, r1) against prepared activations: the packed groups through gemm8 where the
+ * table has it, everything else through matmul_rows. */
+static void act_rows(const struct eng_kernel_table *kt, uint32_t wt, const void *w,
+                     size_t w_row_bytes, const struct eng_act *a, float *y, int64_t ldy, int64_t r0,
+                     int64_t r1)
+{
+    eng_gemm8_fn gemm8 = kt->gemm8[wt];
+    if (a->x8 == NULL || gemm8 == NULL) {
+        matmul_rows(kt, wt, w, w_row_bytes, a->xq, a->xq_row_bytes, a->k, a->n_tok, y, ldy, r0, r1,
+                    a->xd, a->xsum);
+        return;
+    }
+    const struct eng_block_q8_0x8 *x8 = a->x8;
+    const int64_t nb = a->k / ENG_QK;
+    const char *wb = w;
+    int64_t tile = (int64_t)(ROW_TILE_BYTES / w_row_bytes);
+    tile = tile < 4 ? 4 : tile;
+    for (int64_t rt = r0; rt < r1; rt += tile) {
+        int64_t re = rt + tile < r1 ? rt + tile : r1;
+        for (int64_t t0 = 0; t0 < a->n_tok; t0 += ENG_GEMM8_NX) {
+            int nx = a->n_tok - t0 < ENG_GEMM8_NX ? (int)(a->n_tok - t0) : ENG_GEMM8_NX;
+            gemm8(a->k, wb + (size_t)rt * w_row_bytes, w_row_bytes, re - rt,
+                  x8 + (t0 / ENG_GEMM8_NX) * nb, nx, y + t0 * ldy + rt, ldy);
+        }
+    }
+}
+
+void eng_matmul_act_rows(uint32_t wt, const void *w, size_t w_row_bytes, const struct eng_act *a,
+                         float *y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    WYE_ASSERT(a->type == eng_act_type(wt) && eng_kernels_type_ok(wt, a->k));
+    WYE_ASSERT(r0 >= 0 && r0 <= r1 && w_row_bytes >= eng_type_row_bytes(wt, a->k));
+    act_rows(eng_kernels_active(), wt, w, w_row_bytes, a, y, ldy, r0, r1);
 }
 
 static void rows_task(void *arg, int64_t task, int thread)
@@ -279,8 +461,7 @@ static void rows_task(void *arg, int64_t task, int thread)
     (void)thread;
     int64_t r0 = task * job->rows_per_task;
     int64_t r1 = r0 + job->rows_per_task < job->m ? r0 + job->rows_per_task : job->m;
-    matmul_rows(job->kt, job->wt, job->w, job->w_row_bytes, job->xq, job->xq_row_bytes, job->k,
-                job->n_tok, job->y, job->m, r0, r1, job->xd, job->xsum);
+    act_rows(job->kt, job->wt, job->w, job->w_row_bytes, &job->a, job->y, job->m, r0, r1);
 }
 
 void eng_matmul(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, int64_t k,
@@ -291,38 +472,17 @@ void eng_matmul(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, in
         return;
     }
     int nth = eng_pool_size(pool);
-    float xd[ENG_GEMV_MAX_BLOCKS], xsum[ENG_GEMV_MAX_BLOCKS];
     struct mm_job job = {
         .kt = eng_kernels_active(),
-        .xd = xd,
-        .xsum = xsum,
         .wt = wt,
         .w = w,
         .w_row_bytes = eng_type_row_bytes(wt, k),
-        .x = x,
-        .xq_out = xq_scratch,
-        .xq = xq_scratch,
-        .xq_row_bytes = eng_act_row_bytes(wt, k),
         .m = m,
-        .k = k,
-        .n_tok = n_tok,
         .y = y,
     };
-    if (eng_act_type(wt) == ENG_TYPE_F32) {
-        job.xq = x; /* float weights read the activations as they are */
-    } else if (nth > 1 && n_tok >= 4) {
-        eng_pool_run(pool, act_task, &job, n_tok);
-    } else {
-        for (int64_t t = 0; t < n_tok; t++) {
-            act_task(&job, t, 0);
-        }
-    }
-    if (use_gemv(job.kt, wt, k, n_tok)) {
-        eng_act_prep_q8_0(job.xq, k / ENG_QK, job.xd, job.xsum);
-    }
+    eng_act_prepare(pool, wt, x, k, n_tok, xq_scratch, &job.a);
     if (nth == 1) {
-        matmul_rows(job.kt, wt, w, job.w_row_bytes, job.xq, job.xq_row_bytes, k, n_tok, y, m, 0,
-                    m, job.xd, job.xsum);
+        act_rows(job.kt, wt, w, job.w_row_bytes, &job.a, y, m, 0, m);
         return;
     }
     /* About 8 chunks per thread so a preempted or slower thread does not hold the rest up,

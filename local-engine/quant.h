@@ -45,13 +45,41 @@ void eng_act_quantize(uint32_t wt, const float *x, void *xq, int64_t k);
 void eng_matmul_rows(uint32_t wt, const void *w, size_t w_row_bytes, const void *xq,
                      size_t xq_row_bytes, int64_t k, int64_t n_tok, float *y, int64_t ldy,
                      int64_t r0, int64_t r1);
+/* Bytes of scratch eng_matmul and eng_act_prepare need for n_tok activation rows of k
+ * elements against weight type wt: the quantized rows, plus for the Q8_0-activation types
+ * the per-block scales of one decode row or the rows repacked for the batched kernels.
+ * 0 for F32/F16/BF16 weights, which read the activations as they are. */
+size_t eng_matmul_scratch_bytes(uint32_t wt, int64_t k, int64_t n_tok);
+
 /* y (n_tok x m, token-major) = x (n_tok x k, token-major) times W^T (W is m rows of k of
- * type wt): quantizes the activations once into xq_scratch (at least
- * n_tok * eng_act_row_bytes(wt, k) bytes, 4-byte aligned, 32 is best; unused and may be
- * NULL for F32/F16/BF16 weights, which read x directly) then splits the rows across the
- * pool (NULL: the caller alone). Runs on the caller and the pool's threads. */
+ * type wt): prepares the activations once into xq_scratch (eng_matmul_scratch_bytes; may
+ * be NULL when that is 0) then splits the rows across the pool (NULL: the caller alone).
+ * Runs on the caller and the pool's threads. */
 void eng_matmul(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, int64_t k,
                 const float *x, int64_t n_tok, float *y, void *xq_scratch);
+
+/* Activations prepared once (eng_act_prepare) for any number of matmuls over them with
+ * weights of the same activation type and row length (Q, K and V; gate and up). Points into
+ * the scratch (and x) it was prepared from. */
+struct eng_act {
+    uint32_t type; /* the activation type (eng_act_type_of) */
+    int64_t k, n_tok;
+    const void *xq; /* (n_tok rows, xq_row_bytes apart); x itself for float weights */
+    size_t xq_row_bytes;
+    const void *x8;         /* Q8_0, n_tok >= 5: groups of 8 tokens packed, or NULL */
+    const float *xd, *xsum; /* Q8_0, n_tok == 1: block scales and int8 sums, or NULL */
+};
+
+/* Quantizes (and packs) n_tok rows of k floats for weight type wt into scratch
+ * (eng_matmul_scratch_bytes(wt, k, n_tok) bytes; any alignment), using the pool when there
+ * is enough work (NULL: the caller alone), and describes the result in *a. */
+void eng_act_prepare(struct eng_pool *pool, uint32_t wt, const float *x, int64_t k, int64_t n_tok,
+                     void *scratch, struct eng_act *a);
+/* eng_matmul_rows over prepared activations (a->type must be eng_act_type_of(wt), a->k the
+ * rows' length): y[t*ldy + r] for r in [r0, r1). Gives exactly what eng_matmul gives. Any
+ * thread; no allocation. */
+void eng_matmul_act_rows(uint32_t wt, const void *w, size_t w_row_bytes, const struct eng_act *a,
+                         float *y, int64_t ldy, int64_t r0, int64_t r1);
 
 /* Measured memory read bandwidth in bytes/s over a buffer of the given size (256 MiB is
  * good; it should be much larger than the caches), read by all the pool's threads, best of

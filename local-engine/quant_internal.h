@@ -209,6 +209,31 @@ typedef void (*eng_gemm_fn)(int64_t k, const void *w, size_t w_stride, int64_t n
  * scales and sums on the stack; longer rows use the dot2/dot kernels. */
 #define ENG_GEMM_MAX_BLOCKS 512
 
+/* Tokens per group of the batched kernels (gemm8). */
+#define ENG_GEMM8_NX 8
+
+/* One Q8_0 block (32 elements) of 8 tokens, interleaved for the batched kernels: the 32
+ * bytes at qs + 64j + 32q hold, for tokens 4q..4q+3 in turn, elements 4j..4j+3 (low 16
+ * bytes) and then elements 16+4j..16+4j+3 (high 16 bytes); element e of token 4q+t is at
+ * qs[64 * (e % 16 / 4) + 32 * q + 16 * (e / 16) + 4 * t + e % 4]. d and s: each token's
+ * scale and the sum of its 32 values. Tokens past the group's last are zero. A group's
+ * blocks are contiguous. */
+struct eng_block_q8_0x8 {
+    int8_t qs[ENG_GEMM8_NX * ENG_QK];
+    float d[ENG_GEMM8_NX];
+    int32_t s[ENG_GEMM8_NX];
+};
+static_assert(sizeof(struct eng_block_q8_0x8) == 320, "block_q8_0x8 layout");
+
+/* Batched (5 or more tokens): weight rows w, w + w_stride, ... (n_rows of them) against one
+ * group of nx (1..8) tokens packed by eng_act_pack_q8_0x8 (k / 32 blocks, 32-byte aligned):
+ * y[j * ldy + r] = dot(row r, token j). Each (row, token) is computed with exactly the
+ * operations of the table's gemm kernel (block integer sums, then acc = fma(d_w * d_x, sum,
+ * acc) block by block), so the two give bit-identical results and a token's output does not
+ * depend on how many tokens share its batch. */
+typedef void (*eng_gemm8_fn)(int64_t k, const void *w, size_t w_stride, int64_t n_rows,
+                             const struct eng_block_q8_0x8 *x8, int nx, float *y, int64_t ldy);
+
 struct eng_kernel_table {
     const char *name;
     eng_dequant_fn dequant[ENG_TYPE__MAX]; /* by type, incl. Q8_0/Q8_1/Q8_K */
@@ -217,11 +242,17 @@ struct eng_kernel_table {
     eng_dot2_fn dot2[ENG_TYPE__MAX];       /* optional (NULL: two dot calls) */
     eng_gemv_fn gemv[ENG_TYPE__MAX];       /* optional, Q8_0-activation types only */
     eng_gemm_fn gemm[ENG_TYPE__MAX];       /* optional, Q8_0-activation types only */
+    eng_gemm8_fn gemm8[ENG_TYPE__MAX];     /* optional, only where gemm is set too */
 };
 
 /* xd[b] = the scale of Q8_0 block b of x as a float, xsum[b] = the sum of its 32 int8
  * values, for b in [0, nb). */
 void eng_act_prep_q8_0(const void *x, int64_t nb, float *xd, float *xsum);
+
+/* Packs nx (1..8) Q8_0 activation rows (x_stride bytes apart, nb blocks each) into nb
+ * interleaved blocks (tokens nx..7 zero). */
+void eng_act_pack_q8_0x8(const void *x, size_t x_stride, int nx, int64_t nb,
+                         struct eng_block_q8_0x8 *out);
 
 /* The activation type a weight type is dotted with (ENG_TYPE__MAX if unsupported). */
 uint32_t eng_act_type(uint32_t wt);

@@ -669,7 +669,7 @@ static void matmul_case(struct eng_pool *pool, uint32_t wt, int64_t m, int64_t k
     float *x = xmalloc((size_t)(n_tok * k) * sizeof(float));
     float *y = xmalloc((size_t)(n_tok * m) * sizeof(float));
     uint8_t *w = xmalloc(wrb * (size_t)m);
-    void *scratch = xmalloc(eng_act_row_bytes(wt, k) * (size_t)n_tok);
+    void *scratch = xmalloc(eng_matmul_scratch_bytes(wt, k, n_tok));
     fill_normal(wf, m * k, 0.05f);
     fill_normal(x, n_tok * k, 1.0f);
     for (int64_t r = 0; r < m; r++) {
@@ -847,7 +847,7 @@ static void compare_with_f32_file(const char *qname, uint32_t qtype)
         float *x = xmalloc((size_t)(T * k) * sizeof(float));
         float *yq = xmalloc((size_t)(T * m) * sizeof(float));
         float *yf = xmalloc((size_t)(T * m) * sizeof(float));
-        void *scratch = xmalloc(eng_act_row_bytes(qtype, k) * T);
+        void *scratch = xmalloc(eng_matmul_scratch_bytes(qtype, k, T));
         fill_normal(x, T * k, 1.0f);
         eng_matmul(NULL, qtype, tq->data, m, k, x, T, yq, scratch);
         eng_matmul(NULL, ENG_TYPE_F32, tf->data, m, k, x, T, yf, NULL);
