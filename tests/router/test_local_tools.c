@@ -240,7 +240,7 @@ static void choices(const char *path, int seeds, int max_tokens)
             double temp = s == 0 ? 0.0 : (s % 2 ? 1.0 : 0.7);
             struct fsink f;
             run(l, mkreq(user_msgs, extra, max_tokens, temp, 40 + s), &f);
-            char what[160];
+            char what[512];
             snprintf(what, sizeof(what), "%s tool_choice %s seed %d", path, cases[i].choice, s);
             int n = check_calls(&f, cases[i].only, what);
             if (cases[i].forced) {
