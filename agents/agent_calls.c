@@ -163,6 +163,19 @@ static void call_chat(struct agent_task *t, struct agent_waiter w, const cJSON *
     const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(arg, "prompt");
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(arg, "model");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(arg, "max_tokens");
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(arg, "tools");
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(arg, "response_format");
+    /* an empty Lua table encodes as {}: take it as no tools */
+    if (tools && !cJSON_IsArray(tools) && !(cJSON_IsObject(tools) && !tools->child)) {
+        agent_deliver(w, NULL, "ctx:chat: 'tools' must be a list of OpenAI tool objects");
+        return;
+    }
+    if (rf && !cJSON_IsObject(rf)) {
+        agent_deliver(w, NULL,
+                      "ctx:chat: 'response_format' must be a table "
+                      "({type=\"json_schema\", json_schema={name=.., schema={..}}})");
+        return;
+    }
     char *mj = NULL;
     if (cJSON_IsArray(msgs)) {
         mj = cJSON_PrintUnformatted(msgs);
@@ -178,16 +191,24 @@ static void call_chat(struct agent_task *t, struct agent_waiter w, const cJSON *
         agent_deliver(w, NULL, "ctx:chat needs 'messages' (a list) or 'prompt' (a string)");
         return;
     }
+    char *tj = cJSON_GetArraySize(tools) > 0 ? cJSON_PrintUnformatted(tools) : NULL;
+    char *rj = rf ? cJSON_PrintUnformatted(rf) : NULL;
     struct agent_chat_call call = {
         .run_id = run->id,
         .agent = run->decl->name,
         .model = cJSON_IsString(model) ? model->valuestring : run->decl->model,
         .messages_json = mj,
+        .tools_json = tj,
+        .response_format_json = rj,
+        .key_name = run->key_name,
         .max_tokens = cJSON_IsNumber(mt) ? mt->valueint : 0,
     };
-    struct agent_op *op = mj ? agent_op_new(run, AGENT_OP_CHAT, w) : NULL;
+    bool ok = mj && (tj || cJSON_GetArraySize(tools) == 0) && (rj || !rf);
+    struct agent_op *op = ok ? agent_op_new(run, AGENT_OP_CHAT, w) : NULL;
     enum wye_err err = op ? rt->ops.chat(rt->host, &call, op, eb, sizeof(eb)) : WYE_ERR_NOMEM;
     cJSON_free(mj);
+    cJSON_free(tj);
+    cJSON_free(rj);
     if (err) {
         agent_op_free(op);
         agent_deliver(w, NULL, op ? eb : "out of memory");

@@ -133,17 +133,21 @@ struct agent_task {
     char *res_json, *res_err; /* the answer to deliver on the next resume */
 };
 
+struct agent_worker;
+
 struct agent_run {
     struct agent_run *next; /* the worker's active runs */
     atomic_int refs;        /* the worker + each pending op */
     atomic_bool ended;      /* read by hosts through agent_op_cancelled */
     struct agent_rt *rt;
+    struct agent_worker *w; /* the worker running it (chosen at submit) */
     uint64_t id;
     struct agent_registry *reg;
     const struct agent_decl *decl;
     agent_done_fn done;
     void *done_arg;
     char *input;
+    char *key_name;         /* the API key the run acts for, or NULL */
     struct cJSON *messages; /* agents: the conversation so far */
     char *tools_json;       /* agents: the OpenAI tools array */
     int n_steps;
@@ -157,6 +161,29 @@ struct agent_run {
     struct cJSON *calls;       /* the current step's tool calls */
 };
 
+/* One agent worker thread with its own sandbox state: runs are spread over the workers (the
+ * least loaded at submit) and stay on theirs, so a run that spins or fills its state's memory
+ * holds up or starves only the runs of its own worker. */
+struct agent_worker {
+    struct agent_rt *rt;
+    int index;
+    struct wye_queue inbox; /* struct agent_msg / answered agent_op */
+    pthread_t thread;
+    bool started;
+    atomic_int n_runs;    /* runs submitted to it and not yet ended (its load) */
+    atomic_long n_ops;    /* ops of its runs not yet freed */
+    atomic_int n_posting; /* host threads inside op_post */
+    atomic_uint_fast64_t cancel_id; /* the last run id agent_rt_cancel asked for (0: none):
+                                     * the Lua hook stops that run even while it never yields */
+    /* worker thread only */
+    struct wlua_state *st;
+    const struct agent_run *cur; /* the run whose Lua code executes now, or NULL */
+    struct agent_run *runs;
+    struct agent_run *dead; /* ended this iteration; unreferenced at its end, so code
+                             * that ended a run deep in a dispatch may still read it */
+    struct agent_task *ready, *ready_tail;
+};
+
 struct agent_rt {
     struct agent_host_ops ops;
     void *host;
@@ -166,20 +193,11 @@ struct agent_rt {
     int64_t n_insns_max;
     char *dir;
     pthread_mutex_t lock;
-    struct agent_registry *reg; /* guarded by lock */
-    struct wye_queue inbox;     /* struct agent_msg / answered agent_op */
-    pthread_t thread;
-    bool started;
+    struct agent_registry *reg;   /* guarded by lock */
+    struct agent_worker *workers; /* (n_workers) */
+    int n_workers;
     atomic_uint_fast64_t next_id;
     atomic_bool stopping;
-    atomic_long n_ops;    /* ops not yet freed */
-    atomic_int n_posting; /* host threads inside op_post */
-    /* worker thread only */
-    struct wlua_state *st;
-    struct agent_run *runs;
-    struct agent_run *dead; /* ended this iteration; unreferenced at its end, so code
-                             * that ended a run deep in a dispatch may still read it */
-    struct agent_task *ready, *ready_tail;
 };
 
 /* A ctx:all batch: n host calls whose answers resume the task together. */
@@ -198,7 +216,7 @@ void agent_deliver(struct agent_waiter w, const char *json, const char *err);
 void agent_batch_free(struct agent_batch *b);
 /* One fewer answer outstanding; the last one resumes the task with the results array. */
 void agent_batch_dec(struct agent_batch *b);
-/* The worker thread's loop. */
+/* A worker thread's loop (arg: its struct agent_worker). */
 void *agent_worker_main(void *arg);
 
 /* agent_calls.c: answers or starts the host call a task yielded on. */

@@ -87,6 +87,7 @@ static void step(struct agent_run *run)
         .model = d->model,
         .messages_json = mj,
         .tools_json = run->tools_json,
+        .key_name = run->key_name,
     };
     enum wye_err err = run->rt->ops.chat(run->rt->host, &call, op, eb, sizeof(eb));
     cJSON_free(mj);

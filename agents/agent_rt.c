@@ -1,5 +1,5 @@
-/* The runtime's public face: create (load the registry, make the worker's sandbox state),
- * start/destroy the worker, reload (swap the registry; runs keep theirs), list, submit and
+/* The runtime's public face: create (load the registry, make each worker's sandbox state),
+ * start/destroy the workers, reload (swap the registry; runs keep theirs), list, submit and
  * cancel. Any thread: everything reaches the worker through its inbox. */
 #include <pthread.h>
 #include <sched.h>
@@ -26,16 +26,98 @@ static struct agent_registry *current_reg(struct agent_rt *rt)
     return r;
 }
 
+/* The worker count: opts, else WYE_AGENT_WORKERS, else AGENT_WORKERS_DEFAULT. INVAL (errbuf
+ * says why) when out of 1..AGENT_WORKERS_MAX. */
+static enum wye_err worker_count(const struct agent_rt_opts *opts, int *n, char *errbuf,
+                                 size_t errlen)
+{
+    if (opts && opts->n_workers) {
+        *n = opts->n_workers;
+        if (*n < 1 || *n > AGENT_WORKERS_MAX) {
+            snprintf(errbuf, errlen, "agents.workers must be 1..%d (got %d)", AGENT_WORKERS_MAX,
+                     *n);
+            return WYE_ERR_INVAL;
+        }
+        return WYE_OK;
+    }
+    const char *env = getenv("WYE_AGENT_WORKERS");
+    if (!env || !env[0]) {
+        *n = AGENT_WORKERS_DEFAULT;
+        return WYE_OK;
+    }
+    char *end = NULL;
+    long v = strtol(env, &end, 10);
+    if (*end || v < 1 || v > AGENT_WORKERS_MAX) {
+        snprintf(errbuf, errlen, "WYE_AGENT_WORKERS must be an integer 1..%d (got '%.32s')",
+                 AGENT_WORKERS_MAX, env);
+        return WYE_ERR_INVAL;
+    }
+    *n = (int)v;
+    return WYE_OK;
+}
+
+/* The Lua hook (worker thread, every hook period): is the executing run being cancelled? */
+static bool worker_interrupted(void *ud)
+{
+    const struct agent_worker *wk = ud;
+    return wk->cur && atomic_load(&wk->cancel_id) == wk->cur->id;
+}
+
+/* Makes worker i's queue and sandbox state. */
+static enum wye_err worker_init(struct agent_rt *rt, int i)
+{
+    struct agent_worker *wk = &rt->workers[i];
+    wk->rt = rt;
+    wk->index = i;
+    atomic_init(&wk->n_runs, 0);
+    atomic_init(&wk->n_ops, 0);
+    atomic_init(&wk->n_posting, 0);
+    atomic_init(&wk->cancel_id, 0);
+    if (wye_queue_init(&wk->inbox, 0) != WYE_OK) {
+        return WYE_ERR_NOMEM;
+    }
+    struct wlua_opts lo = {0};
+    lo.limits.mem_bytes_max = rt->mem_bytes_max;
+    lo.limits.n_insns_max = rt->n_insns_max;
+    lo.interrupted = worker_interrupted;
+    lo.interrupted_ud = wk;
+    wk->st = wlua_state_create(&lo);
+    static const char *const host[] = {"chat",  "tool",         "emit",
+                                       "batch", "http.request", "data.json"};
+    for (size_t k = 0; wk->st && k < sizeof(host) / sizeof(host[0]); k++) {
+        if (wlua_state_add_yielding(wk->st, host[k]) != WYE_OK) {
+            wlua_state_destroy(wk->st);
+            wk->st = NULL;
+        }
+    }
+    if (!wk->st) {
+        wye_queue_cleanup(&wk->inbox);
+        return WYE_ERR_NOMEM;
+    }
+    return WYE_OK;
+}
+
+static void worker_cleanup(struct agent_worker *wk)
+{
+    wlua_state_destroy(wk->st);
+    wye_queue_cleanup(&wk->inbox);
+}
+
 enum wye_err agent_rt_create(const struct agent_rt_opts *opts, const struct agent_host_ops *ops,
                              void *host_ctx, struct agent_rt **out, char *errbuf, size_t errlen)
 {
     *out = NULL;
+    int n_workers = 0;
+    enum wye_err err = worker_count(opts, &n_workers, errbuf, errlen);
+    if (err) {
+        return err;
+    }
     struct agent_rt *rt = wye_calloc(1, sizeof(*rt));
     if (!rt) {
         snprintf(errbuf, errlen, "out of memory");
         return WYE_ERR_NOMEM;
     }
-    enum wye_err err = WYE_ERR_NOMEM;
+    err = WYE_ERR_NOMEM;
     rt->ops = *ops;
     rt->host = host_ctx;
     rt->dir = wye_strdup(opts && opts->dir ? opts->dir : "./lua/examples");
@@ -45,42 +127,35 @@ enum wye_err agent_rt_create(const struct agent_rt_opts *opts, const struct agen
     rt->n_insns_max = opts && opts->n_insns_max ? opts->n_insns_max : 100000000;
     atomic_init(&rt->next_id, 1);
     atomic_init(&rt->stopping, false);
-    atomic_init(&rt->n_ops, 0);
-    atomic_init(&rt->n_posting, 0);
+    int n_init = 0;
     if (!rt->dir) {
         goto fail_rt;
     }
     if (pthread_mutex_init(&rt->lock, NULL) != 0) {
         goto fail_rt;
     }
-    if (wye_queue_init(&rt->inbox, 0) != WYE_OK) {
+    rt->workers = wye_calloc((size_t)n_workers, sizeof(*rt->workers));
+    if (!rt->workers) {
         goto fail_lock;
     }
-    struct wlua_opts lo = {0};
-    lo.limits.mem_bytes_max = rt->mem_bytes_max;
-    lo.limits.n_insns_max = rt->n_insns_max;
-    rt->st = wlua_state_create(&lo);
-    if (!rt->st) {
-        goto fail_queue;
-    }
-    static const char *const host[] = {"chat",  "tool",         "emit",
-                                       "batch", "http.request", "data.json"};
-    for (size_t i = 0; i < sizeof(host) / sizeof(host[0]); i++) {
-        if (wlua_state_add_yielding(rt->st, host[i]) != WYE_OK) {
-            goto fail_state;
+    rt->n_workers = n_workers;
+    for (; n_init < n_workers; n_init++) {
+        if (worker_init(rt, n_init) != WYE_OK) {
+            goto fail_workers;
         }
     }
     err = agent_registry_load(rt->dir, NULL, &rt->reg, errbuf, errlen);
     if (err) {
-        goto fail_state;
+        goto fail_workers;
     }
     *out = rt;
     return WYE_OK;
 
-fail_state:
-    wlua_state_destroy(rt->st);
-fail_queue:
-    wye_queue_cleanup(&rt->inbox);
+fail_workers:
+    while (n_init > 0) {
+        worker_cleanup(&rt->workers[--n_init]);
+    }
+    wye_free(rt->workers);
 fail_lock:
     pthread_mutex_destroy(&rt->lock);
 fail_rt:
@@ -93,19 +168,7 @@ fail_rt:
     return err;
 }
 
-enum wye_err agent_rt_start(struct agent_rt *rt)
-{
-    int e = pthread_create(&rt->thread, NULL, agent_worker_main, rt);
-    if (e != 0) {
-        char eb[128];
-        WYE_ERROR("agents: cannot start the worker: %s", strerror_r(e, eb, sizeof(eb)));
-        return WYE_ERR_NOMEM;
-    }
-    rt->started = true;
-    return WYE_OK;
-}
-
-static enum wye_err post_msg(struct agent_rt *rt, enum agent_msg_kind kind, uint64_t id,
+static enum wye_err post_msg(struct agent_worker *wk, enum agent_msg_kind kind, uint64_t id,
                              struct agent_run *run)
 {
     struct agent_msg *m = wye_calloc(1, sizeof(*m));
@@ -115,11 +178,57 @@ static enum wye_err post_msg(struct agent_rt *rt, enum agent_msg_kind kind, uint
     m->kind = kind;
     m->id = id;
     m->run = run;
-    enum wye_err err = wye_queue_push(&rt->inbox, &m->node, NULL);
+    enum wye_err err = wye_queue_push(&wk->inbox, &m->node, NULL);
     if (err) {
         wye_free(m);
     }
     return err;
+}
+
+/* Stops (cancels every run, joins) the workers that started. False when a host never answered
+ * a call: the runtime must then be leaked (a late answer would land in freed memory). */
+static bool workers_stop(struct agent_rt *rt)
+{
+    atomic_store(&rt->stopping, true);
+    for (int i = 0; i < rt->n_workers; i++) {
+        if (rt->workers[i].started) {
+            while (post_msg(&rt->workers[i], AGENT_MSG_CANCEL_ALL, 0, NULL) == WYE_ERR_NOMEM) {
+            }
+        }
+    }
+    bool ok = true;
+    for (int i = 0; i < rt->n_workers; i++) {
+        struct agent_worker *wk = &rt->workers[i];
+        if (!wk->started) {
+            continue;
+        }
+        pthread_join(wk->thread, NULL);
+        wk->started = false;
+        ok &= atomic_load(&wk->n_ops) == 0;
+    }
+    for (int i = 0; ok && i < rt->n_workers; i++) {
+        while (atomic_load(&rt->workers[i].n_posting) > 0) {
+            sched_yield();
+        }
+    }
+    return ok;
+}
+
+enum wye_err agent_rt_start(struct agent_rt *rt)
+{
+    for (int i = 0; i < rt->n_workers; i++) {
+        struct agent_worker *wk = &rt->workers[i];
+        int e = pthread_create(&wk->thread, NULL, agent_worker_main, wk);
+        if (e != 0) {
+            char eb[128];
+            WYE_ERROR("agents: cannot start worker %d: %s", i, strerror_r(e, eb, sizeof(eb)));
+            (void)workers_stop(rt);
+            atomic_store(&rt->stopping, false);
+            return WYE_ERR_NOMEM;
+        }
+        wk->started = true;
+    }
+    return WYE_OK;
 }
 
 void agent_rt_destroy(struct agent_rt *rt)
@@ -127,37 +236,29 @@ void agent_rt_destroy(struct agent_rt *rt)
     if (!rt) {
         return;
     }
-    if (rt->started) {
-        atomic_store(&rt->stopping, true);
-        while (post_msg(rt, AGENT_MSG_CANCEL_ALL, 0, NULL) == WYE_ERR_NOMEM) {
-        }
-        pthread_join(rt->thread, NULL);
-        if (atomic_load(&rt->n_ops) > 0) {
-            /* a host never answered: its late answer would land in freed memory, so the
-             * runtime is leaked on purpose (logged by the worker) */
-            return;
-        }
-        while (atomic_load(&rt->n_posting) > 0) {
-            sched_yield();
-        }
+    if (!workers_stop(rt)) {
+        return; /* a host never answered (logged by the worker): leaked on purpose */
     }
-    /* whatever is still queued (never started runs) */
-    struct wye_qnode *n = wye_queue_take_all(&rt->inbox);
-    while (n) {
-        struct wye_qnode *next = n->next;
-        struct agent_msg *m = WYE_CONTAINER_OF(n, struct agent_msg, node);
-        if (m->kind == AGENT_MSG_OP) {
-            agent_op_free(m->op);
-        } else {
-            if (m->run) {
-                agent_run_unref(m->run);
+    for (int i = 0; i < rt->n_workers; i++) {
+        struct agent_worker *wk = &rt->workers[i];
+        /* whatever is still queued (never started runs) */
+        struct wye_qnode *n = wye_queue_take_all(&wk->inbox);
+        while (n) {
+            struct wye_qnode *next = n->next;
+            struct agent_msg *m = WYE_CONTAINER_OF(n, struct agent_msg, node);
+            if (m->kind == AGENT_MSG_OP) {
+                agent_op_free(m->op);
+            } else {
+                if (m->run) {
+                    agent_run_unref(m->run);
+                }
+                wye_free(m);
             }
-            wye_free(m);
+            n = next;
         }
-        n = next;
+        worker_cleanup(wk);
     }
-    wlua_state_destroy(rt->st);
-    wye_queue_cleanup(&rt->inbox);
+    wye_free(rt->workers);
     pthread_mutex_destroy(&rt->lock);
     agent_registry_unref(rt->reg);
     wye_free(rt->dir);
@@ -230,6 +331,13 @@ enum wye_err agent_rt_submit(struct agent_rt *rt, const char *name, const char *
                              agent_done_fn done, void *arg, uint64_t *run_id, char *errbuf,
                              size_t errlen)
 {
+    return agent_rt_submit_as(rt, NULL, name, input, done, arg, run_id, errbuf, errlen);
+}
+
+enum wye_err agent_rt_submit_as(struct agent_rt *rt, const char *key_name, const char *name,
+                                const char *input, agent_done_fn done, void *arg, uint64_t *run_id,
+                                char *errbuf, size_t errlen)
+{
     struct agent_registry *r = current_reg(rt);
     const struct agent_decl *d = agent_registry_decl(r, name);
     if (!d) {
@@ -245,7 +353,11 @@ enum wye_err agent_rt_submit(struct agent_rt *rt, const char *name, const char *
         }
     }
     struct agent_run *run = wye_calloc(1, sizeof(*run));
-    if (!run || !(run->input = wye_strdup(input ? input : ""))) {
+    if (!run || !(run->input = wye_strdup(input ? input : "")) ||
+        (key_name && !(run->key_name = wye_strdup(key_name)))) {
+        if (run) {
+            wye_free(run->input);
+        }
         wye_free(run);
         agent_registry_unref(r);
         snprintf(errbuf, errlen, "out of memory");
@@ -262,8 +374,18 @@ enum wye_err agent_rt_submit(struct agent_rt *rt, const char *name, const char *
     if (run_id) {
         *run_id = run->id;
     }
-    enum wye_err err = post_msg(rt, AGENT_MSG_SUBMIT, 0, run);
+    /* the least loaded worker (the first of equals): a run stays on it to its end */
+    struct agent_worker *wk = &rt->workers[0];
+    for (int i = 1; i < rt->n_workers; i++) {
+        if (atomic_load(&rt->workers[i].n_runs) < atomic_load(&wk->n_runs)) {
+            wk = &rt->workers[i];
+        }
+    }
+    run->w = wk;
+    atomic_fetch_add(&wk->n_runs, 1);
+    enum wye_err err = post_msg(wk, AGENT_MSG_SUBMIT, 0, run);
     if (err) {
+        atomic_fetch_sub(&wk->n_runs, 1);
         agent_run_unref(run);
         snprintf(errbuf, errlen, "the agent runtime is not accepting runs");
     }
@@ -272,5 +394,10 @@ enum wye_err agent_rt_submit(struct agent_rt *rt, const char *name, const char *
 
 void agent_rt_cancel(struct agent_rt *rt, uint64_t run_id)
 {
-    (void)post_msg(rt, AGENT_MSG_CANCEL, run_id, NULL);
+    /* the run is on one of them; the others ignore an id they do not run. cancel_id reaches
+     * a run busy in Lua at once; the message ends a run parked on the host */
+    for (int i = 0; i < rt->n_workers; i++) {
+        atomic_store(&rt->workers[i].cancel_id, run_id);
+        (void)post_msg(&rt->workers[i], AGENT_MSG_CANCEL, run_id, NULL);
+    }
 }

@@ -1,13 +1,14 @@
-/* The agent runtime: one worker thread owning one sandbox state, on which every run is a set of
- * Lua coroutines (tasks). DESIGN: whatever a task waits for (a model call, an HTTP request, a
- * child tool, a batch of those from ctx:all) is a pending host call; the host answers on its own
- * thread by filling the agent_op and pushing it on the inbox, and the worker delivers it to the
+/* The agent runtime's workers: each worker thread owns one sandbox state, on which each of its
+ * runs is a set of Lua coroutines (tasks); a run stays on the worker it was given at submit.
+ * DESIGN: whatever a task waits for (a model call, an HTTP request, a child tool, a batch of
+ * those from ctx:all) is a pending host call; the host answers on its own thread by filling the
+ * agent_op and pushing it on its run's worker's inbox, and the worker delivers it to the
  * waiting task (or batch slot) by putting the task on its ready list. The worker only ever
  * resumes tasks from that list, so no Lua call is ever nested inside another task's dispatch.
- * Runs end (answer, error, limit, cancel) on the worker; pending ops keep the run alive by
+ * Runs end (answer, error, limit, cancel) on their worker; pending ops keep the run alive by
  * reference until the host answers them, and answers for ended runs are dropped.
  * Host calls themselves are in agent_calls.c, the public API in agent_rt.c.
- * Threads: agent_op_* any thread; the rest the worker. */
+ * Threads: agent_op_* any thread; the rest the run's worker. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ void agent_run_unref(struct agent_run *run)
     wye_free(run->results);
     wye_free(run->tools_json);
     wye_free(run->input);
+    wye_free(run->key_name);
     agent_registry_unref(run->reg);
     wye_free(run);
 }
@@ -168,7 +170,7 @@ struct agent_op *agent_op_new(struct agent_run *run, enum agent_op_kind kind, st
     op->msg.op = op;
     op->kind = kind;
     wye_buf_init(&op->dev, AGENT_EVENT_MAX);
-    atomic_fetch_add(&run->rt->n_ops, 1);
+    atomic_fetch_add(&run->w->n_ops, 1);
     op->w = w;
     atomic_fetch_add(&run->refs, 1);
     return op;
@@ -185,10 +187,10 @@ void agent_op_free(struct agent_op *op)
     wye_free(op->route);
     wye_free(op->model);
     wye_buf_cleanup(&op->dev);
-    struct agent_rt *rt = op->run->rt;
+    struct agent_worker *w = op->run->w;
     agent_run_unref(op->run);
     wye_free(op);
-    atomic_fetch_sub(&rt->n_ops, 1);
+    atomic_fetch_sub(&w->n_ops, 1);
 }
 
 static char *dup_opt(const char *s)
@@ -200,12 +202,12 @@ static void op_post(struct agent_op *op)
 {
     /* the push signals the worker after unlocking; n_posting keeps agent_rt_destroy from
      * destroying the queue under that signal once the worker has taken the op and exited */
-    struct agent_rt *rt = op->run->rt;
-    atomic_fetch_add(&rt->n_posting, 1);
-    if (wye_queue_push(&rt->inbox, &op->msg.node, NULL) != WYE_OK) {
+    struct agent_worker *w = op->run->w;
+    atomic_fetch_add(&w->n_posting, 1);
+    if (wye_queue_push(&w->inbox, &op->msg.node, NULL) != WYE_OK) {
         agent_op_free(op); /* the runtime is going away */
     }
-    atomic_fetch_sub(&rt->n_posting, 1);
+    atomic_fetch_sub(&w->n_posting, 1);
 }
 
 void agent_op_chat_done(struct agent_op *op, const struct agent_chat_result *res)
@@ -281,7 +283,7 @@ bool agent_op_cancelled(const struct agent_op *op)
 
 void agent_ready_push(struct agent_task *t, const char *json, const char *err)
 {
-    struct agent_rt *rt = t->run->rt;
+    struct agent_worker *wk = t->run->w;
     t->res_json = json ? wye_strdup(json) : NULL;
     t->res_err = err ? wye_strdup(err) : NULL;
     if ((json && !t->res_json) || (err && !t->res_err)) {
@@ -290,12 +292,12 @@ void agent_ready_push(struct agent_task *t, const char *json, const char *err)
     }
     t->ready = true;
     t->ready_next = NULL;
-    if (rt->ready_tail) {
-        rt->ready_tail->ready_next = t;
+    if (wk->ready_tail) {
+        wk->ready_tail->ready_next = t;
     } else {
-        rt->ready = t;
+        wk->ready = t;
     }
-    rt->ready_tail = t;
+    wk->ready_tail = t;
 }
 
 void agent_batch_free(struct agent_batch *b)
@@ -350,17 +352,17 @@ static void task_unlink(struct agent_task *t)
             break;
         }
     }
-    struct agent_rt *rt = run->rt;
+    struct agent_worker *wk = run->w;
     struct agent_task *prev = NULL;
-    for (struct agent_task *r = rt->ready; r; prev = r, r = r->ready_next) {
+    for (struct agent_task *r = wk->ready; r; prev = r, r = r->ready_next) {
         if (r == t) {
             if (prev) {
                 prev->ready_next = r->ready_next;
             } else {
-                rt->ready = r->ready_next;
+                wk->ready = r->ready_next;
             }
-            if (rt->ready_tail == t) {
-                rt->ready_tail = prev;
+            if (wk->ready_tail == t) {
+                wk->ready_tail = prev;
             }
             break;
         }
@@ -463,18 +465,20 @@ static void task_handle(struct agent_task *t, enum wlua_status s)
 }
 
 /* Runs ready tasks until none is left (the worker's inner loop). */
-static void drain_ready(struct agent_rt *rt)
+static void drain_ready(struct agent_worker *wk)
 {
-    while (rt->ready) {
-        struct agent_task *t = rt->ready;
-        rt->ready = t->ready_next;
-        if (!rt->ready) {
-            rt->ready_tail = NULL;
+    while (wk->ready) {
+        struct agent_task *t = wk->ready;
+        wk->ready = t->ready_next;
+        if (!wk->ready) {
+            wk->ready_tail = NULL;
         }
         t->ready = false;
         char *j = t->res_json, *e = t->res_err;
         t->res_json = t->res_err = NULL;
+        wk->cur = t->run;
         enum wlua_status s = wlua_run_resume(t->lr, e ? NULL : j, e);
+        wk->cur = NULL;
         wye_free(j);
         wye_free(e);
         task_handle(t, s);
@@ -505,8 +509,10 @@ static void task_start(struct agent_task *t, cJSON *args)
         agent_run_end(run, WYE_ERR_NOMEM, "stopped: out of memory", NULL);
         return;
     }
-    enum wlua_status s = wlua_run_start(run->rt->st, "agents", agent_prelude_lua, agent_prelude_len,
+    run->w->cur = run;
+    enum wlua_status s = wlua_run_start(run->w->st, "agents", agent_prelude_lua, agent_prelude_len,
                                         NULL, aj, &t->lr);
+    run->w->cur = NULL;
     cJSON_free(aj);
     task_handle(t, s);
 }
@@ -608,6 +614,21 @@ static void on_op(struct agent_op *op)
             cJSON_AddNumberToObject(o, "cost_usd", op->cost_usd);
             cJSON_AddStringToObject(o, "route", op->route ? op->route : "");
             cJSON_AddStringToObject(o, "model", op->model ? op->model : "");
+            if (op->tool_calls) {
+                /* the calls the model asked for, in OpenAI form (arguments as JSON text) */
+                char *calls = NULL, eb[256];
+                cJSON *a =
+                    agent_toolcalls_assemble(op->tool_calls, &calls, eb, sizeof(eb)) == WYE_OK
+                        ? cJSON_Parse(calls)
+                        : NULL;
+                wye_free(calls);
+                if (a) {
+                    cJSON_AddItemToObject(o, "tool_calls", a);
+                } else {
+                    WYE_WARN("agents: run %llu: the model's tool calls are malformed",
+                             (unsigned long long)run->id);
+                }
+            }
             char *s = cJSON_PrintUnformatted(o);
             cJSON_Delete(o);
             agent_deliver(op->w, s, s ? NULL : "out of memory");
@@ -636,13 +657,14 @@ void agent_run_end(struct agent_run *run, enum wye_err err, const char *reason, 
     if (atomic_exchange(&run->ended, true)) {
         return;
     }
-    struct agent_rt *rt = run->rt;
+    struct agent_worker *wk = run->w;
+    atomic_fetch_sub(&wk->n_runs, 1);
     while (run->tasks) {
         struct agent_task *t = run->tasks;
         task_unlink(t);
         task_free(t);
     }
-    for (struct agent_run **pp = &rt->runs; *pp; pp = &(*pp)->next) {
+    for (struct agent_run **pp = &wk->runs; *pp; pp = &(*pp)->next) {
         if (*pp == run) {
             *pp = run->next;
             break;
@@ -669,23 +691,23 @@ void agent_run_end(struct agent_run *run, enum wye_err err, const char *reason, 
         run->done(run->done_arg, &out);
     }
     cJSON_free(calls);
-    run->next = rt->dead;
-    rt->dead = run;
+    run->next = wk->dead;
+    wk->dead = run;
 }
 
-static void bury_dead(struct agent_rt *rt)
+static void bury_dead(struct agent_worker *wk)
 {
-    while (rt->dead) {
-        struct agent_run *r = rt->dead;
-        rt->dead = r->next;
+    while (wk->dead) {
+        struct agent_run *r = wk->dead;
+        wk->dead = r->next;
         agent_run_unref(r);
     }
 }
 
-static void run_begin(struct agent_rt *rt, struct agent_run *run)
+static void run_begin(struct agent_worker *wk, struct agent_run *run)
 {
-    run->next = rt->runs;
-    rt->runs = run;
+    run->next = wk->runs;
+    wk->runs = run;
     if (run->decl->timeout_s > 0) {
         run->deadline_ns = wye_now_ns() + (int64_t)(run->decl->timeout_s * 1e9);
     }
@@ -712,10 +734,10 @@ static void run_begin(struct agent_rt *rt, struct agent_run *run)
     cJSON_Delete(a);
 }
 
-static void check_deadlines(struct agent_rt *rt)
+static void check_deadlines(struct agent_worker *wk)
 {
     int64_t now = wye_now_ns();
-    struct agent_run *run = rt->runs;
+    struct agent_run *run = wk->runs;
     while (run) {
         struct agent_run *next = run->next;
         if (run->deadline_ns && now >= run->deadline_ns) {
@@ -728,7 +750,7 @@ static void check_deadlines(struct agent_rt *rt)
     }
 }
 
-static void handle_msg(struct agent_rt *rt, struct wye_qnode *n)
+static void handle_msg(struct agent_worker *wk, struct wye_qnode *n)
 {
     struct agent_msg *m = WYE_CONTAINER_OF(n, struct agent_msg, node);
     switch (m->kind) {
@@ -736,10 +758,10 @@ static void handle_msg(struct agent_rt *rt, struct wye_qnode *n)
         on_op(m->op);
         return;
     case AGENT_MSG_SUBMIT:
-        run_begin(rt, m->run);
+        run_begin(wk, m->run);
         break;
     case AGENT_MSG_CANCEL:
-        for (struct agent_run *r = rt->runs; r; r = r->next) {
+        for (struct agent_run *r = wk->runs; r; r = r->next) {
             if (r->id == m->id) {
                 agent_run_end(r, WYE_ERR_CANCELED, "cancelled", NULL);
                 break;
@@ -747,8 +769,8 @@ static void handle_msg(struct agent_rt *rt, struct wye_qnode *n)
         }
         break;
     case AGENT_MSG_CANCEL_ALL:
-        while (rt->runs) {
-            agent_run_end(rt->runs, WYE_ERR_CANCELED, "cancelled", NULL);
+        while (wk->runs) {
+            agent_run_end(wk->runs, WYE_ERR_CANCELED, "cancelled", NULL);
         }
         break;
     }
@@ -757,27 +779,27 @@ static void handle_msg(struct agent_rt *rt, struct wye_qnode *n)
 
 void *agent_worker_main(void *arg)
 {
-    struct agent_rt *rt = arg;
+    struct agent_worker *wk = arg;
     int64_t give_up_ns = 0;
     for (;;) {
-        struct wye_qnode *n = wye_queue_pop(&rt->inbox, 20 * 1000000LL);
+        struct wye_qnode *n = wye_queue_pop(&wk->inbox, 20 * 1000000LL);
         if (n) {
-            handle_msg(rt, n);
+            handle_msg(wk, n);
         }
-        drain_ready(rt);
-        check_deadlines(rt);
-        drain_ready(rt);
-        bury_dead(rt);
-        if (atomic_load(&rt->stopping) && !rt->runs && wye_queue_len(&rt->inbox) == 0) {
-            if (atomic_load(&rt->n_ops) == 0) {
+        drain_ready(wk);
+        check_deadlines(wk);
+        drain_ready(wk);
+        bury_dead(wk);
+        if (atomic_load(&wk->rt->stopping) && !wk->runs && wye_queue_len(&wk->inbox) == 0) {
+            if (atomic_load(&wk->n_ops) == 0) {
                 break;
             }
             if (!give_up_ns) {
                 give_up_ns = wye_now_ns() + 10 * 1000000000LL;
             } else if (wye_now_ns() > give_up_ns) {
-                WYE_WARN("agents: %ld host calls never answered; the runtime's memory is "
-                         "left to them",
-                         (long)atomic_load(&rt->n_ops));
+                WYE_WARN("agents: worker %d: %ld host calls never answered; the runtime's "
+                         "memory is left to them",
+                         wk->index, (long)atomic_load(&wk->n_ops));
                 break;
             }
         }

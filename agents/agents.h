@@ -1,5 +1,6 @@
 /* Lua agents, tools and workflows: a registry loaded from a directory of Lua files and a
- * runtime that runs them as coroutines on one agent worker thread.
+ * runtime that runs them as coroutines on a few agent worker threads (each with its own Lua
+ * state; a run stays on the least loaded worker it was given).
  *
  * A file declares `tool { name, description, parameters, run }`, `agent { name, system, tools,
  * model, max_steps, max_cost_usd, timeout_s, allow_hosts }` and `workflow("name", fn)`. An agent
@@ -11,7 +12,7 @@
  * which are asynchronous. The host answers each call exactly once with agent_op_chat_done /
  * agent_op_http_done, from any thread; the answer is queued and the worker resumes the run.
  * Threads: agent_rt_* and agent_op_* may be called from any thread; the host ops are called on
- * the agent worker thread and must not block. */
+ * the run's agent worker thread and must not block. */
 #ifndef WYE_AGENTS_AGENTS_H
 #define WYE_AGENTS_AGENTS_H
 
@@ -34,11 +35,13 @@ enum agent_toolfmt {
 
 struct agent_chat_call {
     uint64_t run_id;
-    const char *agent;         /* agent or workflow name */
-    const char *model;         /* "auto", or a model name */
-    const char *messages_json; /* OpenAI messages array (tool_calls, role "tool" included) */
-    const char *tools_json;    /* OpenAI tools array, or NULL */
-    int max_tokens;            /* 0: the backend's default */
+    const char *agent;                /* agent or workflow name */
+    const char *model;                /* "auto", or a model name */
+    const char *messages_json;        /* OpenAI messages array (tool_calls, role "tool" included) */
+    const char *tools_json;           /* OpenAI tools array, or NULL */
+    const char *response_format_json; /* OpenAI response_format object, or NULL */
+    const char *key_name;             /* the API key the run was started with, or NULL */
+    int max_tokens;                   /* 0: the backend's default */
 };
 
 struct agent_chat_result {
@@ -83,7 +86,7 @@ struct agent_host_ops {
     /* Starts an HTTP request; answer with agent_op_http_done. NULL: http is unavailable. */
     enum wye_err (*http)(void *ctx, const struct agent_http_req *req, struct agent_op *op,
                          char *errbuf, size_t errlen);
-    /* A progress event (JSON object text) of a run; may be NULL. Called on the worker thread,
+    /* A progress event (JSON object text) of a run; may be NULL. Called on the run's worker,
      * except "delta" events, which come from the thread calling agent_op_delta. */
     void (*emit)(void *ctx, uint64_t run_id, const char *event_json);
 };
@@ -103,11 +106,15 @@ struct agent_rt_opts {
     const char *dir;         /* the directory of *.lua files; NULL: "./lua/examples" */
     const char *allow_hosts; /* comma-separated hosts every run may reach, or NULL */
     size_t http_max_bytes;   /* response cap of wye.http.request; 0: 1 MiB */
-    size_t mem_bytes_max;    /* Lua memory of the worker's state; 0: 64 MiB */
+    size_t mem_bytes_max;    /* Lua memory of each worker's state; 0: 64 MiB */
     int64_t n_insns_max;     /* Lua instructions per coroutine; 0: 100 million */
+    int n_workers;           /* worker threads, each with its own Lua state; 0: the
+                              * WYE_AGENT_WORKERS variable, else AGENT_WORKERS_DEFAULT */
 };
+#define AGENT_WORKERS_DEFAULT 2
+#define AGENT_WORKERS_MAX 64
 
-/* The end of a run, given once to the submitter's callback (on the worker thread). */
+/* The end of a run, given once to the submitter's callback (on its worker thread). */
 struct agent_outcome {
     uint64_t run_id;
     enum wye_err err;   /* OK: answer holds the result */
@@ -133,7 +140,7 @@ typedef void (*agent_done_fn)(void *arg, const struct agent_outcome *out);
  * logged and listed by agent_rt_list_json; only a missing directory or NOMEM fails. */
 enum wye_err agent_rt_create(const struct agent_rt_opts *opts, const struct agent_host_ops *ops,
                              void *host_ctx, struct agent_rt **out, char *errbuf, size_t errlen);
-/* Starts the worker thread. */
+/* Starts the worker threads. */
 enum wye_err agent_rt_start(struct agent_rt *rt);
 /* Cancels every run, waits for the host to answer what is pending, joins the worker, frees.
  * NULL is a no-op. */
@@ -146,11 +153,17 @@ enum wye_err agent_rt_reload(struct agent_rt *rt, char *errbuf, size_t errlen);
 enum wye_err agent_rt_list_json(struct agent_rt *rt, struct wye_buf *out);
 
 /* Starts agent or workflow `name` with input (an agent's user message; a workflow's input as
- * JSON text, or plain text passed as a string). done is called once, on the worker thread.
+ * JSON text, or plain text passed as a string). done is called once, on the run's worker.
  * NOTFOUND: no such agent or workflow (errbuf says so). */
 enum wye_err agent_rt_submit(struct agent_rt *rt, const char *name, const char *input,
                              agent_done_fn done, void *arg, uint64_t *run_id, char *errbuf,
                              size_t errlen);
+/* As agent_rt_submit, on behalf of API key key_name (copied; NULL: none): every model call of
+ * the run carries it (agent_chat_call.key_name), so the key's routes, budgets and ledger
+ * attribution apply to the run as to the key's chats. */
+enum wye_err agent_rt_submit_as(struct agent_rt *rt, const char *key_name, const char *name,
+                                const char *input, agent_done_fn done, void *arg, uint64_t *run_id,
+                                char *errbuf, size_t errlen);
 /* Cancels a run (any thread): it ends promptly with reason "cancelled". Unknown ids: no-op. */
 void agent_rt_cancel(struct agent_rt *rt, uint64_t run_id);
 

@@ -5,11 +5,12 @@
  * answers. A registry maps run ids to streams (events carry only the run id). The text of the
  * agent loop's model calls arrives as "delta" events while the model writes it and goes out as
  * response.output_text.delta at once; a run that streamed none (a workflow) gets its answer as
- * one delta before agent.done.
- * Threads: gw_agents_start and gw_agents_http on the lws thread; gw_agents_event on the agent
- * worker thread (delta events on the thread answering the model call: the upstream thread or
- * an engine worker) and the done callback on the worker; the stream wakeup (cancel) on the lws
- * thread. */
+ * one delta before agent.done. A run acts for the request's API key (the HTTP request's, or
+ * the WebSocket connection's): every model call carries its name (routes, budgets, ledger).
+ * Threads: gw_agents_start and gw_agents_http on the lws thread; gw_agents_event on the run's
+ * agent worker thread (several runs' workers at once; delta events on the thread answering the
+ * model call: the upstream thread or an engine worker) and the done callback on that worker;
+ * the stream wakeup (cancel) on the lws thread. */
 #include <cJSON.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "gateway/gw_internal.h"
+#include "router/keys.h"
 
 #define GW_AGENT_EVENT_MAX ((size_t)1 << 20) /* one formatted event */
 
@@ -301,8 +303,11 @@ static void run_wake(void *arg)
     }
 }
 
-enum wye_err gw_agents_start(struct gw_server *srv, struct gw_stream *s, const char *name,
-                             const char *input, char *errbuf, size_t errlen)
+/* Starts the run for key (the authenticated API key, or NULL): its name goes with every model
+ * call of the run, so the key's routes and budgets apply and the ledger names it. */
+static enum wye_err agents_start(struct gw_server *srv, struct gw_stream *s,
+                                 const struct rt_key *key, const char *name, const char *input,
+                                 char *errbuf, size_t errlen)
 {
     struct gw_agents *ga = srv->agents;
     if (!ga || !ga->rt) {
@@ -322,7 +327,8 @@ enum wye_err gw_agents_start(struct gw_server *srv, struct gw_stream *s, const c
     /* Registered under the lock across submit, so the worker's first event finds it. */
     pthread_mutex_lock(&ga->lock);
     uint64_t id = 0;
-    enum wye_err err = agent_rt_submit(ga->rt, name, input, run_done, run, &id, errbuf, errlen);
+    enum wye_err err = agent_rt_submit_as(ga->rt, key ? rt_key_name(key) : NULL, name, input,
+                                          run_done, run, &id, errbuf, errlen);
     if (err) {
         pthread_mutex_unlock(&ga->lock);
         run_free(run);
@@ -348,6 +354,14 @@ enum wye_err gw_agents_start(struct gw_server *srv, struct gw_stream *s, const c
         agent_rt_cancel(ga->rt, id);
     }
     return WYE_OK;
+}
+
+enum wye_err gw_agents_start(struct gw_server *srv, struct gw_stream *s, const char *name,
+                             const char *input, char *errbuf, size_t errlen)
+{
+    /* a WebSocket run acts for its connection's key (gw_ws.c links s->conn before the call) */
+    const struct rt_key *key = s->kind == GW_KIND_WS && s->conn ? s->conn->key : NULL;
+    return agents_start(srv, s, key, name, input, errbuf, errlen);
 }
 
 void gw_server_set_agents(struct gw_server *srv, struct gw_agents *ga)
@@ -426,7 +440,7 @@ void gw_agents_http(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
     gw_server_track(srv, s);
     atomic_fetch_add(&srv->metrics.open_streams, 1);
     pss->stream = s;
-    enum wye_err err = gw_agents_start(srv, s, pss->agent, in->valuestring, eb, sizeof(eb));
+    enum wye_err err = agents_start(srv, s, pss->key, pss->agent, in->valuestring, eb, sizeof(eb));
     cJSON_Delete(root);
     if (err) {
         gw_stream_unref(s); /* the producer's reference */

@@ -13,6 +13,7 @@
 #ifndef WYE_LUA_LUA_SANDBOX_H
 #define WYE_LUA_LUA_SANDBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,11 @@ struct wlua_opts {
     struct wlua_limits limits;
     wlua_print_fn print; /* NULL: `print` logs at info level */
     void *print_ud;
+    /* May be NULL. Called by the count hook (the state's thread, every hook period while a
+     * run executes): true cancels the executing run as wlua_run_cancel would. Lets a host
+     * stop a run that never yields without knowing its struct wlua_run. */
+    bool (*interrupted)(void *ud);
+    void *interrupted_ud;
 };
 
 enum wlua_status {

@@ -33,6 +33,8 @@ struct wlua_state {
     size_t mem_used;        /* bytes held by L */
     wlua_print_fn print;
     void *print_ud;
+    bool (*interrupted)(void *ud); /* may be NULL (struct wlua_opts) */
+    void *interrupted_ud;
     struct wlua_run *cur; /* the run executing now, or NULL */
     bool mem_refused;     /* the cap refused an allocation outside any run */
     int n_runs;           /* runs not yet destroyed */

@@ -53,6 +53,26 @@ void wlua_rethrow_if_tripped(lua_State *L)
     }
 }
 
+/* A memory trip happens in the allocator, outside the hook: name the script and line where the
+ * run was (the innermost Lua line of its coroutine) as "x.lua: memory limit of 64 MiB exceeded
+ * at line 3". Only reads the call-info chain (lua_getinfo "Sl" allocates nothing), which is
+ * consistent at every allocation. */
+static void wlua_mem_where(struct wlua_run *run)
+{
+    lua_Debug ar;
+    if (run->trip_where[0] || !run->co) {
+        return;
+    }
+    for (int level = 0; lua_getstack(run->co, level, &ar); level++) {
+        if (lua_getinfo(run->co, "Sl", &ar) && ar.currentline > 0) {
+            snprintf(run->trip_where, sizeof(run->trip_where), "%s:", ar.short_src);
+            size_t n = strlen(run->trip_msg);
+            snprintf(run->trip_msg + n, sizeof(run->trip_msg) - n, " at line %d", ar.currentline);
+            return;
+        }
+    }
+}
+
 static void *wlua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct wlua_state *st = ud;
@@ -64,8 +84,12 @@ static void *wlua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     if (nsize > old && nsize - old > st->lim.mem_bytes_max - st->mem_used) {
         if (st->cur) {
+            bool first = !st->cur->tripped;
             wlua_trip(st, WYE_ERR_TOOBIG, "memory limit of %zu MiB exceeded",
                       st->lim.mem_bytes_max >> 20);
+            if (first) {
+                wlua_mem_where(st->cur);
+            }
         } else {
             st->mem_refused = true;
         }
@@ -87,7 +111,7 @@ static bool wlua_budget_check(struct wlua_state *st, struct wlua_run *run)
 {
     run->n_hooks++;
     int64_t used = run->used_ns + (wye_now_ns() - run->slice_start_ns);
-    if (atomic_load(&run->cancel)) {
+    if (atomic_load(&run->cancel) || (st->interrupted && st->interrupted(st->interrupted_ud))) {
         wlua_trip(st, WYE_ERR_CANCELED, "run cancelled");
     } else if (run->n_hooks > st->lim.n_insns_max / st->lim.hook_every) {
         wlua_trip(st, WYE_ERR_LIMIT, "instruction limit of %lld exceeded (endless loop?)",
@@ -250,6 +274,8 @@ struct wlua_state *wlua_state_create(const struct wlua_opts *opts)
     }
     st->print = o.print;
     st->print_ud = o.print_ud;
+    st->interrupted = o.interrupted;
+    st->interrupted_ud = o.interrupted_ud;
     st->L = lua_newstate(wlua_alloc, st);
     if (!st->L) {
         goto fail_state;

@@ -1,14 +1,19 @@
 /* `wye agent`: lists the agents, tools and workflows of a directory, or runs one end to end
  * through the real router (remote upstream and/or local model from the config and WYE_*
- * variables), streaming its steps to stderr and printing the answer to stdout. Its model calls
- * are recorded in the ledger (ledger.path, like `wye serve`) unless --no-ledger.
+ * variables; the local model chosen like `wye serve` does, rt_cli_default_model), streaming
+ * its steps to stderr and printing the answer to stdout. Its model calls are recorded in the
+ * ledger (ledger.path, like `wye serve`) unless --no-ledger.
  * Runs on the main thread; the runtime, router and HTTP threads do the work. */
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -24,13 +29,16 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: wye agent list [--dir DIR]\n"
                  "       wye agent run NAME INPUT [--dir DIR] [-c CONF] [--json]\n"
-                 "                 [--upstream URL] [--upstream-model NAME] [--model GGUF]\n"
+                 "                 [--upstream URL] [--upstream-model NAME]\n"
+                 "                 [--model GGUF | --no-local]\n"
                  "                 [--ledger PATH | --no-ledger]\n\n"
                  "Agents, tools and workflows are Lua files in DIR (default ./lua/examples).\n"
                  "run streams the steps to stderr and prints the final answer (a workflow's\n"
                  "result) to stdout; --json prints {\"answer\",\"steps\",\"tokens\",\"cost_usd\",\n"
                  "\"saving_usd\",\"calls\"}. Model calls go to the ledger (ledger.path, default\n"
-                 "wye-ledger.jsonl) unless --no-ledger.\n");
+                 "wye-ledger.jsonl) unless --no-ledger. The local model is chosen like\n"
+                 "`wye serve` does (--model, WYE_MODEL, engine.model, the first models/*.gguf,\n"
+                 "else the tiny test model); --no-local uses only the remote one.\n");
 }
 
 struct cli_wait {
@@ -80,8 +88,89 @@ static void cli_event(void *ud, uint64_t run_id, const char *ev)
     fprintf(stderr, "[run %llu] %s\n", (unsigned long long)run_id, ev);
 }
 
-/* Opens the ledger at path with the key from WYE_LEDGER_KEY or "<path>.key" (created), as
- * `wye serve` does. NULL on failure (eb says why). */
+/* ---- the default local model, as `wye serve` chooses it ---- */
+
+int rt_cli_default_model(const char *prog, const char *config, struct conf_overrides *ov,
+                         struct conf_config **cfg)
+{
+    static char path[4096]; /* main thread only; conf_load copies it */
+    const char *why = NULL;
+    if ((*cfg)->engine.model_path) {
+        why = ov->model             ? "--model"
+              : getenv("WYE_MODEL") ? "WYE_MODEL"
+                                    : "engine.model in the config file";
+        WYE_INFO("%s: local model %s (from %s)", prog, (*cfg)->engine.model_path, why);
+        return 0;
+    }
+    struct dirent **ents = NULL;
+    int n = scandir("models", &ents, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(ents[i]->d_name);
+        struct stat st;
+        char cand[sizeof(path)];
+        snprintf(cand, sizeof(cand), "models/%s", ents[i]->d_name);
+        if (!why && len > 5 && strcmp(ents[i]->d_name + len - 5, ".gguf") == 0 &&
+            stat(cand, &st) == 0 && S_ISREG(st.st_mode)) {
+            snprintf(path, sizeof(path), "%s", cand);
+            why = "the first *.gguf in ./models/";
+        }
+        free(ents[i]);
+    }
+    free(ents);
+    const char *rel = "../shared/models/stories260K-q8_0.gguf";
+    if (!why && access(rel, R_OK) == 0) {
+        snprintf(path, sizeof(path), "%s", rel);
+        why = "the test model beside the working directory";
+    }
+    if (!why) {
+        /* the source tree holding this binary's build directory: its ../shared */
+        char dir[sizeof(path)];
+        ssize_t k = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
+        dir[k > 0 ? k : 0] = '\0';
+        for (char *slash = strrchr(dir, '/'); !why && slash && slash != dir;
+             slash = strrchr(dir, '/')) {
+            *slash = '\0';
+            char probe[sizeof(path) + 64];
+            snprintf(probe, sizeof(probe), "%s/gateway/gw_serve.c", dir);
+            if (access(probe, R_OK) == 0) {
+                int len = snprintf(probe, sizeof(probe), "%s/%s", dir, rel);
+                if (len > 0 && (size_t)len < sizeof(path) && access(probe, R_OK) == 0) {
+                    memcpy(path, probe, (size_t)len + 1);
+                    why = "the test model beside the source tree";
+                }
+                break;
+            }
+        }
+    }
+    if (!why) {
+        if ((*cfg)->upstream.base_url) {
+            WYE_INFO("%s: no local model (none given, none in ./models/); remote only", prog);
+            return 0;
+        }
+        fprintf(stderr,
+                "%s: no model to serve: give a local GGUF model with --model PATH, "
+                "WYE_MODEL or engine.model in the config, or put one in ./models/ "
+                "(bash deploy/download-model.sh), and/or a remote API with --upstream URL "
+                "--upstream-model NAME\n",
+                prog);
+        conf_destroy(*cfg);
+        *cfg = NULL;
+        return -1;
+    }
+    ov->model = path;
+    char err[512] = "";
+    conf_destroy(*cfg);
+    *cfg = NULL;
+    if (conf_load(config, ov, cfg, err, sizeof(err)) != WYE_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err[0] ? err : "cannot load the configuration");
+        return -1;
+    }
+    WYE_INFO("%s: local model %s (%s)", prog, path, why);
+    if (strstr(why, "test model")) {
+        WYE_WARN("%s: that is a tiny test model; deploy/download-model.sh gets a real one", prog);
+    }
+    return 0;
+}
 
 static int cli_list(const char *dir)
 {
@@ -125,7 +214,7 @@ static int cli_list(const char *dir)
 }
 
 static int cli_run(const char *dir, const char *config, struct conf_overrides *ov, const char *name,
-                   const char *input, bool json, bool no_ledger)
+                   const char *input, bool json, bool no_ledger, bool no_local)
 {
     char eb[512] = "";
     struct conf_config *cfg = NULL;
@@ -134,6 +223,15 @@ static int cli_run(const char *dir, const char *config, struct conf_overrides *o
         return 2;
     }
     wye_log_set_level(cfg->log_level);
+    if (no_local && cfg->engine.model_path) {
+        fprintf(stderr, "wye agent: --no-local contradicts a local model (--model, WYE_MODEL or "
+                        "engine.model)\n");
+        conf_destroy(cfg);
+        return 2;
+    }
+    if (!no_local && rt_cli_default_model("wye agent", config, ov, &cfg) != 0) {
+        return 2;
+    }
     if (!cfg->upstream.base_url && !cfg->engine.model_path) {
         fprintf(stderr, "wye agent: no model: configure upstream.base_url (--upstream) and/or "
                         "engine.model (--model)\n");
@@ -242,6 +340,14 @@ static int cli_run(const char *dir, const char *config, struct conf_overrides *o
     }
     if (w.err) {
         fprintf(stderr, "wye agent: %s\n", w.reason ? w.reason : wye_err_str(w.err));
+        if (w.reason && strstr(w.reason, "context length") && !cfg->upstream.base_url) {
+            fprintf(stderr,
+                    "wye agent: the local model %s is too small for this agent's tool "
+                    "prompt: give a real model (--model PATH; bash "
+                    "deploy/download-model.sh gets one) or a remote API (--upstream URL "
+                    "--upstream-model NAME)\n",
+                    cfg->engine.model_path);
+        }
     }
     rc = w.err ? 1 : 0;
 out:
@@ -266,7 +372,7 @@ int rt_cli_agent(int argc, char **argv)
     const char *dir = "./lua/examples", *config = NULL;
     const char *pos[3] = {NULL, NULL, NULL};
     int n_pos = 0;
-    bool json = false, no_ledger = false;
+    bool json = false, no_ledger = false, no_local = false;
     struct conf_overrides ov;
     memset(&ov, 0, sizeof(ov));
     for (int i = 1; i < argc; i++) {
@@ -280,6 +386,9 @@ int rt_cli_agent(int argc, char **argv)
             continue;
         } else if (strcmp(a, "--no-ledger") == 0) {
             no_ledger = true;
+            continue;
+        } else if (strcmp(a, "--no-local") == 0) {
+            no_local = true;
             continue;
         } else if (strcmp(a, "--ledger") == 0) {
             dst = &ov.ledger;
@@ -315,7 +424,7 @@ int rt_cli_agent(int argc, char **argv)
         return cli_list(dir);
     }
     if (n_pos == 3 && strcmp(pos[0], "run") == 0) {
-        return cli_run(dir, config, &ov, pos[1], pos[2], json, no_ledger);
+        return cli_run(dir, config, &ov, pos[1], pos[2], json, no_ledger, no_local);
     }
     usage(stderr);
     return 2;

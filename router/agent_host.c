@@ -1,11 +1,12 @@
 /* The agents' host ops over the router. chat: builds an OpenAI body (messages with tool_calls
- * and tool results, tools, max_tokens) into a wye_chat_req and submits it with
- * rt_router_submit; a sink accumulates text, tool_calls deltas and usage (streaming each text
+ * and tool results, tools, response_format, max_tokens) into a wye_chat_req for the run's API
+ * key (key_name: its rate limit, routes, budgets and ledger attribution apply) and submits it
+ * with rt_router_submit; a sink accumulates text, tool_calls deltas and usage (streaming each text
  * delta to the run as it comes) and answers the op at finish, priced by rt_price_answer
  * (router/price.h) like the router's ledger. http: a plain request on the upstream client's
  * thread (rt_upstream_http, the router's libcurl multi handle), response capped, aborted when
  * the run ends.
- * Threads: chat and http are called on the agent worker; the chat sink runs on the router's
+ * Threads: chat and http are called on the run's agent worker; the chat sink runs on the router's
  * threads, the http answer on the upstream thread. */
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "common/crypto.h"
 #include "common/log.h"
 #include "router/agent_host.h"
+#include "router/keys.h"
 #include "router/price.h"
 #include "router/router.h"
 #include "router/rt_route_internal.h"
@@ -131,11 +133,14 @@ static enum wye_err ah_chat(void *ctx, const struct agent_chat_call *call, struc
     cJSON *body = cJSON_CreateObject();
     cJSON *msgs = cJSON_Parse(call->messages_json);
     cJSON *tools = call->tools_json ? cJSON_Parse(call->tools_json) : NULL;
+    cJSON *rf = call->response_format_json ? cJSON_Parse(call->response_format_json) : NULL;
     cJSON *so = cJSON_CreateObject();
-    if (!body || !msgs || !so || (call->tools_json && !tools)) {
+    if (!body || !msgs || !so || (call->tools_json && !tools) ||
+        (call->response_format_json && !rf)) {
         cJSON_Delete(body);
         cJSON_Delete(msgs);
         cJSON_Delete(tools);
+        cJSON_Delete(rf);
         cJSON_Delete(so);
         snprintf(errbuf, errlen, "out of memory (or bad messages)");
         return WYE_ERR_NOMEM;
@@ -153,6 +158,10 @@ static enum wye_err ah_chat(void *ctx, const struct agent_chat_call *call, struc
     cJSON_AddItemToObject(body, "messages", msgs);
     if (tools) {
         cJSON_AddItemToObject(body, "tools", tools);
+    }
+    if (rf) {
+        /* json_schema answered locally is decoded under the schema (router/local.c) */
+        cJSON_AddItemToObject(body, "response_format", rf);
     }
     if (call->max_tokens > 0) {
         cJSON_AddNumberToObject(body, "max_tokens", call->max_tokens);
@@ -174,10 +183,22 @@ static enum wye_err ah_chat(void *ctx, const struct agent_chat_call *call, struc
     req->t_received_ns = wye_now_ns();
     req->agent_run_id = call->run_id;
     req->agent = wye_strdup(call->agent ? call->agent : "");
-    if (!req->agent) {
+    /* the run's API key: its routes and budgets apply and the ledger names it */
+    req->key_name = call->key_name ? wye_strdup(call->key_name) : NULL;
+    if (!req->agent || (call->key_name && !req->key_name)) {
         wye_chat_req_destroy(req);
         snprintf(errbuf, errlen, "out of memory");
         return WYE_ERR_NOMEM;
+    }
+    /* each model call of a keyed run takes a request from the key's rate limit, like a chat */
+    struct rt_key *key =
+        h->rt->keys && req->key_name ? rt_keys_find(h->rt->keys, req->key_name) : NULL;
+    int64_t retry_ms = 0;
+    if (key && rt_keys_rate_take(key, wye_now_ns(), &retry_ms) != WYE_OK) {
+        snprintf(errbuf, errlen, "rate limit of %s exceeded; retry after %lld s", req->key_name,
+                 (long long)((retry_ms + 999) / 1000));
+        wye_chat_req_destroy(req);
+        return WYE_ERR_LIMIT;
     }
     wye_log(WYE_LOG_INFO, req->id, "agents: %s run %llu calls model %s", call->agent,
             (unsigned long long)call->run_id, call->model ? call->model : "auto");

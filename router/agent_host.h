@@ -29,5 +29,14 @@ void rt_agent_host_set_events(struct rt_agent_host *h, rt_agent_event_fn fn, voi
 
 /* `wye agent list [--dir DIR]` and `wye agent run NAME INPUT [--dir DIR] [-c CONF] [--json]`. */
 int rt_cli_agent(int argc, char **argv);
+/* The local model of `wye serve` and `wye agent run` (main thread; prog names the command in
+ * messages): when *cfg has none (no --model, WYE_MODEL or engine.model), the first *.gguf in
+ * ./models/, else ../shared/models/stories260K-q8_0.gguf beside the working directory or beside
+ * the source tree the binary was built in; *cfg is reloaded from config with it as ov->model
+ * (ov->model then points to static storage). Logs the choice and why. 0, or -1 with the reason
+ * on stderr and *cfg freed when the config fails to reload, or nothing is found and no upstream
+ * is set. */
+int rt_cli_default_model(const char *prog, const char *config, struct conf_overrides *ov,
+                         struct conf_config **cfg);
 
 #endif

@@ -24,6 +24,8 @@ struct ats {
     atomic_bool stop;
     atomic_long chats, slow_started, slow_aborted, live;
     atomic_llong chat_busy_ns;
+    pthread_mutex_t last_lock;
+    char *last_body; /* last_lock: the last chat request's body */
 };
 
 struct conn {
@@ -118,10 +120,57 @@ static const char *content_of(const cJSON *m)
     return cJSON_IsString(c) ? c->valuestring : "";
 }
 
+/* A JSON object for a response_format schema: each property of an object schema gets the enum
+ * value named in text (case-insensitive), else "hard" when text says "API" and the enum has
+ * it, else the enum's first value; strings "x", numbers 1, booleans true. malloc'd. */
+static char *schema_answer(const cJSON *schema, const char *text)
+{
+    cJSON *o = cJSON_CreateObject();
+    const cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(schema, "properties"))
+    {
+        const cJSON *en = cJSON_GetObjectItemCaseSensitive(p, "enum");
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(p, "type");
+        const char *type = cJSON_IsString(ty) ? ty->valuestring : "";
+        if (cJSON_GetArraySize(en) > 0) {
+            const cJSON *pick = cJSON_GetArrayItem(en, 0), *e;
+            bool named = false;
+            cJSON_ArrayForEach(e, en)
+            {
+                if (!named && cJSON_IsString(e) && strcasestr(text, e->valuestring)) {
+                    pick = e;
+                    named = true;
+                } else if (!named && cJSON_IsString(e) && strcmp(e->valuestring, "hard") == 0 &&
+                           strstr(text, "API")) {
+                    pick = e;
+                }
+            }
+            cJSON_AddItemToObject(o, p->string, cJSON_Duplicate(pick, true));
+        } else if (strcmp(type, "integer") == 0 || strcmp(type, "number") == 0) {
+            cJSON_AddNumberToObject(o, p->string, 1);
+        } else if (strcmp(type, "boolean") == 0) {
+            cJSON_AddTrueToObject(o, p->string);
+        } else {
+            cJSON_AddStringToObject(o, p->string, "x");
+        }
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
 static void chat(struct ats *s, int fd, const char *body)
 {
     atomic_fetch_add(&s->chats, 1);
+    pthread_mutex_lock(&s->last_lock);
+    free(s->last_body);
+    s->last_body = strdup(body);
+    pthread_mutex_unlock(&s->last_lock);
     cJSON *req = cJSON_Parse(body);
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(req, "response_format"),
+                                         "json_schema"),
+        "schema");
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req, "messages");
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(req, "tools");
     int n = cJSON_GetArraySize(msgs);
@@ -167,6 +216,10 @@ static void chat(struct ats *s, int fd, const char *body)
     } else if (strcmp(last_role, "tool") == 0) {
         text_delta(fd, "Answer: ");
         text_delta(fd, content_of(last));
+    } else if (cJSON_IsObject(schema)) {
+        char *t = schema_answer(schema, last_user);
+        text_delta(fd, t ? t : "{}");
+        free(t);
     } else if (strstr(sys, "easy or hard")) {
         text_delta(fd, strstr(last_user, "API") ? "hard" : "easy");
     } else {
@@ -336,6 +389,7 @@ struct ats *ats_start(void)
         return NULL;
     }
     s->port = ntohs(a.sin_port);
+    pthread_mutex_init(&s->last_lock, NULL);
     if (pthread_create(&s->thread, NULL, accept_main, s) != 0) {
         close(s->fd);
         free(s);
@@ -352,6 +406,14 @@ int ats_port(const struct ats *s)
 long ats_chat_requests(struct ats *s)
 {
     return atomic_load(&s->chats);
+}
+
+char *ats_last_chat_body(struct ats *s)
+{
+    pthread_mutex_lock(&s->last_lock);
+    char *b = s->last_body ? strdup(s->last_body) : NULL;
+    pthread_mutex_unlock(&s->last_lock);
+    return b;
 }
 
 long long ats_chat_busy_ns(struct ats *s)
@@ -381,5 +443,7 @@ void ats_stop(struct ats *s)
         nanosleep(&ts, NULL);
     }
     close(s->fd);
+    free(s->last_body);
+    pthread_mutex_destroy(&s->last_lock);
     free(s);
 }

@@ -15,3 +15,15 @@ if(TARGET wye_gateway)
            wye_agents wye_conf wye_stub_upstream wye_common)
   set_tests_properties(test_agents_stream PROPERTIES TIMEOUT 120)
 endif()
+# Agents on the local track: response_format answered by stories260K under its schema.
+wye_test(test_agents_local test_agents_local.c wye_router wye_agents PkgConfig::CJSON)
+set_tests_properties(test_agents_local PROPERTIES TIMEOUT 120)
+# `wye agent run support "Where is my order 1234?"` as typed (the built binary, fork/exec).
+if(TARGET wye)
+  wye_test(test_agents_cli test_agents_cli.c wye_agents_test_server)
+  add_dependencies(test_agents_cli wye)
+  set_tests_properties(test_agents_cli PROPERTIES TIMEOUT 120)
+endif()
+# Several agent workers, each with its own Lua state (spinners and memory hogs stay on theirs).
+wye_test(test_agents_workers test_agents_workers.c wye_agents)
+set_tests_properties(test_agents_workers PROPERTIES TIMEOUT 120)

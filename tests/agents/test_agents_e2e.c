@@ -206,12 +206,48 @@ static void test_triage(void **state)
     cJSON *j = cJSON_Parse(e->o.answer);
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "escalated")));
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "difficulty")->valuestring, "hard");
+    /* the classification came back as JSON for its response_format (the scripted upstream
+     * picks the enum's first value when the ticket names none) */
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "category")->valuestring, "account");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "answer")->valuestring,
+                        "Reply: My invoice shows VAT twice and the refund API returns 409");
     cJSON_Delete(j);
-    submit(e, e->examples, "triage", "How do I reset my password?");
+    char *body = ats_last_chat_body(e->srv);
+    assert_non_null(body);
+    free(body);
+    submit(e, e->examples, "triage", "My order never arrived: is shipping late?");
     wait_done(e, 20);
     j = cJSON_Parse(e->o.answer);
     assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "escalated")));
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "answer")->valuestring, "easy");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "difficulty")->valuestring, "easy");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "category")->valuestring, "shipping");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "answer")->valuestring,
+                        "Reply: My order never arrived: is shipping late?");
+    cJSON_Delete(j);
+}
+
+/* ctx:chat passes tools and response_format through to the model's request, and answers the
+ * calls the model asked for (OpenAI form). */
+static void test_chat_tools_passthrough(void **state)
+{
+    struct e2e *e = *state;
+    submit(e, e->slow, "toolchat", "Where is order 77?");
+    wait_done(e, 20);
+    assert_int_equal(e->o.err, WYE_OK);
+    char *body = ats_last_chat_body(e->srv);
+    cJSON *req = cJSON_Parse(body);
+    free(body);
+    const cJSON *t0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(req, "tools"), 0);
+    const cJSON *f0 = cJSON_GetObjectItemCaseSensitive(t0, "function");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(f0, "name")->valuestring, "find_order");
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(f0, "parameters"), "properties");
+    assert_true(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(props, "order_id")));
+    cJSON_Delete(req);
+    /* the workflow returns the call it got back: {name, args} */
+    cJSON *j = cJSON_Parse(e->o.answer);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "name")->valuestring, "find_order");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "order_id")->valuestring, "77");
     cJSON_Delete(j);
 }
 
@@ -305,9 +341,13 @@ int main(void)
 {
     wye_alloc_install_cjson_hooks();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_support),          cmocka_unit_test(test_summarise),
-        cmocka_unit_test(test_triage),           cmocka_unit_test(test_http_cap),
-        cmocka_unit_test(test_cancel_slow_tool), cmocka_unit_test(test_http_without_upstream),
+        cmocka_unit_test(test_support),
+        cmocka_unit_test(test_summarise),
+        cmocka_unit_test(test_triage),
+        cmocka_unit_test(test_chat_tools_passthrough),
+        cmocka_unit_test(test_http_cap),
+        cmocka_unit_test(test_cancel_slow_tool),
+        cmocka_unit_test(test_http_without_upstream),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -72,7 +72,8 @@ static void test_stub_tool_loop(void **state)
     int st = 0;
     snprintf(cmd, sizeof(cmd),
              "WYE_LOG_LEVEL=error " WYE_BIN " agent run forecaster '#stub tools=1' --dir " E2E_DIR
-             " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model --json 2>/dev/null",
+             " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model --no-local --json "
+             "2>/dev/null",
              stub_upstream_port(s));
     char *out = run_cmd(cmd, &st);
     /* the stub never stops asking for the tool: the run ends at max_steps */
@@ -114,7 +115,8 @@ static void test_stub_tool_loop(void **state)
     /* a plain answer: printed on stdout, exit 0 */
     snprintf(cmd, sizeof(cmd),
              "WYE_LOG_LEVEL=error " WYE_BIN " agent run forecaster 'hello big world' --dir " E2E_DIR
-             " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model 2>/dev/null",
+             " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model --no-local "
+             "2>/dev/null",
              stub_upstream_port(s));
     out = run_cmd(cmd, &st);
     assert_int_equal(st, 0);
@@ -122,7 +124,8 @@ static void test_stub_tool_loop(void **state)
     free(out);
     snprintf(cmd, sizeof(cmd),
              WYE_BIN " agent run nobody hi --dir " E2E_DIR
-                     " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model 2>&1",
+                     " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model "
+                     "--no-local 2>&1",
              stub_upstream_port(s));
     out = run_cmd(cmd, &st);
     assert_int_equal(st, 1);
@@ -144,6 +147,7 @@ static void test_cli_ledger(void **state)
     snprintf(cmd, sizeof(cmd),
              "WYE_LOG_LEVEL=error " WYE_BIN " agent run forecaster 'hello there' --dir " E2E_DIR
              " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model --no-ledger "
+             "--no-local "
              "2>/dev/null",
              stub_upstream_port(s));
     char *out = run_cmd(cmd, &st);
@@ -152,7 +156,8 @@ static void test_cli_ledger(void **state)
     assert_int_not_equal(access(ledger_path, F_OK), 0); /* --no-ledger wrote nothing */
     snprintf(cmd, sizeof(cmd),
              "WYE_LOG_LEVEL=error " WYE_BIN " agent run forecaster 'hello there' --dir " E2E_DIR
-             " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model 2>/dev/null",
+             " --upstream http://127.0.0.1:%d/v1 --upstream-model stub-model --no-local "
+             "2>/dev/null",
              stub_upstream_port(s));
     out = run_cmd(cmd, &st);
     assert_int_equal(st, 0);

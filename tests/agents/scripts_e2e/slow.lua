@@ -40,3 +40,26 @@ agent {
   tools = {"weather"},
   max_steps = 2,
 }
+
+-- ctx:chat with tools (test_chat_tools_passthrough): returns the call the model asked for.
+workflow("toolchat", function(ctx, input)
+  local r = ctx:chat {
+    model = "remote",
+    prompt = input,
+    tools = {{
+      type = "function",
+      ["function"] = {
+        name = "find_order",
+        description = "find an order",
+        parameters = {type = "object", properties = {order_id = {type = "string"}},
+                      required = {"order_id"}},
+      },
+    }},
+  }
+  local call = r.tool_calls and r.tool_calls[1]
+  if not call then
+    return {text = r.text}
+  end
+  local args = wye.json.decode(call["function"].arguments)
+  return {name = call["function"].name, order_id = args.order_id}
+end)
