@@ -4,7 +4,10 @@
  * total latency and of the time to the first body byte (the first SSE event when streaming),
  * as text or JSON. A streamed answer counts only if it ends with [DONE]; a non-streamed one
  * only if it is HTTP 200 with a "choices" member. One thread (main) drives every transfer
- * through a libcurl multi handle, so the client costs the same whatever it measures. */
+ * through a libcurl multi handle, so the client costs the same whatever it measures.
+ * Connections are reused (curl's pool; one easy handle per client) whenever the server keeps
+ * them, streamed answers included; "connects" reports how many TCP connections were opened
+ * for the measured requests (== requests when the server closes after every answer). */
 #include <curl/curl.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -30,6 +33,7 @@ struct run {
     int n_started;
     int n_done;
     int n_failed;
+    long n_connects; /* new connections the measured requests opened */
     int stream;
     long timeout_ms;
     double *lat_ms;
@@ -187,6 +191,9 @@ int main(int argc, char **argv)
             long status = 0;
             curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
             curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+            long connects = 0;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_NUM_CONNECTS, &connects);
+            r.n_connects += connects;
             curl_multi_remove_handle(multi, m->easy_handle);
             if (m->data.result == CURLE_OK && status == 200 && x->done_seen) {
                 int64_t now = wye_now_ns();
@@ -213,17 +220,17 @@ int main(int argc, char **argv)
     if (json) {
         printf("{\"label\":\"%s\",\"stream\":%s,\"concurrency\":%d,\"requests\":%d,"
                "\"failed\":%d,\"req_per_s\":%.1f,\"lat_p50_ms\":%.3f,\"lat_p90_ms\":%.3f,\"lat_p99_ms\":%.3f,"
-               "\"ttfb_p50_ms\":%.3f,\"ttfb_p99_ms\":%.3f}\n",
+               "\"ttfb_p50_ms\":%.3f,\"ttfb_p99_ms\":%.3f,\"connects\":%ld}\n",
                label, r.stream ? "true" : "false", conc, r.n_done, r.n_failed, r.n_done / secs,
                pct(r.lat_ms, r.n_done, .5), pct(r.lat_ms, r.n_done, .9),
                pct(r.lat_ms, r.n_done, .99), pct(r.ttfb_ms, r.n_done, .5),
-               pct(r.ttfb_ms, r.n_done, .99));
+               pct(r.ttfb_ms, r.n_done, .99), r.n_connects);
     } else {
         printf("%-10s c=%-3d n=%-5d failed=%-3d %8.1f req/s  latency p50 %.3f p90 %.3f p99 %.3f ms"
-               "  ttfb p50 %.3f p99 %.3f ms\n",
+               "  ttfb p50 %.3f p99 %.3f ms  connects %ld\n",
                label, conc, r.n_done, r.n_failed, r.n_done / secs, pct(r.lat_ms, r.n_done, .5),
                pct(r.lat_ms, r.n_done, .9), pct(r.lat_ms, r.n_done, .99),
-               pct(r.ttfb_ms, r.n_done, .5), pct(r.ttfb_ms, r.n_done, .99));
+               pct(r.ttfb_ms, r.n_done, .5), pct(r.ttfb_ms, r.n_done, .99), r.n_connects);
     }
     for (int i = 0; i < conc; i++) {
         if (xs[i].easy) {

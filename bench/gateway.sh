@@ -122,13 +122,22 @@ echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC'); load: $(cut -d' ' -f1-3 /proc/lo
 echo "# machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB"
 echo "# requests per point: $requests (after $warm warm-up); the stub streams 8 deltas; all on 127.0.0.1"
 # One target at one concurrency: warm up, then measure. Prints one JSON line.
+# For wye, also the CPU time its process used per measured request (user + system, from
+# /proc/PID/stat, so every thread counts: lws, upstream, ledger writer).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 point() { # label stream(0/1) conc url [extra args...]
   local label=$1 stream=$2 c=$3 url=$4; shift 4
-  local mode=()
+  local mode=() t0=0
   [ "$stream" = 1 ] || mode=(--no-stream)
   $client --url "$url" -c "$c" -n $warm -p "$prompt" "${mode[@]}" "$@" --timeout-ms 5000 >/dev/null 2>&1 || true
+  [ "$label" != wye ] || t0=$(cpu_ticks "$wye_pid")
   $client --label "$label" --url "$url" -c "$c" -n "$requests" -p "$prompt" "${mode[@]}" "$@" \
     --timeout-ms 5000 --json | tee -a "$tmp/results.jsonl" || true
+  if [ "$label" = wye ]; then
+    python3 -c "import sys; t = int(sys.argv[1]) - int(sys.argv[2]); print('{\"label\":\"wye-cpu\",\"stream\":%s,\"concurrency\":%s,\"cpu_us_per_req\":%.1f}' % (sys.argv[3], sys.argv[4], t * 1e6 / int(sys.argv[5]) / int(sys.argv[6])))" \
+      "$(cpu_ticks "$wye_pid")" "$t0" "$([ "$stream" = 1 ] && echo true || echo false)" "$c" "$(getconf CLK_TCK)" "$requests" \
+      | tee -a "$tmp/results.jsonl"
+  fi
 }
 for stream in 1 0; do
   for c in 1 16 64; do
@@ -162,11 +171,13 @@ done
 # The tables: what wye and Portkey add to the direct latency at each point, and their ratio.
 python3 - "$tmp/results.jsonl" <<'EOF'
 import json, sys
-pts, ws = {}, []
+pts, ws, cpu = {}, [], {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if r["label"] == "ws-capacity":
         ws.append(r)
+    elif r["label"] == "wye-cpu":
+        cpu[(r["stream"], r["concurrency"])] = r["cpu_us_per_req"]
     else:
         pts[(r["stream"], r["concurrency"], r["label"])] = r
 def f(v):
@@ -174,11 +185,13 @@ def f(v):
 for stream in (True, False):
     print()
     print(f"{'streamed' if stream else 'non-streamed'} (ms; added = target - direct at the same "
-          "percentile; failed = requests that did not complete within 5 s)")
+          "percentile; failed = requests that did not complete within 5 s; TCP connections = "
+          "opened by the client for the measured requests; wye CPU = its process's user + "
+          "system time per measured request)")
     print("| conc | direct p50 / p99 / ttfb p50 | wye p50 / p99 / ttfb p50 | wye adds p50 / p99 | "
           "portkey p50 / p99 / ttfb p50 | portkey adds p50 / p99 | wye added / portkey added p50 / p99 | "
-          "req/s d/w/p | failed d/w/p |")
-    print("|---:|---|---|---|---|---|---|---|---|")
+          "req/s d/w/p | failed d/w/p | TCP connections d/w/p | wye CPU µs/req |")
+    print("|---:|---|---|---|---|---|---|---|---|---|---:|")
     for c in (1, 16, 64):
         d, w, p = (pts.get((stream, c, k)) for k in ("direct", "wye", "portkey"))
         if not d:
@@ -194,8 +207,10 @@ for stream in (True, False):
             return "-"
         fails = "/".join(str(x["failed"]) if x else "-" for x in (d, w, p))
         rps = "/".join(f"{x['req_per_s']:.0f}" if x else "-" for x in (d, w, p))
+        conns = "/".join(str(x.get("connects", "-")) if x else "-" for x in (d, w, p))
         print(f"| {c} | {trip(d)} | {trip(w)} | {add(w)} | {trip(p)} | {add(p)} | "
-              f"{ratio('lat_p50_ms')} / {ratio('lat_p99_ms')} | {rps} | {fails} |")
+              f"{ratio('lat_p50_ms')} / {ratio('lat_p99_ms')} | {rps} | {fails} | {conns} | "
+              f"{cpu.get((stream, c), '-')} |")
 for r in ws:
     print()
     print(f"WebSocket: {r['streams_live']}/{r['streams_requested']} streams live, "

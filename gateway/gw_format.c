@@ -199,26 +199,48 @@ enum wye_err gw_fmt_ws_error(struct wye_buf *b, int status, const char *id, cons
     return err;
 }
 
-/* `data: {"id":...,"object":"chat.completion.chunk",...,"choices":[` */
+/* `data: {"id":...,"object":"chat.completion.chunk","created":...,"model":...`: the same for
+ * every event of a stream, so it is formatted once (at the first event, after start() named
+ * the model) into s->prefix and copied from there. */
 static enum wye_err sse_chunk_head(struct gw_stream *s, struct wye_buf *b)
 {
-    enum wye_err err =
-        wye_buf_printf(b,
-                       "data: {\"id\":\"chatcmpl-%s\",\"object\":"
-                       "\"chat.completion.chunk\",\"created\":%" PRId64 ",\"model\":",
-                       s->reqid + 4, s->created_s);
-    if (!err) {
-        err = wye_buf_append_json_str(b, s->model, strlen(s->model));
+    if (s->prefix.len == 0) {
+        enum wye_err err =
+            wye_buf_printf(&s->prefix,
+                           "data: {\"id\":\"chatcmpl-%s\",\"object\":"
+                           "\"chat.completion.chunk\",\"created\":%" PRId64 ",\"model\":",
+                           s->reqid + 4, s->created_s);
+        if (!err) {
+            err = wye_buf_append_json_str(&s->prefix, s->model, strlen(s->model));
+        }
+        if (err) {
+            wye_buf_reset(&s->prefix);
+            return err;
+        }
     }
-    return err;
+    return wye_buf_append(b, s->prefix.data, s->prefix.len);
 }
 
+/* `{"type":"<type>","id":<the client's id>`; the id's JSON text is kept in s->prefix. */
 static enum wye_err ws_head(struct gw_stream *s, struct wye_buf *b, const char *type)
 {
-    const char *id = s->client_id ? s->client_id : s->reqid;
-    enum wye_err err = wye_buf_printf(b, "{\"type\":\"%s\",\"id\":", type);
+    if (s->prefix.len == 0) {
+        const char *id = s->client_id ? s->client_id : s->reqid;
+        enum wye_err err = wye_buf_append_json_str(&s->prefix, id, strlen(id));
+        if (err) {
+            wye_buf_reset(&s->prefix);
+            return err;
+        }
+    }
+    enum wye_err err = wye_buf_append_str(b, "{\"type\":\"");
     if (!err) {
-        err = wye_buf_append_json_str(b, id, strlen(id));
+        err = wye_buf_append_str(b, type);
+    }
+    if (!err) {
+        err = wye_buf_append_str(b, "\",\"id\":");
+    }
+    if (!err) {
+        err = wye_buf_append(b, s->prefix.data, s->prefix.len);
     }
     return err;
 }
@@ -362,8 +384,10 @@ enum wye_err gw_fmt_event(struct gw_stream *s, const struct wye_event *ev)
     case GW_KIND_SSE:
         err = sse_chunk_head(s, b);
         if (!err) {
-            err = wye_buf_printf(b, ",\"choices\":[{\"index\":0,\"delta\":{%s",
-                                 s->n_events == 0 ? "\"role\":\"assistant\"," : "");
+            err =
+                wye_buf_append_str(b, s->n_events == 0 ? ",\"choices\":[{\"index\":0,\"delta\":{"
+                                                         "\"role\":\"assistant\","
+                                                       : ",\"choices\":[{\"index\":0,\"delta\":{");
         }
         if (!err && tool) {
             err = wye_buf_append_str(b, "\"tool_calls\":");

@@ -1,8 +1,13 @@
 /* HTTP routes (lws thread): POST /v1/chat/completions (JSON or SSE answer from a stream),
- * GET /v1/models, GET /v1/ledger/summary, GET /healthz, GET /metrics; errors as OpenAI error JSON with the right
- * status. Small answers are "static": decided at once, written as headers then body in two
- * WRITEABLE callbacks. Streamed answers write headers when the first chunk (or the failure
- * before any data) arrives, then coalesce queued chunks into one lws_write per WRITEABLE.
+ * GET /v1/models, GET /v1/ledger/summary, GET /healthz, GET /metrics; errors as OpenAI error JSON
+ * with the right status. Small answers are "static": decided at once and written, headers and
+ * body, in one lws_write (HTTP/2: headers, then body in the next WRITEABLE). Streamed answers
+ * write their headers with whatever is queued when the first chunk (or the failure before any
+ * data) arrives, then coalesce queued chunks into one lws_write per WRITEABLE.
+ * SSE goes out with Transfer-Encoding: chunked (framed here: lws 4.1 only chunks compressed
+ * bodies) to HTTP/1.1 clients that keep the connection, so the next request reuses it; the
+ * transaction completes after the last chunk, once lws has flushed everything it buffered.
+ * HTTP/1.0 clients and "Connection: close" requests get a close-delimited stream.
  * Authentication (Authorization: Bearer) guards the /v1/ routes; the presented key is hashed and
  * compared by router/keys.c and never copied anywhere else or logged.
  * GET /v1/ledger/summary is answered by the summary worker thread (below): the lws thread
@@ -25,6 +30,7 @@
 
 #define GW_RESP_MAX ((size_t)8 << 20)
 #define GW_COALESCE 16384
+#define GW_CHUNK_HDR 16 /* room before the payload for a chunk-size line "%zx\r\n" */
 #define GW_HDR_BUF 2048
 /* "Bearer " + the longest key accepted + slack for spaces. */
 #define GW_AUTH_HDR_MAX (RT_KEY_LEN_MAX + 32)
@@ -373,6 +379,29 @@ static void handle_chat(struct lws *wsi, struct gw_server *srv, struct gw_pss *p
     }
 }
 
+/* The connection outlives this request: HTTP/1.1 unless "Connection: close" is listed, the
+ * rule lws applies (an HTTP/1.0 "keep-alive" still gets no chunked answer from us). */
+static bool http_keep_alive(struct lws *wsi)
+{
+    char v[16], c[128];
+    if (lws_hdr_copy(wsi, v, sizeof(v), WSI_TOKEN_HTTP) < 8 || strncmp(v, "HTTP/1.1", 8) != 0) {
+        return false;
+    }
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_CONNECTION) <= 0 ||
+        lws_hdr_copy(wsi, c, sizeof(c), WSI_TOKEN_CONNECTION) <= 0) {
+        return true;
+    }
+    for (char *p = c; *p;) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ", \t");
+        if (n == 5 && strncasecmp(p, "close", 5) == 0) {
+            return false;
+        }
+        p += n;
+    }
+    return true;
+}
+
 static void handle_request(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss,
                            const char *path)
 {
@@ -383,6 +412,9 @@ static void handle_request(struct lws *wsi, struct gw_server *srv, struct gw_pss
     pss->t0_ns = wye_now_ns();
     pss->retry_after_s = 0;
     pss->key = NULL;
+    pss->h1 = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP) > 0; /* a request line's HTTP/1.x */
+    pss->keep_alive = pss->h1 && http_keep_alive(wsi);
+    pss->chunked = false;
     if (wye_reqid_new(pss->reqid) != WYE_OK) {
         snprintf(pss->reqid, sizeof(pss->reqid), "req_000000000000000000000000");
     }
@@ -522,11 +554,13 @@ static void handle_request(struct lws *wsi, struct gw_server *srv, struct gw_pss
     pss->is_chat = true;
 }
 
-static int write_headers(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss, int status,
-                         const char *ctype, lws_filepos_t clen, struct gw_stream *s)
+/* Formats the response headers into [start, end), terminated; returns their length, or -1
+ * if they do not fit. */
+static int build_headers(struct lws *wsi, struct gw_pss *pss, int status, const char *ctype,
+                         lws_filepos_t clen, struct gw_stream *s, unsigned char *start,
+                         unsigned char *end)
 {
-    unsigned char buf[LWS_PRE + GW_HDR_BUF];
-    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
+    unsigned char *p = start;
     char route[16] = "", model[128] = "";
     double score = -1;
     if (s) {
@@ -536,8 +570,18 @@ static int write_headers(struct lws *wsi, struct gw_server *srv, struct gw_pss *
         score = s->score;
         pthread_mutex_unlock(&s->lock);
     }
-    (void)srv;
-    if (lws_add_http_common_headers(wsi, (unsigned int)status, ctype, clen, &p, end)) {
+    if (pss->chunked) {
+        /* lws_add_http_common_headers would announce "connection: close" for a body without a
+         * length; a chunked one keeps the connection */
+        if (lws_add_http_header_status(wsi, (unsigned int)status, &p, end) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                         (const unsigned char *)ctype, (int)strlen(ctype), &p,
+                                         end) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
+                                         (const unsigned char *)"chunked", 7, &p, end)) {
+            return -1;
+        }
+    } else if (lws_add_http_common_headers(wsi, (unsigned int)status, ctype, clen, &p, end)) {
         return -1;
     }
     if (lws_add_http_header_by_name(
@@ -581,29 +625,69 @@ static int write_headers(struct lws *wsi, struct gw_server *srv, struct gw_pss *
                                     (const unsigned char *)"no-cache", 8, &p, end)) {
         return -1;
     }
-    if (pss->close_after && clen != LWS_ILLEGAL_HTTP_CONTENT_LEN &&
+    if ((pss->close_after || (pss->h1 && !pss->keep_alive)) &&
+        clen != LWS_ILLEGAL_HTTP_CONTENT_LEN &&
         lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:",
                                     (const unsigned char *)"close", 5, &p, end)) {
         return -1;
     }
-    if (lws_finalize_write_http_header(wsi, start, &p, end)) {
+    if (lws_finalize_http_header(wsi, &p, end)) {
+        return -1;
+    }
+    return (int)(p - start);
+}
+
+static int write_headers(struct lws *wsi, struct gw_pss *pss, int status, const char *ctype,
+                         lws_filepos_t clen, struct gw_stream *s)
+{
+    unsigned char buf[LWS_PRE + GW_HDR_BUF];
+    int n = build_headers(wsi, pss, status, ctype, clen, s, buf + LWS_PRE, buf + sizeof(buf) - 1);
+    if (n < 0 || lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_HEADERS) != n) {
         return -1;
     }
     return 0;
 }
 
-/* Copies payload into srv->wbuf after LWS_PRE bytes of headroom. */
-static void wbuf_begin(struct gw_server *srv)
+/* Starts srv->wbuf with LWS_PRE bytes of headroom plus room bytes (for the response headers
+ * and/or a chunk-size line, placed right before the payload appended next). The skipped bytes
+ * are not initialised. */
+static enum wye_err wbuf_begin(struct gw_server *srv, size_t room)
 {
     wye_buf_reset(&srv->wbuf);
-    static const unsigned char zeros[LWS_PRE];
-    (void)wye_buf_append(&srv->wbuf, zeros, LWS_PRE);
+    enum wye_err err = wye_buf_reserve(&srv->wbuf, LWS_PRE + room + GW_COALESCE);
+    if (err) {
+        return err;
+    }
+    srv->wbuf.len = LWS_PRE + room;
+    srv->wbuf.data[srv->wbuf.len] = '\0';
+    return WYE_OK;
 }
 
 static int write_static(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
 {
+    if (pss->phase == 1 && pss->h1 && !pss->head_only) {
+        /* HTTP/1: headers and body in one lws_write (raw bytes either way) */
+        pss->phase = 3;
+        unsigned char hdrs[GW_HDR_BUF];
+        int h = build_headers(wsi, pss, pss->status, pss->ctype, pss->resp.len, NULL, hdrs,
+                              hdrs + sizeof(hdrs) - 1);
+        if (h < 0 || wbuf_begin(srv, (size_t)h) != WYE_OK ||
+            wye_buf_append(&srv->wbuf, pss->resp.data, pss->resp.len) != WYE_OK) {
+            return -1;
+        }
+        unsigned char *start = (unsigned char *)srv->wbuf.data + LWS_PRE;
+        memcpy(start, hdrs, (size_t)h);
+        size_t n = srv->wbuf.len - LWS_PRE;
+        if (lws_write(wsi, start, n, LWS_WRITE_HTTP_HEADERS) < (int)n) {
+            return -1;
+        }
+        if (pss->close_after) {
+            return -1;
+        }
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
     if (pss->phase == 1) {
-        if (write_headers(wsi, srv, pss, pss->status, pss->ctype, pss->resp.len, NULL)) {
+        if (write_headers(wsi, pss, pss->status, pss->ctype, pss->resp.len, NULL)) {
             return -1;
         }
         pss->phase = 2;
@@ -618,8 +702,8 @@ static int write_static(struct lws *wsi, struct gw_server *srv, struct gw_pss *p
         return 0;
     }
     pss->phase = 3;
-    wbuf_begin(srv);
-    if (wye_buf_append(&srv->wbuf, pss->resp.data, pss->resp.len) != WYE_OK) {
+    if (wbuf_begin(srv, 0) != WYE_OK ||
+        wye_buf_append(&srv->wbuf, pss->resp.data, pss->resp.len) != WYE_OK) {
         return -1;
     }
     size_t n = srv->wbuf.len - LWS_PRE;
@@ -633,9 +717,15 @@ static int write_static(struct lws *wsi, struct gw_server *srv, struct gw_pss *p
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* Streamed (and whole-body) answers from a stream. The first write carries the headers and
+ * whatever body is queued, in one lws_write (HTTP/1: raw bytes either way), so a short answer
+ * costs one send; later writes coalesce the queued chunks, framed as HTTP chunks when
+ * pss->chunked. */
 static int write_stream(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
 {
     struct gw_stream *s = pss->stream;
+    unsigned char hdrs[GW_HDR_BUF];
+    size_t hlen = 0;
     if (!pss->headers_sent) {
         pthread_mutex_lock(&s->lock);
         bool has = s->head != NULL || s->finished;
@@ -650,48 +740,80 @@ static int write_stream(struct lws *wsi, struct gw_server *srv, struct gw_pss *p
         if (!sse && !finished) {
             return 0; /* whole-body answers are queued at once by finish */
         }
-        if (write_headers(wsi, srv, pss, status, sse ? "text/event-stream" : "application/json",
-                          sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)queued, s)) {
-            return -1;
-        }
+        pss->chunked = sse && pss->keep_alive && !pss->close_after;
+        const char *ctype = sse ? "text/event-stream" : "application/json";
+        lws_filepos_t clen = sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)queued;
         pss->headers_sent = true;
         gw_metrics_count_request(&srv->metrics, pss->path, status); /* chat or ledger */
-        if (pss->head_only) {
-            /* HEAD (GET routes only): the headers are the whole answer */
-            pss->stream = NULL;
-            gw_stream_release(s);
-            return lws_http_transaction_completed(wsi) ? -1 : 0;
+        if (pss->head_only || !pss->h1) {
+            /* HEAD, or HTTP/2 (lws frames its headers): the headers on their own */
+            if (write_headers(wsi, pss, status, ctype, clen, s)) {
+                return -1;
+            }
+            if (pss->head_only) {
+                /* HEAD (GET routes only): the headers are the whole answer */
+                pss->stream = NULL;
+                gw_stream_release(s);
+                return lws_http_transaction_completed(wsi) ? -1 : 0;
+            }
+            lws_callback_on_writable(wsi);
+            return 0;
         }
-        lws_callback_on_writable(wsi);
-        return 0;
-    }
-    wbuf_begin(srv);
-    bool last = false;
-    for (;;) {
-        struct gw_chunk *c = gw_stream_pop(s, &last);
-        if (!c) {
-            break;
-        }
-        enum wye_err err = wye_buf_append(&srv->wbuf, GW_CHUNK_DATA(c), c->len);
-        gw_stream_recycle(s, c);
-        if (err) {
+        int n = build_headers(wsi, pss, status, ctype, clen, s, hdrs, hdrs + sizeof(hdrs) - 1);
+        if (n < 0) {
             return -1;
         }
-        if (srv->wbuf.len - LWS_PRE >= GW_COALESCE) {
-            break;
+        hlen = (size_t)n;
+    }
+    size_t room = hlen + (pss->chunked ? GW_CHUNK_HDR : 0);
+    if (wbuf_begin(srv, room) != WYE_OK) {
+        return -1;
+    }
+    bool last = false;
+    struct gw_chunk *list = gw_stream_pop_upto(s, GW_COALESCE, &last);
+    enum wye_err err = WYE_OK;
+    for (struct gw_chunk *c = list; c && !err; c = c->next) {
+        err = wye_buf_append(&srv->wbuf, GW_CHUNK_DATA(c), c->len);
+    }
+    gw_stream_recycle_list(s, list);
+    if (err) {
+        return -1;
+    }
+    size_t n = srv->wbuf.len - LWS_PRE - room;
+    char line[GW_CHUNK_HDR];
+    size_t h = 0;
+    if (pss->chunked && n > 0) {
+        /* "<hex size>\r\n" goes right before the payload, "\r\n" after it */
+        h = (size_t)snprintf(line, sizeof(line), "%zx\r\n", n);
+        if (wye_buf_append(&srv->wbuf, "\r\n", 2) != WYE_OK) {
+            return -1;
         }
     }
-    size_t n = srv->wbuf.len - LWS_PRE;
+    if (pss->chunked && last && wye_buf_append(&srv->wbuf, "0\r\n\r\n", 5) != WYE_OK) {
+        return -1; /* the terminating chunk: the answer is complete */
+    }
+    /* [LWS_PRE][unused][headers][chunk-size line][payload...]: LWS_PRE stays free before it */
+    unsigned char *start = (unsigned char *)srv->wbuf.data + LWS_PRE + room - h - hlen;
+    if (hlen) {
+        memcpy(start, hdrs, hlen);
+    }
+    if (h) {
+        memcpy(start + hlen, line, h);
+    }
+    n = (size_t)((unsigned char *)srv->wbuf.data + srv->wbuf.len - start);
     if (n > 0) {
-        int m = lws_write(wsi, (unsigned char *)srv->wbuf.data + LWS_PRE, n,
-                          last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
-        if (m < (int)n) {
+        enum lws_write_protocol wp = hlen   ? LWS_WRITE_HTTP_HEADERS
+                                     : last ? LWS_WRITE_HTTP_FINAL
+                                            : LWS_WRITE_HTTP;
+        if (lws_write(wsi, start, n, wp) < (int)n) {
             return -1;
         }
     }
     if (last) {
         pss->stream = NULL;
         gw_stream_release(s);
+        /* lws defers the completion until what it buffered under backpressure is sent; on a
+         * kept connection it then reads the next request */
         return lws_http_transaction_completed(wsi) ? -1 : 0;
     }
     if (gw_stream_has_output(s)) {
@@ -737,7 +859,20 @@ int gw_http_callback(struct gw_server *srv, struct lws *wsi, enum lws_callback_r
         }
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (!pss || pss->kind != GW_PSS_HTTP || pss->responded || !pss->is_chat) {
+        if (!pss || pss->kind != GW_PSS_HTTP) {
+            return 0;
+        }
+        if (pss->body_done) {
+            /* lws 4.1.6 offers the completion again, on every service turn and without ever
+             * getting to WRITEABLE, while bytes of a pipelined next request wait behind this
+             * body (rx flow control does not stop it): a busy loop that would never answer.
+             * Hang up instead; a client that pipelines must retry what was not answered. */
+            wye_log(WYE_LOG_INFO, pss->reqid,
+                    "a request was pipelined after a request body; closing the connection");
+            return -1;
+        }
+        pss->body_done = true;
+        if (pss->responded || !pss->is_chat) {
             return 0;
         }
         pss->close_after = false;

@@ -115,6 +115,7 @@ struct gw_stream {
     struct wye_usage usage;
     bool have_usage;
     struct wye_buf fmt;        /* scratch for formatting one event */
+    struct wye_buf prefix;     /* the stream's constant event prefix (gw_format.c) */
     struct wye_buf text;       /* JSON mode: the whole answer text */
     struct gw_tool_acc *tools; /* JSON mode: assembled tool calls */
 
@@ -146,8 +147,13 @@ void gw_stream_cancel(struct gw_stream *s);
 /* lws thread: pops the first chunk (NULL if none); *last says the stream has finished and
  * nothing else is queued. Hands credit back to the producer below the low-water mark. */
 struct gw_chunk *gw_stream_pop(struct gw_stream *s, bool *last);
+/* lws thread: like pop, but takes as many queued chunks as fit in max payload bytes (at
+ * least one) in one critical section, as a NULL-terminated list. */
+struct gw_chunk *gw_stream_pop_upto(struct gw_stream *s, size_t max, bool *last);
 /* lws thread: returns a popped chunk to the stream's free list (or frees it). */
 void gw_stream_recycle(struct gw_stream *s, struct gw_chunk *c);
+/* lws thread: recycle for a list of popped chunks, in one critical section. */
+void gw_stream_recycle_list(struct gw_stream *s, struct gw_chunk *list);
 /* lws thread: true if output is waiting. */
 bool gw_stream_has_output(struct gw_stream *s);
 /* lws thread: the lws side lets go (connection closed or answer written): clears wsi,
@@ -155,6 +161,8 @@ bool gw_stream_has_output(struct gw_stream *s);
 void gw_stream_release(struct gw_stream *s);
 /* lws thread: drops every queued chunk (used when submit refused the request). */
 void gw_stream_clear(struct gw_stream *s);
+/* Frees the server's spare chunks (gw_server_destroy, once no stream is left). */
+void gw_chunk_pool_cleanup(struct gw_server *srv);
 
 /* ---- formatting (gw_format.c); producer or lws thread ---- */
 
@@ -194,6 +202,13 @@ struct gw_server {
     pthread_mutex_t ready_lock;
     struct gw_stream *ready; /* ready_lock: streams with new output */
     bool ctx_alive;          /* ready_lock: lws_cancel_service may be called */
+
+    /* spare standard-size chunks (gw_stream.c): streams take a few when they start and give
+     * theirs back when freed, so chunks are not malloc'd on the producer's thread and freed
+     * on the lws thread for every event */
+    pthread_mutex_t pool_lock;
+    struct gw_chunk *pool; /* pool_lock */
+    size_t n_pool;         /* pool_lock */
 
     atomic_bool draining;           /* refuse new requests */
     atomic_bool cancel_all;         /* cancel every stream in flight */
@@ -239,9 +254,13 @@ struct gw_pss {
     /* HTTP (one transaction; lws zeroes it per transaction) */
     enum gw_path path;
     bool is_chat;
+    bool body_done;   /* BODY_COMPLETION was handled (lws 4.1 may repeat it) */
     bool responded;   /* a static response was decided */
     bool close_after; /* the request body was not read fully: close after the answer */
     bool head_only;   /* HEAD: headers without the body */
+    bool h1;          /* HTTP/1.x (not an HTTP/2 stream) */
+    bool keep_alive;  /* HTTP/1.1 without "Connection: close": streamed answers go chunked */
+    bool chunked;     /* this answer's body is framed as HTTP/1.1 chunks */
     int phase;        /* static response: 1 headers due, 2 body due */
     int status;
     const char *ctype;

@@ -228,6 +228,9 @@ struct gw_server *gw_server_create(const struct conf_config *cfg, const struct g
     if (pthread_mutex_init(&srv->ready_lock, NULL) != 0) {
         goto fail_free;
     }
+    if (pthread_mutex_init(&srv->pool_lock, NULL) != 0) {
+        goto fail_ready_lock;
+    }
     lws_set_log_level(LLL_ERR, lws_log_to_wye); /* client mistakes are answered, not logged */
 
     struct lws_context_creation_info info;
@@ -275,6 +278,8 @@ struct gw_server *gw_server_create(const struct conf_config *cfg, const struct g
 fail_ctx:
     lws_context_destroy(srv->ctx);
 fail_lock:
+    pthread_mutex_destroy(&srv->pool_lock);
+fail_ready_lock:
     pthread_mutex_destroy(&srv->ready_lock);
 fail_free:
     wye_buf_cleanup(&srv->wbuf);
@@ -392,6 +397,8 @@ void gw_server_destroy(struct gw_server *srv)
                   (long long)atomic_load(&srv->n_live_streams));
         return;
     }
+    gw_chunk_pool_cleanup(srv);
+    pthread_mutex_destroy(&srv->pool_lock);
     pthread_mutex_destroy(&srv->ready_lock);
     wye_buf_cleanup(&srv->wbuf);
     wye_free(srv);

@@ -1,8 +1,9 @@
 /* The stream: a refcounted, bounded queue of preformatted chunks between a producer (any
  * thread: the router's upstream thread, the engine, a test) and the lws thread that writes
  * them. Producers call the sink ops here; the lws thread pops, writes, recycles and hands
- * credit back. Chunks are recycled through a small per-stream free list, so the steady state
- * allocates nothing per event. */
+ * credit back. Chunks are recycled through a small per-stream free list, refilled from and
+ * returned to a server-wide pool of standard-size chunks in batches, so the steady state
+ * allocates nothing per event, nor per request. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,7 +17,10 @@
 #define GW_FREE_MAX 32   /* spare chunks kept per stream */
 #define GW_FMT_MAX ((size_t)64 << 20)
 #define GW_TEXT_MAX ((size_t)64 << 20)
-#define GW_HARD_FACTOR 8 /* a producer that ignores AGAIN this far is cut off */
+#define GW_PREFIX_MAX ((size_t)4096) /* a stream's event prefix: ids and a model name */
+#define GW_HARD_FACTOR 8             /* a producer that ignores AGAIN this far is cut off */
+#define GW_POOL_MAX 4096             /* spare standard-size chunks kept by the server (~2.1 MiB) */
+#define GW_POOL_BATCH 8              /* chunks a stream takes from the pool at once */
 
 static void chunk_free_list(struct gw_chunk *c)
 {
@@ -25,6 +29,58 @@ static void chunk_free_list(struct gw_chunk *c)
         wye_free(c);
         c = n;
     }
+}
+
+/* Gives the standard-size chunks of list back to the server's pool (while it has room) and
+ * frees the others. Any thread. */
+static void pool_give(struct gw_server *srv, struct gw_chunk *list)
+{
+    struct gw_chunk *spill = NULL;
+    pthread_mutex_lock(&srv->pool_lock);
+    while (list) {
+        struct gw_chunk *n = list->next;
+        if (list->cap == GW_CHUNK_MIN && srv->n_pool < GW_POOL_MAX) {
+            list->next = srv->pool;
+            srv->pool = list;
+            srv->n_pool++;
+        } else {
+            list->next = spill;
+            spill = list;
+        }
+        list = n;
+    }
+    pthread_mutex_unlock(&srv->pool_lock);
+    chunk_free_list(spill);
+}
+
+/* Takes up to GW_POOL_BATCH standard-size chunks from the server's pool; NULL if it is
+ * empty. Any thread. */
+static struct gw_chunk *pool_take(struct gw_server *srv)
+{
+    pthread_mutex_lock(&srv->pool_lock);
+    struct gw_chunk *first = srv->pool, *last = NULL;
+    size_t k = 0;
+    for (struct gw_chunk *c = first; c && k < GW_POOL_BATCH; c = c->next) {
+        last = c;
+        k++;
+    }
+    if (last) {
+        srv->pool = last->next;
+        srv->n_pool -= k;
+        last->next = NULL;
+    }
+    pthread_mutex_unlock(&srv->pool_lock);
+    return first;
+}
+
+void gw_chunk_pool_cleanup(struct gw_server *srv)
+{
+    pthread_mutex_lock(&srv->pool_lock);
+    struct gw_chunk *c = srv->pool;
+    srv->pool = NULL;
+    srv->n_pool = 0;
+    pthread_mutex_unlock(&srv->pool_lock);
+    chunk_free_list(c);
 }
 
 struct gw_stream *gw_stream_create(struct gw_server *srv, enum gw_kind kind,
@@ -55,6 +111,7 @@ struct gw_stream *gw_stream_create(struct gw_server *srv, enum gw_kind kind,
     s->score = -1;
     snprintf(s->model, sizeof(s->model), "%s", req->model ? req->model : "auto");
     wye_buf_init(&s->fmt, GW_FMT_MAX);
+    wye_buf_init(&s->prefix, GW_PREFIX_MAX);
     wye_buf_init(&s->text, GW_TEXT_MAX);
     atomic_fetch_add(&srv->n_live_streams, 1);
     return s;
@@ -77,9 +134,14 @@ void gw_stream_unref(struct gw_stream *s)
         return;
     }
     struct gw_server *srv = s->srv;
-    chunk_free_list(s->head);
-    chunk_free_list(s->free_list);
+    struct gw_chunk **tail = &s->head; /* what is still queued, then the spares */
+    while (*tail) {
+        tail = &(*tail)->next;
+    }
+    *tail = s->free_list;
+    pool_give(srv, s->head);
     wye_buf_cleanup(&s->fmt);
+    wye_buf_cleanup(&s->prefix);
     wye_buf_cleanup(&s->text);
     gw_tool_acc_destroy(s->tools);
     wye_free(s->client_id);
@@ -102,6 +164,23 @@ static struct gw_chunk *chunk_get(struct gw_stream *s, size_t n)
         s->n_free--;
     }
     pthread_mutex_unlock(&s->lock);
+    if (!c && n <= GW_CHUNK_MIN) {
+        /* a batch from the server's pool: this one, the rest for the next events */
+        c = pool_take(s->srv);
+        if (c && c->next) {
+            struct gw_chunk *rest = c->next, *tail = rest;
+            size_t k = 1;
+            while (tail->next) {
+                tail = tail->next;
+                k++;
+            }
+            pthread_mutex_lock(&s->lock);
+            tail->next = s->free_list;
+            s->free_list = rest;
+            s->n_free += k;
+            pthread_mutex_unlock(&s->lock);
+        }
+    }
     if (!c) {
         size_t cap = n < GW_CHUNK_MIN ? GW_CHUNK_MIN : n;
         c = wye_malloc(sizeof(*c) + LWS_PRE + cap);
@@ -210,6 +289,59 @@ struct gw_chunk *gw_stream_pop(struct gw_stream *s, bool *last)
     *last = s->finished && !s->head;
     pthread_mutex_unlock(&s->lock);
     return c;
+}
+
+struct gw_chunk *gw_stream_pop_upto(struct gw_stream *s, size_t max, bool *last)
+{
+    size_t cap = s->srv->cfg->limits.stream_buffer_bytes;
+    pthread_mutex_lock(&s->lock);
+    struct gw_chunk *first = s->head, *c = s->head, *end = NULL;
+    size_t n = 0;
+    while (c && (n == 0 || n + c->len <= max)) {
+        n += c->len;
+        end = c;
+        c = c->next;
+    }
+    if (end) {
+        s->head = end->next;
+        if (!s->head) {
+            s->tail = NULL;
+        }
+        s->queued -= n;
+        end->next = NULL;
+    } else {
+        first = NULL;
+    }
+    if (s->over && s->queued <= cap / 2) {
+        s->over = false;
+        s->full_since_ns = 0;
+        if (s->wake && !s->finished) {
+            s->wake(s->wake_arg);
+        }
+    }
+    *last = s->finished && !s->head;
+    pthread_mutex_unlock(&s->lock);
+    return first;
+}
+
+void gw_stream_recycle_list(struct gw_stream *s, struct gw_chunk *list)
+{
+    struct gw_chunk *spill = NULL;
+    pthread_mutex_lock(&s->lock);
+    while (list) {
+        struct gw_chunk *n = list->next;
+        if (s->n_free < GW_FREE_MAX) {
+            list->next = s->free_list;
+            s->free_list = list;
+            s->n_free++;
+        } else {
+            list->next = spill;
+            spill = list;
+        }
+        list = n;
+    }
+    pthread_mutex_unlock(&s->lock);
+    chunk_free_list(spill);
 }
 
 void gw_stream_recycle(struct gw_stream *s, struct gw_chunk *c)

@@ -2,7 +2,8 @@
  * upstream (tests/stub). Streamed chat over HTTP and WebSocket returns exactly the stub's
  * tokens in order; upstream 429 / 500 before the first byte become the matching client
  * status with an OpenAI error; a cut or an error mid-stream becomes an explicit error event
- * (no [DONE]); a client that disconnects makes the upstream transfer stop. */
+ * (no [DONE]); a client that disconnects or cancels makes the upstream transfer stop within
+ * 100 ms (timed by the stub, from the client's action to its connection closing). */
 /* cmocka.h needs these first. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,10 +13,12 @@
 #include <cJSON.h>
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -267,28 +270,98 @@ static void test_upstream_failures(void **state)
     wsc_close(&c);
 }
 
-static void test_disconnect_stops_upstream(void **state)
+/* Reads from fd until needle has arrived; true if it did within timeout_ms. */
+static bool read_until(int fd, const char *needle, int timeout_ms)
 {
-    (void)state;
-    int fd = hc_connect(E.port, 0);
-    assert_true(fd >= 0);
-    const char *body = "{\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":"
-                       "\"#stub n=5 stall_after=1\"}]}";
-    char req[512];
-    int n = snprintf(req, sizeof(req),
-                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     strlen(body), body);
-    assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
-    assert_true(stub_upstream_wait_active(E.stub, 1, T_MS));
-    close(fd);
-    /* The router removes the transfer: the stub sees its connection go away. */
+    int64_t deadline = wye_now_ns() + (int64_t)timeout_ms * WYE_NS_PER_MS;
+    char buf[65536];
+    size_t len = 0;
+    while (wye_now_ns() < deadline) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 10) <= 0) {
+            continue;
+        }
+        if (len == sizeof(buf) - 1) {
+            len = 0; /* only the newest bytes matter */
+        }
+        ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        if (n <= 0) {
+            return false;
+        }
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (strstr(buf, needle)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The client acted (closed, cancelled) at t0; the stub upstream must see its connection closed
+ * (the transfer aborted) within 100 ms of that, timed on CLOCK_MONOTONIC by the stub itself. */
+static void assert_upstream_aborted_within_100ms(long aborts_before, int64_t t0, const char *what)
+{
+    assert_true(stub_upstream_wait_aborts(E.stub, aborts_before + 1, T_MS));
+    int64_t seen = 0;
+    assert_int_equal(stub_upstream_aborts(E.stub, &seen), aborts_before + 1);
+    double ms = (double)(seen - t0) / 1e6;
+    printf("[ info ] %s: the upstream connection closed %.2f ms after the client's action\n", what,
+           ms);
+    assert_true(seen >= t0);
+    assert_true(seen - t0 < 100 * WYE_NS_PER_MS);
     assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
 }
 
+/* An HTTP client that closes its socket mid-SSE: the router removes the upstream transfer, so
+ * the stub sees its connection go away within 100 ms, whether the upstream was still streaming,
+ * had stalled, or was paused because this client had stopped reading (the last script: a
+ * small receive buffer, then a pause long enough for the gateway's queue to fill). */
+static void test_disconnect_stops_upstream(void **state)
+{
+    (void)state;
+    static const char *const scripts[] = {"#stub n=1000 delay_ms=10", "#stub n=5 stall_after=1",
+                                          "#stub n=1000 delay_ms=3", "#stub n=40000 pad=800"};
+    for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++) {
+        bool paused = i == 3;
+        assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+        int fd = hc_connect(E.port, paused ? 4096 : 0);
+        assert_true(fd >= 0);
+        char body[256], req[512];
+        snprintf(body, sizeof(body),
+                 "{\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}",
+                 scripts[i]);
+        int n = snprintf(req, sizeof(req),
+                         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                         "Content-Length: %zu\r\n\r\n%s",
+                         strlen(body), body);
+        assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
+        /* mid-SSE: the first delta has reached the client */
+        assert_true(read_until(fd, "\"content\":\"t0", T_MS));
+        /* not reading: the socket buffers, then the gateway's queue fill up, and the
+         * upstream transfer is paused */
+        int64_t deadline = wye_now_ns() + T_MS * WYE_NS_PER_MS;
+        struct gw_stats st;
+        gw_server_stats(E.srv, &st);
+        while (paused && st.queued_bytes_peak <= E.cfg->limits.stream_buffer_bytes &&
+               wye_now_ns() < deadline) {
+            wye_sleep_ms(20);
+            gw_server_stats(E.srv, &st);
+        }
+        assert_true(!paused || st.queued_bytes_peak > E.cfg->limits.stream_buffer_bytes);
+        assert_int_equal(stub_upstream_active(E.stub), 1);
+        long before = stub_upstream_aborts(E.stub, NULL);
+        int64_t t0 = wye_now_ns();
+        close(fd);
+        assert_upstream_aborted_within_100ms(before, t0, scripts[i]);
+    }
+}
+
+/* response.cancel stops the answer (response.done "cancelled") and aborts the upstream
+ * transfer within 100 ms of the client sending it. */
 static void test_ws_cancel_stops_upstream(void **state)
 {
     (void)state;
+    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
     struct wsc c;
     assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(&c,
@@ -296,6 +369,8 @@ static void test_ws_cancel_stops_upstream(void **state)
                               "[{\"role\":\"user\",\"content\":\"#stub n=200 delay_ms=20\"}]}"));
     int deltas = 0;
     bool cancelled = false;
+    long before = 0;
+    int64_t t0 = 0;
     for (int i = 0; i < 300; i++) {
         char *m = NULL;
         assert_int_equal(wsc_recv(&c, &m, NULL, NULL, T_MS), WSC_TEXT);
@@ -303,6 +378,8 @@ static void test_ws_cancel_stops_upstream(void **state)
         wye_free(m);
         const char *type = cJSON_GetObjectItem(j, "type")->valuestring;
         if (strcmp(type, "response.output_text.delta") == 0 && ++deltas == 2) {
+            before = stub_upstream_aborts(E.stub, NULL);
+            t0 = wye_now_ns();
             assert_true(wsc_send_text(&c, "{\"type\":\"response.cancel\",\"id\":\"long\"}"));
         }
         bool done = strcmp(type, "response.done") == 0;
@@ -317,8 +394,90 @@ static void test_ws_cancel_stops_upstream(void **state)
     assert_true(cancelled);
     assert_true(deltas < 200);
     /* The upstream transfer was removed, not left streaming into the void. */
-    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+    assert_upstream_aborted_within_100ms(before, t0, "WebSocket response.cancel");
     wsc_close(&c);
+}
+
+/* A WebSocket client that vanishes (TCP close, no close frame) with two answers in flight:
+ * both upstream transfers are aborted within 100 ms. */
+static void test_ws_disconnect_stops_upstream(void **state)
+{
+    (void)state;
+    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_true(wsc_send_text(&c,
+                              "{\"type\":\"response.create\",\"id\":\"a\",\"messages\":"
+                              "[{\"role\":\"user\",\"content\":\"#stub n=500 delay_ms=10\"}]}"));
+    assert_true(wsc_send_text(&c,
+                              "{\"type\":\"response.create\",\"id\":\"b\",\"messages\":"
+                              "[{\"role\":\"user\",\"content\":\"#stub n=5 stall_after=1\"}]}"));
+    bool seen[2] = {false, false};
+    for (int i = 0; i < 100 && !(seen[0] && seen[1]); i++) {
+        char *m = NULL;
+        assert_int_equal(wsc_recv(&c, &m, NULL, NULL, T_MS), WSC_TEXT);
+        cJSON *j = cJSON_Parse(m);
+        wye_free(m);
+        if (strcmp(cJSON_GetObjectItem(j, "type")->valuestring, "response.output_text.delta") ==
+            0) {
+            seen[strcmp(cJSON_GetObjectItem(j, "id")->valuestring, "a") == 0 ? 0 : 1] = true;
+        }
+        cJSON_Delete(j);
+    }
+    assert_true(seen[0] && seen[1]);
+    assert_int_equal(stub_upstream_active(E.stub), 2);
+    long before = stub_upstream_aborts(E.stub, NULL);
+    int64_t t0 = wye_now_ns();
+    wsc_close(&c);
+    assert_true(stub_upstream_wait_aborts(E.stub, before + 2, T_MS));
+    int64_t seen_ns = 0;
+    assert_int_equal(stub_upstream_aborts(E.stub, &seen_ns), before + 2);
+    printf("[ info ] WebSocket disconnect: both upstream connections closed within %.2f ms\n",
+           (double)(seen_ns - t0) / 1e6);
+    assert_true(seen_ns >= t0);
+    assert_true(seen_ns - t0 < 100 * WYE_NS_PER_MS); /* the later of the two */
+    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+}
+
+/* Streamed answers through the router on one kept connection: the upstream's tokens, chunked,
+ * and then a non-streamed answer on the same connection. */
+static void test_http_stream_keepalive(void **state)
+{
+    (void)state;
+    int fd = hc_connect(E.port, 0);
+    assert_true(fd >= 0);
+    static const char *const prompts[] = {"hello big world", "#stub n=4 delay_ms=2", "x y"};
+    static const char *const want[] = {"hello big world", "t0 t1 t2 t3", "x y"};
+    char text[256];
+    int n;
+    bool done, error;
+    for (int i = 0; i < 3; i++) {
+        char body[256];
+        snprintf(body, sizeof(body),
+                 "{\"stream\":%s,\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}",
+                 i < 2 ? "true" : "false", prompts[i]);
+        struct hc_resp r;
+        hc_resp_init(&r);
+        assert_int_equal(hc_request_fd(fd, "POST", "/v1/chat/completions", body, NULL, &r, T_MS),
+                         200);
+        assert_true(r.complete);
+        assert_false(r.eof);
+        if (i < 2) {
+            assert_true(r.chunked);
+            sse_text(&r, text, sizeof(text), &n, &done, &error);
+            assert_string_equal(text, want[i]);
+            assert_true(done);
+            assert_false(error);
+        } else {
+            cJSON *j = cJSON_ParseWithLength(r.body.data, r.body.len);
+            cJSON *msg = cJSON_GetObjectItem(
+                cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message");
+            assert_string_equal(cJSON_GetObjectItem(msg, "content")->valuestring, want[i]);
+            cJSON_Delete(j);
+        }
+        hc_resp_cleanup(&r);
+    }
+    close(fd);
 }
 
 /* A client that pauses: the queue fills, the upstream transfer is paused, then resumed when
@@ -340,7 +499,10 @@ static void test_backpressure_roundtrip(void **state)
     struct hc_resp r;
     hc_resp_init(&r);
     assert_int_equal(hc_read_response(fd, &r, T_MS), 200);
-    close(fd);
+    /* chunked, and complete: the last chunk came after everything lws had to buffer */
+    assert_true(r.chunked);
+    assert_true(r.complete);
+    assert_false(r.eof);
     char *text = wye_malloc(64 * 1024);
     int deltas;
     bool done, error;
@@ -354,6 +516,19 @@ static void test_backpressure_roundtrip(void **state)
     size_t len = strlen(text);
     assert_true(len > 11);
     assert_string_equal(text + len - 11, "t2998 t2999");
+    hc_resp_cleanup(&r);
+    /* the connection serves the next streamed request */
+    hc_resp_init(&r);
+    assert_int_equal(hc_request_fd(fd, "POST", "/v1/chat/completions",
+                                   "{\"stream\":true,\"messages\":[{\"role\":\"user\","
+                                   "\"content\":\"again and again\"}]}",
+                                   NULL, &r, T_MS),
+                     200);
+    assert_true(r.chunked && r.complete);
+    sse_text_big(&r, text, 64 * 1024, &deltas, &done, &error);
+    assert_string_equal(text, "again and again");
+    assert_true(done);
+    close(fd);
     wye_free(text);
     hc_resp_cleanup(&r);
     struct gw_stats st;
@@ -373,10 +548,12 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_stream),
+        cmocka_unit_test(test_http_stream_keepalive),
         cmocka_unit_test(test_ws_stream),
         cmocka_unit_test(test_upstream_failures),
         cmocka_unit_test(test_disconnect_stops_upstream),
         cmocka_unit_test(test_ws_cancel_stops_upstream),
+        cmocka_unit_test(test_ws_disconnect_stops_upstream),
         cmocka_unit_test(test_backpressure_roundtrip),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);

@@ -382,6 +382,224 @@ static void test_keepalive_and_big_body(void **state)
     wye_free(content);
 }
 
+/* One streamed answer on the kept connection fd: chunked, complete, the connection not closed,
+ * the deltas spell want, [DONE] last. Returns the request id header (static buffer). */
+static const char *sse_on(int fd, const char *content, const char *want)
+{
+    static char reqid[64];
+    char *body = chat_body(content, true, NULL);
+    struct hc_resp r;
+    hc_resp_init(&r);
+    assert_int_equal(hc_request_fd(fd, "POST", "/v1/chat/completions", body, NULL, &r, T_MS), 200);
+    wye_free(body);
+    char v[64];
+    assert_true(r.chunked);
+    assert_true(r.complete);
+    assert_false(r.eof);
+    assert_null(hc_header(&r, "connection", v, sizeof(v)));
+    assert_null(hc_header(&r, "content-length", v, sizeof(v)));
+    assert_non_null(hc_header(&r, "content-type", v, sizeof(v)));
+    assert_string_equal(v, "text/event-stream");
+    assert_non_null(hc_header(&r, "x-request-id", reqid, sizeof(reqid)));
+    cJSON *ev[64];
+    bool done;
+    size_t n = sse_events(&r, ev, 64, &done);
+    assert_true(done);
+    char text[512] = "";
+    for (size_t i = 0; i < n; i++) {
+        cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(ev[i], "choices"), 0);
+        cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "delta"), "content");
+        if (cJSON_IsString(c)) {
+            strcat(text, c->valuestring);
+        }
+    }
+    assert_string_equal(text, want);
+    free_events(ev, n);
+    hc_resp_cleanup(&r);
+    return reqid;
+}
+
+static void wait_connections(int64_t want)
+{
+    struct gw_stats st;
+    int64_t deadline = wye_now_ns() + T_MS * WYE_NS_PER_MS;
+    for (;;) {
+        gw_server_stats(T->srv, &st);
+        if ((st.open_connections == want && st.open_streams == 0) || wye_now_ns() >= deadline) {
+            break;
+        }
+        wye_sleep_ms(2);
+    }
+    assert_int_equal(st.open_connections, want);
+    assert_int_equal(st.open_streams, 0);
+}
+
+/* SSE over HTTP/1.1 is chunked and keeps the connection: two streamed answers and then a JSON
+ * one on one connection; a client that leaves between two requests is cleaned up; HTTP/1.0
+ * and "Connection: close" get a close-delimited stream. */
+static void test_sse_keepalive(void **state)
+{
+    (void)state;
+    tb_reset();
+    wait_connections(0);
+    int fd = hc_connect(T->port, 0);
+    assert_true(fd >= 0);
+    char first[64];
+    snprintf(first, sizeof(first), "%s", sse_on(fd, "one two three", "one two three"));
+    const char *second = sse_on(fd, "four five", "four five");
+    assert_string_not_equal(first, second);
+    /* a non-streamed request after the streamed ones, still on the same connection */
+    char *body = chat_body("six seven", false, NULL);
+    struct hc_resp r;
+    hc_resp_init(&r);
+    assert_int_equal(hc_request_fd(fd, "POST", "/v1/chat/completions", body, NULL, &r, T_MS), 200);
+    wye_free(body);
+    assert_false(r.chunked);
+    assert_true(r.complete);
+    assert_non_null(strstr(r.body.data, "\"six seven\""));
+    hc_resp_cleanup(&r);
+    sse_on(fd, "eight", "eight");
+    wait_connections(1);
+    assert_int_equal(atomic_load(&tb_stats.submits), 4);
+
+    /* a client that goes away between two requests: its connection is closed and freed */
+    int fd2 = hc_connect(T->port, 0);
+    assert_true(fd2 >= 0);
+    sse_on(fd2, "nine ten", "nine ten");
+    wait_connections(2);
+    close(fd2);
+    wait_connections(1);
+    sse_on(fd, "still here", "still here"); /* the other connection is unaffected */
+    close(fd);
+    wait_connections(0);
+
+    /* pipelined GETs are answered in order on the kept connection; a request pipelined
+     * behind a POST body makes the server hang up at once (libwebsockets 4.1.6 would spin
+     * on it without ever answering), submitting nothing twice and leaking nothing */
+    fd = hc_connect(T->port, 0);
+    assert_true(fd >= 0);
+    const char *gets = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_true(hc_send_all(fd, gets, strlen(gets), T_MS));
+    for (int i = 0; i < 2; i++) {
+        hc_resp_init(&r);
+        assert_int_equal(hc_read_response(fd, &r, T_MS), 200);
+        assert_string_equal(r.body.data, "{\"status\":\"ok\"}");
+        hc_resp_cleanup(&r);
+    }
+    close(fd);
+    int submits = atomic_load(&tb_stats.submits);
+    fd = hc_connect(T->port, 0);
+    assert_true(fd >= 0);
+    struct wye_buf two;
+    wye_buf_init(&two, 1 << 16);
+    for (int i = 0; i < 2; i++) {
+        body = chat_body(i ? "second piped" : "first piped", true, NULL);
+        (void)wye_buf_printf(&two,
+                             "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                             "Content-Length: %zu\r\n\r\n%s",
+                             strlen(body), body);
+        wye_free(body);
+    }
+    assert_true(hc_send_all(fd, two.data, two.len, T_MS));
+    wye_buf_cleanup(&two);
+    hc_resp_init(&r);
+    assert_int_equal(hc_read_response(fd, &r, T_MS), -1);
+    assert_true(r.eof); /* closed, not left hanging */
+    hc_resp_cleanup(&r);
+    close(fd);
+    assert_true(atomic_load(&tb_stats.submits) <= submits + 1);
+    wait_connections(0);
+    fd = hc_connect(T->port, 0);
+    assert_true(fd >= 0);
+    sse_on(fd, "after the pipeline", "after the pipeline"); /* the server is fine */
+    close(fd);
+    wait_connections(0);
+
+    /* HTTP/1.0 and Connection: close: no chunks, the end of the stream is the close */
+    static const char *const variants[] = {"HTTP/1.0", "HTTP/1.1\r\nConnection: close"};
+    for (int i = 0; i < 2; i++) {
+        fd = hc_connect(T->port, 0);
+        assert_true(fd >= 0);
+        body = chat_body("a b", true, NULL);
+        char req[1024];
+        int n = snprintf(req, sizeof(req),
+                         "POST /v1/chat/completions %s\r\nHost: x\r\n"
+                         "Content-Length: %zu\r\n\r\n%s",
+                         variants[i], strlen(body), body);
+        wye_free(body);
+        assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
+        hc_resp_init(&r);
+        assert_int_equal(hc_read_response(fd, &r, T_MS), 200);
+        char v[64];
+        assert_false(r.chunked);
+        assert_true(r.eof);
+        assert_non_null(hc_header(&r, "connection", v, sizeof(v)));
+        assert_string_equal(v, "close");
+        assert_non_null(strstr(r.body.data, "data: [DONE]\n\n"));
+        hc_resp_cleanup(&r);
+        close(fd);
+    }
+}
+
+/* A chunked answer much larger than the socket buffers, to a client that reads late: lws
+ * buffers what the socket refuses, and the transaction completes only after all of it went
+ * out, so every delta arrives, the last chunk ends it, and the connection takes the next
+ * request. */
+static void test_sse_keepalive_backpressure(void **state)
+{
+    (void)state;
+    tb_reset();
+    size_t n_words = 1500;
+    struct wye_buf words;
+    wye_buf_init(&words, 1 << 20);
+    for (size_t i = 0; i < n_words; i++) {
+        (void)wye_buf_printf(&words, "%sw%zu", i ? " " : "", i);
+    }
+    int fd = hc_connect(T->port, 4096);
+    assert_true(fd >= 0);
+    char *body = chat_body(words.data, true, NULL);
+    char *req = wye_malloc(strlen(body) + 256);
+    int n = snprintf(req, strlen(body) + 256,
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    wye_free(body);
+    assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
+    wye_free(req);
+    wye_sleep_ms(100); /* below slow_client_timeout_ms: pushed back, not dropped */
+    struct hc_resp r;
+    hc_resp_init(&r);
+    assert_int_equal(hc_read_response(fd, &r, T_MS), 200);
+    assert_true(r.chunked);
+    assert_true(r.complete);
+    assert_true(r.body.len > 150 * n_words);
+    char **raw = wye_calloc(n_words + 8, sizeof(char *));
+    size_t k = hc_sse_split(r.body.data, r.body.len, raw, n_words + 8);
+    assert_int_equal(k, n_words + 2); /* deltas, finish, [DONE] */
+    assert_string_equal(raw[k - 1], "[DONE]");
+    struct wye_buf text;
+    wye_buf_init(&text, 1 << 20);
+    for (size_t i = 0; i < n_words; i++) {
+        cJSON *j = cJSON_Parse(raw[i]);
+        cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        (void)wye_buf_append_str(
+            &text, cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "delta"), "content")->valuestring);
+        cJSON_Delete(j);
+    }
+    for (size_t i = 0; i < k; i++) {
+        wye_free(raw[i]);
+    }
+    wye_free(raw);
+    assert_int_equal(text.len, words.len);
+    assert_memory_equal(text.data, words.data, words.len);
+    wye_buf_cleanup(&text);
+    wye_buf_cleanup(&words);
+    hc_resp_cleanup(&r);
+    sse_on(fd, "next one", "next one");
+    close(fd);
+}
+
 static void test_malformed(void **state)
 {
     (void)state;
@@ -573,7 +791,7 @@ static void test_disconnect_cancels(void **state)
     assert_true(wait_until(&tb_stats.cancel_seen_ns, 3000));
     /* The wakeup, not a poll timeout, told the producer: well under its 5 s wait. */
     int64_t ms = (atomic_load(&tb_stats.cancel_seen_ns) - t0) / WYE_NS_PER_MS;
-    assert_true(ms < 1000);
+    assert_true(ms < 100);
     assert_true(atomic_load(&tb_stats.wakes) >= 1);
 }
 
@@ -697,6 +915,8 @@ int main(void)
         cmocka_unit_test(test_error_after_start),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_keepalive_and_big_body),
+        cmocka_unit_test(test_sse_keepalive),
+        cmocka_unit_test(test_sse_keepalive_backpressure),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_health_models_metrics),
         cmocka_unit_test(test_disconnect_cancels),

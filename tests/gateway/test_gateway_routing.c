@@ -188,7 +188,7 @@ static bool ledger_has(const char *path, const char *reqid)
     }
     char line[8192];
     bool found = false;
-    char needle[96];
+    char needle[512];
     snprintf(needle, sizeof(needle), "\"request_id\":\"%s\"", reqid);
     while (!found && fgets(line, sizeof(line), f)) {
         found = strstr(line, needle) != NULL;

@@ -133,6 +133,88 @@ static void test_backpressure_and_credit(void **state)
     wye_chat_req_destroy(req);
 }
 
+/* What the lws thread's wakeup does with the ready list, minus the writing: lets go of the
+ * references it holds (the server is not started here). */
+static void drop_ready(void)
+{
+    pthread_mutex_lock(&srv->ready_lock);
+    struct gw_stream *r = srv->ready;
+    srv->ready = NULL;
+    for (struct gw_stream *t = r; t; t = t->ready_next) {
+        t->in_ready = false;
+        t->svc_next = t->ready_next;
+    }
+    pthread_mutex_unlock(&srv->ready_lock);
+    while (r) {
+        struct gw_stream *next = r->svc_next;
+        gw_stream_unref(r);
+        r = next;
+    }
+}
+
+/* The lws side's batch pop: as many whole chunks as fit (at least one), in order, with the
+ * end reported once nothing is left; and the server's chunk pool: chunks of a freed stream
+ * serve the next stream's events instead of new allocations. */
+static void test_pop_upto_and_pool(void **state)
+{
+    (void)state;
+    struct wye_chat_req *req = make_req();
+    assert_non_null(req);
+    struct gw_stream *s = gw_stream_create(srv, GW_KIND_WS, req);
+    assert_non_null(s);
+    struct wye_sink sink = gw_stream_sink(s);
+    sink.ops->start(sink.ctx, &(struct wye_start){.route = "remote", .model = "m", .score = -1});
+    static const char *const words[] = {"alpha", " beta", " gamma"};
+    for (int i = 0; i < 3; i++) {
+        struct wye_event ev = {.type = WYE_EV_DELTA, .data = words[i], .len = strlen(words[i])};
+        assert_int_equal(sink.ops->emit(sink.ctx, &ev), WYE_OK);
+    }
+    size_t first = s->head->len, second = s->head->next->len, total = s->queued;
+    bool last = true;
+    struct gw_chunk *l = gw_stream_pop_upto(s, first + second, &last);
+    assert_non_null(l);
+    assert_non_null(l->next);
+    assert_null(l->next->next);
+    assert_non_null(memmem(GW_CHUNK_DATA(l), l->len, "\"delta\":\"alpha\"", 15));
+    assert_false(last);
+    assert_int_equal(s->queued, total - first - second);
+    gw_stream_recycle_list(s, l);
+    l = gw_stream_pop_upto(s, 1, &last); /* smaller than any chunk: still one */
+    assert_non_null(l);
+    assert_null(l->next);
+    assert_non_null(memmem(GW_CHUNK_DATA(l), l->len, "\"delta\":\" gamma\"", 16));
+    assert_false(last);
+    gw_stream_recycle_list(s, l);
+    assert_null(gw_stream_pop_upto(s, 1 << 20, &last));
+    assert_false(last);
+    gw_stream_ref(s);
+    struct wye_result res = {.err = WYE_OK, .finish_reason = "stop"};
+    sink.ops->finish(sink.ctx, &res);
+    l = gw_stream_pop_upto(s, 1 << 20, &last);
+    assert_non_null(l);
+    assert_true(last);
+    gw_stream_recycle_list(s, l);
+    gw_stream_unref(s);
+    drop_ready();
+    size_t before = srv->n_pool;
+    gw_stream_release(s); /* the last reference: its chunks go to the server's pool */
+    size_t pooled = srv->n_pool;
+    assert_true(pooled >= before + 3); /* the three deltas' chunks at least */
+    s = gw_stream_create(srv, GW_KIND_WS, req);
+    assert_non_null(s);
+    sink = gw_stream_sink(s);
+    struct wye_event ev = {.type = WYE_EV_DELTA, .data = "x", .len = 1};
+    assert_int_equal(sink.ops->emit(sink.ctx, &ev), WYE_OK);
+    assert_true(srv->n_pool < pooled); /* taken from the pool, not allocated */
+    gw_stream_ref(s);
+    sink.ops->finish(sink.ctx, &res);
+    gw_stream_unref(s);
+    drop_ready();
+    gw_stream_release(s);
+    assert_int_equal(srv->n_pool, pooled); /* and given back */
+    wye_chat_req_destroy(req);
+}
+
 /* One full answer of the given kind; returns the output (caller frees). */
 static void run_answer(enum gw_kind kind, struct wye_buf *out)
 {
@@ -203,6 +285,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backpressure_and_credit),
+        cmocka_unit_test(test_pop_upto_and_pool),
         cmocka_unit_test(test_formats_under_oom),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

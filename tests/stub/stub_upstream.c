@@ -66,6 +66,8 @@ struct stub_upstream {
     pthread_t thread;
     atomic_bool stop;
     atomic_long n_conns, n_requests, n_active;
+    atomic_long n_aborts;          /* peers that closed while their response was active */
+    _Atomic int64_t last_abort_ns; /* CLOCK_MONOTONIC when the stub saw the last one */
     pthread_mutex_t lock;
     char *last_body; /* guarded by lock */
     char *last_auth; /* guarded by lock */
@@ -230,6 +232,7 @@ struct opts {
     int fail_first;
     bool malformed, error_in_stream, split, tools, no_usage, no_finish, no_done, comments, crlf;
     bool coalesce;
+    int pad;    /* 'x' bytes appended to every generated delta */
     int stream; /* -1: as the request says */
 };
 
@@ -299,6 +302,8 @@ static void parse_opts(const char *line, size_t n, struct opts *o)
             o->crlf = v != 0;
         } else if (strcmp(kv, "stream") == 0) {
             o->stream = v;
+        } else if (strcmp(kv, "pad") == 0) {
+            o->pad = v < 0 ? 0 : v > 65536 ? 65536 : v;
         }
     }
 }
@@ -532,7 +537,11 @@ static void chat_response(struct stub_upstream *s, struct plan *pl, const char *
             if (words) {
                 buf_json_str(&piece, words[i], strlen(words[i]));
             } else {
-                buf_printf(&piece, "\"%st%d\"", i ? " " : "", i);
+                buf_printf(&piece, "\"%st%d", i ? " " : "", i);
+                for (int k = 0; k < o.pad; k++) {
+                    buf_add(&piece, "x", 1);
+                }
+                buf_str(&piece, "\"");
             }
         }
         chunk_json(pl, model, piece.p, NULL);
@@ -582,6 +591,22 @@ out:
 }
 
 /* ---- connections ---- */
+
+/* The peer went away (EOF or a socket error) while a response was being written or held:
+ * what a cancelled upstream request looks like from here. Records the instant. */
+static void note_abort(struct stub_upstream *s, const struct stub_conn *c)
+{
+    if (!c->responding) {
+        return;
+    }
+    int64_t t = now_ns();
+    atomic_store(&s->last_abort_ns, t);
+    atomic_fetch_add(&s->n_aborts, 1);
+    if (!s->quiet) {
+        fprintf(stderr, "stub: peer closed mid-response at %lld ns (CLOCK_MONOTONIC)\n",
+                (long long)t);
+    }
+}
 
 static void conn_close(struct stub_upstream *s, size_t idx)
 {
@@ -707,6 +732,11 @@ static void conn_try_request(struct stub_upstream *s, size_t idx)
         const char *auth = find_header(c->in.p, hlen, "authorization", &al);
         set_last(s, body, blen, auth, al);
         chat_response(s, &pl, body, blen);
+    } else if (strcmp(method, "GET") == 0 && strcmp(path, "/stub/aborts") == 0) {
+        char j[128];
+        snprintf(j, sizeof(j), "{\"aborts\":%ld,\"last_abort_ns\":%lld}", atomic_load(&s->n_aborts),
+                 (long long)atomic_load(&s->last_abort_ns));
+        simple_response(&pl, 200, NULL, j);
     } else if (strcmp(method, "GET") == 0 && pl_len >= 7 &&
                strcmp(path + pl_len - 7, "/models") == 0) {
         simple_response(
@@ -747,6 +777,7 @@ static bool conn_write(struct stub_upstream *s, size_t idx)
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
                     return true;
                 }
+                note_abort(s, c);
                 conn_close(s, idx);
                 return false;
             }
@@ -782,6 +813,7 @@ static void conn_read(struct stub_upstream *s, size_t idx)
     char tmp[16384];
     ssize_t r = recv(c->fd, tmp, sizeof(tmp), 0);
     if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        note_abort(s, c);
         conn_close(s, idx);
         return;
     }
@@ -900,6 +932,8 @@ struct stub_upstream *stub_upstream_start_on(const char *host, int port, bool qu
     atomic_init(&s->n_conns, 0);
     atomic_init(&s->n_requests, 0);
     atomic_init(&s->n_active, 0);
+    atomic_init(&s->n_aborts, 0);
+    atomic_init(&s->last_abort_ns, 0);
     if (pthread_create(&s->thread, NULL, stub_main, s) != 0) {
         close(s->lfd);
         close(s->wake[0]);
@@ -964,6 +998,28 @@ bool stub_upstream_wait_active(struct stub_upstream *s, long want, int timeout_m
             return false;
         }
         struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    return true;
+}
+
+long stub_upstream_aborts(struct stub_upstream *s, int64_t *last_ns)
+{
+    long n = atomic_load(&s->n_aborts);
+    if (last_ns) {
+        *last_ns = atomic_load(&s->last_abort_ns);
+    }
+    return n;
+}
+
+bool stub_upstream_wait_aborts(struct stub_upstream *s, long want, int timeout_ms)
+{
+    int64_t end = now_ns() + (int64_t)timeout_ms * 1000000;
+    while (atomic_load(&s->n_aborts) < want) {
+        if (now_ns() >= end) {
+            return false;
+        }
+        struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
     return true;

@@ -39,14 +39,22 @@
  *     crlf=1               SSE lines end with CRLF instead of LF
  *     coalesce=1           all events between two delays go out as ONE HTTP chunk (so a
  *                          client's read holds many events; default: one chunk per event)
+ *     pad=B                every generated delta ("t0", " t1", ...) gets B bytes of 'x' appended
+ *                          (B <= 65536): a fast, large stream that fills every buffer
  *     stream=0             answer one chat.completion JSON (also when the request has
  *                          "stream": false or no "stream")
+ * GET /stub/aborts answers {"aborts":N,"last_abort_ns":T}: how many peers closed their
+ * connection while a response was active (being written, delayed or stalled), and the
+ * CLOCK_MONOTONIC instant (ns) the stub saw the last one; CLOCK_MONOTONIC is comparable across
+ * processes on one machine, so a benchmark or a test can time "client cancels -> upstream
+ * connection closed". Without --quiet the stub also logs a line with that instant.
  * Requests whose body is not JSON get 400 with an error body; other paths 404.
  * Threads: the stub's own; the accessors below may be called from any thread. */
 #ifndef WYE_TESTS_STUB_UPSTREAM_H
 #define WYE_TESTS_STUB_UPSTREAM_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct stub_upstream;
 
@@ -67,6 +75,11 @@ long stub_upstream_requests(struct stub_upstream *s);
 long stub_upstream_active(struct stub_upstream *s);
 /* Waits up to timeout_ms for active to equal want; true if it did. */
 bool stub_upstream_wait_active(struct stub_upstream *s, long want, int timeout_ms);
+/* Peers that closed their connection while a response was active (an aborted upstream
+ * request); *last_ns (may be NULL) gets the CLOCK_MONOTONIC ns when the stub saw the last. */
+long stub_upstream_aborts(struct stub_upstream *s, int64_t *last_ns);
+/* Waits up to timeout_ms for at least want aborts; true if they came. */
+bool stub_upstream_wait_aborts(struct stub_upstream *s, long want, int timeout_ms);
 /* Copies of the last chat request's body and Authorization header value (malloc'd, free()
  * them), or NULL if none. */
 char *stub_upstream_last_body(struct stub_upstream *s);
