@@ -3,7 +3,6 @@
  * thread before any starts, taken with sigwait), then shuts down in order: the gateway stops
  * accepting and drains, the router and the local engine stop (their sinks finish), the ledger
  * closes last so that every finish is recorded, then everything is freed. */
-#include <dirent.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -175,92 +174,6 @@ static struct rt_local *serve_local(const struct conf_config *cfg, bool *ok)
     return l;
 }
 
-/* ---- default local model (owned by "local"; keep edits inside this function) ----
- * When no model was given (--model, WYE_MODEL, engine.model in the config), picks the first
- * *.gguf in ./models/ (sorted by name; deploy/download-model.sh puts one there), else
- * ../shared/models/stories260K-q8_0.gguf beside the working directory or beside the source
- * tree the binary was built in, and reloads the config with it as --model. Logs the choice and
- * why. Fails (returns -1, *cfg freed) only when nothing is found and no upstream is set. */
-static int gw_resolve_default_model(const char *config, struct conf_overrides *ov,
-                                    struct conf_config **cfg)
-{
-    static char path[4096]; /* main thread only; conf_load copies it */
-    const char *why = NULL;
-    if ((*cfg)->engine.model_path) {
-        why = ov->model             ? "--model"
-              : getenv("WYE_MODEL") ? "WYE_MODEL"
-                                    : "engine.model in the config file";
-        WYE_INFO("serve: local model %s (from %s)", (*cfg)->engine.model_path, why);
-        return 0;
-    }
-    struct dirent **ents = NULL;
-    int n = scandir("models", &ents, NULL, alphasort);
-    for (int i = 0; i < n; i++) {
-        size_t len = strlen(ents[i]->d_name);
-        struct stat st;
-        char cand[sizeof(path)];
-        snprintf(cand, sizeof(cand), "models/%s", ents[i]->d_name);
-        if (!why && len > 5 && strcmp(ents[i]->d_name + len - 5, ".gguf") == 0 &&
-            stat(cand, &st) == 0 && S_ISREG(st.st_mode)) {
-            snprintf(path, sizeof(path), "%s", cand);
-            why = "the first *.gguf in ./models/";
-        }
-        free(ents[i]);
-    }
-    free(ents);
-    const char *rel = "../shared/models/stories260K-q8_0.gguf";
-    if (!why && access(rel, R_OK) == 0) {
-        snprintf(path, sizeof(path), "%s", rel);
-        why = "the test model beside the working directory";
-    }
-    if (!why) {
-        /* the source tree holding this binary's build directory: its ../shared */
-        char dir[sizeof(path)];
-        ssize_t k = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
-        dir[k > 0 ? k : 0] = '\0';
-        for (char *slash = strrchr(dir, '/'); !why && slash && slash != dir;
-             slash = strrchr(dir, '/')) {
-            *slash = '\0';
-            char probe[sizeof(path) + 64];
-            snprintf(probe, sizeof(probe), "%s/gateway/gw_serve.c", dir);
-            if (access(probe, R_OK) == 0) {
-                int len = snprintf(probe, sizeof(probe), "%s/%s", dir, rel);
-                if (len > 0 && (size_t)len < sizeof(path) && access(probe, R_OK) == 0) {
-                    memcpy(path, probe, (size_t)len + 1);
-                    why = "the test model beside the source tree";
-                }
-                break;
-            }
-        }
-    }
-    if (!why) {
-        if ((*cfg)->upstream.base_url) {
-            WYE_INFO("serve: no local model (none given, none in ./models/); remote only");
-            return 0;
-        }
-        fprintf(stderr, "wye serve: no model to serve: give a local GGUF model with --model PATH, "
-                        "WYE_MODEL or engine.model in the config, or put one in ./models/ "
-                        "(bash deploy/download-model.sh), and/or a remote API with --upstream URL "
-                        "--upstream-model NAME\n");
-        conf_destroy(*cfg);
-        *cfg = NULL;
-        return -1;
-    }
-    ov->model = path;
-    char err[512] = "";
-    conf_destroy(*cfg);
-    *cfg = NULL;
-    if (conf_load(config, ov, cfg, err, sizeof(err)) != WYE_OK) {
-        fprintf(stderr, "wye serve: %s\n", err[0] ? err : "cannot load the configuration");
-        return -1;
-    }
-    WYE_INFO("serve: local model %s (%s)", path, why);
-    if (strstr(why, "test model")) {
-        WYE_WARN("serve: that is a tiny test model; deploy/download-model.sh gets a real one");
-    }
-    return 0;
-}
-
 /* The agents runtime over the started router: dir, else ./lua/examples when it exists
  * (none: no agents, 0). Returns -1 (logged) when dir was given and cannot be served. */
 static int serve_agents(const struct conf_config *cfg, struct rt_router *rt, const char *dir,
@@ -300,7 +213,8 @@ static int serve_agents(const struct conf_config *cfg, struct rt_router *rt, con
 }
 
 /* SIGHUP: loads the agents directory again; runs in flight keep the version they started
- * with, and the runtime logs files that fail (and skips them). */
+ * with, and the runtime logs files that fail (their previous version keeps serving; a new
+ * file that fails is skipped). */
 static void serve_reload_agents(struct agent_rt *art)
 {
     if (!art) {
@@ -370,7 +284,7 @@ int gw_cli_serve(int argc, char **argv)
         conf_destroy(cfg);
         return 2;
     }
-    if (!no_local && gw_resolve_default_model(config, &ov, &cfg) != 0) {
+    if (!no_local && rt_cli_default_model("wye serve", config, &ov, &cfg) != 0) {
         return 2;
     }
 
