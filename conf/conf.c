@@ -160,9 +160,6 @@ static const struct conf_key conf_router_keys[] = {
     KEY("hook_file", CK_PATH, router.hook_file),
     KEY_INT("hook_timeout_ms", router.hook_timeout_ms, 1, 10000),
     KEY_INT("hook_memory_kb", router.hook_memory_kb, 64, 1048576),
-    KEY("cascade", CK_BOOL, router.cascade),
-    KEY_DBL("cascade_min_logprob", router.cascade_min_logprob, -100, 0),
-    KEY_INT("cascade_tokens", router.cascade_tokens, 1, 1024),
     KEY_INT("queue_max", router.queue_max, 0, 1000000),
     KEY_INT("breaker_failures", router.breaker_failures, 1, 1000),
     KEY_INT("breaker_cooldown_ms", router.breaker_cooldown_ms, 100, 3600000),
@@ -1203,11 +1200,9 @@ static void conf_set_defaults(struct conf_config *cfg)
     cfg->prices.default_remote = (struct conf_price){.input_per_1m = 0.15, .output_per_1m = 0.60};
     cfg->ledger = (struct conf_ledger){.fsync = CONF_FSYNC_INTERVAL, .fsync_interval_ms = 1000};
     cfg->router = (struct conf_router){
-        .threshold = 0.5,
+        .threshold = -1, /* not set: the weights' own threshold */
         .hook_timeout_ms = 5,
         .hook_memory_kb = 1024,
-        .cascade_min_logprob = -2.5,
-        .cascade_tokens = 4,
         .queue_max = 64,
         .breaker_failures = 5,
         .breaker_cooldown_ms = 10000,
@@ -1325,9 +1320,14 @@ void conf_log_summary(const struct conf_config *cfg)
     WYE_INFO("config: engine %s (%s) threads %d ctx %d sequences %d, ledger %s",
              conf_or(e->model_path, "(none)"), conf_or(e->model_name, "-"), e->n_threads, e->n_ctx,
              e->n_seq_max, conf_or(cfg->ledger_path, "(none)"));
-    WYE_INFO("config: %zu API keys, auth %s, %zu model prices, router threshold %.3f%s%s",
+    char th[32];
+    if (cfg->router.threshold >= 0) {
+        snprintf(th, sizeof(th), "%.3f", cfg->router.threshold);
+    } else {
+        snprintf(th, sizeof(th), "%s", "of the weights");
+    }
+    WYE_INFO("config: %zu API keys, auth %s, %zu model prices, router threshold %s, queue %d%s",
              cfg->n_api_keys, cfg->auth.required ? "required" : "optional (anonymous allowed)",
-             cfg->prices.n_models, cfg->router.threshold,
-             cfg->router.hook || cfg->router.hook_file ? ", Lua hook" : "",
-             cfg->router.cascade ? ", cascade" : "");
+             cfg->prices.n_models, th, cfg->router.queue_max,
+             cfg->router.hook || cfg->router.hook_file ? ", Lua hook" : "");
 }

@@ -106,16 +106,15 @@ struct conf_ledger {
 
 /* Routing policy; stored and validated here, used by router/. */
 struct conf_router {
-    double threshold;           /* score >= threshold goes remote; 0..1 */
+    double threshold;           /* score >= threshold goes remote; 0..1; < 0: not set, the
+                                 * weights' own trained threshold (rt_policy_threshold) */
     char *weights_path;         /* weights JSON, NULL: built-in */
     char *hook;                 /* Lua source defining route(request, features, score), or NULL */
     char *hook_file;            /* file holding that source, or NULL (never both) */
     int hook_timeout_ms;        /* 1..10000 */
     int hook_memory_kb;         /* 64..1048576 */
-    bool cascade;               /* try local first, escalate on low confidence */
-    double cascade_min_logprob; /* -100..0 */
-    int cascade_tokens;         /* 1..1024 */
-    int queue_max;              /* local admission queue, 0..1000000 */
+    int queue_max;              /* local requests waiting for a sequence, 0..1000000; 0: none
+                                 * (refused when every sequence is busy) */
     int breaker_failures;       /* 1..1000 */
     int breaker_cooldown_ms;    /* 100..3600000 */
 };
@@ -125,7 +124,8 @@ struct conf_config {
     int listen_port;         /* 8080; 0: any free port */
     struct conf_upstream upstream;
     struct conf_engine engine;
-    char *ledger_path;       /* JSON Lines ledger, or NULL */
+    char *ledger_path;       /* JSON Lines ledger; NULL: not set (wye serve and wye agent then
+                              * use RT_LEDGER_DEFAULT_PATH, "wye-ledger.jsonl") */
     enum wye_log_level log_level;
     struct conf_limits limits;
     char *source_path;       /* the file it came from, or NULL for defaults only */

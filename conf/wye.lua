@@ -68,12 +68,14 @@ return {
     },
 
     ledger = {
-        -- Append-only JSON Lines ledger of finished requests. Environment: WYE_LEDGER.
-        -- Default: none (no ledger).
+        -- Append-only JSON Lines ledger of finished requests (`wye serve` always keeps one).
+        -- Environment: WYE_LEDGER; command line: --ledger. Default: wye-ledger.jsonl in the
+        -- working directory.
         -- path = "wye-ledger.jsonl",
 
-        -- When records reach the disk: "none" (the kernel decides), "always" (fdatasync per
-        -- record) or "interval" (at most every fsync_interval_ms while there is unsynced data).
+        -- When records reach the disk: "none" (the kernel decides), "always" (fdatasync before
+        -- a record is acknowledged, one per write batch) or "interval" (at most every
+        -- fsync_interval_ms while there is unsynced data).
         fsync = "interval",
         -- For fsync = "interval", 1..3600000 ms.
         fsync_interval_ms = 1000,
@@ -122,8 +124,10 @@ return {
 
     -- Routing policy (docs/routing.md).
     router = {
-        -- Requests scoring at least this go remote, 0..1.
-        threshold = 0.5,
+        -- Requests scoring at least this go remote, 0..1. Default: not set, which uses the
+        -- threshold trained into the weights (0.4689 for the built-in ones); `wye route eval`
+        -- and `wye route score` take -c CONF to decide the same way.
+        -- threshold = 0.5,
         -- Weights JSON of the complexity score. Default: none (the built-in weights).
         -- weights = "conf/router-weights.json",
         -- A Lua hook: source text defining function route(request, features, score), or a
@@ -133,12 +137,9 @@ return {
         -- Time and memory the hook may use per call: 1..10000 ms and 64..1048576 KiB.
         hook_timeout_ms = 5,
         hook_memory_kb = 1024,
-        -- Cascade: start locally and escalate to remote when the first cascade_tokens tokens
-        -- have a mean log-probability below cascade_min_logprob (-100..0); 1..1024 tokens.
-        cascade = false,
-        cascade_min_logprob = -2.5,
-        cascade_tokens = 4,
-        -- Local requests waiting for the engine before new ones are refused, 0..1000000.
+        -- Local requests waiting for a free engine sequence, 0..1000000; 0 means no queue (a
+        -- request that finds every sequence busy is refused). Past it, a request goes remote
+        -- when it can, else it is refused with 429.
         queue_max = 64,
         -- Consecutive backend failures that open the circuit breaker (1..1000), and how long
         -- it stays open (100..3600000 ms).

@@ -108,7 +108,8 @@ static void fmt_num(const cJSON *obj, const char *key, const char *sub, char *ou
     if (!cJSON_IsNumber(it)) {
         snprintf(out, n, "-");
     } else if (strstr(key, "usd")) {
-        snprintf(out, n, "%.4f", it->valuedouble);
+        /* micro-dollars: one short local answer's counterfactual is about $0.00001 */
+        snprintf(out, n, "%.6f", it->valuedouble);
     } else if (sub) {
         snprintf(out, n, "%.1f", it->valuedouble);
     } else {

@@ -1,22 +1,21 @@
 /* The local backend: one engine worker thread runs every local chat request on one eng_ctx.
  *
- * DESIGN. rt_local_submit (any thread) tokenizes the request with the model's chat template
- * into a pooled job, checks that prompt + max_tokens fits the context, and pushes the job on a
- * bounded admission queue (running + waiting <= n_seq_max + queue_max, else AGAIN). The worker
- * loop: look at every running sequence's sink (a wakeup note -> credit or cancel; cancelled()
- * -> eng_batch_remove), move queued jobs into free engine slots (eng_batch_add), then
- * eng_batch_step while anything is runnable: continuous batching, sequences join and leave
- * between steps. Idle, it sleeps on a condvar (woken by submit and by sink wakeups; a 100 ms
- * poll only while sequences are paused). The engine's callbacks turn text into WYE_EV_DELTA;
- * AGAIN from the sink pauses the sequence (ENG_CB_PAUSE) until its wakeup, and the few bytes
- * the engine flushes while paused (end of the answer) wait in the job's stash, so nothing is
- * emitted past AGAIN and nothing is lost. A sequence that ends while its sink is full is
- * parked until the wakeup, then gets its usage and finish. Jobs are pooled and only freed by
- * destroy, so a late wakeup always touches valid memory (at worst it wakes the worker once).
- * Nothing in the token loop allocates: the text is the engine's buffer. A request's
- * response_format (json_schema / json_object) becomes the job's engine constraint, compiled
- * once per distinct schema through the backend's eng_constraint_cache, and dropped when the
- * job returns to the pool (after on_done).
+ * DESIGN. rt_local_submit (any thread) tokenizes the request with the model's chat template into a
+ * pooled job, checks that prompt + max_tokens fits the context, and pushes the job on a bounded
+ * admission queue (running + waiting <= n_seq_max + queue_max, else AGAIN; queue_max 0: no waiting
+ * at all). The worker loop: look at every running sequence's sink (a wakeup note -> credit or
+ * cancel; cancelled() -> eng_batch_remove), move queued jobs into free engine slots
+ * (eng_batch_add), then eng_batch_step while anything is runnable: continuous batching, sequences
+ * join and leave between steps. Idle, it sleeps on a condvar (woken by submit and by sink wakeups;
+ * a 100 ms poll only while sequences are paused). The engine's callbacks turn text into
+ * WYE_EV_DELTA; AGAIN from the sink pauses the sequence (ENG_CB_PAUSE) until its wakeup, and the
+ * few bytes the engine flushes while paused (end of the answer) wait in the job's stash, so nothing
+ * is emitted past AGAIN and nothing is lost. A sequence that ends while its sink is full is parked
+ * until the wakeup, then gets its usage and finish. Jobs are pooled and only freed by destroy, so a
+ * late wakeup always touches valid memory (at worst it wakes the worker once). Nothing in the token
+ * loop allocates: the text is the engine's buffer. A request's response_format (json_schema /
+ * json_object) becomes the job's engine constraint, compiled once per distinct schema through the
+ * backend's eng_constraint_cache, and dropped when the job returns to the pool (after on_done).
  * Tools: a request with OpenAI `tools` is rendered in the model's text tool format (Hermes
  * <tool_call> or Llama 3 JSON, by chat-template family) with agent_toolfmt_render, and its
  * tools compile to one tagged-union constraint applied lazily: free text until the trigger,
@@ -109,7 +108,8 @@ struct rt_local {
     struct eng_model *model;
     struct eng_ctx *ctx; /* worker thread only once started */
     int32_t n_ctx, n_seq;
-    size_t admit_max;   /* running + waiting */
+    int queue_max;      /* cfg->router.queue_max: requests that may wait for a sequence */
+    size_t admit_max;   /* running + waiting: n_seq + queue_max */
     struct wye_queue q; /* admitted jobs waiting for a slot (FIFO) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -1290,6 +1290,15 @@ static void lc_tools_params(struct lc_job *j)
     j->n_tstash = 0;
 }
 
+/* The refusal names the limit a client (or operator) can act on. */
+static void lc_queue_full_msg(const struct rt_local *l, char *errbuf, size_t errlen)
+{
+    snprintf(errbuf, errlen,
+             "the local model's queue is full: %d sequences busy and %d requests waiting "
+             "(router.queue_max = %d)",
+             (int)l->n_seq, l->queue_max, l->queue_max);
+}
+
 enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struct wye_sink sink,
                              char *errbuf, size_t errlen)
 {
@@ -1309,8 +1318,7 @@ enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struc
     pthread_mutex_unlock(&l->mu);
     if (full) {
         atomic_fetch_add(&l->n_queue_full, 1);
-        snprintf(errbuf, errlen,
-                 "the local model's queue is full (%zu requests running or waiting)", l->admit_max);
+        lc_queue_full_msg(l, errbuf, errlen);
         return WYE_ERR_AGAIN;
     }
     struct lc_job *j = job_get(l);
@@ -1391,8 +1399,7 @@ enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struc
     } else if (l->n_admitted >= l->admit_max) {
         err = WYE_ERR_AGAIN;
         atomic_fetch_add(&l->n_queue_full, 1);
-        snprintf(errbuf, errlen,
-                 "the local model's queue is full (%zu requests running or waiting)", l->admit_max);
+        lc_queue_full_msg(l, errbuf, errlen);
     } else {
         err = wye_queue_push(&l->q, &j->node, NULL);
         if (!err) {
@@ -1490,7 +1497,10 @@ enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **ou
         goto fail_ctx;
     }
     l->n_ctx = eng_ctx_n_ctx(l->ctx);
-    int queue_max = cfg->router.queue_max > 0 ? cfg->router.queue_max : RT_LOCAL_QUEUE_DEFAULT;
+    /* 0 is a real setting (no waiting: refuse when every sequence is busy); conf_load's default
+     * is RT_LOCAL_QUEUE_DEFAULT, so only a negative value (never from a config) means "unset" */
+    int queue_max = cfg->router.queue_max >= 0 ? cfg->router.queue_max : RT_LOCAL_QUEUE_DEFAULT;
+    l->queue_max = queue_max;
     l->admit_max = (size_t)l->n_seq + (size_t)queue_max;
     err = WYE_ERR_NOMEM;
     l->running = wye_calloc((size_t)l->n_seq, sizeof(*l->running));

@@ -35,7 +35,7 @@ struct rt_local_stats {
 };
 
 #define RT_LOCAL_MAX_TOKENS_DEFAULT 256 /* max_tokens 0: this many, bounded by the context */
-#define RT_LOCAL_QUEUE_DEFAULT 64       /* cfg->router.queue_max 0: this many */
+#define RT_LOCAL_QUEUE_DEFAULT 64       /* conf's default router.queue_max (< 0 here: this) */
 
 /* Loads cfg->engine.model_path (cfg borrowed; must outlive). errbuf names the problem. */
 enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **out, char *errbuf,
@@ -54,7 +54,8 @@ int32_t rt_local_n_ctx(const struct rt_local *l);
 /* Queues req for the engine. OK: takes ownership of req; the sink gets the protocol above, with
  * finish exactly once, never from inside this call. Any other return: req is NOT consumed and
  * the sink is untouched (the caller may fall back to remote). AGAIN: the admission queue is
- * full (n_seq_max running + cfg->router.queue_max waiting). TOOBIG: the prompt plus max_tokens
+ * full (n_seq_max running + cfg->router.queue_max waiting; queue_max 0: every sequence busy);
+ * errbuf names router.queue_max. TOOBIG: the prompt plus max_tokens
  * exceeds the context, or too many/too long stop strings (errbuf names the numbers). INVAL: an
  * empty prompt, a response_format or tools schema outside the constrained subset (naming the
  * tool and keyword), a bad tool_choice. CANCELED: the backend is stopping. Any thread. */

@@ -4,10 +4,11 @@
  * instructions). The decision allocates nothing except inside the optional Lua hook.
  *
  * DESIGN: explicit names first (local name -> local, upstream name -> remote, else 404); "auto"
- * is scored when both backends exist (features + logistic score vs router.threshold), then the
- * hook may override; then constraints in order: availability, the key's routes, the remote
- * budget, the breaker. Latency EWMAs are exported, not used to tip decisions (a slow remote is
- * the breaker's business once it fails; latency alone is not a quality signal). */
+ * is scored when both backends exist (features + logistic score vs router.threshold, unset: the
+ * weights' own), then the hook may override; then constraints in order: availability, the
+ * key's routes, the remote budget, the breaker. Latency EWMAs are exported, not used to tip
+ * decisions (a slow remote is the breaker's business once it fails; latency alone is not a
+ * quality signal). */
 #include "router/policy.h"
 
 #include <math.h>
@@ -28,8 +29,7 @@
 
 struct rt_policy {
     const struct conf_config *cfg;
-    struct rt_score_model model;
-    double threshold;
+    struct rt_score_model model; /* its threshold is the effective one (rt_policy_threshold) */
     const char *local_name; /* NULL: no local backend */
     bool has_remote;
     const char *remote_name; /* NULL: any non-local name goes upstream */
@@ -108,7 +108,6 @@ enum wye_err rt_policy_create(const struct conf_config *cfg, const struct rt_pol
     p->now_ns = opts->now_ns ? opts->now_ns : default_now;
     p->clock_arg = opts->clock_arg;
     const struct conf_router *rc = &cfg->router;
-    p->threshold = rc->threshold > 0 && rc->threshold <= 1 ? rc->threshold : 0.5;
     p->breaker_failures = rc->breaker_failures > 0 ? rc->breaker_failures : 5;
     p->breaker_cooldown_ns =
         (int64_t)(rc->breaker_cooldown_ms > 0 ? rc->breaker_cooldown_ms : 10000) * 1000000;
@@ -133,6 +132,8 @@ enum wye_err rt_policy_create(const struct conf_config *cfg, const struct rt_pol
         snprintf(errbuf, errlen, "router.weights: %s", e);
         goto fail;
     }
+    /* rt_score compares in float: the same comparison as `wye route score` */
+    p->model.threshold = (float)rt_policy_threshold(rc, &p->model);
     if (rc->hook || rc->hook_file) {
         char *src = NULL;
         size_t len = 0;
@@ -156,6 +157,11 @@ enum wye_err rt_policy_create(const struct conf_config *cfg, const struct rt_pol
 fail:
     rt_policy_destroy(p);
     return err;
+}
+
+double rt_policy_threshold(const struct conf_router *rc, const struct rt_score_model *m)
+{
+    return rc->threshold >= 0 && rc->threshold <= 1 ? rc->threshold : (double)m->threshold;
 }
 
 void rt_policy_destroy(struct rt_policy *p)
@@ -286,7 +292,7 @@ enum wye_err rt_policy_decide(struct rt_policy *p, const struct wye_chat_req *re
             rt_features_extract(req, &f);
             rt_score(&p->model, &f, 5, &sr);
             d->score = sr.score;
-            d->route = sr.score >= p->threshold ? RT_ROUTE_REMOTE : RT_ROUTE_LOCAL;
+            d->route = sr.remote ? RT_ROUTE_REMOTE : RT_ROUTE_LOCAL;
             if (rt_score_reasons_json(&sr, d->reasons, sizeof(d->reasons)) != WYE_OK) {
                 snprintf(d->reasons, sizeof(d->reasons), "[]");
             }

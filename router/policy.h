@@ -1,10 +1,11 @@
 /* The routing policy: per request, on the lws thread, in well under a millisecond, decides
  * which backend answers. Explicit model names bypass scoring; "auto" is scored (score.h)
- * against router.threshold, then the optional Lua hook route(request, features, score) may
- * override it; then the constraints apply: the key's allowed routes, its remote budget, the
- * remote circuit breaker and which backends exist. The policy also keeps per-backend EWMA
- * latency and time to first token, and the breaker's state, fed by rt_policy_report from the
- * producers' threads. docs/routing.md ("Policy") describes the rules. */
+ * against router.threshold (unset: the weights' own), then the optional Lua hook
+ * route(request, features, score) may override it; then the constraints apply: the key's
+ * allowed routes, its remote budget, the remote circuit breaker and which backends exist. The
+ * policy also keeps per-backend EWMA latency and time to first token, and the breaker's state,
+ * fed by rt_policy_report from the producers' threads. docs/routing.md ("Policy") describes
+ * the rules. */
 #ifndef WYE_ROUTER_POLICY_H
 #define WYE_ROUTER_POLICY_H
 
@@ -51,6 +52,10 @@ enum wye_err rt_policy_create(const struct conf_config *cfg, const struct rt_pol
                               struct rt_policy **out, char *errbuf, size_t errlen);
 /* Frees the policy; NULL is a no-op. */
 void rt_policy_destroy(struct rt_policy *p);
+/* The threshold "auto" requests are scored against: router.threshold when set (0..1), else the
+ * weights' own trained threshold (m->threshold). `wye route score/eval -c` use it too, so the
+ * CLI and the gateway decide alike. */
+double rt_policy_threshold(const struct conf_router *rc, const struct rt_score_model *m);
 
 /* Decides the route of req (borrowed) for key (NULL: no key constraints). OK: *out holds the
  * decision. NOTFOUND: unknown model; LIMIT: over the remote budget in refuse mode; AUTH: the

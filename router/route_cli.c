@@ -13,6 +13,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "conf/conf.h"
+#include "router/policy.h"
 #include "router/score.h"
 #include "router/score_train.h"
 
@@ -355,8 +356,9 @@ struct report {
     double auc, acc, bacc, call95, threshold;
 };
 
+/* th_from: where the threshold came from ("weights", "config", "command line"), NULL for CV. */
 static int evaluate(const struct dataset *d, const float *sc, const unsigned char *dec,
-                    const char *what, double threshold, bool json)
+                    const char *what, double threshold, const char *th_from, bool json)
 {
     struct report r = {.n = d->n, .threshold = threshold};
     double tp = 0, tn = 0;
@@ -381,8 +383,10 @@ static int evaluate(const struct dataset *d, const float *sc, const unsigned cha
         snprintf(th, sizeof(th), isnan(threshold) ? "null" : "%.4f", threshold);
         printf("{\"evaluation\":\"%s\",\"n\":%zu,\"n_remote\":%zu,\"auc\":%.4f,"
                "\"accuracy\":%.4f,\"balanced_accuracy\":%.4f,\"threshold\":%s,"
+               "\"threshold_source\":%s%s%s,"
                "\"call_fraction_95\":%.4f,\"call_fraction_95_random\":%.4f,\"sources\":[",
-               what, r.n, r.n_pos, r.auc, r.acc, r.bacc, th, r.call95, random95);
+               what, r.n, r.n_pos, r.auc, r.acc, r.bacc, th, th_from ? "\"" : "",
+               th_from ? th_from : "null", th_from ? "\"" : "", r.call95, random95);
     } else {
         printf("evaluation    %s\n", what);
         printf("examples      %zu (%zu remote, %zu local)\n", r.n, r.n_pos, n_neg);
@@ -391,8 +395,8 @@ static int evaluate(const struct dataset *d, const float *sc, const unsigned cha
             printf("accuracy      %.4f (balanced %.4f) at each fold's own threshold\n", r.acc,
                    r.bacc);
         } else {
-            printf("accuracy      %.4f (balanced %.4f) at threshold %.4f\n", r.acc, r.bacc,
-                   threshold);
+            printf("accuracy      %.4f (balanced %.4f) at threshold %.4f (from the %s)\n", r.acc,
+                   r.bacc, threshold, th_from ? th_from : "weights");
         }
         printf("call@95%%      %.4f of requests remote keep 95%% of all-remote quality "
                "(random routing: %.4f)\n\n",
@@ -460,7 +464,7 @@ static void usage_route(FILE *out)
             "usage: wye route train DATA.jsonl -o FILE [--l2 L] [--epochs N] [--all] [--only F,..] "
             "[--drop F,..]\n"
             "       wye route score [-c CONF] [--weights FILE] [--threshold T] < PROMPTS.jsonl\n"
-            "       wye route eval DATA.jsonl [--weights FILE] [--json]\n"
+            "       wye route eval DATA.jsonl [-c CONF] [--weights FILE] [--threshold T] [--json]\n"
             "       wye route eval DATA.jsonl --cv K|source [--l2 L] [--epochs N] [--all] "
             "[--only F,..] [--drop F,..] [--json]\n"
             "       wye route features [--json] [DATA.jsonl]\n\n"
@@ -477,9 +481,10 @@ static void usage_route(FILE *out)
             "  --all                start from every feature (the default leaves out the ones "
             "cross-validation dropped)\n"
             "  -w, --weights FILE   weights JSON (default: the weights compiled in)\n"
-            "  -c, --config CONF    score: use the config's router.weights and router.threshold\n"
-            "                       (as the gateway does; --weights/--threshold override)\n"
-            "  --threshold T        score: override the weights' threshold\n"
+            "  -c, --config CONF    score, eval: use the config's router.weights and\n"
+            "                       router.threshold (unset: the weights' own), as the gateway\n"
+            "                       does; --weights/--threshold override\n"
+            "  --threshold T        score, eval: decide at T instead of the weights' threshold\n"
             "  --cv K|source        eval: K-fold (rows i%%K) or leave-one-source-out "
             "cross-validation of the training procedure\n"
             "  --json               eval: one JSON object instead of a table\n"
@@ -581,6 +586,41 @@ static int parse_args(int argc, char **argv, struct args *a)
     return 0;
 }
 
+/* The model score and eval decide with, as the gateway would: --weights, else the config's
+ * router.weights, else the embedded weights; --threshold, else the config's router.threshold
+ * (rt_policy_threshold: unset means the weights' own), else the weights' own. *from says which
+ * threshold won. 0, 1 (bad weights) or 2 (a config that does not load). */
+static int model_resolve(const struct args *a, const char *cmd, struct rt_score_model *m,
+                         const char **from)
+{
+    const char *weights = a->weights;
+    struct conf_config *cfg = NULL;
+    if (a->config) {
+        char err[512] = "";
+        if (conf_load(a->config, NULL, &cfg, err, sizeof(err)) != WYE_OK) {
+            fprintf(stderr, "wye route %s: %s: %s\n", cmd, a->config, err);
+            return 2;
+        }
+        if (!weights) {
+            weights = cfg->router.weights_path;
+        }
+    }
+    if (weights_load(weights, m)) {
+        conf_destroy(cfg);
+        return 1;
+    }
+    *from = "weights";
+    if (a->threshold >= 0) {
+        m->threshold = (float)a->threshold;
+        *from = "command line";
+    } else if (cfg && cfg->router.threshold >= 0) {
+        m->threshold = (float)rt_policy_threshold(&cfg->router, m);
+        *from = "config";
+    }
+    conf_destroy(cfg);
+    return 0;
+}
+
 static int cmd_train(struct args *a)
 {
     struct dataset d;
@@ -654,8 +694,17 @@ static int cmd_eval(struct args *a)
         fprintf(stderr, "wye route eval: needs DATA.jsonl (see --help)\n");
         return 2;
     }
-    if (!a->cv && weights_load(a->weights, &m)) {
-        return 1;
+    const char *th_from = NULL;
+    if (a->cv && (a->config || a->weights || a->threshold >= 0)) {
+        fprintf(stderr, "wye route eval: --cv trains its own weights and thresholds; -c, "
+                        "--weights and --threshold do not apply\n");
+        return 2;
+    }
+    if (!a->cv) {
+        int rc = model_resolve(a, "eval", &m, &th_from);
+        if (rc) {
+            return rc;
+        }
     }
     if (dataset_load(a->data, &d)) {
         return 1;
@@ -680,7 +729,7 @@ static int cmd_eval(struct args *a)
         snprintf(what, sizeof(what), "%s", a->weights ? a->weights : "embedded weights");
     }
     if (rc == 0) {
-        rc = evaluate(&d, sc, dec, what, threshold, a->json) ? 1 : 0;
+        rc = evaluate(&d, sc, dec, what, threshold, th_from, a->json) ? 1 : 0;
     }
     wye_free(sc);
     wye_free(dec);
@@ -722,32 +771,10 @@ static int cmd_score(struct args *a)
         fprintf(stderr, "wye route score: reads prompts from stdin (see --help)\n");
         return 2;
     }
-    const char *weights = a->weights;
-    struct conf_config *cfg = NULL;
-    double threshold = a->threshold;
-    if (a->config) {
-        char err[512] = "";
-        if (conf_load(a->config, NULL, &cfg, err, sizeof(err)) != WYE_OK) {
-            fprintf(stderr, "wye route score: %s: %s\n", a->config, err);
-            return 2;
-        }
-        if (!weights) {
-            weights = cfg->router.weights_path;
-        }
-        if (threshold < 0) {
-            /* as the gateway's policy: the config's threshold replaces the weights' own */
-            threshold = cfg->router.threshold > 0 && cfg->router.threshold <= 1
-                            ? cfg->router.threshold
-                            : 0.5;
-        }
-    }
-    int wl = weights_load(weights, &m);
-    conf_destroy(cfg);
-    if (wl) {
-        return 1;
-    }
-    if (threshold >= 0) {
-        m.threshold = (float)threshold;
+    const char *th_from = NULL;
+    int rc = model_resolve(a, "score", &m, &th_from);
+    if (rc) {
+        return rc;
     }
     struct lines l = {.f = stdin, .name = "stdin"};
     l.buf = wye_malloc(LINE_MAX_BYTES + 2);

@@ -154,7 +154,9 @@ enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req, st
         if (!can_remote) {
             rt_routed_discard(r);
             wye_chat_req_destroy(req);
-            return err;
+            /* a full admission queue is a limit the client hit (429, errbuf names
+             * router.queue_max), not an outage */
+            return err == WYE_ERR_AGAIN ? WYE_ERR_LIMIT : err;
         }
         rt_routed_set_route(r, RT_ROUTE_REMOTE,
                             err == WYE_ERR_AGAIN ? "local queue full" : "local context too small");

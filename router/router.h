@@ -67,8 +67,11 @@ void rt_router_destroy(struct rt_router *rt);
 
 /* Routes req (takes ownership) and streams its answer into sink. OK: sink->finish will be
  * called exactly once, later, never from inside this call. Any other return: the request was
- * refused (NOTFOUND for an unknown model, ...), the sink is untouched, and errbuf names the
- * problem. Any thread (the lws thread, agent workers). */
+ * refused, the sink is untouched, and errbuf names the problem: NOTFOUND an unknown model,
+ * AUTH a route the key may not use, LIMIT a spent remote budget (over_budget "refuse") or a
+ * full local admission queue with no remote to fall back to (errbuf names router.queue_max;
+ * HTTP 429), TOOBIG/INVAL what the local backend refuses, CANCELED shutting down. Refusals
+ * write no ledger record. Any thread (the lws thread, agent workers). */
 enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req,
                               struct wye_sink sink, char *errbuf, size_t errlen);
 /* Appends the JSON array of models (OpenAI /v1/models "data" entries) to out. */

@@ -63,8 +63,7 @@ static const char full_conf[] =
     "  ledger = { path = 'l.jsonl', fsync = 'always', fsync_interval_ms = 250,\n"
     "             rotate_bytes = 2^20, rotate_daily = true },\n"
     "  router = { threshold = 0.75, hook = 'function route(r, f, s)\\n  return \"local\"\\nend',\n"
-    "             hook_timeout_ms = 7, hook_memory_kb = 2048, cascade = true,\n"
-    "             cascade_min_logprob = -1.5, cascade_tokens = 8, queue_max = 0,\n"
+    "             hook_timeout_ms = 7, hook_memory_kb = 2048, queue_max = 0,\n"
     "             breaker_failures = 3, breaker_cooldown_ms = 500,\n"
     "             weights = '" WYE_SOURCE_DIR "/conf/router-weights.json' },\n"
     "}\n";
@@ -116,10 +115,7 @@ static void test_every_key(void **state)
     assert_non_null(strstr(c->router.weights_path, "router-weights.json"));
     assert_int_equal(c->router.hook_timeout_ms, 7);
     assert_int_equal(c->router.hook_memory_kb, 2048);
-    assert_true(c->router.cascade);
-    assert_true(c->router.cascade_min_logprob == -1.5);
-    assert_int_equal(c->router.cascade_tokens, 8);
-    assert_int_equal(c->router.queue_max, 0);
+    assert_int_equal(c->router.queue_max, 0); /* 0 is kept: no queue, not the default */
     assert_int_equal(c->router.breaker_failures, 3);
     assert_int_equal(c->router.breaker_cooldown_ms, 500);
     conf_destroy(c);
@@ -141,15 +137,12 @@ static void test_defaults(void **state)
     assert_int_equal(c->ledger.fsync_interval_ms, 1000);
     assert_int_equal(c->ledger.rotate_bytes, 0);
     assert_false(c->ledger.rotate_daily);
-    assert_true(c->router.threshold == 0.5);
+    assert_true(c->router.threshold < 0); /* unset: the weights' own threshold */
     assert_null(c->router.weights_path);
     assert_null(c->router.hook);
     assert_null(c->router.hook_file);
     assert_int_equal(c->router.hook_timeout_ms, 5);
     assert_int_equal(c->router.hook_memory_kb, 1024);
-    assert_false(c->router.cascade);
-    assert_true(c->router.cascade_min_logprob == -2.5);
-    assert_int_equal(c->router.cascade_tokens, 4);
     assert_int_equal(c->router.queue_max, 64);
     assert_int_equal(c->router.breaker_failures, 5);
     assert_int_equal(c->router.breaker_cooldown_ms, 10000);
@@ -158,8 +151,14 @@ static void test_defaults(void **state)
     assert_int_equal(conf_load(WYE_SOURCE_DIR "/conf/wye.lua", NULL, &c, err, sizeof(err)), WYE_OK);
     assert_int_equal(c->n_api_keys, 0);
     assert_int_equal(c->ledger.fsync, CONF_FSYNC_INTERVAL);
-    assert_true(c->router.threshold == 0.5);
+    assert_true(c->router.threshold < 0);
     assert_int_equal(c->router.queue_max, 64);
+    conf_destroy(c);
+    /* threshold 0 is a setting (everything remote), kept apart from "unset" */
+    assert_int_equal(
+        conf_load(write_file("return { router = { threshold = 0 } }"), NULL, &c, err, sizeof(err)),
+        WYE_OK);
+    assert_true(c->router.threshold == 0);
     conf_destroy(c);
     /* Keys configured: auth is required unless written otherwise. */
     assert_int_equal(
@@ -257,10 +256,11 @@ static void test_errors(void **state)
         {"return { router = { hook_timeout_ms = 0 } }",
          "router.hook_timeout_ms: 0 is out of range"},
         {"return { router = { hook_memory_kb = 1 } }", "router.hook_memory_kb: 1 is out of range"},
-        {"return { router = { cascade = 'on' } }", "router.cascade: expected a boolean"},
-        {"return { router = { cascade_min_logprob = 1 } }",
-         "router.cascade_min_logprob: 1 is out of range -100..0"},
-        {"return { router = { cascade_tokens = 0 } }", "router.cascade_tokens: 0 is out of range"},
+        /* the cascade is not implemented (docs/routing.md): its keys are refused, not ignored */
+        {"return { router = { cascade = false } }", "router.cascade: unknown key"},
+        {"return { router = { cascade_min_logprob = -2.5 } }",
+         "router.cascade_min_logprob: unknown key"},
+        {"return { router = { cascade_tokens = 4 } }", "router.cascade_tokens: unknown key"},
         {"return { router = { queue_max = -1 } }", "router.queue_max: -1 is out of range"},
         {"return { router = { breaker_failures = 0 } }",
          "router.breaker_failures: 0 is out of range"},

@@ -1,5 +1,6 @@
 /* `wye ledger verify|summary` run as a child process (WYE_BINARY_DIR/wye): exit codes and
- * messages for an intact ledger, a tampered one, a missing key and bad options. */
+ * messages for an intact ledger, a tampered one, a missing key and bad options; the summary
+ * table's cost precision. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -116,6 +117,25 @@ static void test_summary_cli(void **state)
     assert_non_null(strstr(out, "GROUP"));
     assert_non_null(strstr(out, "qwen-small"));
     assert_non_null(strstr(out, "TOTAL"));
+    free(out);
+    /* the table shows cost and saving to the micro-dollar: a record costing $0.000012 and
+     * saving $0.000045 must not print as 0.0000 */
+    char small[700];
+    snprintf(small, sizeof(small), "%s/small.jsonl", dir);
+    struct rt_ledger *l = tl_open(small, NULL);
+    assert_non_null(l);
+    struct rt_ledger_rec r = tl_rec(1);
+    r.cost_usd = 0.000012;
+    r.counterfactual_cost_usd = 0.000057;
+    r.saving_usd = 0.000045;
+    assert_int_equal(rt_ledger_append(l, &r, NULL, NULL), WYE_OK);
+    rt_ledger_close(l);
+    snprintf(args, sizeof(args), "ledger summary '%s'", small);
+    assert_int_equal(run(args, &out), 0);
+    const char *total = strstr(out, "TOTAL");
+    assert_non_null(total);
+    assert_non_null(strstr(total, " 0.000012 "));
+    assert_non_null(strstr(total, " 0.000045 "));
     free(out);
     snprintf(args, sizeof(args), "ledger summary '%s' --by colour", path);
     assert_int_equal(run(args, &out), 2);

@@ -290,6 +290,7 @@ static void test_concurrent_and_queue_full(void **state)
     assert_int_equal(rt_local_submit(l, extra, fsink_sink(&fs[N]), err, sizeof(err)),
                      WYE_ERR_AGAIN);
     assert_non_null(strstr(err, "queue is full"));
+    assert_non_null(strstr(err, "router.queue_max = 2")); /* names the limit to raise */
     /* not consumed: still ours (ASan would report a double free otherwise) */
     assert_string_equal(extra->msgs[0].content, prompts[N]);
     wye_chat_req_destroy(extra);

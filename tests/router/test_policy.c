@@ -1,10 +1,11 @@
 /* The routing policy (router/policy.h) on its own: "auto" goes local or remote by score with
- * reasons; explicit names bypass scoring; unknown names are NOTFOUND; the key's routes and
- * remote budget (use-local and refuse modes; a local request is never refused by a budget);
- * the circuit breaker open -> half-open (one probe) -> closed / reopened with an injected
- * clock; and the Lua hook: forcing remote, answers that are ignored, a syntax error refused at
- * creation, and hostile hooks (infinite loop, memory bomb, os/io access) cut off while the
- * request still routes by score and the policy keeps deciding. */
+ * reasons (at router.threshold, or the weights' own threshold when it is unset); explicit
+ * names bypass scoring; unknown names are NOTFOUND; the key's routes and remote budget
+ * (use-local and refuse modes; a local request is never refused by a budget); the circuit
+ * breaker open -> half-open (one probe) -> closed / reopened with an injected clock; and the
+ * Lua hook: forcing remote, answers that are ignored, a syntax error refused at creation, and
+ * hostile hooks (infinite loop, memory bomb, os/io access) cut off while the request still
+ * routes by score and the policy keeps deciding. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,8 +14,11 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/alloc.h"
 #include "common/chat.h"
 #include "common/clock.h"
 #include "common/crypto.h"
@@ -29,6 +33,9 @@
     "bound, and finally implement a C++ class template with unit tests for matrix "                \
     "multiplication, handling edge cases like empty matrices and overflow. First, analyze the "    \
     "constraints; then compare the approach with Gaussian quadrature and justify each step."
+
+/* scores about 0.84 with the built-in weights: remote, but not by a wide margin */
+#define MID_PROMPT "Write a Python function that merges two sorted lists."
 
 static int64_t fake_now;
 static int64_t fake_clock(void *arg)
@@ -113,6 +120,62 @@ static void test_auto_by_score(void **state)
     assert_int_equal(decide(p, "auto", HIGH_PROMPT, NULL, &d), WYE_OK);
     assert_int_equal(d.route, RT_ROUTE_LOCAL);
     rt_policy_destroy(p);
+}
+
+/* An unset router.threshold (< 0, conf_load's default) means the trained weights' own
+ * threshold; a set one (0 included: everything remote) wins over it. */
+static void test_threshold_unset_uses_weights(void **state)
+{
+    (void)state;
+    struct rt_score_model m;
+    char eb[256] = "";
+    assert_int_equal(rt_score_model_default(&m, eb, sizeof(eb)), WYE_OK);
+    struct conf_config cfg;
+    cfg_init(&cfg);
+    cfg.router.threshold = -1;
+    assert_true(rt_policy_threshold(&cfg.router, &m) == (double)m.threshold);
+    assert_true(m.threshold > 0.1f && m.threshold < 0.9f && m.threshold != 0.5f);
+    cfg.router.threshold = 0.7;
+    assert_true(rt_policy_threshold(&cfg.router, &m) == 0.7);
+    cfg.router.threshold = 0;
+    assert_true(rt_policy_threshold(&cfg.router, &m) == 0);
+
+    /* threshold 0 is a setting, not "unset": even "hi" goes remote */
+    struct rt_policy *p = mkpolicy(&cfg, true, true);
+    struct rt_decision d;
+    assert_int_equal(decide(p, "auto", "hi", NULL, &d), WYE_OK);
+    assert_int_equal(d.route, RT_ROUTE_REMOTE);
+    assert_int_equal(decide(p, "auto", MID_PROMPT, NULL, &d), WYE_OK);
+    double mid_score = d.score;
+    rt_policy_destroy(p);
+    assert_true(mid_score > 0.5 && mid_score < 0.99);
+
+    /* weights whose own threshold sits just above MID_PROMPT's score: unset follows them
+     * (local), router.threshold 0.5 overrides them (remote) */
+    m.threshold = (float)(mid_score + 0.004);
+    char *json = NULL;
+    assert_int_equal(rt_score_model_to_json(&m, &json), WYE_OK);
+    char path[] = "/tmp/wye-policy-weights-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    assert_true(fputs(json, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    wye_free(json);
+    cfg.router.weights_path = path;
+    cfg.router.threshold = -1;
+    p = mkpolicy(&cfg, true, true);
+    assert_int_equal(decide(p, "auto", MID_PROMPT, NULL, &d), WYE_OK);
+    assert_true(d.score == mid_score);
+    assert_int_equal(d.route, RT_ROUTE_LOCAL);
+    rt_policy_destroy(p);
+    cfg.router.threshold = 0.5;
+    p = mkpolicy(&cfg, true, true);
+    assert_int_equal(decide(p, "auto", MID_PROMPT, NULL, &d), WYE_OK);
+    assert_int_equal(d.route, RT_ROUTE_REMOTE);
+    rt_policy_destroy(p);
+    unlink(path);
 }
 
 static void test_explicit_names(void **state)
@@ -396,10 +459,10 @@ int main(void)
 {
     wye_log_set_level(WYE_LOG_ERROR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_auto_by_score),         cmocka_unit_test(test_explicit_names),
-        cmocka_unit_test(test_key_routes_and_budget), cmocka_unit_test(test_breaker),
-        cmocka_unit_test(test_hook_forces_route),     cmocka_unit_test(test_hook_hostile),
-        cmocka_unit_test(test_reason_append),
+        cmocka_unit_test(test_auto_by_score),  cmocka_unit_test(test_threshold_unset_uses_weights),
+        cmocka_unit_test(test_explicit_names), cmocka_unit_test(test_key_routes_and_budget),
+        cmocka_unit_test(test_breaker),        cmocka_unit_test(test_hook_forces_route),
+        cmocka_unit_test(test_hook_hostile),   cmocka_unit_test(test_reason_append),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,10 @@
 /* The router with both backends (stories260K locally, the stub upstream remotely) and a real
  * ledger: "auto" goes local or remote by score and start() carries the decision; an upstream
  * 500 or timeout before the first byte is answered locally (the fallback is in the reasons);
- * a full local queue sends the request remote; a key over its remote budget is answered
- * locally (or refused with LIMIT in refuse mode) while local requests keep working; every
+ * a full local queue sends the request remote, or is refused with LIMIT (429) naming
+ * router.queue_max when it cannot go remote (queue_max 0: no waiting); a key over its remote
+ * budget is answered locally (or refused with LIMIT in refuse mode) while local requests keep
+ * working; every
  * finished request (ok, error, cancelled) leaves exactly one record with the right route,
  * status and prices, the record is written before the client sees finish, and the chain
  * verifies. Sinks record on producer/ledger threads; cmocka asserts on the main thread. */
@@ -143,8 +145,8 @@ static void renv_stop(struct renv *r, uint64_t n_records)
     tl_rmdir(r->dir);
 }
 
-static const char *g_agent;   /* the agent making the next submits' calls, or NULL */
-static uint64_t g_agent_run;  /* its run id */
+static const char *g_agent;  /* the agent making the next submits' calls, or NULL */
+static uint64_t g_agent_run; /* its run id */
 
 static enum wye_err submit(struct renv *r, const char *model, const char *content,
                            const char *extra, const char *key, struct fsink *f, char *id, char *eb,
@@ -425,6 +427,58 @@ static void test_queue_full_to_remote(void **state)
     renv_stop(&r, 3);
 }
 
+/* router.queue_max = 0: no waiting at all. With the only sequence busy, a local request of a
+ * key that may not go remote (no remote budget) is refused with LIMIT (HTTP 429) naming
+ * router.queue_max, writes no record and leaves its sink untouched; one that may go remote
+ * falls back; once the sequence is free the same key is answered locally again. */
+static void test_queue_zero_refuses(void **state)
+{
+    (void)state;
+    struct renv r;
+    renv_start(&r, 1, 0, 0.0, CONF_OVER_BUDGET_LOCAL); /* "team": budget 0, no remote spend */
+    struct fsink a, b, c, d;
+    char id[32], eb[256] = "";
+    fsink_init(&a);
+    fsink_init(&b);
+    a.again_every = 1; /* a holds the only sequence, paused */
+    assert_int_equal(submit(&r, "tiny-local", "Once upon a time", "\"max_tokens\":32", "team", &a,
+                            id, eb, sizeof(eb)),
+                     WYE_OK);
+    fsink_wait_events(&a, 1, WAIT_MS);
+    struct rt_local_stats ls;
+    rt_local_stats(r.local, &ls);
+    assert_int_equal(ls.active, 1);
+    assert_int_equal(ls.queued, 0);
+    eb[0] = '\0';
+    assert_int_equal(submit(&r, "tiny-local", "The little dog", "\"max_tokens\":8", "team", &b, id,
+                            eb, sizeof(eb)),
+                     WYE_ERR_LIMIT);
+    assert_non_null(strstr(eb, "queue is full"));
+    assert_non_null(strstr(eb, "router.queue_max = 0"));
+    assert_int_equal(b.n_start + b.n_finish + b.n_events, 0);
+    cJSON *rec = record(&r, id);
+    assert_null(rec); /* refused at admission: no record */
+    /* without the key's budget limit the same request goes remote */
+    rec = run_ok(&r, "tiny-local", "hello big world", NULL, NULL, &c, "remote");
+    char *reasons = cJSON_PrintUnformatted(cJSON_GetObjectItem(rec, "reasons"));
+    assert_non_null(strstr(reasons, "local queue full"));
+    free(reasons);
+    cJSON_Delete(rec);
+    unblock_all(&a);
+    assert_true(fsink_wait_finish(&a, WAIT_MS));
+    assert_int_equal(a.res.err, WYE_OK);
+    /* 0 means "no waiting", not "never": a free sequence takes the key's request */
+    rec = run_ok(&r, "tiny-local", "The little dog", "\"max_tokens\":8", "team", &d, "local");
+    cJSON_Delete(rec);
+    rt_local_stats(r.local, &ls);
+    assert_int_equal(ls.queue_full, 2);
+    fsink_cleanup(&a);
+    fsink_cleanup(&b);
+    fsink_cleanup(&c);
+    fsink_cleanup(&d);
+    renv_stop(&r, 3);
+}
+
 static void test_budget(void **state)
 {
     (void)state;
@@ -621,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_agent_records),
         cmocka_unit_test(test_fallback_remote_to_local),
         cmocka_unit_test(test_queue_full_to_remote),
+        cmocka_unit_test(test_queue_zero_refuses),
         cmocka_unit_test(test_budget),
         cmocka_unit_test(test_error_and_cancel_records),
         cmocka_unit_test(test_stop_with_inflight),

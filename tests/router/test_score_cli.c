@@ -1,5 +1,7 @@
 /* `wye route` through the built binary: score prints one JSON line per prompt (prompt and
  * OpenAI messages inputs) and reports a malformed line by number, skips it and exits 1;
+ * score and eval take the threshold from --threshold, else the config's router.threshold,
+ * else the weights' own (-c CONF, as the gateway);
  * train and eval round trip on a small file; train refuses malformed data naming the line;
  * --help and unknown options. */
 #include <setjmp.h>
@@ -10,6 +12,7 @@
 #include <cmocka.h>
 
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +190,112 @@ static void test_score_config(void **state)
     assert_non_null(strstr(r.err, "nope.lua"));
 }
 
+/* Writes conf/router-weights.json with its threshold replaced by th into path. */
+static void write_weights(const char *path, double th)
+{
+    static char text[1 << 16];
+    read_file(WYE_SOURCE_DIR "/conf/router-weights.json", text, sizeof(text));
+    cJSON *w = cJSON_Parse(text);
+    assert_non_null(w);
+    assert_non_null(cJSON_GetObjectItem(w, "threshold"));
+    cJSON_ReplaceItemInObject(w, "threshold", cJSON_CreateNumber(th));
+    char *out = cJSON_Print(w);
+    assert_non_null(out);
+    write_file(path, out);
+    free(out);
+    cJSON_Delete(w);
+}
+
+/* An unset router.threshold means the weights' own, in score, eval and the gateway alike;
+ * eval -c CONF decides at the config's threshold and says where it came from. */
+static void test_threshold_sources(void **state)
+{
+    (void)state;
+    char in[128], w90[128], conf_w[128], conf_th[128], data[128], args[768];
+    snprintf(in, sizeof(in), "%s/th-prompts.jsonl", tmpdir);
+    snprintf(w90, sizeof(w90), "%s/w90.json", tmpdir);
+    snprintf(conf_w, sizeof(conf_w), "%s/weights-only.lua", tmpdir);
+    snprintf(conf_th, sizeof(conf_th), "%s/threshold.lua", tmpdir);
+    snprintf(data, sizeof(data), "%s/th-data.jsonl", tmpdir);
+    /* the code prompt scores about 0.84 with the built-in weights */
+    write_file(in, "{\"id\":\"c\",\"prompt\":\"Write a Python function that merges two "
+                   "sorted lists.\"}\n");
+    write_weights(w90, 0.9);
+    char text[512];
+    snprintf(text, sizeof(text), "router = { weights = '%s' }\n", w90);
+    write_file(conf_w, text);
+    snprintf(text, sizeof(text), "router = { weights = '%s', threshold = 0.5 }\n", w90);
+    write_file(conf_th, text);
+    struct run r;
+    /* weights with threshold 0.9 and no router.threshold: local (a 0.5 default would say
+     * remote) */
+    snprintf(args, sizeof(args), "route score -c %s", conf_w);
+    run(args, in, &r);
+    if (r.status != 0) {
+        fail_msg("status %d: %s", r.status, r.err);
+    }
+    assert_non_null(strstr(r.out, "\"route\":\"local\""));
+    /* router.threshold set: it wins over the weights' own */
+    snprintf(args, sizeof(args), "route score -c %s", conf_th);
+    run(args, in, &r);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "\"route\":\"remote\""));
+
+    /* eval: the same three sources of the threshold */
+    FILE *f = fopen(data, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 10; i++) {
+        fprintf(f, "{\"prompt\":\"hello there, how is your day %d?\",\"label\":\"local\"}\n", i);
+        fprintf(f,
+                "{\"prompt\":\"Write a Python function that merges %d sorted lists.\","
+                "\"label\":\"remote\"}\n",
+                i + 2);
+    }
+    fclose(f);
+    snprintf(args, sizeof(args), "route eval %s --json -c %s", data, conf_w);
+    run(args, NULL, &r);
+    if (r.status != 0) {
+        fail_msg("status %d: %s", r.status, r.err);
+    }
+    cJSON *o = cJSON_Parse(r.out);
+    assert_non_null(o);
+    assert_true(fabs(cJSON_GetNumberValue(cJSON_GetObjectItem(o, "threshold")) - 0.9) < 1e-4);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(o, "threshold_source")),
+                        "weights");
+    double acc_w90 = cJSON_GetNumberValue(cJSON_GetObjectItem(o, "accuracy"));
+    cJSON_Delete(o);
+    snprintf(args, sizeof(args), "route eval %s --json -c %s", data, conf_th);
+    run(args, NULL, &r);
+    assert_int_equal(r.status, 0);
+    o = cJSON_Parse(r.out);
+    assert_non_null(o);
+    assert_true(fabs(cJSON_GetNumberValue(cJSON_GetObjectItem(o, "threshold")) - 0.5) < 1e-4);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(o, "threshold_source")), "config");
+    double acc_05 = cJSON_GetNumberValue(cJSON_GetObjectItem(o, "accuracy"));
+    cJSON_Delete(o);
+    /* the code prompts go local at 0.9 and remote at 0.5 */
+    assert_true(acc_05 > acc_w90 + 0.25);
+    snprintf(args, sizeof(args), "route eval %s -c %s --threshold 0.25", data, conf_th);
+    run(args, NULL, &r);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "at threshold 0.2500 (from the command line)"));
+    /* without -c: the embedded weights' own threshold, as the gateway's default */
+    snprintf(args, sizeof(args), "route eval %s", data);
+    run(args, NULL, &r);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "(from the weights)"));
+    /* cross-validation trains its own thresholds: -c does not apply */
+    snprintf(args, sizeof(args), "route eval %s --cv 2 -c %s", data, conf_th);
+    run(args, NULL, &r);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "--cv trains its own weights"));
+    /* a config that does not load is named */
+    snprintf(args, sizeof(args), "route eval %s -c %s/nope.lua", data, tmpdir);
+    run(args, NULL, &r);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "nope.lua"));
+}
+
 static void test_train_eval(void **state)
 {
     (void)state;
@@ -291,9 +400,8 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_score_lines),
-        cmocka_unit_test(test_score_config),
-        cmocka_unit_test(test_train_eval),
+        cmocka_unit_test(test_score_lines),       cmocka_unit_test(test_score_config),
+        cmocka_unit_test(test_threshold_sources), cmocka_unit_test(test_train_eval),
         cmocka_unit_test(test_help_and_usage),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
