@@ -302,6 +302,46 @@ static bool ctx_is_eog(void *arg, int32_t id)
     return eng_tok_is_eog(m->tok, id);
 }
 
+/* Another slot (free or busy: positions below its kv_n never change while it runs) whose
+ * cache holds a longer prefix of this prompt than slot id's own (the system prompt of chats
+ * arriving while others run): its K/V rows are copied into slot id, per layer, instead of
+ * being recomputed. A copy is exactly what recomputing gives (a position's K/V depend only
+ * on the tokens up to it, and the kernels give a token the same bits in any batch). Returns
+ * the prompt tokens now cached in slot id (at most n_prompt - 1). */
+static int32_t share_prefix(struct eng_ctx *c, int32_t id, const int32_t *prompt,
+                            int32_t n_prompt, int32_t own)
+{
+    int32_t donor = -1, best = own;
+    for (int32_t i = 0; i < c->n_seq; i++) {
+        const struct slot *d = &c->slots[i];
+        if (i == id || d->kv_n <= best) {
+            continue;
+        }
+        int32_t lcp = 0;
+        while (lcp < d->kv_n && lcp < n_prompt - 1 && d->kv_tok[lcp] == prompt[lcp]) {
+            lcp++;
+        }
+        if (lcp > best) {
+            best = lcp;
+            donor = i;
+        }
+    }
+    if (donor < 0) {
+        return own;
+    }
+    const struct eng_hparams *hp = &c->m->hp;
+    size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    size_t row = (size_t)c->n_ctx * kvd; /* one (sequence, layer) block */
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        size_t src = ((size_t)donor * (size_t)hp->n_layer + (size_t)l) * row;
+        size_t dst = ((size_t)id * (size_t)hp->n_layer + (size_t)l) * row;
+        memcpy(c->f.k_cache + dst, c->f.k_cache + src, (size_t)best * kvd * sizeof(float));
+        memcpy(c->f.v_cache + dst, c->f.v_cache + src, (size_t)best * kvd * sizeof(float));
+    }
+    memcpy(c->slots[id].kv_tok, c->slots[donor].kv_tok, (size_t)best * sizeof(int32_t));
+    return best;
+}
+
 enum wye_err eng_batch_add(struct eng_ctx *c, const int32_t *prompt, size_t n_prompt,
                            const struct eng_gen_params *p, const struct eng_seq_ops *ops, void *arg,
                            const atomic_bool *cancel, int32_t *seq_id, char *errbuf, size_t errlen)
@@ -413,6 +453,7 @@ enum wye_err eng_batch_add(struct eng_ctx *c, const int32_t *prompt, size_t n_pr
         return WYE_ERR_AGAIN;
     }
     struct slot *s = &c->slots[id];
+    best = share_prefix(c, id, prompt, (int32_t)n_prompt, best);
     memcpy(s->prompt, prompt, n_prompt * sizeof(int32_t));
     s->n_prompt = (int32_t)n_prompt;
     /* At least the last prompt token is evaluated: its logits give the first token. */

@@ -410,6 +410,52 @@ static void test_prefix_reuse(void **state)
     eng_model_destroy(m);
 }
 
+/* A prompt that shares a prefix with what another slot holds (the system prompt of a chat
+ * arriving while another runs) copies those K/V rows instead of recomputing them, and gives
+ * exactly what a fresh context gives; the running sequence is not disturbed. */
+static void test_prefix_shared_across_slots(void **state)
+{
+    (void)state;
+    struct eng_model *m = load_stories();
+    struct eng_ctx *c = mkctx(m, 128, 2, 8);
+    struct eng_ctx *c1 = mkctx(m, 128, 1, 8);
+    int32_t pa[12] = {1, 403, 407, 261, 378, 426, 317, 269, 403, 261, 407, 378};
+    int32_t pb[14] = {1, 403, 407, 261, 378, 426, 317, 269, 426, 426, 317, 403, 261, 378};
+    struct eng_gen_params p;
+    gen_greedy(&p, 24);
+    static struct gen_rec ra, rb, fa, fb;
+    gen(c1, pa, 12, &p, &fa, WYE_OK);
+    eng_ctx_destroy(c1);
+    c1 = mkctx(m, 128, 1, 8);
+    gen(c1, pb, 14, &p, &fb, WYE_OK);
+    memset(&ra, 0, sizeof(ra));
+    memset(&rb, 0, sizeof(rb));
+    int32_t a, b;
+    char err[128];
+    assert_int_equal(eng_batch_add(c, pa, 12, &p, &gen_rec_ops, &ra, NULL, &a, err, sizeof(err)),
+                     WYE_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(eng_batch_step(c), WYE_OK); /* a's prompt (8 + 4), a token */
+    }
+    assert_int_equal(eng_batch_add(c, pb, 14, &p, &gen_rec_ops, &rb, NULL, &b, err, sizeof(err)),
+                     WYE_OK);
+    assert_int_not_equal(a, b);
+    while (eng_batch_n_active(c) > 0) {
+        assert_int_equal(eng_batch_step(c), WYE_OK);
+    }
+    assert_true(ra.done && rb.done);
+    assert_int_equal(ra.res.n_prompt_cached, 0);
+    assert_int_equal(rb.res.n_prompt_cached, 8); /* the 8 tokens pa and pb share */
+    assert_int_equal(ra.n_ids, fa.n_ids);
+    assert_memory_equal(ra.ids, fa.ids, (size_t)fa.n_ids * sizeof(int32_t));
+    assert_int_equal(rb.n_ids, fb.n_ids);
+    assert_memory_equal(rb.ids, fb.ids, (size_t)fb.n_ids * sizeof(int32_t));
+    assert_string_equal(rb.text, fb.text);
+    eng_ctx_destroy(c1);
+    eng_ctx_destroy(c);
+    eng_model_destroy(m);
+}
+
 struct chain {
     struct eng_ctx *c;
     struct gen_rec r[3];
@@ -818,7 +864,7 @@ int main(void)
         cmocka_unit_test(test_alloc_failure),     cmocka_unit_test(test_rope_scaling),
         cmocka_unit_test(test_kquant_batched),    cmocka_unit_test(test_pause_resume),
         cmocka_unit_test(test_add_from_callback), cmocka_unit_test(test_prefix_reuse),
-        cmocka_unit_test(test_cli_bench),
+        cmocka_unit_test(test_cli_bench),         cmocka_unit_test(test_prefix_shared_across_slots),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
