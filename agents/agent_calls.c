@@ -17,6 +17,7 @@
 
 #define AGENT_DATA_BYTES_MAX (1u << 20)
 #define AGENT_BATCH_MAX 64
+#define AGENT_SLEEP_MS_MAX 3600000.0 /* one hour: a run's timeout_s ends it earlier */
 
 /* ---- host calls ---- */
 
@@ -255,6 +256,25 @@ static void call_data(struct agent_run *run, struct agent_waiter w, const cJSON 
 static void dispatch_one(struct agent_task *t, struct agent_waiter w, const char *name,
                          const cJSON *arg);
 
+/* wye.sleep(ms): parks the caller; the worker answers it once due (never blocks the worker). */
+static void call_sleep(struct agent_run *run, struct agent_waiter w, const cJSON *arg)
+{
+    if (!cJSON_IsNumber(arg) || !(arg->valuedouble >= 0)) {
+        agent_deliver(w, NULL, "expected a number of milliseconds >= 0");
+        return;
+    }
+    struct agent_sleep *z = wye_calloc(1, sizeof(*z));
+    if (!z) {
+        agent_deliver(w, NULL, "out of memory");
+        return;
+    }
+    double ms = arg->valuedouble > AGENT_SLEEP_MS_MAX ? AGENT_SLEEP_MS_MAX : arg->valuedouble;
+    z->w = w;
+    z->wake_ns = wye_now_ns() + (int64_t)(ms * 1e6);
+    z->next = run->sleeps;
+    run->sleeps = z;
+}
+
 static void call_batch(struct agent_task *t, const cJSON *arg)
 {
     int n = cJSON_IsArray(arg) ? cJSON_GetArraySize(arg) : -1;
@@ -313,6 +333,8 @@ static void dispatch_one(struct agent_task *t, struct agent_waiter w, const char
         agent_deliver(w, "null", NULL);
     } else if (strcmp(name, "data.json") == 0) {
         call_data(run, w, arg);
+    } else if (strcmp(name, "sleep") == 0) {
+        call_sleep(run, w, arg);
     } else if (strcmp(name, "chat") == 0) {
         call_chat(t, w, arg);
     } else if (strcmp(name, "http.request") == 0) {

@@ -60,11 +60,13 @@ struct agent_registry {
     size_t n_errors;
 };
 
-/* Loads every *.lua in dir (sorted). NOTFOUND/IO when dir cannot be read; bad files are only
- * recorded in errors. prev (borrowed, may be NULL): the registry being replaced; a file that
- * fails to load keeps prev's version of it (recorded in errors too). */
-enum wye_err agent_registry_load(const char *dir, const struct agent_registry *prev,
-                                 struct agent_registry **out, char *errbuf, size_t errlen);
+/* Loads every *.lua in dir (sorted; only the file named only, when not NULL). NOTFOUND/IO when
+ * dir cannot be read; bad files are only recorded in errors. prev (borrowed, may be NULL): the
+ * registry being replaced; a file that fails to load keeps prev's version of it (recorded in
+ * errors too). */
+enum wye_err agent_registry_load(const char *dir, const char *only,
+                                 const struct agent_registry *prev, struct agent_registry **out,
+                                 char *errbuf, size_t errlen);
 void agent_registry_ref(struct agent_registry *reg);
 void agent_registry_unref(struct agent_registry *reg);
 const struct agent_tool *agent_registry_tool(const struct agent_registry *reg, const char *name);
@@ -135,6 +137,13 @@ struct agent_task {
 
 struct agent_worker;
 
+/* A wye.sleep waiting on its run's worker. */
+struct agent_sleep {
+    struct agent_sleep *next;
+    struct agent_waiter w;
+    int64_t wake_ns;
+};
+
 struct agent_run {
     struct agent_run *next; /* the worker's active runs */
     atomic_int refs;        /* the worker + each pending op */
@@ -159,6 +168,17 @@ struct agent_run {
     int n_calls, n_calls_left; /* agents: tool calls of the current step */
     char **results;            /* (n_calls) tool results of the current step */
     struct cJSON *calls;       /* the current step's tool calls */
+    /* pending wye.sleep calls; a failed workflow task's Lua traceback (or NULL) */
+    struct agent_sleep *sleeps;
+    char *traceback;
+    /* agent_rt_submit_call: decl is own (no registry entry); the task runs prelude mode
+     * call_mode ("tool" / "script") of call_file, named call_name */
+    struct agent_decl own;
+    struct agent_file own_file;
+    const char *call_mode;
+    const struct agent_file *call_file;
+    char *call_name;
+    const char *call_hosts; /* the tool's allow_hosts (registry), or NULL */
 };
 
 /* One agent worker thread with its own sandbox state: runs are spread over the workers (the
@@ -192,6 +212,10 @@ struct agent_rt {
     size_t mem_bytes_max;
     int64_t n_insns_max;
     char *dir;
+    char *only_file; /* or NULL */
+    int64_t timeout_ms;
+    void (*print)(void *ud, const char *line, size_t len);
+    void *print_ud;
     pthread_mutex_t lock;
     struct agent_registry *reg;   /* guarded by lock */
     struct agent_worker *workers; /* (n_workers) */

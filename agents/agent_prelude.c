@@ -1,17 +1,19 @@
 /* The Lua prelude every agent, tool and workflow run executes first (in the run's own
  * globals): it defines tool{}, agent{} and workflow() to collect declarations, loads the
  * user's file with its own chunk name (so errors read "support.lua:12: ..."), and then either
- * returns the declarations (mode "declare") or calls one tool's run(args, ctx) or one
- * workflow's function(ctx, input). ctx wraps the yielding host calls; ctx:all runs functions
- * as coroutines and forwards their host calls to the host as one batch, so branches wait on
- * I/O concurrently. Runs on whichever thread owns the wlua_state. */
+ * returns the declarations (mode "declare") or calls one tool's run(args, ctx), one
+ * workflow's function(ctx, input) or a plain script's entry point with (args, ctx) (mode
+ * "script", for `wye lua run`: the function the chunk returns, its table's or the global
+ * `name`). ctx wraps the yielding host calls; ctx:all runs functions as coroutines and
+ * forwards their host calls to the host as one batch, so branches wait on I/O concurrently.
+ * Runs on whichever thread owns the wlua_state. */
 #include <stddef.h>
 
 #include "agents/agent_internal.h"
 
 const char agent_prelude_lua[] =
     "local H = {chat = wye.chat, tool = wye.tool, emit = wye.emit, batch = wye.batch,\n"
-    "  ['http.request'] = wye.http.request, ['data.json'] = wye.data.json}\n"
+    "  ['http.request'] = wye.http.request, ['data.json'] = wye.data.json, sleep = wye.sleep}\n"
     "local branches = setmetatable({}, {__mode = 'k'})\n"
     "local function hostcall(name, arg)\n"
     "  local co = coroutine.running()\n"
@@ -30,6 +32,7 @@ const char agent_prelude_lua[] =
     "end\n"
     "wye.http.request = function(req) local r = hostcall('http.request', req); return r end\n"
     "wye.data.json = function(name) local r = hostcall('data.json', name); return r end\n"
+    "wye.sleep = function(ms) hostcall('sleep', ms) end\n"
     "local D = {tools = {}, agents = {}, workflows = {}, order = {}}\n"
     "local function need_name(kind, t)\n"
     "  if type(t) ~= 'table' then error(kind .. ' expects a table', 3) end\n"
@@ -110,7 +113,17 @@ const char agent_prelude_lua[] =
     "return function(a)\n"
     "  local chunk, err = load(a.src, '=' .. a.file)\n"
     "  if not chunk then error(err, 0) end\n"
-    "  chunk()\n"
+    "  local ret = chunk()\n"
+    "  if a.mode == 'script' then\n"
+    "    local f = ret\n"
+    "    if type(ret) == 'table' then f = ret[a.name] elseif ret == nil then f = _ENV[a.name] end\n"
+    "    if type(f) ~= 'function' then\n"
+    "      error(a.file .. \": the script must return a function, or a table with a \" ..\n"
+    "        \"function '\" .. a.name .. \"', or define a global function '\" .. a.name ..\n"
+    "        \"' (got \" .. type(f) .. \")\", 0)\n"
+    "    end\n"
+    "    return f(a.args, make_ctx(a))\n"
+    "  end\n"
     "  if a.mode == 'declare' then\n"
     "    local out = {}\n"
     "    for _, o in ipairs(D.order) do\n"

@@ -294,8 +294,9 @@ static enum wye_err load_file(struct wlua_state *st, struct agent_registry *r,
     return err;
 }
 
-enum wye_err agent_registry_load(const char *dir, const struct agent_registry *prev,
-                                 struct agent_registry **out, char *errbuf, size_t errlen)
+enum wye_err agent_registry_load(const char *dir, const char *only,
+                                 const struct agent_registry *prev, struct agent_registry **out,
+                                 char *errbuf, size_t errlen)
 {
     *out = NULL;
     enum wye_err err = WYE_ERR_NOMEM;
@@ -324,7 +325,8 @@ enum wye_err agent_registry_load(const char *dir, const struct agent_registry *p
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         size_t l = strlen(de->d_name);
-        if (l < 5 || de->d_name[0] == '.' || strcmp(de->d_name + l - 4, ".lua") != 0) {
+        if (l < 5 || de->d_name[0] == '.' || strcmp(de->d_name + l - 4, ".lua") != 0 ||
+            (only && strcmp(de->d_name, only) != 0)) {
             continue;
         }
         if (n == AGENT_FILES_MAX) {
@@ -348,8 +350,8 @@ enum wye_err agent_registry_load(const char *dir, const struct agent_registry *p
     if (!st) {
         goto fail_dir;
     }
-    static const char *const host[] = {"chat",  "tool",         "emit",
-                                       "batch", "http.request", "data.json"};
+    static const char *const host[] = {"chat",         "tool",      "emit", "batch",
+                                       "http.request", "data.json", "sleep"};
     for (size_t i = 0; i < sizeof(host) / sizeof(host[0]); i++) {
         if (wlua_state_add_yielding(st, host[i]) != WYE_OK) {
             goto fail_dir;

@@ -79,11 +79,14 @@ static enum wye_err worker_init(struct agent_rt *rt, int i)
     struct wlua_opts lo = {0};
     lo.limits.mem_bytes_max = rt->mem_bytes_max;
     lo.limits.n_insns_max = rt->n_insns_max;
+    lo.limits.timeout_ms = rt->timeout_ms;
+    lo.print = rt->print;
+    lo.print_ud = rt->print_ud;
     lo.interrupted = worker_interrupted;
     lo.interrupted_ud = wk;
     wk->st = wlua_state_create(&lo);
-    static const char *const host[] = {"chat",  "tool",         "emit",
-                                       "batch", "http.request", "data.json"};
+    static const char *const host[] = {"chat",         "tool",      "emit", "batch",
+                                       "http.request", "data.json", "sleep"};
     for (size_t k = 0; wk->st && k < sizeof(host) / sizeof(host[0]); k++) {
         if (wlua_state_add_yielding(wk->st, host[k]) != WYE_OK) {
             wlua_state_destroy(wk->st);
@@ -125,10 +128,14 @@ enum wye_err agent_rt_create(const struct agent_rt_opts *opts, const struct agen
     rt->http_max_bytes = opts && opts->http_max_bytes ? opts->http_max_bytes : (1u << 20);
     rt->mem_bytes_max = opts && opts->mem_bytes_max ? opts->mem_bytes_max : (64u << 20);
     rt->n_insns_max = opts && opts->n_insns_max ? opts->n_insns_max : 100000000;
+    rt->timeout_ms = opts ? opts->timeout_ms : 0;
+    rt->print = opts ? opts->print : NULL;
+    rt->print_ud = opts ? opts->print_ud : NULL;
+    rt->only_file = opts && opts->only_file ? wye_strdup(opts->only_file) : NULL;
     atomic_init(&rt->next_id, 1);
     atomic_init(&rt->stopping, false);
     int n_init = 0;
-    if (!rt->dir) {
+    if (!rt->dir || (opts && opts->only_file && !rt->only_file)) {
         goto fail_rt;
     }
     if (pthread_mutex_init(&rt->lock, NULL) != 0) {
@@ -144,7 +151,7 @@ enum wye_err agent_rt_create(const struct agent_rt_opts *opts, const struct agen
             goto fail_workers;
         }
     }
-    err = agent_registry_load(rt->dir, NULL, &rt->reg, errbuf, errlen);
+    err = agent_registry_load(rt->dir, rt->only_file, NULL, &rt->reg, errbuf, errlen);
     if (err) {
         goto fail_workers;
     }
@@ -163,6 +170,7 @@ fail_rt:
         snprintf(errbuf, errlen, "out of memory");
     }
     wye_free(rt->dir);
+    wye_free(rt->only_file);
     wye_free(rt->allow_hosts);
     wye_free(rt);
     return err;
@@ -262,6 +270,7 @@ void agent_rt_destroy(struct agent_rt *rt)
     pthread_mutex_destroy(&rt->lock);
     agent_registry_unref(rt->reg);
     wye_free(rt->dir);
+    wye_free(rt->only_file);
     wye_free(rt->allow_hosts);
     wye_free(rt);
 }
@@ -271,7 +280,7 @@ enum wye_err agent_rt_reload(struct agent_rt *rt, char *errbuf, size_t errlen)
     /* reloads are serialised by the caller (SIGHUP on one thread); prev stays referenced */
     struct agent_registry *prev = current_reg(rt);
     struct agent_registry *r = NULL;
-    enum wye_err err = agent_registry_load(rt->dir, prev, &r, errbuf, errlen);
+    enum wye_err err = agent_registry_load(rt->dir, rt->only_file, prev, &r, errbuf, errlen);
     agent_registry_unref(prev);
     if (err) {
         return err;
@@ -327,6 +336,42 @@ enum wye_err agent_rt_list_json(struct agent_rt *rt, struct wye_buf *out)
     return err;
 }
 
+/* Gives run (its input, key and decl set; reg taken over unless NULL: already set) an id and
+ * the least loaded worker, and posts it. */
+static enum wye_err submit_run(struct agent_rt *rt, struct agent_registry *r, struct agent_run *run,
+                               agent_done_fn done, void *arg, uint64_t *run_id, char *errbuf,
+                               size_t errlen)
+{
+    atomic_init(&run->refs, 1);
+    atomic_init(&run->ended, false);
+    run->rt = rt;
+    if (r) {
+        run->reg = r;
+    }
+    run->done = done;
+    run->done_arg = arg;
+    run->id = atomic_fetch_add(&rt->next_id, 1);
+    if (run_id) {
+        *run_id = run->id;
+    }
+    /* the least loaded worker (the first of equals): a run stays on it to its end */
+    struct agent_worker *wk = &rt->workers[0];
+    for (int i = 1; i < rt->n_workers; i++) {
+        if (atomic_load(&rt->workers[i].n_runs) < atomic_load(&wk->n_runs)) {
+            wk = &rt->workers[i];
+        }
+    }
+    run->w = wk;
+    atomic_fetch_add(&wk->n_runs, 1);
+    enum wye_err err = post_msg(wk, AGENT_MSG_SUBMIT, 0, run);
+    if (err) {
+        atomic_fetch_sub(&wk->n_runs, 1);
+        agent_run_unref(run);
+        snprintf(errbuf, errlen, "the agent runtime is not accepting runs");
+    }
+    return err;
+}
+
 enum wye_err agent_rt_submit(struct agent_rt *rt, const char *name, const char *input,
                              agent_done_fn done, void *arg, uint64_t *run_id, char *errbuf,
                              size_t errlen)
@@ -363,33 +408,65 @@ enum wye_err agent_rt_submit_as(struct agent_rt *rt, const char *key_name, const
         snprintf(errbuf, errlen, "out of memory");
         return WYE_ERR_NOMEM;
     }
-    atomic_init(&run->refs, 1);
-    atomic_init(&run->ended, false);
-    run->rt = rt;
-    run->reg = r;
     run->decl = d;
-    run->done = done;
-    run->done_arg = arg;
-    run->id = atomic_fetch_add(&rt->next_id, 1);
-    if (run_id) {
-        *run_id = run->id;
+    return submit_run(rt, r, run, done, arg, run_id, errbuf, errlen);
+}
+
+enum wye_err agent_rt_submit_call(struct agent_rt *rt, const char *tool, const char *chunkname,
+                                  const char *src, size_t len, const char *entry,
+                                  const char *args_json, agent_done_fn done, void *arg,
+                                  uint64_t *run_id, char *errbuf, size_t errlen)
+{
+    struct agent_registry *r = current_reg(rt);
+    const struct agent_tool *t = tool ? agent_registry_tool(r, tool) : NULL;
+    if (tool && !t) {
+        snprintf(errbuf, errlen, "no tool named '%s' in %s", tool, r->dir);
+        agent_registry_unref(r);
+        return WYE_ERR_NOTFOUND;
     }
-    /* the least loaded worker (the first of equals): a run stays on it to its end */
-    struct agent_worker *wk = &rt->workers[0];
-    for (int i = 1; i < rt->n_workers; i++) {
-        if (atomic_load(&rt->workers[i].n_runs) < atomic_load(&wk->n_runs)) {
-            wk = &rt->workers[i];
+    if (t && !args_json) {
+        args_json = "{}"; /* a tool always gets a table */
+    }
+    if (t) {
+        enum wye_err err = agent_schema_check(t->parameters, args_json, errbuf, errlen);
+        if (err) {
+            agent_registry_unref(r);
+            return err;
         }
     }
-    run->w = wk;
-    atomic_fetch_add(&wk->n_runs, 1);
-    enum wye_err err = post_msg(wk, AGENT_MSG_SUBMIT, 0, run);
-    if (err) {
-        atomic_fetch_sub(&wk->n_runs, 1);
-        agent_run_unref(run);
-        snprintf(errbuf, errlen, "the agent runtime is not accepting runs");
+    struct agent_run *run = wye_calloc(1, sizeof(*run));
+    if (!run) {
+        agent_registry_unref(r);
+        snprintf(errbuf, errlen, "out of memory");
+        return WYE_ERR_NOMEM;
     }
-    return err;
+    atomic_init(&run->refs, 1);
+    run->reg = r;
+    run->decl = &run->own;
+    run->own.is_workflow = true;
+    run->own.max_steps = 1;
+    run->own.name = wye_strdup(t ? tool : chunkname);
+    run->own.model = wye_strdup("auto");
+    run->call_mode = t ? "tool" : "script";
+    run->call_name = wye_strdup(t ? tool : entry ? entry : "main");
+    run->call_hosts = t ? t->allow_hosts : NULL;
+    run->call_file = t ? t->file : &run->own_file;
+    bool ok = run->own.name && run->own.model && run->call_name;
+    if (args_json) {
+        ok &= (run->input = wye_strdup(args_json)) != NULL;
+    }
+    if (!t) {
+        run->own_file.name = wye_strdup(chunkname);
+        run->own_file.src = wye_strndup(src, len);
+        run->own_file.len = len;
+        ok &= run->own_file.name && run->own_file.src;
+    }
+    if (!ok) {
+        agent_run_unref(run);
+        snprintf(errbuf, errlen, "out of memory");
+        return WYE_ERR_NOMEM;
+    }
+    return submit_run(rt, NULL, run, done, arg, run_id, errbuf, errlen);
 }
 
 void agent_rt_cancel(struct agent_rt *rt, uint64_t run_id)

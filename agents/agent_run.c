@@ -26,6 +26,15 @@
 
 /* ---- small helpers ---- */
 
+static void free_sleeps(struct agent_run *run)
+{
+    while (run->sleeps) {
+        struct agent_sleep *z = run->sleeps;
+        run->sleeps = z->next;
+        wye_free(z);
+    }
+}
+
 void agent_run_unref(struct agent_run *run)
 {
     if (atomic_fetch_sub(&run->refs, 1) != 1) {
@@ -41,6 +50,13 @@ void agent_run_unref(struct agent_run *run)
     wye_free(run->tools_json);
     wye_free(run->input);
     wye_free(run->key_name);
+    free_sleeps(run);
+    wye_free(run->traceback);
+    wye_free(run->own.name);
+    wye_free(run->own.model);
+    wye_free(run->own_file.name);
+    wye_free(run->own_file.src);
+    wye_free(run->call_name);
     agent_registry_unref(run->reg);
     wye_free(run);
 }
@@ -396,6 +412,10 @@ static void task_finish(struct agent_task *t, enum wlua_status s)
 {
     struct agent_run *run = t->run;
     task_unlink(t);
+    if (s == WLUA_ERROR && t->kind == AGENT_TASK_WORKFLOW && !run->traceback) {
+        const char *tb = wlua_run_traceback(t->lr);
+        run->traceback = tb && tb[0] ? wye_strdup(tb) : NULL;
+    }
     enum wye_err e = s == WLUA_ERROR ? wlua_run_err(t->lr) : WYE_OK;
     const char *msg = s == WLUA_ERROR ? wlua_run_error(t->lr) : NULL;
     const char *lim = s == WLUA_ERROR ? limit_name(e) : NULL;
@@ -664,6 +684,7 @@ void agent_run_end(struct agent_run *run, enum wye_err err, const char *reason, 
         task_unlink(t);
         task_free(t);
     }
+    free_sleeps(run);
     for (struct agent_run **pp = &wk->runs; *pp; pp = &(*pp)->next) {
         if (*pp == run) {
             *pp = run->next;
@@ -684,6 +705,7 @@ void agent_run_end(struct agent_run *run, enum wye_err err, const char *reason, 
         .saving_usd = run->saving_usd,
         .prompt_tokens = run->prompt_tokens,
         .completion_tokens = run->completion_tokens,
+        .traceback = run->traceback,
     };
     char *calls = run->model_calls ? cJSON_PrintUnformatted(run->model_calls) : NULL;
     out.calls_json = calls ? calls : "[]";
@@ -704,12 +726,39 @@ static void bury_dead(struct agent_worker *wk)
     }
 }
 
+/* Starts an agent_rt_submit_call run: one tool or script task whose result ends the run. */
+static void call_begin(struct agent_run *run)
+{
+    struct agent_task *t = task_new(run, AGENT_TASK_WORKFLOW);
+    cJSON *a = t ? base_args(run, run->call_file, run->call_mode, run->call_name) : NULL;
+    cJSON *av = a && run->input ? cJSON_Parse(run->input) : NULL;
+    if (a && run->input && !av) {
+        cJSON_Delete(a);
+        agent_run_end(run, WYE_ERR_PARSE, "error: arguments: invalid JSON", NULL);
+        return;
+    }
+    if (!a) {
+        agent_run_end(run, WYE_ERR_NOMEM, "stopped: out of memory", NULL);
+        return;
+    }
+    if (av) {
+        cJSON_AddItemToObject(a, "args", av);
+    }
+    t->allow_hosts = run->call_hosts;
+    task_start(t, a);
+    cJSON_Delete(a);
+}
+
 static void run_begin(struct agent_worker *wk, struct agent_run *run)
 {
     run->next = wk->runs;
     wk->runs = run;
     if (run->decl->timeout_s > 0) {
         run->deadline_ns = wye_now_ns() + (int64_t)(run->decl->timeout_s * 1e9);
+    }
+    if (run->call_mode) {
+        call_begin(run);
+        return;
     }
     if (!run->decl->is_workflow) {
         agent_loop_start(run);
@@ -732,6 +781,25 @@ static void run_begin(struct agent_worker *wk, struct agent_run *run)
     cJSON_AddItemToObject(a, "input", in);
     task_start(t, a);
     cJSON_Delete(a);
+}
+
+/* Answers the wye.sleep calls that are due. */
+static void wake_sleepers(struct agent_worker *wk)
+{
+    int64_t now = wye_now_ns();
+    for (struct agent_run *run = wk->runs; run; run = run->next) {
+        struct agent_sleep **pp = &run->sleeps;
+        while (*pp) {
+            struct agent_sleep *z = *pp;
+            if (now < z->wake_ns) {
+                pp = &z->next;
+                continue;
+            }
+            *pp = z->next;
+            agent_deliver(z->w, "null", NULL);
+            wye_free(z);
+        }
+    }
 }
 
 static void check_deadlines(struct agent_worker *wk)
@@ -787,6 +855,7 @@ void *agent_worker_main(void *arg)
             handle_msg(wk, n);
         }
         drain_ready(wk);
+        wake_sleepers(wk);
         check_deadlines(wk);
         drain_ready(wk);
         bury_dead(wk);

@@ -110,6 +110,11 @@ struct agent_rt_opts {
     int64_t n_insns_max;     /* Lua instructions per coroutine; 0: 100 million */
     int n_workers;           /* worker threads, each with its own Lua state; 0: the
                               * WYE_AGENT_WORKERS variable, else AGENT_WORKERS_DEFAULT */
+    const char *only_file;   /* load only this file name of dir (`wye lua run`), or NULL */
+    int64_t timeout_ms;      /* Lua execution time per coroutine; 0: 10 s */
+    /* print() of the runs (worker thread); NULL: the log at info level */
+    void (*print)(void *ud, const char *line, size_t len);
+    void *print_ud;
 };
 #define AGENT_WORKERS_DEFAULT 2
 #define AGENT_WORKERS_MAX 64
@@ -129,6 +134,7 @@ struct agent_outcome {
      *   "cost_usd":..,"saving_usd":..}, ...] (at most AGENT_CALLS_MAX entries; the sums above
      * count every call); never NULL */
     const char *calls_json;
+    const char *traceback; /* a failed workflow/script/tool call's Lua traceback, or NULL */
 };
 #define AGENT_CALLS_MAX 1000
 /* A progress event is at most this long: a longer tool_call's arguments or tool_result's
@@ -164,6 +170,16 @@ enum wye_err agent_rt_submit(struct agent_rt *rt, const char *name, const char *
 enum wye_err agent_rt_submit_as(struct agent_rt *rt, const char *key_name, const char *name,
                                 const char *input, agent_done_fn done, void *arg, uint64_t *run_id,
                                 char *errbuf, size_t errlen);
+/* Runs one call of the file opts->only_file outside any agent (`wye lua run`), with the host
+ * API of a workflow run (wye.chat, wye.http.request, wye.emit, wye.sleep, ctx). A tool: args_json
+ * is checked against its schema first (INVAL with the model's text, "argument 'x' must be a
+ * string", in errbuf), then run(args, ctx)'s result is the answer. A script (tool NULL):
+ * src[0..len) named chunkname (copied) runs as wlua_run_start would run it, its entry point
+ * (entry, NULL: "main") called with (args, ctx). done and run_id as agent_rt_submit. */
+enum wye_err agent_rt_submit_call(struct agent_rt *rt, const char *tool, const char *chunkname,
+                                  const char *src, size_t len, const char *entry,
+                                  const char *args_json, agent_done_fn done, void *arg,
+                                  uint64_t *run_id, char *errbuf, size_t errlen);
 /* Cancels a run (any thread): it ends promptly with reason "cancelled". Unknown ids: no-op. */
 void agent_rt_cancel(struct agent_rt *rt, uint64_t run_id);
 

@@ -10,7 +10,6 @@
 #include "common/log.h"
 #include "gateway/gateway.h"
 #include "local-engine/eng_cli.h"
-#include "lua/lua_sandbox.h"
 #include "router/agent_host.h"
 #include "router/keys.h"
 #include "router/ledger.h"
@@ -34,7 +33,7 @@ static const struct wye_cmd commands[] = {
     {"ledger", rt_cli_ledger, "verify and summarise the cost/latency ledger"},
     {"keys", rt_cli_keys, "create API keys (wye keys new NAME)"},
     {"agent", rt_cli_agent, "list and run Lua agents (wye agent list | run NAME INPUT)"},
-    {"lua", wlua_cli, "run a Lua script in wye's sandbox (wye lua run FILE.lua [JSON-ARGS])"},
+    {"lua", rt_cli_lua, "try a Lua script, tool or workflow (wye lua run FILE.lua [JSON-ARGS])"},
     {NULL, NULL, NULL},
 };
 

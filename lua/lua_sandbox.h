@@ -97,7 +97,4 @@ enum wye_err wlua_run_err(const struct wlua_run *run);
  * both borrowed until the next resume or destroy. */
 void wlua_run_pending(const struct wlua_run *run, const char **name, const char **args_json);
 
-/* The `wye lua` subcommand: `wye lua run FILE.lua [JSON-ARGS]`. */
-int wlua_cli(int argc, char **argv);
-
 #endif

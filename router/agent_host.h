@@ -29,6 +29,9 @@ void rt_agent_host_set_events(struct rt_agent_host *h, rt_agent_event_fn fn, voi
 
 /* `wye agent list [--dir DIR]` and `wye agent run NAME INPUT [--dir DIR] [-c CONF] [--json]`. */
 int rt_cli_agent(int argc, char **argv);
+/* `wye lua run [OPTIONS] FILE.lua [JSON-ARGS]` (router/lua_cli.c): a script, tool or workflow
+ * file run on the agents runtime with this host, its result printed as JSON. */
+int rt_cli_lua(int argc, char **argv);
 /* The local model of `wye serve` and `wye agent run` (main thread; prog names the command in
  * messages): when *cfg has none (no --model, WYE_MODEL or engine.model), the first *.gguf in
  * ./models/, else ../shared/models/stories260K-q8_0.gguf beside the working directory or beside
