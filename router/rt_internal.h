@@ -25,6 +25,7 @@
 #define RT_CANCEL_POLL_MS 50                 /* how often sinks are asked whether they cancelled */
 #define RT_RETRY_AFTER_MAX_MS 10000          /* a longer Retry-After ends the request with 429 */
 #define RT_MSG_MAX 320                       /* a finish message */
+#define RT_BODY_KEEP_MAX ((size_t)64 << 10)  /* largest request-body buffer a transfer keeps */
 
 enum xfer_state {
     XS_FREE,       /* in the pool */
@@ -60,7 +61,10 @@ struct up_xfer {
     struct rt_sse sse;
     struct wye_buf raw;   /* an error body, or a non-streamed JSON answer */
     struct wye_buf stash; /* bytes taken from curl but not parsed while the sink is full */
-    char *body;           /* what is POSTed (cJSON_PrintUnformatted) */
+    char *body;           /* what is POSTed: body_mem, or owned (cJSON_PrintUnformatted) */
+    size_t body_len;
+    char *body_mem; /* kept across requests: the body is printed here when it fits */
+    size_t body_cap;
     char curl_err[CURL_ERROR_SIZE];
     int attempt;            /* 0 for the first */
     long status;            /* HTTP status of this attempt, 0 before the status line */
@@ -103,6 +107,7 @@ struct rt_upstream {
     struct up_http *http_live; /* upstream thread: plain HTTP requests in the multi handle */
     size_t n_http_live;        /* upstream thread */
     int64_t t_cancel_poll_ns;  /* upstream thread */
+    bool no_proxy_env;         /* no proxy variable was set at create: curl need not look */
     atomic_uint_fast64_t n_requests, n_errors, n_retries, n_active;
 };
 

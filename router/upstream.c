@@ -3,8 +3,9 @@
  * DESIGN. One thread owns the CURLM, every easy handle and every transfer's state, and loops
  * on curl_multi_poll. Other threads only push notes on a queue and call curl_multi_wakeup():
  * rt_upstream_submit (a new job) and the sink's wakeup (credit returned, or cancelled). Each
- * transfer object (struct up_xfer) is pooled with its easy handle, SSE buffer and stash, so
- * steady state allocates nothing per chunk beyond cJSON parsing each chunk. Transfers are
+ * transfer object (struct up_xfer) is pooled with its easy handle, SSE buffer, stash and body
+ * buffer, so steady state allocates nothing per common chunk (rt_chunk_scan reads those without
+ * a cJSON tree; tool calls and other shapes still go through cJSON). Transfers are
  * never freed before the thread is joined, so a late wakeup only ever touches pooled memory.
  * Deadlines libcurl does not know (first byte, idle between chunks, retry backoff) are checked
  * in the loop, which never sleeps longer than RT_CANCEL_POLL_MS while a transfer is live.
@@ -110,6 +111,29 @@ static void xfer_wake_cb(void *arg)
     }
 }
 
+/* True when a variable curl reads for a proxy is set (curl looks for them on every transfer;
+ * without one wye tells it there is no proxy, which skips those lookups). */
+static bool proxy_env_set(void)
+{
+    static const char *const names[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                        "HTTPS_PROXY", "all_proxy",  "ALL_PROXY"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = getenv(names[i]); /* NOLINT(concurrency-mt-unsafe): nobody sets env */
+        if (v && v[0]) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void set_no_proxy(const struct rt_upstream *up, CURL *e)
+{
+    if (up->no_proxy_env) {
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    }
+}
+
 static enum wye_err xfer_prepare(struct up_xfer *x)
 {
     struct rt_upstream *up = x->up;
@@ -140,6 +164,7 @@ static enum wye_err xfer_prepare(struct up_xfer *x)
         curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(e, CURLOPT_USERAGENT, "wye/" WYE_VERSION);
+        set_no_proxy(up, e);
         if (up->cfg->connect_timeout_ms > 0) {
             curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->cfg->connect_timeout_ms);
         }
@@ -183,7 +208,7 @@ static void xfer_begin(struct up_xfer *x)
         return;
     }
     curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body);
-    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(x->body));
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
     x->sink.ops->set_wakeup(x->sink.ctx, xfer_wake_cb, x);
     if (x->sink.ops->cancelled(x->sink.ctx)) {
         rt_xfer_cancel(x, "the request was cancelled");
@@ -336,6 +361,7 @@ static bool http_setup(struct up_http *h)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->curl_err);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "wye-agent/" WYE_VERSION);
+    set_no_proxy(h->up, e);
     if (strcmp(h->method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (strcmp(h->method, "GET") != 0) {
@@ -625,6 +651,7 @@ struct rt_upstream *rt_upstream_create(const struct conf_upstream *cfg)
         return NULL;
     }
     up->cfg = cfg;
+    up->no_proxy_env = !proxy_env_set();
     atomic_init(&up->stopping, false);
     atomic_init(&up->n_requests, 0);
     atomic_init(&up->n_errors, 0);
@@ -745,6 +772,7 @@ void rt_upstream_destroy(struct rt_upstream *up)
         if (x->easy) {
             curl_easy_cleanup(x->easy);
         }
+        wye_free(x->body_mem);
         if (x->bufs_ready) {
             rt_sse_cleanup(&x->sse);
             wye_buf_cleanup(&x->raw);

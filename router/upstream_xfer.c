@@ -96,8 +96,11 @@ void rt_xfer_finish(struct up_xfer *x, enum wye_err err, int status, const char 
         wye_chat_req_destroy(req);
     }
     memset(&x->sink, 0, sizeof(x->sink));
-    cJSON_free(x->body);
+    if (x->body != x->body_mem) {
+        cJSON_free(x->body);
+    }
     x->body = NULL;
+    x->body_len = 0;
     /* keep ordinary buffers; give back what a rare huge answer grew */
     if (x->raw.cap > RT_ERR_BODY_MAX * 4) {
         wye_buf_cleanup(&x->raw);
@@ -636,6 +639,34 @@ fail:
     return NULL;
 }
 
+/* Prints body into the transfer's kept buffer (no allocation in the steady state), or, when
+ * it does not fit, into a fresh string, then sizes the kept buffer for next time. */
+static enum wye_err print_body(struct up_xfer *x, cJSON *body)
+{
+    if (x->body_mem && cJSON_PrintPreallocated(body, x->body_mem, (int)x->body_cap, false)) {
+        x->body = x->body_mem;
+        x->body_len = strlen(x->body);
+        return WYE_OK;
+    }
+    char *p = cJSON_PrintUnformatted(body);
+    if (!p) {
+        return WYE_ERR_NOMEM;
+    }
+    x->body = p;
+    x->body_len = strlen(p);
+    /* cJSON asks for a few spare bytes when printing in place; leave room to grow */
+    size_t want = 1024;
+    while (want < 2 * (x->body_len + 64) && want < RT_BODY_KEEP_MAX) {
+        want *= 2;
+    }
+    if (want >= x->body_len + 64 && want <= RT_BODY_KEEP_MAX && want > x->body_cap) {
+        wye_free(x->body_mem);
+        x->body_mem = wye_malloc(want);
+        x->body_cap = x->body_mem ? want : 0;
+    }
+    return WYE_OK;
+}
+
 /* The client's body with the model the upstream knows, stream on, and usage asked for. */
 enum wye_err rt_xfer_build_body(struct up_xfer *x)
 {
@@ -659,8 +690,7 @@ enum wye_err rt_xfer_build_body(struct up_xfer *x)
         err = set_item(req->body, "stream", cJSON_CreateTrue());
     }
     if (!err) {
-        x->body = cJSON_PrintUnformatted(req->body);
-        err = x->body ? WYE_OK : WYE_ERR_NOMEM;
+        err = print_body(x, req->body);
     }
     return err;
 }
