@@ -55,39 +55,22 @@ enum wye_err rt_sse_feed(struct rt_sse *p, const char *in, size_t n, size_t *use
 /* True when bytes of an unfinished event are buffered (a stream cut mid-event). */
 bool rt_sse_pending(const struct rt_sse *p);
 
-/* What one OpenAI JSON object said. Strings are borrowed from root, or (the fast path) point
- * into text; out must not be moved while they are in use. */
-#define RT_CHUNK_INLINE 512 /* decoded strings of a chunk up to this size need no allocation */
-
+/* What one OpenAI JSON object said. Strings are borrowed from root unless noted. */
 struct rt_chunk {
-    struct cJSON *root;        /* owned, or NULL (the fast path) */
+    struct cJSON *root;        /* owned */
     const char *content;       /* choices[0].delta.content (message.content), or NULL */
     char *tool_calls;          /* owned: the tool_calls array printed unformatted, or NULL */
     const char *finish_reason; /* choices[0].finish_reason, or NULL */
     bool has_usage;
-    struct wye_usage usage;            /* usage, when has_usage */
-    const char *error;                 /* an "error" object's message, or NULL */
-    char *text;                        /* the fast path's decoded strings: text_inline, or owned */
-    char text_inline[RT_CHUNK_INLINE]; /* last: cleanup leaves it as it is */
+    struct wye_usage usage; /* usage, when has_usage */
+    const char *error;      /* an "error" object's message, or NULL */
 };
 
 /* Parses one JSON object: a chat.completion.chunk (full == false) or a whole chat.completion
  * (full == true: reads choices[0].message). PARSE with a message naming the problem in errbuf
- * when the JSON is malformed or a field has the wrong type; NOMEM. Clean up out either way.
- * A streamed chunk of the common shape takes the fast path (rt_chunk_scan); any other object
- * the cJSON path (rt_chunk_parse_cjson); both give the same out for the same input. */
+ * when the JSON is malformed or a field has the wrong type; NOMEM. Clean up out either way. */
 enum wye_err rt_chunk_parse(const char *json, size_t len, bool full, struct rt_chunk *out,
                             char *errbuf, size_t errlen);
-/* The fast path alone: recognises only a chat.completion.chunk object whose members are plain
- * scalars (or flat objects of scalars) apart from "choices" (empty, or one object with an
- * object or null "delta" holding a string or null "content") and "usage" (null, or plain
- * non-negative integer token counts). true: out is exactly what rt_chunk_parse_cjson gives.
- * false (anything else: tool calls, errors, escaped keys, \u0000, odd numbers, malformed JSON,
- * no memory): out is clean and the caller takes the cJSON path. Not a JSON parser. */
-bool rt_chunk_scan(const char *json, size_t len, struct rt_chunk *out);
-/* The cJSON path alone (rt_chunk_parse's contract). */
-enum wye_err rt_chunk_parse_cjson(const char *json, size_t len, bool full, struct rt_chunk *out,
-                                  char *errbuf, size_t errlen);
 /* Frees what out owns and zeroes it. */
 void rt_chunk_cleanup(struct rt_chunk *c);
 /* Extracts a readable message from an HTTP error body ({"error":{"message":...}}, or a short

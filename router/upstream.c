@@ -4,8 +4,7 @@
  * on curl_multi_poll. Other threads only push notes on a queue and call curl_multi_wakeup():
  * rt_upstream_submit (a new job) and the sink's wakeup (credit returned, or cancelled). Each
  * transfer object (struct up_xfer) is pooled with its easy handle, SSE buffer, stash and body
- * buffer, so steady state allocates nothing per common chunk (rt_chunk_scan reads those without
- * a cJSON tree; tool calls and other shapes still go through cJSON). Transfers are
+ * buffer (each chunk is read with cJSON, rt_chunk_parse). Transfers are
  * never freed before the thread is joined, so a late wakeup only ever touches pooled memory.
  * Deadlines libcurl does not know (first byte, idle between chunks, retry backoff) are checked
  * in the loop, which never sleeps longer than RT_CANCEL_POLL_MS while a transfer is live.

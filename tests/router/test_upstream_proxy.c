@@ -2,7 +2,7 @@
  * tells curl there is no proxy (so curl skips its per-transfer environment lookups), and a
  * configured http_proxy keeps working: a stream to an address nobody listens on arrives through
  * the proxy (the stub upstream, which accepts an absolute request target), and fails without
- * it. Part of the chunk-reading work: the same hot path, tested through the router's API. */
+ * it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
