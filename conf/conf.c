@@ -163,6 +163,7 @@ static const struct conf_key conf_router_keys[] = {
     KEY_INT("queue_max", router.queue_max, 0, 1000000),
     KEY_INT("breaker_failures", router.breaker_failures, 1, 1000),
     KEY_INT("breaker_cooldown_ms", router.breaker_cooldown_ms, 100, 3600000),
+    KEY_INT("latency_target_ms", router.latency_target_ms, 0, 600000),
     KEY_END,
 };
 
@@ -1206,6 +1207,7 @@ static void conf_set_defaults(struct conf_config *cfg)
         .queue_max = 64,
         .breaker_failures = 5,
         .breaker_cooldown_ms = 10000,
+        .latency_target_ms = 10000,
     };
     cfg->limits = (struct conf_limits){
         .body_bytes_max = 1 << 20,
@@ -1326,8 +1328,15 @@ void conf_log_summary(const struct conf_config *cfg)
     } else {
         snprintf(th, sizeof(th), "%s", "of the weights");
     }
-    WYE_INFO("config: %zu API keys, auth %s, %zu model prices, router threshold %s, queue %d%s",
+    char lt[32];
+    if (cfg->router.latency_target_ms > 0) {
+        snprintf(lt, sizeof(lt), "%d ms", cfg->router.latency_target_ms);
+    } else {
+        snprintf(lt, sizeof(lt), "%s", "off");
+    }
+    WYE_INFO("config: %zu API keys, auth %s, %zu model prices, router threshold %s, queue %d, "
+             "latency target %s%s",
              cfg->n_api_keys, cfg->auth.required ? "required" : "optional (anonymous allowed)",
-             cfg->prices.n_models, th, cfg->router.queue_max,
+             cfg->prices.n_models, th, cfg->router.queue_max, lt,
              cfg->router.hook || cfg->router.hook_file ? ", Lua hook" : "");
 }

@@ -117,6 +117,8 @@ struct conf_router {
                                  * (refused when every sequence is busy) */
     int breaker_failures;       /* 1..1000 */
     int breaker_cooldown_ms;    /* 100..3600000 */
+    int latency_target_ms;      /* 0..600000: while the remote's EWMA time to first token is
+                                 * above it, borderline "auto" requests go local; 0: off */
 };
 
 struct conf_config {

@@ -145,6 +145,11 @@ return {
         -- it stays open (100..3600000 ms).
         breaker_failures = 5,
         breaker_cooldown_ms = 10000,
+        -- While the remote's average time to first token (an EWMA) is above this, "auto"
+        -- requests scored just above the threshold go local (reason "upstream_slow"); the
+        -- margin grows with how slow the remote is, up to 0.2. Clearly hard requests still go
+        -- remote. 0..600000 ms; 0 turns it off.
+        latency_target_ms = 10000,
     },
 
     -- Limits on what clients may send and hold. Each one answers with an error naming it.

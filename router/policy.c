@@ -5,10 +5,12 @@
  *
  * DESIGN: explicit names first (local name -> local, upstream name -> remote, else 404); "auto"
  * is scored when both backends exist (features + logistic score vs router.threshold, unset: the
- * weights' own), then the hook may override; then constraints in order: availability, the
- * key's routes, the remote budget, the breaker. Latency EWMAs are exported, not used to tip
- * decisions (a slow remote is the breaker's business once it fails; latency alone is not a
- * quality signal). */
+ * weights' own); then the latency tip (latency_tip): while the remote's EWMA time to first
+ * token is over router.latency_target_ms, a request scored remote by less than a margin that
+ * grows with the excess (capped) goes local, if the local side is faster and has no queue;
+ * then the hook may override; then constraints in order: availability, the key's routes, the
+ * remote budget, the breaker. Latency only tips borderline requests: for a clearly hard one a
+ * slow remote is still the better answer, and a failing one is the breaker's business. */
 #include "router/policy.h"
 
 #include <math.h>
@@ -24,6 +26,13 @@
 #include "router/keys.h"
 
 #define EWMA_ALPHA 0.2
+/* An EWMA without a sample for this long no longer tips decisions, and the next sample starts
+ * it afresh (so a remote that was slow once is measured again, not avoided forever). */
+#define EWMA_STALE_NS ((int64_t)30 * 1000000000)
+/* The latency tip's margin above the threshold: this much per target's worth of excess
+ * time to first token (1.5x the target: 0.05, 2x: 0.1), at most SLOW_MARGIN_MAX. */
+#define SLOW_MARGIN_PER_TARGET 0.1
+#define SLOW_MARGIN_MAX 0.2
 #define HOOK_WARN_EVERY_NS ((int64_t)1000000000) /* at most one hook warning per second */
 #define HOOK_SRC_MAX ((size_t)1 << 20)
 
@@ -35,6 +44,8 @@ struct rt_policy {
     const char *remote_name; /* NULL: any non-local name goes upstream */
     int64_t (*now_ns)(void *arg);
     void *clock_arg;
+    uint64_t (*local_waiting)(void *arg); /* NULL: unknown (treated as none waiting) */
+    void *local_arg;
     int breaker_failures;
     int64_t breaker_cooldown_ns;
     pthread_mutex_t hook_mu;  /* the hook's lua_State runs one call at a time */
@@ -49,6 +60,7 @@ struct rt_policy {
     int64_t t_open_ns;                                            /* when the breaker (re)opened */
     bool probe_inflight;                                          /* half-open: the probe is out */
     double ewma_lat[RT_ROUTE__COUNT], ewma_ttft[RT_ROUTE__COUNT]; /* < 0: no sample */
+    int64_t t_sample_ns[RT_ROUTE__COUNT]; /* when each route's EWMAs last took a sample */
 };
 
 const char *rt_route_name(enum rt_route r)
@@ -107,6 +119,8 @@ enum wye_err rt_policy_create(const struct conf_config *cfg, const struct rt_pol
     p->remote_name = opts->remote_name;
     p->now_ns = opts->now_ns ? opts->now_ns : default_now;
     p->clock_arg = opts->clock_arg;
+    p->local_waiting = opts->local_waiting;
+    p->local_arg = opts->local_arg;
     const struct conf_router *rc = &cfg->router;
     p->breaker_failures = rc->breaker_failures > 0 ? rc->breaker_failures : 5;
     p->breaker_cooldown_ns =
@@ -263,6 +277,54 @@ static bool may(struct rt_key *key, enum rt_route r)
     return !key || rt_keys_route_allowed(key, rt_route_name(r));
 }
 
+/* p->mu held: route's EWMA TTFT, or -1 when it has no sample or only a stale one. */
+static double fresh_ttft_locked(struct rt_policy *p, enum rt_route route, int64_t now)
+{
+    if (p->ewma_ttft[route] < 0 || now - p->t_sample_ns[route] >= EWMA_STALE_NS) {
+        return -1;
+    }
+    return p->ewma_ttft[route];
+}
+
+/* The latency tip, for an "auto" request the score sent remote: while the remote's EWMA time
+ * to first token is over router.latency_target_ms, a request whose score is within a margin
+ * above the threshold (growing with the excess, capped) goes local instead, provided the local
+ * side is not slower (its own EWMA TTFT, which includes queue wait, is lower or unknown), no
+ * local request is waiting for a sequence, and the key may use the local route. */
+static void latency_tip(struct rt_policy *p, struct rt_key *key, struct rt_decision *d)
+{
+    int target = p->cfg->router.latency_target_ms;
+    if (target <= 0 || d->route != RT_ROUTE_REMOTE || !may(key, RT_ROUTE_LOCAL)) {
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    int64_t now = p->now_ns(p->clock_arg);
+    double remote = fresh_ttft_locked(p, RT_ROUTE_REMOTE, now);
+    double local = fresh_ttft_locked(p, RT_ROUTE_LOCAL, now);
+    pthread_mutex_unlock(&p->mu);
+    if (remote <= target || (local >= 0 && local >= remote)) {
+        return;
+    }
+    double margin = SLOW_MARGIN_PER_TARGET * (remote / target - 1);
+    if (margin > SLOW_MARGIN_MAX) {
+        margin = SLOW_MARGIN_MAX;
+    }
+    double threshold = (double)p->model.threshold;
+    if (d->score >= threshold + margin) {
+        return; /* clearly hard: a slow remote is still the better answer */
+    }
+    if (p->local_waiting && p->local_waiting(p->local_arg) > 0) {
+        return; /* the local engine is saturated: it would not answer sooner */
+    }
+    d->route = RT_ROUTE_LOCAL;
+    char detail[200];
+    snprintf(detail, sizeof(detail),
+             "remote time to first token %.0f ms over router.latency_target_ms %d: score within "
+             "%.3f of the threshold %.4f goes local",
+             remote, target, margin, threshold);
+    rt_decision_add_reason(d, "upstream_slow", detail);
+}
+
 enum wye_err rt_policy_decide(struct rt_policy *p, const struct wye_chat_req *req,
                               struct rt_key *key, struct rt_decision *d, char *errbuf,
                               size_t errlen)
@@ -296,6 +358,7 @@ enum wye_err rt_policy_decide(struct rt_policy *p, const struct wye_chat_req *re
             if (rt_score_reasons_json(&sr, d->reasons, sizeof(d->reasons)) != WYE_OK) {
                 snprintf(d->reasons, sizeof(d->reasons), "[]");
             }
+            latency_tip(p, key, d);
             if (p->hook) {
                 pthread_mutex_lock(&p->hook_mu);
                 run_hook(p, req, &f, d);
@@ -345,21 +408,28 @@ enum wye_err rt_policy_decide(struct rt_policy *p, const struct wye_chat_req *re
     return WYE_OK;
 }
 
-static void ewma(double *v, double x)
+/* Folds sample x into *v; a stale average (no sample for EWMA_STALE_NS) starts afresh. */
+static void ewma(double *v, double x, bool stale)
 {
     if (x < 0 || !isfinite(x)) {
         return;
     }
-    *v = *v < 0 ? x : *v + EWMA_ALPHA * (x - *v);
+    *v = *v < 0 || stale ? x : *v + EWMA_ALPHA * (x - *v);
 }
 
 void rt_policy_report(struct rt_policy *p, enum rt_route route, bool ok, bool probe,
                       double latency_ms, double ttft_ms)
 {
     pthread_mutex_lock(&p->mu);
-    if (ok) {
-        ewma(&p->ewma_lat[route], latency_ms);
-        ewma(&p->ewma_ttft[route], ttft_ms);
+    if (ok && latency_ms >= 0) {
+        int64_t now = p->now_ns(p->clock_arg);
+        bool stale = now - p->t_sample_ns[route] >= EWMA_STALE_NS;
+        ewma(&p->ewma_lat[route], latency_ms, stale);
+        /* an answer without a first token (empty) keeps the TTFT average, fresh or not */
+        if (ttft_ms >= 0) {
+            ewma(&p->ewma_ttft[route], ttft_ms, stale);
+        }
+        p->t_sample_ns[route] = now;
     }
     if (route == RT_ROUTE_REMOTE) {
         if (probe) {

@@ -1,11 +1,12 @@
 /* The routing policy: per request, on the lws thread, in well under a millisecond, decides
  * which backend answers. Explicit model names bypass scoring; "auto" is scored (score.h)
- * against router.threshold (unset: the weights' own), then the optional Lua hook
- * route(request, features, score) may override it; then the constraints apply: the key's
- * allowed routes, its remote budget, the remote circuit breaker and which backends exist. The
- * policy also keeps per-backend EWMA latency and time to first token, and the breaker's state,
- * fed by rt_policy_report from the producers' threads. docs/routing.md ("Policy") describes
- * the rules. */
+ * against router.threshold (unset: the weights' own); while the remote's EWMA time to first
+ * token is over router.latency_target_ms, borderline remote-bound requests go local (reason
+ * "upstream_slow"); then the optional Lua hook route(request, features, score) may override
+ * it; then the constraints apply: the key's allowed routes, its remote budget, the remote
+ * circuit breaker and which backends exist. The policy keeps per-backend EWMA latency and time
+ * to first token, and the breaker's state, fed by rt_policy_report from the producers'
+ * threads. docs/routing.md ("Policy") describes the rules. */
 #ifndef WYE_ROUTER_POLICY_H
 #define WYE_ROUTER_POLICY_H
 
@@ -43,6 +44,10 @@ struct rt_policy_opts {
     /* Monotonic clock in ns (NULL: wye_now_ns); tests inject their own. */
     int64_t (*now_ns)(void *arg);
     void *clock_arg;
+    /* Local requests waiting for a free sequence now (NULL: none known); the latency tip sends
+     * nothing local while any wait. Called on the deciding thread; must be cheap. */
+    uint64_t (*local_waiting)(void *arg);
+    void *local_arg;
 };
 
 /* Creates the policy for cfg (borrowed; must outlive it): loads router.weights (or the

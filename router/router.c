@@ -1,7 +1,3 @@
-/* The router: checks the model a request names and hands it to a backend. In this version
- * every request goes to the remote upstream (upstream.c); "auto" and the configured upstream
- * model name are accepted and sent upstream as cfg->upstream.model, any other name is refused
- * with NOTFOUND. Submit runs on the caller's thread (the lws thread) and only queues. */
 /* The router: checks the model a request names, asks the policy where it goes (policy.c), and
  * hands it to a backend through the sink wrapper (rt_routed.c): the local engine (local.h) or
  * the remote upstream (upstream.c). A full local queue falls back to the remote at submit time;
@@ -64,6 +60,19 @@ struct rt_policy *rt_router_policy(struct rt_router *rt)
     return rt->policy;
 }
 
+/* The policy's view of the local admission queue: requests beyond what the sequences can take
+ * at once (a request just submitted to a free sequence does not count). Atomic loads; the lws
+ * thread, agent workers. */
+static uint64_t local_waiting(void *arg)
+{
+    struct rt_router *rt = arg;
+    struct rt_local_stats st;
+    rt_local_stats(rt->local, &st);
+    int n_seq = rt->cfg->engine.n_seq_max > 0 ? rt->cfg->engine.n_seq_max : 4;
+    uint64_t busy = st.active + st.queued;
+    return busy > (uint64_t)n_seq ? busy - (uint64_t)n_seq : 0;
+}
+
 enum wye_err rt_router_start(struct rt_router *rt)
 {
     const struct conf_config *cfg = rt->cfg;
@@ -73,6 +82,8 @@ enum wye_err rt_router_start(struct rt_router *rt)
         .remote_name = cfg->upstream.model,
         .now_ns = rt->now_ns,
         .clock_arg = rt->clock_arg,
+        .local_waiting = rt->local ? local_waiting : NULL,
+        .local_arg = rt,
     };
     rt->model_label[RT_ROUTE_LOCAL] = o.local_name ? o.local_name : "none";
     rt->model_label[RT_ROUTE_REMOTE] = cfg->upstream.model ? cfg->upstream.model : "upstream";

@@ -337,15 +337,21 @@ static void rs_finish(void *ctx, const struct wye_result *res)
         enum rt_route was = r->route;
         rt_routed_set_route(r, RT_ROUTE_LOCAL, detail);
         char eb[256];
+        char req_id[sizeof(r->req_id)];
+        memcpy(req_id, r->req_id, sizeof(req_id));
+        /* once submitted, r belongs to the engine worker, which may finish and free it before
+         * rt_local_submit returns: set up everything first, touch r only if it was refused */
+        r->reported = false; /* the local answer reports for itself */
+        atomic_fetch_add(&rt->fallbacks_to_local, 1); /* counted before the answer can end */
         enum wye_err err = rt_local_submit(rt->local, req, rt_routed_sink(r), eb, sizeof(eb));
         if (!err) {
-            r->reported = false; /* the local answer reports for itself */
-            atomic_fetch_add(&rt->fallbacks_to_local, 1);
-            wye_log(WYE_LOG_WARN, r->req_id, "router: %s before the first byte; answering locally",
+            wye_log(WYE_LOG_WARN, req_id, "router: %s before the first byte; answering locally",
                     detail);
             return;
         }
-        wye_log(WYE_LOG_WARN, r->req_id, "router: local fallback refused: %s", eb);
+        wye_log(WYE_LOG_WARN, req_id, "router: local fallback refused: %s", eb);
+        atomic_fetch_sub(&rt->fallbacks_to_local, 1);
+        r->reported = true;
         r->req = req;
         r->route = was;
     }

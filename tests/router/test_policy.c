@@ -5,7 +5,11 @@
  * breaker open -> half-open (one probe) -> closed / reopened with an injected clock; and the
  * Lua hook: forcing remote, answers that are ignored, a syntax error refused at creation, and
  * hostile hooks (infinite loop, memory bomb, os/io access) cut off while the request still
- * routes by score and the policy keeps deciding. */
+ * routes by score and the policy keeps deciding; the latency tip (router.latency_target_ms):
+ * fed remote times to first token, borderline requests go local with reason "upstream_slow"
+ * once the EWMA passes the target by enough, clearly hard ones stay remote, and it stands back
+ * when the local side is slower or backed up, the key may not go local, the sample is stale,
+ * or the target is 0; conf_load names the key when its value is out of range. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +40,8 @@
 
 /* scores about 0.84 with the built-in weights: remote, but not by a wide margin */
 #define MID_PROMPT "Write a Python function that merges two sorted lists."
+/* scores about 0.56: just above a 0.5 threshold */
+#define EDGE_PROMPT "Explain recursion"
 
 static int64_t fake_now;
 static int64_t fake_clock(void *arg)
@@ -437,6 +443,198 @@ static void test_hook_hostile(void **state)
     }
 }
 
+static uint64_t g_waiting; /* what the local queue callback answers */
+static uint64_t local_waiting(void *arg)
+{
+    (void)arg;
+    return g_waiting;
+}
+
+static struct rt_policy *tip_policy(const struct conf_config *cfg)
+{
+    struct rt_policy_opts o = {
+        .local_name = "tiny-local",
+        .has_remote = true,
+        .remote_name = "big-remote",
+        .now_ns = fake_clock,
+        .local_waiting = local_waiting,
+    };
+    struct rt_policy *p = NULL;
+    char eb[512] = "";
+    if (rt_policy_create(cfg, &o, &p, eb, sizeof(eb)) != WYE_OK) {
+        fail_msg("rt_policy_create: %s", eb);
+    }
+    return p;
+}
+
+static enum rt_route route_of(struct rt_policy *p, const char *model, const char *text,
+                              struct rt_key *key, struct rt_decision *d)
+{
+    assert_int_equal(decide(p, model, text, key, d), WYE_OK);
+    return d->route;
+}
+
+/* router.latency_target_ms: the remote's EWMA time to first token above the target moves
+ * requests scored within margin = 0.1 x (ttft / target - 1) (at most 0.2) above the threshold
+ * to the local model, with an "upstream_slow" reason. */
+static void test_latency_tip(void **state)
+{
+    (void)state;
+    struct conf_config cfg;
+    cfg_init(&cfg);
+    cfg.router.latency_target_ms = 1000;
+    fake_now = 5000000000LL;
+    g_waiting = 0;
+    struct rt_policy *p = tip_policy(&cfg);
+    struct rt_decision d;
+    /* the prompts' scores: EDGE just above 0.5 (within 0.1), MID and HIGH above by more than
+     * the 0.2 cap */
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    double edge = d.score;
+    assert_true(edge >= 0.5);
+    assert_null(strstr(d.reasons, "upstream_slow"));
+    assert_int_equal(route_of(p, "auto", MID_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    assert_true(d.score > 0.5 + 0.2);
+
+    /* a remote under the target changes nothing */
+    rt_policy_report(p, RT_ROUTE_REMOTE, true, false, 2000, 900);
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    assert_null(strstr(d.reasons, "upstream_slow"));
+    /* failures are not latency samples: the breaker's business */
+    rt_policy_report(p, RT_ROUTE_REMOTE, false, false, 60000, 60000);
+    double lat, ttft;
+    rt_policy_ewma(p, RT_ROUTE_REMOTE, &lat, &ttft);
+    assert_true(ttft > 899 && ttft < 901);
+
+    /* EWMA 0.8 x 900 + 0.2 x 3400 = 1400 ms: margin 0.04, less than EDGE's lead -> remote */
+    assert_true(edge > 0.5 + 0.04 && edge < 0.5 + 0.13);
+    rt_policy_report(p, RT_ROUTE_REMOTE, true, false, 8000, 3400);
+    rt_policy_ewma(p, RT_ROUTE_REMOTE, &lat, &ttft);
+    assert_true(ttft > 1399 && ttft < 1401);
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    assert_null(strstr(d.reasons, "upstream_slow"));
+    /* 0.8 x 1400 + 0.2 x 5900 = 2300 ms: margin 0.13 covers it -> local */
+    rt_policy_report(p, RT_ROUTE_REMOTE, true, false, 8000, 5900);
+    rt_policy_ewma(p, RT_ROUTE_REMOTE, &lat, &ttft);
+    assert_true(ttft > 2299 && ttft < 2301);
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_LOCAL);
+    if (!strstr(d.reasons, "within 0.130 of the threshold 0.5000")) {
+        fail_msg("reasons: %s", d.reasons);
+    }
+    /* slower still: past 3x the target the margin is capped at 0.2 */
+    for (int i = 0; i < 30; i++) {
+        rt_policy_report(p, RT_ROUTE_REMOTE, true, false, 60000, 50000);
+    }
+    rt_policy_ewma(p, RT_ROUTE_REMOTE, &lat, &ttft);
+    assert_true(ttft > 40000);
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_LOCAL);
+    assert_true(d.is_auto);
+    assert_true(d.score == edge); /* the score is the score; the route moved */
+    const char *r = strstr(d.reasons, "{\"feature\":\"upstream_slow\",\"detail\":\"remote time "
+                                      "to first token ");
+    if (!r || !strstr(r, "over router.latency_target_ms 1000") ||
+        !strstr(r, "within 0.200 of the threshold 0.5000")) {
+        fail_msg("reasons: %s", d.reasons);
+    }
+    assert_non_null(strstr(d.reasons, "\"contribution\"")); /* the score's reasons stay */
+    /* clearly hard requests still go remote, and explicit names are never tipped */
+    assert_int_equal(route_of(p, "auto", MID_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    assert_null(strstr(d.reasons, "upstream_slow"));
+    assert_int_equal(route_of(p, "auto", HIGH_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    assert_int_equal(route_of(p, "big-remote", EDGE_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    /* a request that scored local stays local, without a latency reason */
+    assert_int_equal(route_of(p, "auto", "hi", NULL, &d), RT_ROUTE_LOCAL);
+    assert_null(strstr(d.reasons, "upstream_slow"));
+
+    /* the local side backed up: requests waiting for a sequence -> no tip */
+    g_waiting = 3;
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    g_waiting = 0;
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_LOCAL);
+    /* the local side slower than the remote (its TTFT includes queue wait) -> no tip */
+    rt_policy_report(p, RT_ROUTE_LOCAL, true, false, 90000, 80000);
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    for (int i = 0; i < 40; i++) {
+        rt_policy_report(p, RT_ROUTE_LOCAL, true, false, 100, 20);
+    }
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_LOCAL);
+
+    /* a key that may only use the remote route is not tipped (no key_routes detour either) */
+    struct conf_api_key k;
+    struct rt_keys *t = mkkeys(&cfg, &k, CONF_ROUTE_REMOTE, -1, CONF_OVER_BUDGET_LOCAL);
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, rt_keys_find(t, "team"), &d),
+                     RT_ROUTE_REMOTE);
+    assert_null(strstr(d.reasons, "upstream_slow"));
+    assert_null(strstr(d.reasons, "key_routes"));
+    rt_keys_destroy(t);
+    cfg.api_keys = NULL;
+    cfg.n_api_keys = 0;
+
+    /* 30 s without a remote sample: the average no longer tips; the next sample restarts it */
+    fake_now += 30000000000LL;
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    rt_policy_report(p, RT_ROUTE_REMOTE, true, false, 400, 300);
+    rt_policy_ewma(p, RT_ROUTE_REMOTE, &lat, &ttft);
+    assert_true(ttft > 299 && ttft < 301); /* afresh, not 0.8 x 50000 + ... */
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    rt_policy_destroy(p);
+
+    /* latency_target_ms 0: off, however slow the remote */
+    cfg.router.latency_target_ms = 0;
+    p = tip_policy(&cfg);
+    for (int i = 0; i < 5; i++) {
+        rt_policy_report(p, RT_ROUTE_REMOTE, true, false, 60000, 50000);
+    }
+    assert_int_equal(route_of(p, "auto", EDGE_PROMPT, NULL, &d), RT_ROUTE_REMOTE);
+    assert_null(strstr(d.reasons, "upstream_slow"));
+    rt_policy_destroy(p);
+}
+
+/* The config key: default 10000, 0 allowed (off), out-of-range values name the key. */
+static void test_latency_target_conf(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/wye-policy-conf-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    static const struct {
+        const char *text;
+        int want; /* < 0: refused */
+    } cases[] = {
+        {"return {}", 10000},
+        {"return { router = { latency_target_ms = 0 } }", 0},
+        {"return { router = { latency_target_ms = 2500 } }", 2500},
+        {"return { router = { latency_target_ms = -1 } }", -1},
+        {"return { router = { latency_target_ms = 600001 } }", -1},
+        {"return { router = { latency_target_ms = 1.5 } }", -1},
+        {"return { router = { latency_target_ms = 'fast' } }", -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        assert_true(fputs(cases[i].text, f) >= 0);
+        assert_int_equal(fclose(f), 0);
+        struct conf_config *c = NULL;
+        char eb[512] = "";
+        enum wye_err err = conf_load(path, NULL, &c, eb, sizeof(eb));
+        if (cases[i].want >= 0) {
+            if (err) {
+                fail_msg("%s: %s", cases[i].text, eb);
+            }
+            assert_int_equal(c->router.latency_target_ms, cases[i].want);
+            conf_destroy(c);
+        } else {
+            assert_int_equal(err, WYE_ERR_INVAL);
+            assert_null(c);
+            if (!strstr(eb, "router.latency_target_ms")) {
+                fail_msg("%s: error '%s' does not name the key", cases[i].text, eb);
+            }
+        }
+    }
+    unlink(path);
+}
+
 static void test_reason_append(void **state)
 {
     (void)state;
@@ -463,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_explicit_names), cmocka_unit_test(test_key_routes_and_budget),
         cmocka_unit_test(test_breaker),        cmocka_unit_test(test_hook_forces_route),
         cmocka_unit_test(test_hook_hostile),   cmocka_unit_test(test_reason_append),
+        cmocka_unit_test(test_latency_tip),    cmocka_unit_test(test_latency_target_conf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,9 @@
  * working; every
  * finished request (ok, error, cancelled) leaves exactly one record with the right route,
  * status and prices, the record is written before the client sees finish, and the chain
- * verifies. Sinks record on producer/ledger threads; cmocka asserts on the main thread. */
+ * verifies. With router.latency_target_ms, a stub scripted to be slow to its first byte makes
+ * a borderline "auto" request go local (reason "upstream_slow") while a clearly hard one still
+ * goes remote. Sinks record on producer/ledger threads; cmocka asserts on the main thread. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -56,8 +58,10 @@ struct renv {
 };
 
 static char model_path[512];
-static double g_threshold = 0.5; /* router.threshold of the next renv_start */
-static int64_t g_now;            /* the breaker's clock in test_breaker_router */
+static double g_threshold = 0.5;  /* router.threshold of the next renv_start */
+static int g_latency_target;      /* router.latency_target_ms of the next renv_start */
+static int g_first_byte_ms = 400; /* upstream.first_byte_timeout_ms of the next renv_start */
+static int64_t g_now;             /* the breaker's clock in test_breaker_router */
 static int64_t test_clock(void *arg)
 {
     (void)arg;
@@ -71,7 +75,7 @@ static void renv_start(struct renv *r, int n_seq, int queue, double budget_day,
     env_init(&r->e);
     struct conf_config *cfg = &r->e.cfg;
     cfg->upstream.max_retries = 0;
-    cfg->upstream.first_byte_timeout_ms = 400;
+    cfg->upstream.first_byte_timeout_ms = g_first_byte_ms;
     cfg->engine.model_path = model_path;
     cfg->engine.model_name = (char *)"tiny-local";
     cfg->engine.n_threads = 1;
@@ -81,6 +85,7 @@ static void renv_start(struct renv *r, int n_seq, int queue, double budget_day,
     cfg->router.threshold = g_threshold;
     cfg->router.breaker_failures = g_threshold < 0.5 ? 2 : 1000;
     cfg->router.breaker_cooldown_ms = 1000;
+    cfg->router.latency_target_ms = g_latency_target;
     r->price =
         (struct conf_price){.model = (char *)"stub-model", .input_per_1m = 10, .output_per_1m = 20};
     cfg->prices.models = &r->price;
@@ -659,6 +664,92 @@ static void test_breaker_router(void **state)
     renv_stop(&r, 4);
 }
 
+/* router.latency_target_ms through the router: "Explain recursion" scores just above the 0.5
+ * threshold (about 0.56) and goes remote while the upstream is quick. An answer from the stub
+ * scripted to hold its first byte for 2 s (an explicit remote name, so it is not diverted
+ * itself) lifts the remote's EWMA time to first token (alpha 0.2) past 400 ms, over 3x the
+ * 100 ms target: the margin is at its 0.2 cap, the borderline request is answered locally with
+ * reason "upstream_slow" and never reaches the stub, unless the local model is backed up (its
+ * one sequence busy and a request waiting); the hard prompt (~1.0) still goes remote. */
+static void test_upstream_slow_router(void **state)
+{
+    (void)state;
+    g_latency_target = 100;
+    g_first_byte_ms = 10000;
+    struct renv r;
+    renv_start(&r, 1, 4, -1, CONF_OVER_BUDGET_LOCAL); /* one sequence */
+    g_latency_target = 0;
+    g_first_byte_ms = 400;
+    struct fsink f;
+    /* no remote sample yet: by score */
+    cJSON *rec = run_ok(&r, "auto", "Explain recursion", NULL, NULL, &f, "remote");
+    assert_string_equal(f.text.data, "Explain recursion");
+    double score = f.score;
+    assert_true(score >= 0.5 && score < 0.5 + 0.2);
+    assert_false(reasons_have(rec, "upstream_slow"));
+    cJSON_Delete(rec);
+    fsink_cleanup(&f);
+    /* the stub is slow to its first byte: the EWMA moves above the target */
+    rec = run_ok(&r, "stub-model", "#stub n=2 first_byte_delay_ms=2000", NULL, NULL, &f, "remote");
+    assert_true(num(rec, "ttft_ms") >= 2000);
+    cJSON_Delete(rec);
+    fsink_cleanup(&f);
+    double lat, ttft;
+    rt_policy_ewma(rt_router_policy(r.e.rt), RT_ROUTE_REMOTE, &lat, &ttft);
+    assert_true(ttft > 100 * 3); /* past 3x the target: the margin is at its 0.2 cap */
+
+    long before = stub_upstream_requests(r.e.stub);
+    /* no max_tokens: it is a feature, and the score must be the one above */
+    rec = run_ok(&r, "auto", "Explain recursion", NULL, NULL, &f, "local");
+    assert_string_equal(f.model, "tiny-local");
+    assert_true(f.score == score); /* same score, another route */
+    if (!reasons_have(rec, "{\"feature\":\"upstream_slow\",\"detail\":\"remote time to first "
+                           "token ") ||
+        !reasons_have(rec, "over router.latency_target_ms 100: score within 0.200 of the "
+                           "threshold 0.5000 goes local")) {
+        char *rs = cJSON_PrintUnformatted(cJSON_GetObjectItem(rec, "reasons"));
+        fail_msg("reasons: %s", rs);
+    }
+    assert_true(fabs(num(rec, "score") - score) < 1e-4); /* the ledger rounds it */
+    cJSON_Delete(rec);
+    fsink_cleanup(&f);
+    assert_int_equal(stub_upstream_requests(r.e.stub), before); /* the slow upstream was spared */
+
+    /* the local side backed up (its one sequence busy, a request waiting): no tip, remote */
+    struct fsink a, b;
+    char id[32], eb[256] = "";
+    fsink_init(&a);
+    fsink_init(&b);
+    a.again_every = 1; /* a holds the only sequence, paused */
+    assert_int_equal(submit(&r, "tiny-local", "Once upon a time", "\"max_tokens\":16", NULL, &a, id,
+                            eb, sizeof(eb)),
+                     WYE_OK);
+    fsink_wait_events(&a, 1, WAIT_MS);
+    assert_int_equal(submit(&r, "tiny-local", "The little dog", "\"max_tokens\":8", NULL, &b, id,
+                            eb, sizeof(eb)),
+                     WYE_OK);
+    rec = run_ok(&r, "auto", "Explain recursion", NULL, NULL, &f, "remote");
+    assert_false(reasons_have(rec, "upstream_slow"));
+    cJSON_Delete(rec);
+    fsink_cleanup(&f);
+    unblock_all(&a);
+    assert_true(fsink_wait_finish(&a, WAIT_MS));
+    assert_true(fsink_wait_finish(&b, WAIT_MS));
+    assert_int_equal(a.res.err, WYE_OK);
+    assert_int_equal(b.res.err, WYE_OK);
+    fsink_cleanup(&a);
+    fsink_cleanup(&b);
+    before = stub_upstream_requests(r.e.stub);
+
+    /* clearly hard: still remote, however slow */
+    rec = run_ok(&r, "auto", HIGH_PROMPT, NULL, NULL, &f, "remote");
+    assert_false(reasons_have(rec, "upstream_slow"));
+    cJSON_Delete(rec);
+    fsink_cleanup(&f);
+    assert_int_equal(stub_upstream_requests(r.e.stub), before + 1);
+    renv_stop(&r, 7);
+}
+
 int main(void)
 {
     wye_log_set_level(WYE_LOG_ERROR);
@@ -680,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_error_and_cancel_records),
         cmocka_unit_test(test_stop_with_inflight),
         cmocka_unit_test(test_breaker_router),
+        cmocka_unit_test(test_upstream_slow_router),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
