@@ -93,8 +93,14 @@ static void call_http(struct agent_task *t, struct agent_waiter w, const cJSON *
         agent_deliver(w, NULL, eb);
         return;
     }
+    const char *conf_hosts = NULL; /* the config's agents.allow_hosts for this agent */
+    for (size_t i = 0; i < rt->n_allow && !conf_hosts; i++) {
+        if (strcmp(rt->allow_names[i], run->decl->name) == 0) {
+            conf_hosts = rt->allow_lists[i];
+        }
+    }
     if (!host_in_list(run->decl->allow_hosts, host) && !host_in_list(t->allow_hosts, host) &&
-        !host_in_list(rt->allow_hosts, host)) {
+        !host_in_list(rt->allow_hosts, host) && !host_in_list(conf_hosts, host)) {
         snprintf(eb, sizeof(eb), "host '%s' is not allowed for '%s' (add it to allow_hosts)", host,
                  run->decl->name);
         agent_deliver(w, NULL, eb);

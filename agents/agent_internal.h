@@ -208,6 +208,8 @@ struct agent_rt {
     struct agent_host_ops ops;
     void *host;
     char *allow_hosts; /* from the options, or NULL */
+    char **allow_names, **allow_lists; /* (n_allow) per agent or workflow, from the options */
+    size_t n_allow;
     size_t http_max_bytes;
     size_t mem_bytes_max;
     int64_t n_insns_max;

@@ -106,6 +106,16 @@ static void worker_cleanup(struct agent_worker *wk)
     wye_queue_cleanup(&wk->inbox);
 }
 
+static void rt_free_allow(struct agent_rt *rt)
+{
+    for (size_t i = 0; i < rt->n_allow; i++) {
+        wye_free(rt->allow_names[i]);
+        wye_free(rt->allow_lists[i]);
+    }
+    wye_free(rt->allow_names);
+    wye_free(rt->allow_lists);
+}
+
 enum wye_err agent_rt_create(const struct agent_rt_opts *opts, const struct agent_host_ops *ops,
                              void *host_ctx, struct agent_rt **out, char *errbuf, size_t errlen)
 {
@@ -132,10 +142,22 @@ enum wye_err agent_rt_create(const struct agent_rt_opts *opts, const struct agen
     rt->print = opts ? opts->print : NULL;
     rt->print_ud = opts ? opts->print_ud : NULL;
     rt->only_file = opts && opts->only_file ? wye_strdup(opts->only_file) : NULL;
+    bool allow_ok = true;
+    if (opts && opts->n_allow > 0) {
+        rt->allow_names = wye_calloc(opts->n_allow, sizeof(char *));
+        rt->allow_lists = wye_calloc(opts->n_allow, sizeof(char *));
+        allow_ok = rt->allow_names && rt->allow_lists;
+        for (size_t i = 0; allow_ok && i < opts->n_allow; i++) {
+            rt->allow_names[i] = wye_strdup(opts->allow[i].name);
+            rt->allow_lists[i] = wye_strdup(opts->allow[i].hosts);
+            rt->n_allow = i + 1;
+            allow_ok = rt->allow_names[i] && rt->allow_lists[i];
+        }
+    }
     atomic_init(&rt->next_id, 1);
     atomic_init(&rt->stopping, false);
     int n_init = 0;
-    if (!rt->dir || (opts && opts->only_file && !rt->only_file)) {
+    if (!rt->dir || (opts && opts->only_file && !rt->only_file) || !allow_ok) {
         goto fail_rt;
     }
     if (pthread_mutex_init(&rt->lock, NULL) != 0) {
@@ -172,6 +194,7 @@ fail_rt:
     wye_free(rt->dir);
     wye_free(rt->only_file);
     wye_free(rt->allow_hosts);
+    rt_free_allow(rt);
     wye_free(rt);
     return err;
 }
@@ -272,6 +295,7 @@ void agent_rt_destroy(struct agent_rt *rt)
     wye_free(rt->dir);
     wye_free(rt->only_file);
     wye_free(rt->allow_hosts);
+    rt_free_allow(rt);
     wye_free(rt);
 }
 

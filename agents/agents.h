@@ -102,9 +102,17 @@ void agent_op_delta(struct agent_op *op, const char *text, size_t len);
 /* Host side, any thread, until the answer: true once the run was cancelled or ended. */
 bool agent_op_cancelled(const struct agent_op *op);
 
+/* Hosts one agent or workflow may reach (the config's agents.allow_hosts). */
+struct agent_allow {
+    const char *name;  /* an agent or workflow name */
+    const char *hosts; /* comma-separated host patterns ("api.example.com", "*.example.com") */
+};
+
 struct agent_rt_opts {
     const char *dir;         /* the directory of *.lua files; NULL: "./lua/examples" */
     const char *allow_hosts; /* comma-separated hosts every run may reach, or NULL */
+    const struct agent_allow *allow; /* (n_allow) per agent or workflow, added to its own */
+    size_t n_allow;
     size_t http_max_bytes;   /* response cap of wye.http.request; 0: 1 MiB */
     size_t mem_bytes_max;    /* Lua memory of each worker's state; 0: 64 MiB */
     int64_t n_insns_max;     /* Lua instructions per coroutine; 0: 100 million */

@@ -58,6 +58,7 @@ enum conf_kind {
     CK_FSYNC,    /* "none" | "always" | "interval" */
     CK_API_KEYS, /* the keys array */
     CK_PRICES,   /* the prices.models map */
+    CK_ALLOW,    /* the agents.allow_hosts map */
 };
 
 struct conf_key {
@@ -183,6 +184,12 @@ static const struct conf_key conf_limits_keys[] = {
     KEY_END,
 };
 
+static const struct conf_key conf_agents_keys[] = {
+    KEY_INT("workers", agents.n_workers, 1, 64),
+    KEY("allow_hosts", CK_ALLOW, agents.allow),
+    KEY_END,
+};
+
 static const struct conf_key conf_top_keys[] = {
     KEY("listen", CK_LISTEN, listen_host),
     KEY("log_level", CK_LOGLEVEL, log_level),
@@ -194,6 +201,7 @@ static const struct conf_key conf_top_keys[] = {
     KEY_SECTION("auth", conf_auth_keys),
     KEY_SECTION("prices", conf_prices_keys),
     KEY_SECTION("router", conf_router_keys),
+    KEY_SECTION("agents", conf_agents_keys),
     KEY_END,
 };
 /* clang-format on */
@@ -503,6 +511,7 @@ static enum wye_err conf_set_str(void *base, const struct conf_key *k, const cha
     case CK_ROUTES:
     case CK_API_KEYS:
     case CK_PRICES:
+    case CK_ALLOW:
         WYE_ASSERT(!"this kind has no string value");
     }
     return conf_store_str(base, k, s, len, err, errlen);
@@ -721,6 +730,108 @@ static enum wye_err conf_walk_prices(lua_State *L, struct conf_lua *lx, int t, c
     return rc;
 }
 
+/* Host patterns a host may take: letters, digits, '.', '-', ':' (a port) and a leading "*." or
+ * a lone "*". */
+static bool conf_host_pattern_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 253) {
+        return false;
+    }
+    if (n == 1 && s[0] == '*') {
+        return true;
+    }
+    size_t i = n > 2 && s[0] == '*' && s[1] == '.' ? 2 : 0;
+    for (; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == ':')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* agents.allow_hosts = { name = { "host", "*.example.com", ... }, ... }. */
+static enum wye_err conf_walk_allow(lua_State *L, struct conf_lua *lx, int t, const char *path)
+{
+    struct conf_config *cfg = lx->cfg;
+    char who[352];
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        n++;
+    }
+    if (n > CONF_ALLOW_MAX) {
+        return conf_fail(lx->err, lx->errlen, WYE_ERR_TOOBIG, "%s: %s: more than %d entries",
+                         lx->shown, path, CONF_ALLOW_MAX);
+    }
+    if (n == 0) {
+        return WYE_OK;
+    }
+    cfg->agents.allow = wye_calloc(n, sizeof(*cfg->agents.allow));
+    if (!cfg->agents.allow) {
+        return conf_nomem(lx->err, lx->errlen);
+    }
+    enum wye_err rc = WYE_OK;
+    lua_pushnil(L);
+    while (!rc && lua_next(L, t)) {
+        char name[64], sub[240];
+        conf_key_name(L, -2, name, sizeof(name));
+        snprintf(sub, sizeof(sub), "%s[%s]", path, name);
+        snprintf(who, sizeof(who), "%s: %s", lx->shown, sub);
+        size_t klen = 0;
+        const char *agent = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+        struct conf_allow *a = &cfg->agents.allow[cfg->agents.n_allow];
+        size_t m = 0;
+        if (!agent || klen == 0 || klen > CONF_STR_MAX || memchr(agent, '\0', klen)) {
+            rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                           "%s: expected an agent or workflow name (a non-empty string) as the key",
+                           who);
+        } else if (lua_type(L, -1) != LUA_TTABLE) {
+            rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                           "%s: expected a list of hosts, got %s", who, luaL_typename(L, -1));
+        } else if (!(a->name = wye_strndup(agent, klen))) {
+            rc = conf_nomem(lx->err, lx->errlen);
+        } else {
+            cfg->agents.n_allow++;
+            rc = conf_array_len(L, lx, lua_gettop(L), who, CONF_ALLOW_HOSTS_MAX, &m);
+        }
+        size_t total = 0;
+        for (size_t i = 1; !rc && i <= m; i++) {
+            size_t len = 0;
+            const char *h = lua_rawgeti(L, -1, (lua_Integer)i) == LUA_TSTRING
+                                ? lua_tolstring(L, -1, &len)
+                                : NULL;
+            if (!h || !conf_host_pattern_ok(h, len)) {
+                rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL,
+                               "%s[%zu]: expected a host name (\"api.example.com\", "
+                               "\"*.example.com\" or \"*\")",
+                               who, i);
+            } else {
+                char *joined = wye_realloc(a->hosts, total + len + 2);
+                if (!joined) {
+                    rc = conf_nomem(lx->err, lx->errlen);
+                } else {
+                    a->hosts = joined;
+                    if (total) {
+                        a->hosts[total++] = ',';
+                    }
+                    memcpy(a->hosts + total, h, len);
+                    total += len;
+                    a->hosts[total] = '\0';
+                }
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    if (rc) {
+        lua_pop(L, 1); /* the key lua_next left */
+    }
+    return rc;
+}
+
 /* Walks the table at index t against keys, storing into base (cfg, or an array element);
  * prefix is the dotted path of the table ("" at the top). */
 static enum wye_err conf_walk(lua_State *L, struct conf_lua *lx, int t, const struct conf_key *keys,
@@ -744,7 +855,7 @@ static enum wye_err conf_walk(lua_State *L, struct conf_lua *lx, int t, const st
         if (!k) {
             rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s: unknown key", who);
         } else if (k->kind == CK_SECTION || k->kind == CK_API_KEYS || k->kind == CK_PRICES ||
-                   k->kind == CK_ROUTES) {
+                   k->kind == CK_ROUTES || k->kind == CK_ALLOW) {
             if (vt != LUA_TTABLE) {
                 rc = conf_fail(lx->err, lx->errlen, WYE_ERR_INVAL, "%s: expected a table, got %s",
                                who, lua_typename(L, vt));
@@ -754,6 +865,8 @@ static enum wye_err conf_walk(lua_State *L, struct conf_lua *lx, int t, const st
                 rc = conf_walk_api_keys(L, lx, lua_gettop(L), path);
             } else if (k->kind == CK_PRICES) {
                 rc = conf_walk_prices(L, lx, lua_gettop(L), path);
+            } else if (k->kind == CK_ALLOW) {
+                rc = conf_walk_allow(L, lx, lua_gettop(L), path);
             } else {
                 rc = conf_walk_routes(L, lx, lua_gettop(L), who, field);
             }
@@ -1289,6 +1402,11 @@ void conf_destroy(struct conf_config *cfg)
         wye_free(cfg->prices.models[i].model);
     }
     wye_free(cfg->prices.models);
+    for (size_t i = 0; i < cfg->agents.n_allow; i++) {
+        wye_free(cfg->agents.allow[i].name);
+        wye_free(cfg->agents.allow[i].hosts);
+    }
+    wye_free(cfg->agents.allow);
     wye_free(cfg);
 }
 

@@ -121,6 +121,19 @@ struct conf_router {
                                  * above it, borderline "auto" requests go local; 0: off */
 };
 
+/* agents: the Lua agents runtime of wye serve / wye agent run. */
+#define CONF_ALLOW_MAX 256       /* agents.allow_hosts entries */
+#define CONF_ALLOW_HOSTS_MAX 64  /* hosts per entry */
+struct conf_allow {
+    char *name;  /* an agent or workflow name */
+    char *hosts; /* its host patterns, comma-separated ("api.example.com,*.example.org") */
+};
+struct conf_agents {
+    int n_workers;            /* worker threads; 0: WYE_AGENT_WORKERS, else 2 */
+    struct conf_allow *allow; /* (n_allow) agents.allow_hosts, added to each script's own */
+    size_t n_allow;
+};
+
 struct conf_config {
     char *listen_host;       /* "127.0.0.1" */
     int listen_port;         /* 8080; 0: any free port */
@@ -137,6 +150,7 @@ struct conf_config {
     struct conf_prices prices;
     struct conf_ledger ledger; /* options besides ledger_path */
     struct conf_router router;
+    struct conf_agents agents;
 };
 
 /* Command-line values that override the file and environment; NULL fields are unset. */

@@ -179,4 +179,17 @@ return {
         -- On SIGTERM, time left for streams in flight to finish, 0..600000 ms.
         shutdown_grace_ms = 10000,
     },
+
+    -- Lua agents and workflows (wye serve --agents DIR, wye agent run, wye lua run).
+    agents = {
+        -- Agent worker threads, each with its own Lua state, 1..64 (default 2, or the
+        -- WYE_AGENT_WORKERS variable).
+        workers = 2,
+        -- Hosts each agent or workflow may reach with wye.http.request, added to the
+        -- allow_hosts its script declares: "api.example.com", "*.example.com" (subdomains)
+        -- or "*" (anything). A host on neither list is refused with an error naming it.
+        allow_hosts = {
+            summarise = { "example.com" },
+        },
+    },
 }

@@ -194,6 +194,8 @@ static int serve_agents(const struct conf_config *cfg, struct rt_router *rt, con
         return -1;
     }
     struct agent_rt_opts o = {.dir = dir};
+    struct agent_allow allow[CONF_ALLOW_MAX];
+    rt_agent_opts_from_conf(cfg, &o, allow);
     if (agent_rt_create(&o, rt_agent_host_ops(), *host, art, eb, sizeof(eb)) != WYE_OK) {
         WYE_ERROR("serve: cannot load the agents in '%s': %s", dir, eb);
         return -1;

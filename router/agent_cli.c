@@ -276,6 +276,8 @@ static int cli_run(const char *dir, const char *config, struct conf_overrides *o
     }
     rt_agent_host_set_events(host, cli_event, NULL);
     struct agent_rt_opts o = {.dir = dir};
+    struct agent_allow allow[CONF_ALLOW_MAX];
+    rt_agent_opts_from_conf(cfg, &o, allow);
     if (agent_rt_create(&o, rt_agent_host_ops(), host, &art, eb, sizeof(eb)) != WYE_OK ||
         agent_rt_start(art) != WYE_OK) {
         fprintf(stderr, "wye agent: %s\n", eb);

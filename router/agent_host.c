@@ -275,6 +275,20 @@ static const struct agent_host_ops ah_ops = {
     .emit = ah_emit_event,
 };
 
+void rt_agent_opts_from_conf(const struct conf_config *cfg, struct agent_rt_opts *o,
+                             struct agent_allow *allow)
+{
+    if (cfg->agents.n_workers > 0) {
+        o->n_workers = cfg->agents.n_workers;
+    }
+    size_t n = cfg->agents.n_allow < CONF_ALLOW_MAX ? cfg->agents.n_allow : CONF_ALLOW_MAX;
+    for (size_t i = 0; i < n; i++) {
+        allow[i] = (struct agent_allow){cfg->agents.allow[i].name, cfg->agents.allow[i].hosts};
+    }
+    o->allow = n ? allow : NULL;
+    o->n_allow = n;
+}
+
 const struct agent_host_ops *rt_agent_host_ops(void)
 {
     return &ah_ops;

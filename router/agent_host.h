@@ -24,6 +24,11 @@ struct rt_agent_host *rt_agent_host_create(struct rt_router *rt, const struct co
 void rt_agent_host_destroy(struct rt_agent_host *h);
 /* The ops to give agent_rt_create with h as host_ctx. */
 const struct agent_host_ops *rt_agent_host_ops(void);
+/* Sets what the config decides in o: n_workers (agents.workers, when set) and the per-agent
+ * allowlists (agents.allow_hosts), pointing into allow, caller storage of CONF_ALLOW_MAX
+ * entries that must outlive agent_rt_create (which copies them). */
+void rt_agent_opts_from_conf(const struct conf_config *cfg, struct agent_rt_opts *o,
+                             struct agent_allow *allow);
 /* Sets the receiver of progress events (before the runtime starts). */
 void rt_agent_host_set_events(struct rt_agent_host *h, rt_agent_event_fn fn, void *ud);
 

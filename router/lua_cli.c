@@ -421,6 +421,9 @@ static int lc_run(struct lc_args *a)
         .n_workers = 1,
         .print = lc_print,
     };
+    struct agent_allow allow[CONF_ALLOW_MAX];
+    rt_agent_opts_from_conf(h.cfg, &o, allow);
+    o.n_workers = 1;
     if (agent_rt_create(&o, rt_agent_host_ops(), h.host, &art, eb, sizeof(eb)) != WYE_OK ||
         agent_rt_start(art) != WYE_OK) {
         fprintf(stderr, "wye lua: %s\n", eb[0] ? eb : "cannot start the agent runtime");

@@ -337,6 +337,49 @@ static void test_http_without_upstream(void **state)
     conf_destroy(cfg);
 }
 
+/* agents.allow_hosts in the config allows hosts per agent or workflow, on top of what the
+ * scripts declare; without a runtime-wide allowlist, another workflow is still refused. */
+static void test_allow_from_config(void **state)
+{
+    struct e2e *e = *state;
+    char path[256];
+    snprintf(path, sizeof(path), "%s/test_agents_allow_%d.lua", WYE_BINARY_DIR, (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("return { agents = { workers = 1, allow_hosts = { slowflow = { \"127.0.0.1\" } } } }\n",
+          f);
+    fclose(f);
+    struct conf_config *cfg = NULL;
+    char eb[512] = "";
+    struct conf_overrides ov = {0};
+    if (conf_load(path, &ov, &cfg, eb, sizeof(eb)) != WYE_OK) {
+        fail_msg("conf_load: %s", eb);
+    }
+    unlink(path);
+    assert_int_equal(cfg->agents.n_workers, 1);
+    assert_int_equal(cfg->agents.n_allow, 1);
+    struct agent_rt *art = NULL;
+    struct agent_rt_opts o = {.dir = WYE_SOURCE_DIR "/tests/agents/scripts_e2e"};
+    struct agent_allow allow[CONF_ALLOW_MAX];
+    rt_agent_opts_from_conf(cfg, &o, allow);
+    assert_int_equal(o.n_workers, 1);
+    assert_int_equal(agent_rt_create(&o, rt_agent_host_ops(), e->host, &art, eb, sizeof(eb)),
+                     WYE_OK);
+    conf_destroy(cfg); /* the runtime keeps its own copy */
+    assert_int_equal(agent_rt_start(art), WYE_OK);
+    char in[200];
+    snprintf(in, sizeof(in), "{\"url\":\"%s/page\"}", e->base);
+    submit(e, art, "slowflow", in);
+    wait_done(e, 20);
+    assert_int_equal(e->o.err, WYE_OK);
+    assert_non_null(strstr(e->o.answer, "Wye test page"));
+    submit(e, art, "bigflow", in);
+    wait_done(e, 20);
+    assert_non_null(e->o.answer ? strstr(e->o.answer, "host '127.0.0.1' is not allowed for 'bigflow'")
+                                : strstr(e->o.reason, "host '127.0.0.1' is not allowed for 'bigflow'"));
+    agent_rt_destroy(art);
+}
+
 int main(void)
 {
     wye_alloc_install_cjson_hooks();
@@ -348,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_http_cap),
         cmocka_unit_test(test_cancel_slow_tool),
         cmocka_unit_test(test_http_without_upstream),
+        cmocka_unit_test(test_allow_from_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

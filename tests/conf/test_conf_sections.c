@@ -66,6 +66,7 @@ static const char full_conf[] =
     "             hook_timeout_ms = 7, hook_memory_kb = 2048, queue_max = 0,\n"
     "             breaker_failures = 3, breaker_cooldown_ms = 500,\n"
     "             weights = '" WYE_SOURCE_DIR "/conf/router-weights.json' },\n"
+    "  agents = { workers = 3, allow_hosts = { summarise = { 'example.com', '*.example.org' } } },\n"
     "}\n";
 
 static void test_every_key(void **state)
@@ -118,6 +119,10 @@ static void test_every_key(void **state)
     assert_int_equal(c->router.queue_max, 0); /* 0 is kept: no queue, not the default */
     assert_int_equal(c->router.breaker_failures, 3);
     assert_int_equal(c->router.breaker_cooldown_ms, 500);
+    assert_int_equal(c->agents.n_workers, 3);
+    assert_int_equal(c->agents.n_allow, 1);
+    assert_string_equal(c->agents.allow[0].name, "summarise");
+    assert_string_equal(c->agents.allow[0].hosts, "example.com,*.example.org");
     conf_destroy(c);
 }
 
@@ -219,6 +224,14 @@ static void test_errors(void **state)
          "keys[2].name: the name is already used by keys[1]"},
         {"return { keys = { " K1 " }, { name = 'b', sha256 = '" H1 "' } } }",
          "keys[2].sha256: the same hash is already used by keys[1]"},
+        {"return { agents = { workers = 0 } }", "agents.workers: 0 is out of range 1..64"},
+        {"return { agents = { allow_hosts = { a = 'x.com' } } }",
+         "agents.allow_hosts[a]: expected a list of hosts, got string"},
+        {"return { agents = { allow_hosts = { a = { 'ok.com', 'bad host' } } } }",
+         "agents.allow_hosts[a][2]: expected a host name"},
+        {"return { agents = { allow_hosts = { { 'x.com' } } } }",
+         "agents.allow_hosts[[1]]: expected an agent or workflow name"},
+        {"return { agents = { allowed = {} } }", "agents.allowed: unknown key"},
         {"return { auth = { required = 'yes' } }", "auth.required: expected a boolean, got string"},
         {"return { auth = { required = true } }",
          "auth.required: true, but no keys are configured"},
