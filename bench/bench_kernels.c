@@ -13,14 +13,17 @@
  *        bench_kernels --batch [threads (2)] [types (Q8_0,Q4_0)]   per-token cost of one
  *            matmul for 1, 2, 4, 8, 16, 64 and 128 tokens (the batched-decode and prompt
  *            range): weights streamed from memory on the pool, and "hot" single-threaded
- *        bench_kernels --hot TYPE N_TOK [ITERS (2000)]   ITERS single-threaded matmuls of
- *            N_TOK tokens over 2 MiB of Qwen2.5-0.5B ffn_down rows (L3-resident), timed in
+ *        bench_kernels --hot TYPE N_TOK [ITERS (2000)] [K (4864)]   ITERS single-threaded
+ *            matmuls of N_TOK tokens over 2 MiB of Qwen2.5-0.5B ffn_down rows (or rows of K,
+ *            e.g. 576 for SmolLM2-135M) (L3-resident), timed in
  *            the thread's CPU time, which other load on the machine moves least:
  *            perf stat -e task-clock,cycles:u bench_kernels --hot Q4_0 8
- *        bench_kernels --model MODEL N_SEQ [STEPS (8)] [THREADS (1)]   whole forward passes:
- *            N_SEQ sequences decoding together through eng_batch_step, ms per step (min and
- *            median) in wall time and in the stepping thread's CPU time (with THREADS 1 the
- *            CPU time is what other load on the machine moves least)
+ *        bench_kernels --model MODEL N_SEQ [STEPS (8)] [THREADS (1)] [PROMPT (8)]   whole
+ *            forward passes: N_SEQ sequences of PROMPT tokens decoding together through
+ *            eng_batch_step, ms per step (min and median) in wall time, in the stepping
+ *            thread's CPU time (with THREADS 1 the CPU time is what other load on the machine
+ *            moves least) and in the whole process's CPU time (the pool's spinning included);
+ *            PROMPT 128 puts the steps where `wye bench -p 128` generates
  *        bench_kernels --fixed TYPE [decode|prompt]   a small fixed single-threaded workload
  *            (8 decode matmuls, or one of 16 tokens) for instruction counts under callgrind:
  *            valgrind --tool=callgrind --toggle-collect=eng_matmul bench_kernels --fixed Q4_0 */
@@ -233,26 +236,34 @@ static int bench_batch(int nth, const char *type_list, const float *x, float *y,
     return 0;
 }
 
-static double cpu_s(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static double cpu_s(void)
+{
+    return clock_s(CLOCK_THREAD_CPUTIME_ID);
+}
+
 /* --hot: iters single-threaded matmuls of n_tok tokens on L2-resident rows. */
-static int bench_hot(const char *type_name, int n_tok, int iters, const float *x, float *y,
+static int bench_hot(const char *type_name, int n_tok, int iters, int k, const float *x, float *y,
                      void *scratch, float *row)
 {
-    const struct shape *sh = &shapes[1];
+    const struct shape hs = {"hot", shapes[1].m, k > 0 ? k : shapes[1].k};
+    const struct shape *sh = &hs;
     uint32_t wt = ENG_TYPE__MAX;
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
         if (strcmp(eng_type_name(types[ti]), type_name) == 0) {
             wt = types[ti];
         }
     }
-    if (wt == ENG_TYPE__MAX || n_tok < 1 || n_tok > N_PROMPT || iters < 1) {
-        fprintf(stderr, "bench_kernels: --hot TYPE N_TOK (1..%d) [ITERS]\n", N_PROMPT);
+    if (wt == ENG_TYPE__MAX || n_tok < 1 || n_tok > N_PROMPT || iters < 1 || sh->k > shapes[1].k ||
+        !eng_kernels_type_ok(wt, sh->k)) {
+        fprintf(stderr, "bench_kernels: --hot TYPE N_TOK (1..%d) [ITERS] [K (<= %d)]\n", N_PROMPT,
+                shapes[1].k);
         return 1;
     }
     size_t rb = eng_type_row_bytes(wt, sh->k);
@@ -285,17 +296,20 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* --model: n_seq sequences (8-token prompts) decoding together; after the prompts, steps
- * steps of n_seq tokens each are timed. */
-static int bench_model(const char *path, int n_seq, int steps, int nth)
+/* --model: n_seq sequences (prompts of n_prompt tokens) decoding together; after the
+ * prompts, steps steps of n_seq tokens each are timed. */
+static int bench_model(const char *path, int n_seq, int steps, int nth, int n_prompt)
 {
-    enum { PROMPT = 8, STEPS_MAX = 256 };
+    enum { PROMPT_MAX = 1024, STEPS_MAX = 256 };
     char err[512];
     struct eng_model *m = NULL;
     struct eng_ctx *c = NULL;
-    if (n_seq < 1 || n_seq > 64 || steps < 1 || steps > STEPS_MAX || nth < 1) {
-        fprintf(stderr, "bench_kernels: --model MODEL N_SEQ (1..64) [STEPS (1..%d)] [THREADS]\n",
-                STEPS_MAX);
+    if (n_seq < 1 || n_seq > 64 || steps < 1 || steps > STEPS_MAX || nth < 1 || n_prompt < 1 ||
+        n_prompt > PROMPT_MAX) {
+        fprintf(stderr,
+                "bench_kernels: --model MODEL N_SEQ (1..64) [STEPS (1..%d)] [THREADS] "
+                "[PROMPT (1..%d)]\n",
+                STEPS_MAX, PROMPT_MAX);
         return 1;
     }
     if (eng_model_load(path, &m, err, sizeof(err)) != WYE_OK) {
@@ -303,7 +317,7 @@ static int bench_model(const char *path, int n_seq, int steps, int nth)
         return 1;
     }
     struct eng_ctx_params cp = {
-        .n_ctx = PROMPT + steps + 8, .n_seq_max = n_seq, .n_batch = 64 * 8, .n_threads = nth};
+        .n_ctx = n_prompt + steps + 8, .n_seq_max = n_seq, .n_batch = 64 * 8, .n_threads = nth};
     if (eng_ctx_create(m, &cp, &c, err, sizeof(err)) != WYE_OK) {
         fprintf(stderr, "bench_kernels: %s\n", err);
         eng_model_destroy(m);
@@ -315,30 +329,36 @@ static int bench_model(const char *path, int n_seq, int steps, int nth)
     gp.max_tokens = steps + 4;
     gp.ignore_eos = true;
     for (int i = 0; i < n_seq; i++) {
-        int32_t ids[PROMPT], id;
-        for (int t = 0; t < PROMPT; t++) {
-            ids[t] = 100 + 37 * i + 11 * t;
+        int32_t ids[PROMPT_MAX], id;
+        for (int t = 0; t < n_prompt; t++) {
+            ids[t] = 100 + (37 * i + 11 * t) % 20000;
         }
-        if (eng_batch_add(c, ids, PROMPT, &gp, NULL, NULL, NULL, &id, err, sizeof(err)) != WYE_OK) {
+        if (eng_batch_add(c, ids, (size_t)n_prompt, &gp, NULL, NULL, NULL, &id, err,
+                          sizeof(err)) != WYE_OK) {
             fprintf(stderr, "bench_kernels: %s\n", err);
             eng_ctx_destroy(c);
             eng_model_destroy(m);
             return 1;
         }
     }
-    (void)eng_batch_step(c); /* the prompts */
-    double wall[STEPS_MAX], cpu[STEPS_MAX];
+    for (int done = 0; done < n_seq * n_prompt; done += (int)cp.n_batch) {
+        (void)eng_batch_step(c); /* the prompts */
+    }
+    double wall[STEPS_MAX], cpu[STEPS_MAX], proc[STEPS_MAX];
     for (int s = 0; s < steps; s++) {
-        double w0 = now_s(), c0 = cpu_s();
+        double w0 = now_s(), c0 = cpu_s(), p0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
         (void)eng_batch_step(c);
         wall[s] = (now_s() - w0) * 1e3;
         cpu[s] = (cpu_s() - c0) * 1e3;
+        proc[s] = (clock_s(CLOCK_PROCESS_CPUTIME_ID) - p0) * 1e3;
     }
     qsort(wall, (size_t)steps, sizeof(double), cmp_double);
     qsort(cpu, (size_t)steps, sizeof(double), cmp_double);
+    qsort(proc, (size_t)steps, sizeof(double), cmp_double);
     printf("%s: %d sequences, %d threads, kernels %s: ms per step wall min %.2f median %.2f, "
-           "stepping thread cpu min %.2f median %.2f\n",
-           path, n_seq, nth, eng_kernels_name(), wall[0], wall[steps / 2], cpu[0], cpu[steps / 2]);
+           "stepping thread cpu min %.2f median %.2f, process cpu min %.2f median %.2f\n",
+           path, n_seq, nth, eng_kernels_name(), wall[0], wall[steps / 2], cpu[0], cpu[steps / 2],
+           proc[0], proc[steps / 2]);
     eng_ctx_destroy(c);
     eng_model_destroy(m);
     return 0;
@@ -417,9 +437,10 @@ int main(int argc, char **argv)
         }
     } else if (argc > 3 && strcmp(argv[1], "--model") == 0) {
         rc = bench_model(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 8,
-                         argc > 5 ? atoi(argv[5]) : 1);
+                         argc > 5 ? atoi(argv[5]) : 1, argc > 6 ? atoi(argv[6]) : 8);
     } else if (argc > 3 && strcmp(argv[1], "--hot") == 0) {
-        rc = bench_hot(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 2000, x, y, scratch, row);
+        rc = bench_hot(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 2000,
+                       argc > 5 ? atoi(argv[5]) : 0, x, y, scratch, row);
     } else if (argc > 2 && strcmp(argv[1], "--fixed") == 0) {
         rc = bench_fixed(argv[2], argc > 3 && strcmp(argv[3], "prompt") == 0, x, y, scratch, row);
     } else {

@@ -226,6 +226,68 @@ static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, fl
     }
 }
 
+/* The FFN's gate and up products and SwiGLU in one pool run: each task computes the same
+ * rows of both matrices and then hb = silu(gate) * up on them, so the activation function
+ * is split across the threads too instead of running on the caller after a join. Every
+ * element is computed exactly as matmul_multi + the SwiGLU loop compute it. */
+struct swiglu_job {
+    const struct eng_wmat *gate, *up;
+    float *g, *u; /* (n_tok x m): silu(gate) * up ends up in g */
+    int64_t m, rpt;
+    int32_t n_tok;
+    struct eng_act a;
+};
+
+static void swiglu_rows(const struct swiglu_job *j, int64_t r0, int64_t r1)
+{
+    const struct eng_wmat *gw = j->gate, *uw = j->up;
+    eng_matmul_act_rows(gw->type, gw->data, gw->row_bytes, &j->a, j->g, j->m, r0, r1);
+    eng_matmul_act_rows(uw->type, uw->data, uw->row_bytes, &j->a, j->u, j->m, r0, r1);
+    for (int32_t t = 0; t < j->n_tok; t++) {
+        float *g = j->g + (size_t)t * (size_t)j->m, *u = j->u + (size_t)t * (size_t)j->m;
+        for (int64_t i = r0; i < r1; i++) {
+            float v = g[i];
+            g[i] = v / (1.0f + expf(-v)) * u[i];
+        }
+    }
+}
+
+static void swiglu_task(void *arg, int64_t task, int thread)
+{
+    (void)thread;
+    const struct swiglu_job *j = arg;
+    int64_t r0 = task * j->rpt;
+    swiglu_rows(j, r0, r0 + j->rpt < j->m ? r0 + j->rpt : j->m);
+}
+
+/* f->hb = silu(xb W_gate^T) * (xb W_up^T) for n tokens (f->hb2 is scratch). */
+static void ffn_swiglu(struct eng_fwd *f, const struct eng_layer *L, int32_t n)
+{
+    const struct eng_wmat *gw = &L->w_gate, *uw = &L->w_up;
+    if (eng_act_type_of(gw->type) != eng_act_type_of(uw->type) || gw->k != uw->k ||
+        gw->m != uw->m) {
+        const struct eng_wmat *gu[2] = {gw, uw};
+        float *const gu_y[2] = {f->hb, f->hb2};
+        matmul_multi(f, gu, gu_y, 2, f->xb, n);
+        for (size_t i = 0; i < (size_t)n * (size_t)gw->m; i++) {
+            float g = f->hb[i];
+            f->hb[i] = g / (1.0f + expf(-g)) * f->hb2[i];
+        }
+        return;
+    }
+    struct swiglu_job j = {.gate = gw, .up = uw, .g = f->hb, .u = f->hb2, .m = gw->m, .n_tok = n};
+    eng_act_prepare(f->pool, gw->type, f->xb, gw->k, n, f->xq, &j.a);
+    int nth = eng_pool_size(f->pool);
+    if (nth == 1) {
+        swiglu_rows(&j, 0, j.m);
+        return;
+    }
+    /* ~8 tasks per thread, at least 16 rows (a multiple of 4) each, as matmul_multi */
+    int64_t rpt = (j.m + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
+    j.rpt = rpt < 16 ? 16 : (rpt + 3) / 4 * 4;
+    eng_pool_run(f->pool, swiglu_task, &j, (j.m + j.rpt - 1) / j.rpt);
+}
+
 /* Dot product in 8 interleaved partial sums (the compiler turns them into SIMD lanes; a
  * single running sum cannot be vectorised without reassociating). The order is fixed, so
  * the result does not depend on the batch or the thread. */
@@ -252,9 +314,51 @@ struct att_job {
     int32_t heads_per_task; /* 1, or the GQA group size (<= f->att_group) */
 };
 
-/* Attention of token t for query heads [h0, h0 + hpt), which share one KV head: each K and V
- * row is read once for the whole group (GQA), while every head's arithmetic happens in the
- * same order as with one head per task, so the grouping never changes the result. */
+/* 8 floats as one value (GCC/clang vector extension): element-wise IEEE operations, so a
+ * lane computes exactly what a scalar float would; 2 SSE or 1 AVX register. */
+typedef float v8f __attribute__((vector_size(32)));
+
+/* Macros, not functions: passing 32-byte vectors by value has no fixed ABI without AVX. */
+#define V8F_LOAD(v, p) memcpy(&(v), (p), sizeof(v8f))
+#define V8F_REDUCE(a)                                                                          \
+    ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
+
+/* dot(q, k + p * ks) for the 4 positions p = 0..3: the same operations in the same order as
+ * dot() for each, interleaved so that the 4 addition chains overlap. */
+static inline __attribute__((always_inline)) void dot4(const float *q, const float *k, size_t ks,
+                                                       int32_t n, float *out)
+{
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f qv, k0, k1, k2, k3;
+        V8F_LOAD(qv, q + i);
+        V8F_LOAD(k0, k + i);
+        V8F_LOAD(k1, k + ks + i);
+        V8F_LOAD(k2, k + 2 * ks + i);
+        V8F_LOAD(k3, k + 3 * ks + i);
+        a0 += qv * k0;
+        a1 += qv * k1;
+        a2 += qv * k2;
+        a3 += qv * k3;
+    }
+    float s0 = V8F_REDUCE(a0), s1 = V8F_REDUCE(a1), s2 = V8F_REDUCE(a2), s3 = V8F_REDUCE(a3);
+    for (; i < n; i++) {
+        s0 += q[i] * k[i];
+        s1 += q[i] * k[ks + i];
+        s2 += q[i] * k[2 * ks + i];
+        s3 += q[i] * k[3 * ks + i];
+    }
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
+/* Attention of token t for query heads [h0, h0 + hpt), which share one KV head: each K row
+ * is read once for the whole group (GQA; V rows once per head, the later ones from cache),
+ * while every head's arithmetic happens in the same order as with one head per task, so the
+ * grouping never changes the result. Scores go 4 positions at a time (independent chains);
+ * the weighted sum of V keeps 32 outputs in registers over all positions. Every output
+ * element still sums its products in position order from 0, so the result is what the
+ * plain loops give. */
 static inline __attribute__((always_inline)) void att_body(void *arg, int64_t task, int thread)
 {
     const struct att_job *j = arg;
@@ -280,32 +384,64 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
     for (int32_t g = 0; g < hpt; g++) {
         mx[g] = -INFINITY;
     }
-    for (int32_t p = 0; p < n; p++) {
+    int32_t p = 0;
+    for (; p + 4 <= n; p += 4) {
         const float *k = kc + (size_t)p * kvd;
         for (int32_t g = 0; g < hpt; g++) {
-            float sc = dot(q + (size_t)g * (size_t)hd, k, hd) * scale;
-            att[(size_t)g * (size_t)f->n_ctx + (size_t)p] = sc;
-            mx[g] = sc > mx[g] ? sc : mx[g];
+            float sc[4], *a = att + (size_t)g * (size_t)f->n_ctx + p;
+            dot4(q + (size_t)g * (size_t)hd, k, kvd, hd, sc);
+            for (int u = 0; u < 4; u++) {
+                a[u] = sc[u] * scale;
+                mx[g] = a[u] > mx[g] ? a[u] : mx[g];
+            }
+        }
+    }
+    for (; p < n; p++) {
+        for (int32_t g = 0; g < hpt; g++) {
+            float *a = att + (size_t)g * (size_t)f->n_ctx + p;
+            *a = dot(q + (size_t)g * (size_t)hd, kc + (size_t)p * kvd, hd) * scale;
+            mx[g] = *a > mx[g] ? *a : mx[g];
         }
     }
     for (int32_t g = 0; g < hpt; g++) {
         float *a = att + (size_t)g * (size_t)f->n_ctx;
         float sum = 0.0f;
-        for (int32_t p = 0; p < n; p++) {
+        for (p = 0; p < n; p++) {
             a[p] = expf(a[p] - mx[g]);
             sum += a[p];
         }
         inv[g] = 1.0f / sum;
     }
-    memset(out, 0, (size_t)hpt * (size_t)hd * sizeof(float));
-    for (int32_t p = 0; p < n; p++) {
-        const float *v = vc + (size_t)p * kvd;
-        for (int32_t g = 0; g < hpt; g++) {
-            float a = att[(size_t)g * (size_t)f->n_ctx + (size_t)p] * inv[g];
-            float *o = out + (size_t)g * (size_t)hd;
-            for (int32_t i = 0; i < hd; i++) {
-                o[i] += a * v[i];
+    for (int32_t g = 0; g < hpt; g++) {
+        const float *a = att + (size_t)g * (size_t)f->n_ctx;
+        float *o = out + (size_t)g * (size_t)hd;
+        int32_t i = 0;
+        for (; i + 32 <= hd; i += 32) {
+            v8f o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
+            for (p = 0; p < n; p++) {
+                const float *v = vc + (size_t)p * kvd + i;
+                float w = a[p] * inv[g];
+                v8f wv = {w, w, w, w, w, w, w, w}, v0, v1, v2, v3;
+                V8F_LOAD(v0, v);
+                V8F_LOAD(v1, v + 8);
+                V8F_LOAD(v2, v + 16);
+                V8F_LOAD(v3, v + 24);
+                o0 += wv * v0;
+                o1 += wv * v1;
+                o2 += wv * v2;
+                o3 += wv * v3;
             }
+            memcpy(o + i, &o0, sizeof(o0));
+            memcpy(o + i + 8, &o1, sizeof(o1));
+            memcpy(o + i + 16, &o2, sizeof(o2));
+            memcpy(o + i + 24, &o3, sizeof(o3));
+        }
+        for (; i < hd; i++) {
+            float acc = 0.0f;
+            for (p = 0; p < n; p++) {
+                acc += a[p] * inv[g] * vc[(size_t)p * kvd + (size_t)i];
+            }
+            o[i] = acc;
         }
     }
 }
@@ -347,7 +483,7 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
     const struct eng_model *m = f->m;
     const struct eng_hparams *hp = &m->hp;
     WYE_ASSERT(n > 0 && n <= f->n_batch);
-    int32_t E = hp->n_embd, F = hp->n_ff;
+    int32_t E = hp->n_embd;
     size_t qd = (size_t)hp->n_head * (size_t)hp->head_dim;
     size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
 
@@ -384,12 +520,13 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
             memcpy(f->k_cache + off, k, kvd * sizeof(float));
             memcpy(f->v_cache + off, f->v + (size_t)t * kvd, kvd * sizeof(float));
         }
-        /* Whole GQA groups per task when that still gives every thread work. */
+        /* Whole GQA groups per task when that still splits evenly enough over the threads
+         * (SmolLM2's 3 KV heads of one decoding token on 2 threads would run 2:1; its 9
+         * single heads run 5:4). */
         int32_t group = hp->n_head / hp->n_head_kv;
-        int32_t hpt =
-            group <= f->att_group && (int64_t)n * hp->n_head_kv >= (int64_t)eng_pool_size(f->pool)
-                ? group
-                : 1;
+        int64_t n_groups = (int64_t)n * hp->n_head_kv, nth = eng_pool_size(f->pool);
+        bool even = n_groups % nth == 0 || n_groups >= 4 * nth;
+        int32_t hpt = group <= f->att_group && n_groups >= nth && even ? group : 1;
         struct att_job job = {f, toks, l, hpt};
         int64_t n_tasks = (int64_t)n * (hp->n_head / hpt);
         if (att_work < ATT_POOL_MIN_WORK) {
@@ -409,13 +546,7 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
             rmsnorm(f->xb + (size_t)t * (size_t)E, f->x + (size_t)t * (size_t)E, L->ffn_norm, E,
                     hp->norm_eps);
         }
-        const struct eng_wmat *gu[2] = {&L->w_gate, &L->w_up};
-        float *const gu_y[2] = {f->hb, f->hb2};
-        matmul_multi(f, gu, gu_y, 2, f->xb, n);
-        for (size_t i = 0; i < (size_t)n * (size_t)F; i++) {
-            float g = f->hb[i];
-            f->hb[i] = g / (1.0f + expf(-g)) * f->hb2[i];
-        }
+        ffn_swiglu(f, L, n);
         matmul(f, &L->w_down, f->hb, n, f->hb2);
         for (size_t i = 0; i < (size_t)n * (size_t)E; i++) {
             f->x[i] += f->hb2[i];

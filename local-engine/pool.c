@@ -6,8 +6,9 @@
  * bumps the 32-bit generation (seq_cst). Every thread takes tasks with fetch_add on the
  * ticket and decides from the value it got back alone: an index below that value's n_tasks
  * is a task of that run (whose caller cannot finish, hence cannot reuse the slot, before the
- * task is done); anything else means "nothing left". So the caller waits only for tasks that
- * were taken (done == n_tasks, acquire; each task releases), never for a worker that was
+ * task is counted done); anything else means "nothing left". So the caller waits only for
+ * tasks that were taken (done == n_tasks, acquire; each thread releases its count once it
+ * finds nothing left), never for a worker that was
  * descheduled and has not started: a late worker finds the counter exhausted and goes back
  * to waiting. Workers spin on the generation for up to SPIN_NS after their last task (pausing,
  * then yielding the CPU), then sleep on it with FUTEX_WAIT after announcing themselves in
@@ -133,19 +134,26 @@ static unsigned wait_generation(struct eng_pool *pool, unsigned seen)
     return g;
 }
 
-/* Takes and runs tasks of whichever run the ticket holds until none is left. */
+/* Takes and runs tasks of whichever run the ticket holds until none is left, then adds how
+ * many it ran to done in one release (one contended atomic per thread and run instead of
+ * one per task). The run cannot end, so the ticket cannot move to another run, while this
+ * thread holds tasks it has run but not yet counted. */
 static void work(struct eng_pool *pool, int thread)
 {
+    int64_t n_done = 0;
     for (;;) {
         uint64_t t = atomic_fetch_add_explicit(&pool->ticket, 1, memory_order_acq_rel);
         uint64_t idx = t & TICKET_FIELD_MASK;
         uint64_t n = (t >> TICKET_N_SHIFT) & TICKET_FIELD_MASK;
         if (idx >= n) {
-            return;
+            break;
         }
         const struct job_slot *job = &pool->slots[(t >> TICKET_RUN_SHIFT) & 1];
         job->fn(job->arg, job->base + (int64_t)idx, thread);
-        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+        n_done++;
+    }
+    if (n_done > 0) {
+        atomic_fetch_add_explicit(&pool->done, n_done, memory_order_release);
     }
 }
 

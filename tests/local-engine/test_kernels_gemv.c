@@ -132,7 +132,7 @@ static void test_gemv_matches_reference(void **state)
         skip();
     }
     const struct eng_kernel_table *kt = eng_kernels_avx2();
-    static const int64_t ks[] = {32, 64, 96, 128, 160, 224, 2048, 2080};
+    static const int64_t ks[] = {32, 64, 96, 128, 160, 224, 576, 1536, 2048, 2080};
     int n_kernels = 0;
     for (size_t ti = 0; ti < N_GEMV_TYPES; ti++) {
         if (kt->gemv[gemv_types[ti]] == NULL) {
