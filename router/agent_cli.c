@@ -88,6 +88,53 @@ static void cli_event(void *ud, uint64_t run_id, const char *ev)
     fprintf(stderr, "[run %llu] %s\n", (unsigned long long)run_id, ev);
 }
 
+/* ---- the router stack a CLI runs agents on ---- */
+
+int rt_cli_stack_start(struct rt_cli_stack *s, const struct conf_config *cfg, const char *prog,
+                       const char *ledger_path, const char *ledger_hint)
+{
+    char eb[512] = "";
+    if (cfg->engine.model_path &&
+        (rt_local_create(cfg, &s->local, eb, sizeof(eb)) != WYE_OK || rt_local_start(s->local))) {
+        fprintf(stderr, "%s: %s\n", prog, eb[0] ? eb : "cannot start the local model");
+        return -1;
+    }
+    if (ledger_path &&
+        rt_ledger_open_conf(cfg, ledger_path, &s->ledger, eb, sizeof(eb)) != WYE_OK) {
+        fprintf(stderr, "%s: cannot open the ledger '%s': %s%s\n", prog, ledger_path, eb,
+                ledger_hint ? ledger_hint : "");
+        return -1;
+    }
+    s->rt = rt_router_create(cfg);
+    if (!s->rt) {
+        fprintf(stderr, "%s: cannot create the router\n", prog);
+        return -1;
+    }
+    rt_router_set_local(s->rt, s->local);
+    rt_router_set_ledger(s->rt, s->ledger);
+    if (rt_router_start(s->rt) != WYE_OK) {
+        fprintf(stderr, "%s: cannot start the router\n", prog);
+        return -1;
+    }
+    s->host = rt_agent_host_create(s->rt, cfg);
+    if (!s->host) {
+        fprintf(stderr, "%s: cannot start the agent host\n", prog);
+        return -1;
+    }
+    return 0;
+}
+
+void rt_cli_stack_stop(struct rt_cli_stack *s)
+{
+    rt_agent_host_destroy(s->host);
+    rt_router_stop(s->rt);
+    rt_local_stop(s->local);
+    rt_router_destroy(s->rt);
+    rt_local_destroy(s->local);
+    rt_ledger_close(s->ledger);
+    *s = (struct rt_cli_stack){0};
+}
+
 /* ---- the default local model, as `wye serve` chooses it ---- */
 
 int rt_cli_default_model(const char *prog, const char *config, struct conf_overrides *ov,
@@ -239,46 +286,20 @@ static int cli_run(const char *dir, const char *config, struct conf_overrides *o
         return 2;
     }
     int rc = 1;
-    struct rt_local *local = NULL;
-    struct rt_router *rt = NULL;
-    struct rt_ledger *ledger = NULL;
-    struct rt_agent_host *host = NULL;
+    struct rt_cli_stack st = {0};
     struct agent_rt *art = NULL;
     struct cli_wait w = {.done = false};
     pthread_mutex_init(&w.lock, NULL);
     pthread_cond_init(&w.cond, NULL);
-    if (cfg->engine.model_path &&
-        (rt_local_create(cfg, &local, eb, sizeof(eb)) != WYE_OK || rt_local_start(local))) {
-        fprintf(stderr, "wye agent: %s\n", eb[0] ? eb : "cannot start the local model");
+    const char *lp = no_ledger ? NULL : cfg->ledger_path ? cfg->ledger_path : RT_LEDGER_DEFAULT_PATH;
+    if (rt_cli_stack_start(&st, cfg, "wye agent", lp, " (--no-ledger skips it)") != 0) {
         goto out;
     }
-    if (!no_ledger) {
-        const char *lp = cfg->ledger_path ? cfg->ledger_path : RT_LEDGER_DEFAULT_PATH;
-        if (rt_ledger_open_conf(cfg, lp, &ledger, eb, sizeof(eb)) != WYE_OK) {
-            fprintf(stderr, "wye agent: cannot open the ledger '%s': %s (--no-ledger skips it)\n",
-                    lp, eb);
-            goto out;
-        }
-    }
-    rt = rt_router_create(cfg);
-    if (!rt) {
-        goto out;
-    }
-    rt_router_set_local(rt, local);
-    rt_router_set_ledger(rt, ledger);
-    if (rt_router_start(rt) != WYE_OK) {
-        fprintf(stderr, "wye agent: cannot start the router\n");
-        goto out;
-    }
-    host = rt_agent_host_create(rt, cfg);
-    if (!host) {
-        goto out;
-    }
-    rt_agent_host_set_events(host, cli_event, NULL);
+    rt_agent_host_set_events(st.host, cli_event, NULL);
     struct agent_rt_opts o = {.dir = dir};
     struct agent_allow allow[CONF_ALLOW_MAX];
     rt_agent_opts_from_conf(cfg, &o, allow);
-    if (agent_rt_create(&o, rt_agent_host_ops(), host, &art, eb, sizeof(eb)) != WYE_OK ||
+    if (agent_rt_create(&o, rt_agent_host_ops(), st.host, &art, eb, sizeof(eb)) != WYE_OK ||
         agent_rt_start(art) != WYE_OK) {
         fprintf(stderr, "wye agent: %s\n", eb);
         goto out;
@@ -354,12 +375,7 @@ static int cli_run(const char *dir, const char *config, struct conf_overrides *o
     rc = w.err ? 1 : 0;
 out:
     agent_rt_destroy(art);
-    rt_agent_host_destroy(host);
-    rt_router_stop(rt);
-    rt_local_stop(local);
-    rt_router_destroy(rt);
-    rt_local_destroy(local);
-    rt_ledger_close(ledger); /* after the router: every finish is recorded */
+    rt_cli_stack_stop(&st);
     conf_destroy(cfg);
     wye_free(w.reason);
     wye_free(w.answer);

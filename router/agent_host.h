@@ -44,6 +44,24 @@ int rt_cli_lua(int argc, char **argv);
  * (ov->model then points to static storage). Logs the choice and why. 0, or -1 with the reason
  * on stderr and *cfg freed when the config fails to reload, or nothing is found and no upstream
  * is set. */
+/* What a CLI runs agents on (wye agent run, wye lua run): the local backend when cfg has a
+ * model, the ledger at ledger_path when it is not NULL, the router and the agent host. */
+struct rt_ledger;
+struct rt_local;
+struct rt_cli_stack {
+    struct rt_local *local;
+    struct rt_router *rt;
+    struct rt_ledger *ledger;
+    struct rt_agent_host *host;
+};
+/* Starts *s (zeroed by the caller) from cfg, which must outlive it. 0, or -1 with the reason
+ * on stderr as "PROG: ..." (ledger_hint, or "", follows a ledger error); rt_cli_stack_stop
+ * then frees what was started. */
+int rt_cli_stack_start(struct rt_cli_stack *s, const struct conf_config *cfg, const char *prog,
+                       const char *ledger_path, const char *ledger_hint);
+/* Stops and frees everything of s, the ledger last (after the router: every finish is
+ * recorded). */
+void rt_cli_stack_stop(struct rt_cli_stack *s);
 int rt_cli_default_model(const char *prog, const char *config, struct conf_overrides *ov,
                          struct conf_config **cfg);
 

@@ -22,9 +22,6 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "router/agent_host.h"
-#include "router/ledger.h"
-#include "router/local.h"
-#include "router/router.h"
 
 #define LC_FILE_MAX ((size_t)16 << 20)
 #define LC_HOSTS_MAX 64
@@ -276,20 +273,12 @@ static int lc_choose(const struct lc_decls *d, const char *file, const char **to
 
 struct lc_host {
     struct conf_config *cfg;
-    struct rt_local *local;
-    struct rt_router *rt;
-    struct rt_ledger *ledger;
-    struct rt_agent_host *host;
+    struct rt_cli_stack st;
 };
 
 static void lc_host_stop(struct lc_host *h)
 {
-    rt_agent_host_destroy(h->host);
-    rt_router_stop(h->rt);
-    rt_local_stop(h->local);
-    rt_router_destroy(h->rt);
-    rt_local_destroy(h->local);
-    rt_ledger_close(h->ledger); /* after the router: every finish is recorded */
+    rt_cli_stack_stop(&h->st);
     conf_destroy(h->cfg);
 }
 
@@ -315,34 +304,10 @@ static int lc_host_start(struct lc_host *h, const char *config, struct conf_over
             return 2;
         }
     }
-    const struct conf_config *cfg = h->cfg;
-    if (cfg->engine.model_path &&
-        (rt_local_create(cfg, &h->local, eb, sizeof(eb)) != WYE_OK || rt_local_start(h->local))) {
-        fprintf(stderr, "wye lua: %s\n", eb[0] ? eb : "cannot start the local model");
+    if (rt_cli_stack_start(&h->st, h->cfg, "wye lua", ledger_path, NULL) != 0) {
         return 1;
     }
-    if (ledger_path &&
-        rt_ledger_open_conf(cfg, ledger_path, &h->ledger, eb, sizeof(eb)) != WYE_OK) {
-        fprintf(stderr, "wye lua: cannot open the ledger '%s': %s\n", ledger_path, eb);
-        return 1;
-    }
-    h->rt = rt_router_create(cfg);
-    if (!h->rt) {
-        fprintf(stderr, "wye lua: cannot create the router\n");
-        return 1;
-    }
-    rt_router_set_local(h->rt, h->local);
-    rt_router_set_ledger(h->rt, h->ledger);
-    if (rt_router_start(h->rt) != WYE_OK) {
-        fprintf(stderr, "wye lua: cannot start the router\n");
-        return 1;
-    }
-    h->host = rt_agent_host_create(h->rt, cfg);
-    if (!h->host) {
-        fprintf(stderr, "wye lua: cannot start the agent host\n");
-        return 1;
-    }
-    rt_agent_host_set_events(h->host, lc_event, NULL);
+    rt_agent_host_set_events(h->st.host, lc_event, NULL);
     return 0;
 }
 
@@ -424,7 +389,7 @@ static int lc_run(struct lc_args *a)
     struct agent_allow allow[CONF_ALLOW_MAX];
     rt_agent_opts_from_conf(h.cfg, &o, allow);
     o.n_workers = 1;
-    if (agent_rt_create(&o, rt_agent_host_ops(), h.host, &art, eb, sizeof(eb)) != WYE_OK ||
+    if (agent_rt_create(&o, rt_agent_host_ops(), h.st.host, &art, eb, sizeof(eb)) != WYE_OK ||
         agent_rt_start(art) != WYE_OK) {
         fprintf(stderr, "wye lua: %s\n", eb[0] ? eb : "cannot start the agent runtime");
         goto out;
