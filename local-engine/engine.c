@@ -302,6 +302,16 @@ static bool ctx_is_eog(void *arg, int32_t id)
     return eng_tok_is_eog(m->tok, id);
 }
 
+/* How many leading tokens of prompt (at most max) slot s's cache already holds. */
+static int32_t cached_prefix(const struct slot *s, const int32_t *prompt, int32_t max)
+{
+    int32_t n = 0;
+    while (n < s->kv_n && n < max && s->kv_tok[n] == prompt[n]) {
+        n++;
+    }
+    return n;
+}
+
 /* Another slot (free or busy: positions below its kv_n never change while it runs) whose
  * cache holds a longer prefix of this prompt than slot id's own (the system prompt of chats
  * arriving while others run): its K/V rows are copied into slot id, per layer, instead of
@@ -317,10 +327,7 @@ static int32_t share_prefix(struct eng_ctx *c, int32_t id, const int32_t *prompt
         if (i == id || d->kv_n <= best) {
             continue;
         }
-        int32_t lcp = 0;
-        while (lcp < d->kv_n && lcp < n_prompt - 1 && d->kv_tok[lcp] == prompt[lcp]) {
-            lcp++;
-        }
+        int32_t lcp = cached_prefix(d, prompt, n_prompt - 1);
         if (lcp > best) {
             best = lcp;
             donor = i;
@@ -436,10 +443,7 @@ enum wye_err eng_batch_add(struct eng_ctx *c, const int32_t *prompt, size_t n_pr
         if (f->state != SLOT_FREE) {
             continue;
         }
-        int32_t lcp = 0;
-        while (lcp < f->kv_n && (size_t)lcp < n_prompt && f->kv_tok[lcp] == prompt[lcp]) {
-            lcp++;
-        }
+        int32_t lcp = cached_prefix(f, prompt, (int32_t)n_prompt);
         int32_t reuse = lcp < (int32_t)n_prompt - 1 ? lcp : (int32_t)n_prompt - 1;
         int64_t score = 8 * (int64_t)reuse - (int64_t)(f->kv_n - lcp);
         if (score > best_score) {
