@@ -668,23 +668,33 @@ static enum wye_err conf_walk_api_keys(lua_State *L, struct conf_lua *lx, int t,
     return rc;
 }
 
+/* The number of entries of the map at index t, at most max (TOOBIG naming path and what
+ * otherwise). */
+static enum wye_err conf_map_len(lua_State *L, struct conf_lua *lx, int t, const char *path,
+                                 size_t max, const char *what, size_t *n)
+{
+    *n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        (*n)++;
+    }
+    if (*n > max) {
+        return conf_fail(lx->err, lx->errlen, WYE_ERR_TOOBIG, "%s: %s: more than %zu %s",
+                         lx->shown, path, max, what);
+    }
+    return WYE_OK;
+}
+
 /* prices.models = { ["model"] = { input_per_1m = ..., output_per_1m = ... }, ... }. */
 static enum wye_err conf_walk_prices(lua_State *L, struct conf_lua *lx, int t, const char *path)
 {
     struct conf_config *cfg = lx->cfg;
     char who[352];
-    size_t n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        lua_pop(L, 1);
-        n++;
-    }
-    if (n > CONF_PRICES_MAX) {
-        return conf_fail(lx->err, lx->errlen, WYE_ERR_TOOBIG, "%s: %s: more than %d models",
-                         lx->shown, path, CONF_PRICES_MAX);
-    }
-    if (n == 0) {
-        return WYE_OK;
+    size_t n;
+    enum wye_err rc0 = conf_map_len(L, lx, t, path, CONF_PRICES_MAX, "models", &n);
+    if (rc0 || n == 0) {
+        return rc0;
     }
     cfg->prices.models = wye_calloc(n, sizeof(*cfg->prices.models));
     if (!cfg->prices.models) {
@@ -756,18 +766,10 @@ static enum wye_err conf_walk_allow(lua_State *L, struct conf_lua *lx, int t, co
 {
     struct conf_config *cfg = lx->cfg;
     char who[352];
-    size_t n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        lua_pop(L, 1);
-        n++;
-    }
-    if (n > CONF_ALLOW_MAX) {
-        return conf_fail(lx->err, lx->errlen, WYE_ERR_TOOBIG, "%s: %s: more than %d entries",
-                         lx->shown, path, CONF_ALLOW_MAX);
-    }
-    if (n == 0) {
-        return WYE_OK;
+    size_t n;
+    enum wye_err rc0 = conf_map_len(L, lx, t, path, CONF_ALLOW_MAX, "entries", &n);
+    if (rc0 || n == 0) {
+        return rc0;
     }
     cfg->agents.allow = wye_calloc(n, sizeof(*cfg->agents.allow));
     if (!cfg->agents.allow) {
