@@ -452,8 +452,10 @@ static void test_serve_sighup(void **state)
     if (pid == 0) {
         close(p[0]);
         dup2(p[1], 2);
-        wye_log_set_fd(p[1]);
-        char *argv[] = {(char *)"serve",
+        /* exec, not gw_cli_serve in the forked child: the stub upstream's threads live in
+         * this process, and a lock one of them held at fork() would stay held in the child */
+        char *argv[] = {(char *)WYE_BINARY_DIR "/wye",
+                        (char *)"serve",
                         (char *)"--listen",
                         (char *)"127.0.0.1:0",
                         (char *)"--upstream",
@@ -466,7 +468,8 @@ static void test_serve_sighup(void **state)
                         (char *)"--agents",
                         dir,
                         NULL};
-        _exit(gw_cli_serve(12, argv));
+        execv(argv[0], argv);
+        _exit(127);
     }
     close(p[1]);
     char log[8192];
