@@ -220,6 +220,10 @@ static void wlua_push_cjson(lua_State *L, const cJSON *j, int depth)
         lua_pushboolean(L, 1);
     } else if (cJSON_IsNumber(j)) {
         double d = j->valuedouble;
+        if (!isfinite(d)) {
+            /* e.g. 1e999: Lua would hold an infinity that json.encode then refuses */
+            luaL_error(L, "invalid JSON: a number is out of range (beyond a double)");
+        }
         if (d == floor(d) && d >= -9007199254740992.0 && d <= 9007199254740992.0) {
             lua_pushinteger(L, (lua_Integer)d);
         } else {
