@@ -201,7 +201,11 @@ struct gw_server {
 
     pthread_mutex_t ready_lock;
     struct gw_stream *ready; /* ready_lock: streams with new output */
-    bool ctx_alive;          /* ready_lock: lws_cancel_service may be called */
+    /* Held around lws_cancel_service and while clearing ctx_alive, so no producer pokes a
+     * destroyed context. Not ready_lock: a producer holding the lock the lws thread needs
+     * next, while the poke wakes that thread, would put it straight back to sleep. */
+    pthread_mutex_t poke_lock;
+    bool ctx_alive; /* poke_lock: lws_cancel_service may be called */
 
     /* spare standard-size chunks (gw_stream.c): streams take a few when they start and give
      * theirs back when freed, so chunks are not malloc'd on the producer's thread and freed

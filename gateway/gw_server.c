@@ -6,8 +6,8 @@
  * struct lws, pss and timer. Producers on other threads only touch a gw_stream: they queue
  * preformatted chunks under the stream's lock and, when its queue goes from empty to
  * non-empty, put it on the server's ready list and call lws_cancel_service() (the only lws
- * call made off the lws thread; made under ready_lock so it never races the context's
- * destruction). LWS_CALLBACK_EVENT_WAIT_CANCELLED splices the ready list and asks for
+ * call made off the lws thread; made under poke_lock, not ready_lock, so it never races the
+ * context's destruction and the woken lws thread never finds the ready list locked). LWS_CALLBACK_EVENT_WAIT_CANCELLED splices the ready list and asks for
  * WRITEABLE on each live stream's connection; WRITEABLE does one lws_write. Credit goes back
  * to the producer (its wakeup) when the queue drains below half the high-water mark.
  * A second thread, the ledger summary worker (gw_http.c), starts with the lws thread and is
@@ -25,20 +25,40 @@
 
 #define GW_WBUF_MAX ((size_t)256 << 20)
 
+static void poke(struct gw_server *srv)
+{
+    pthread_mutex_lock(&srv->poke_lock);
+    if (srv->ctx_alive) {
+        lws_cancel_service(srv->ctx);
+    }
+    pthread_mutex_unlock(&srv->poke_lock);
+}
+
+/* Stops producers from poking the context (before it is destroyed). */
+static void ctx_dying(struct gw_server *srv)
+{
+    pthread_mutex_lock(&srv->poke_lock);
+    srv->ctx_alive = false;
+    pthread_mutex_unlock(&srv->poke_lock);
+}
+
 void gw_server_ready(struct gw_server *srv, struct gw_stream *s)
 {
+    bool was_empty = false;
     pthread_mutex_lock(&srv->ready_lock);
     if (!s->in_ready) {
-        bool was_empty = srv->ready == NULL;
+        was_empty = srv->ready == NULL;
         s->in_ready = true;
         gw_stream_ref(s);
         s->ready_next = srv->ready;
         srv->ready = s;
-        if (was_empty && srv->ctx_alive) {
-            lws_cancel_service(srv->ctx);
-        }
     }
     pthread_mutex_unlock(&srv->ready_lock);
+    /* After unlocking: the lws thread splices the list under ready_lock as soon as it wakes.
+     * A splice between the unlock and the poke only makes that poke a spare wakeup. */
+    if (was_empty) {
+        poke(srv);
+    }
 }
 
 void gw_server_track(struct gw_server *srv, struct gw_stream *s)
@@ -228,8 +248,11 @@ struct gw_server *gw_server_create(const struct conf_config *cfg, const struct g
     if (pthread_mutex_init(&srv->ready_lock, NULL) != 0) {
         goto fail_free;
     }
-    if (pthread_mutex_init(&srv->pool_lock, NULL) != 0) {
+    if (pthread_mutex_init(&srv->poke_lock, NULL) != 0) {
         goto fail_ready_lock;
+    }
+    if (pthread_mutex_init(&srv->pool_lock, NULL) != 0) {
+        goto fail_poke_lock;
     }
     lws_set_log_level(LLL_ERR, lws_log_to_wye); /* client mistakes are answered, not logged */
 
@@ -279,6 +302,8 @@ fail_ctx:
     lws_context_destroy(srv->ctx);
 fail_lock:
     pthread_mutex_destroy(&srv->pool_lock);
+fail_poke_lock:
+    pthread_mutex_destroy(&srv->poke_lock);
 fail_ready_lock:
     pthread_mutex_destroy(&srv->ready_lock);
 fail_free:
@@ -298,9 +323,7 @@ static void *service_main(void *arg)
     }
     lws_sul_cancel(&srv->sul_tick);
     /* From here on producers must not poke the context. */
-    pthread_mutex_lock(&srv->ready_lock);
-    srv->ctx_alive = false;
-    pthread_mutex_unlock(&srv->ready_lock);
+    ctx_dying(srv);
     /* Closes every connection: each close releases its streams on this thread. */
     lws_context_destroy(srv->ctx);
     srv->ctx = NULL;
@@ -330,15 +353,6 @@ enum wye_err gw_server_start(struct gw_server *srv)
 int gw_server_port(const struct gw_server *srv)
 {
     return srv->port;
-}
-
-static void poke(struct gw_server *srv)
-{
-    pthread_mutex_lock(&srv->ready_lock);
-    if (srv->ctx_alive) {
-        lws_cancel_service(srv->ctx);
-    }
-    pthread_mutex_unlock(&srv->ready_lock);
 }
 
 static void wait_streams(struct gw_server *srv, int64_t ms)
@@ -372,9 +386,7 @@ void gw_server_shutdown(struct gw_server *srv)
         srv->thread_started = false;
         gw_summary_stop(srv); /* after the lws thread: no more jobs come */
     } else if (srv->ctx) {
-        pthread_mutex_lock(&srv->ready_lock);
-        srv->ctx_alive = false;
-        pthread_mutex_unlock(&srv->ready_lock);
+        ctx_dying(srv);
         lws_context_destroy(srv->ctx);
         srv->ctx = NULL;
     }
@@ -399,6 +411,7 @@ void gw_server_destroy(struct gw_server *srv)
     }
     gw_chunk_pool_cleanup(srv);
     pthread_mutex_destroy(&srv->pool_lock);
+    pthread_mutex_destroy(&srv->poke_lock);
     pthread_mutex_destroy(&srv->ready_lock);
     wye_buf_cleanup(&srv->wbuf);
     wye_free(srv);
