@@ -75,7 +75,7 @@ return {
 
         -- When records reach the disk: "none" (the kernel decides), "always" (fdatasync before
         -- a record is acknowledged, one per write batch) or "interval" (at most every
-        -- fsync_interval_ms while there is unsynced data).
+        -- fsync_interval_ms while there is unsynced data, never holding an answer back).
         fsync = "interval",
         -- For fsync = "interval", 1..3600000 ms.
         fsync_interval_ms = 1000,
