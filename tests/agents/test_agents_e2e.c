@@ -23,18 +23,8 @@
 #include "conf/conf.h"
 #include "router/agent_host.h"
 #include "router/router.h"
+#include "tests/agents/agent_test_outcome.h"
 #include "tests/agents/agent_test_server.h"
-
-struct outcome {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
-    enum wye_err err;
-    char reason[512];
-    char *answer;
-    int n_steps;
-    double cost;
-};
 
 struct e2e {
     struct ats *srv;
@@ -43,24 +33,9 @@ struct e2e {
     struct rt_agent_host *host;
     struct agent_rt *examples; /* lua/examples */
     struct agent_rt *slow;     /* tests/agents/scripts_e2e */
-    struct outcome o;
+    struct ato o;
     char base[64];
 };
-
-static void on_done(void *arg, const struct agent_outcome *a)
-{
-    struct outcome *o = arg;
-    pthread_mutex_lock(&o->lock);
-    o->done = true;
-    o->err = a->err;
-    snprintf(o->reason, sizeof(o->reason), "%s", a->reason ? a->reason : "");
-    free(o->answer);
-    o->answer = a->answer ? strdup(a->answer) : NULL;
-    o->n_steps = a->n_steps;
-    o->cost = a->cost_usd;
-    pthread_cond_broadcast(&o->cond);
-    pthread_mutex_unlock(&o->lock);
-}
 
 static struct agent_rt *make_rt(struct e2e *e, const char *dir)
 {
@@ -95,8 +70,7 @@ static int setup(void **state)
     assert_non_null(e->host);
     e->examples = make_rt(e, WYE_SOURCE_DIR "/lua/examples");
     e->slow = make_rt(e, WYE_SOURCE_DIR "/tests/agents/scripts_e2e");
-    pthread_mutex_init(&e->o.lock, NULL);
-    pthread_cond_init(&e->o.cond, NULL);
+    ato_init(&e->o);
     *state = e;
     return 0;
 }
@@ -111,37 +85,14 @@ static int teardown(void **state)
     rt_router_destroy(e->rt);
     conf_destroy(e->cfg);
     ats_stop(e->srv);
-    free(e->o.answer);
-    pthread_mutex_destroy(&e->o.lock);
-    pthread_cond_destroy(&e->o.cond);
+    ato_destroy(&e->o);
     free(e);
     return 0;
 }
 
-static uint64_t submit(struct e2e *e, struct agent_rt *art, const char *name, const char *input)
-{
-    pthread_mutex_lock(&e->o.lock);
-    e->o.done = false;
-    pthread_mutex_unlock(&e->o.lock);
-    char eb[256] = "";
-    uint64_t id = 0;
-    if (agent_rt_submit(art, name, input, on_done, &e->o, &id, eb, sizeof(eb)) != WYE_OK) {
-        fail_msg("submit %s: %s", name, eb);
-    }
-    return id;
-}
-
 static void wait_done(struct e2e *e, int seconds)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += seconds;
-    pthread_mutex_lock(&e->o.lock);
-    while (!e->o.done && pthread_cond_timedwait(&e->o.cond, &e->o.lock, &dl) == 0) {
-    }
-    bool done = e->o.done;
-    pthread_mutex_unlock(&e->o.lock);
-    if (!done) {
+    if (!ato_wait(&e->o, seconds)) {
         fail_msg("the run did not end within %d s", seconds);
     }
 }
@@ -150,7 +101,7 @@ static void test_support(void **state)
 {
     struct e2e *e = *state;
     long before = ats_chat_requests(e->srv);
-    submit(e, e->examples, "support", "Where is my order 1234?");
+    ato_submit(&e->o, e->examples, "support", "Where is my order 1234?");
     wait_done(e, 20);
     if (e->o.err) {
         fail_msg("support failed: %s", e->o.reason);
@@ -163,7 +114,7 @@ static void test_support(void **state)
     assert_int_equal(ats_chat_requests(e->srv) - before, 2);
     assert_true(e->o.cost > 0); /* priced from usage with the default remote price */
     /* an order that does not exist: the tool says so, nothing crashes */
-    submit(e, e->examples, "support", "Where is my order 999?");
+    ato_submit(&e->o, e->examples, "support", "Where is my order 999?");
     wait_done(e, 20);
     assert_int_equal(e->o.err, WYE_OK);
     assert_non_null(strstr(e->o.answer, "no order 999 found"));
@@ -174,7 +125,7 @@ static void test_summarise(void **state)
     struct e2e *e = *state;
     char in[200];
     snprintf(in, sizeof(in), "{\"url\":\"%s/page\"}", e->base);
-    submit(e, e->examples, "summarise", in);
+    ato_submit(&e->o, e->examples, "summarise", in);
     wait_done(e, 20);
     if (e->o.err) {
         fail_msg("summarise failed: %s", e->o.reason);
@@ -190,7 +141,7 @@ static void test_summarise(void **state)
 
     /* the same server under another name is not on the allowlist */
     snprintf(in, sizeof(in), "{\"url\":\"http://localhost:%d/page\"}", ats_port(e->srv));
-    submit(e, e->examples, "summarise", in);
+    ato_submit(&e->o, e->examples, "summarise", in);
     wait_done(e, 20);
     assert_int_not_equal(e->o.err, WYE_OK);
     assert_non_null(strstr(e->o.reason, "host 'localhost' is not allowed for 'summarise'"));
@@ -200,7 +151,8 @@ static void test_summarise(void **state)
 static void test_triage(void **state)
 {
     struct e2e *e = *state;
-    submit(e, e->examples, "triage", "My invoice shows VAT twice and the refund API returns 409");
+    ato_submit(&e->o, e->examples, "triage",
+               "My invoice shows VAT twice and the refund API returns 409");
     wait_done(e, 20);
     assert_int_equal(e->o.err, WYE_OK);
     cJSON *j = cJSON_Parse(e->o.answer);
@@ -215,7 +167,7 @@ static void test_triage(void **state)
     char *body = ats_last_chat_body(e->srv);
     assert_non_null(body);
     free(body);
-    submit(e, e->examples, "triage", "My order never arrived: is shipping late?");
+    ato_submit(&e->o, e->examples, "triage", "My order never arrived: is shipping late?");
     wait_done(e, 20);
     j = cJSON_Parse(e->o.answer);
     assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "escalated")));
@@ -231,7 +183,7 @@ static void test_triage(void **state)
 static void test_chat_tools_passthrough(void **state)
 {
     struct e2e *e = *state;
-    submit(e, e->slow, "toolchat", "Where is order 77?");
+    ato_submit(&e->o, e->slow, "toolchat", "Where is order 77?");
     wait_done(e, 20);
     assert_int_equal(e->o.err, WYE_OK);
     char *body = ats_last_chat_body(e->srv);
@@ -256,7 +208,7 @@ static void test_http_cap(void **state)
     struct e2e *e = *state;
     char in[200];
     snprintf(in, sizeof(in), "{\"url\":\"%s/big\"}", e->base);
-    submit(e, e->slow, "bigflow", in);
+    ato_submit(&e->o, e->slow, "bigflow", in);
     wait_done(e, 20);
     assert_int_equal(e->o.err, WYE_OK);
     assert_non_null(strstr(e->o.answer, "the response is larger than 1048576 bytes"));
@@ -268,7 +220,7 @@ static void test_cancel_slow_tool(void **state)
     char in[200];
     snprintf(in, sizeof(in), "{\"url\":\"%s/slow\"}", e->base);
     long started = ats_slow_started(e->srv);
-    uint64_t id = submit(e, e->slow, "slowflow", in);
+    uint64_t id = ato_submit(&e->o, e->slow, "slowflow", in);
     for (int i = 0; i < 1000 && ats_slow_started(e->srv) == started; i++) {
         usleep(5000);
     }
@@ -308,18 +260,18 @@ static void test_http_without_upstream(void **state)
     assert_int_equal(agent_rt_start(art), WYE_OK);
     char in[200];
     snprintf(in, sizeof(in), "{\"url\":\"%s/page\"}", e->base);
-    submit(e, art, "slowflow", in);
+    ato_submit(&e->o, art, "slowflow", in);
     wait_done(e, 20);
     assert_int_equal(e->o.err, WYE_OK);
     assert_non_null(strstr(e->o.answer, "Wye test page"));
     snprintf(in, sizeof(in), "{\"url\":\"%s/big\"}", e->base);
-    submit(e, art, "bigflow", in);
+    ato_submit(&e->o, art, "bigflow", in);
     wait_done(e, 20);
     assert_non_null(strstr(e->o.answer, "the response is larger than 1048576 bytes"));
     /* cancelled while the page server holds the answer: the connection is closed */
     long aborted = ats_slow_aborted(e->srv), started = ats_slow_started(e->srv);
     snprintf(in, sizeof(in), "{\"url\":\"%s/slow\"}", e->base);
-    uint64_t id = submit(e, art, "slowflow", in);
+    uint64_t id = ato_submit(&e->o, art, "slowflow", in);
     for (int i = 0; i < 1000 && ats_slow_started(e->srv) == started; i++) {
         usleep(5000);
     }
@@ -369,11 +321,11 @@ static void test_allow_from_config(void **state)
     assert_int_equal(agent_rt_start(art), WYE_OK);
     char in[200];
     snprintf(in, sizeof(in), "{\"url\":\"%s/page\"}", e->base);
-    submit(e, art, "slowflow", in);
+    ato_submit(&e->o, art, "slowflow", in);
     wait_done(e, 20);
     assert_int_equal(e->o.err, WYE_OK);
     assert_non_null(strstr(e->o.answer, "Wye test page"));
-    submit(e, art, "bigflow", in);
+    ato_submit(&e->o, art, "bigflow", in);
     wait_done(e, 20);
     assert_non_null(e->o.answer ? strstr(e->o.answer, "host '127.0.0.1' is not allowed for 'bigflow'")
                                 : strstr(e->o.reason, "host '127.0.0.1' is not allowed for 'bigflow'"));

@@ -21,15 +21,7 @@
 #include "router/agent_host.h"
 #include "router/local.h"
 #include "router/router.h"
-
-struct outcome {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
-    enum wye_err err;
-    char reason[512];
-    char *answer;
-};
+#include "tests/agents/agent_test_outcome.h"
 
 struct env {
     struct conf_config *cfg;
@@ -37,21 +29,8 @@ struct env {
     struct rt_router *rt;
     struct rt_agent_host *host;
     struct agent_rt *art;
-    struct outcome o;
+    struct ato o;
 };
-
-static void on_done(void *arg, const struct agent_outcome *a)
-{
-    struct outcome *o = arg;
-    pthread_mutex_lock(&o->lock);
-    o->done = true;
-    o->err = a->err;
-    snprintf(o->reason, sizeof(o->reason), "%s", a->reason ? a->reason : "");
-    free(o->answer);
-    o->answer = a->answer ? strdup(a->answer) : NULL;
-    pthread_cond_broadcast(&o->cond);
-    pthread_mutex_unlock(&o->lock);
-}
 
 static int setup(void **state)
 {
@@ -73,8 +52,7 @@ static int setup(void **state)
     assert_int_equal(rt_router_start(e->rt), WYE_OK);
     e->host = rt_agent_host_create(e->rt, e->cfg);
     assert_non_null(e->host);
-    pthread_mutex_init(&e->o.lock, NULL);
-    pthread_cond_init(&e->o.cond, NULL);
+    ato_init(&e->o);
     *state = e;
     return 0;
 }
@@ -89,9 +67,7 @@ static int teardown(void **state)
     rt_router_destroy(e->rt);
     rt_local_destroy(e->local);
     conf_destroy(e->cfg);
-    free(e->o.answer);
-    pthread_mutex_destroy(&e->o.lock);
-    pthread_cond_destroy(&e->o.cond);
+    ato_destroy(&e->o);
     free(e);
     return 0;
 }
@@ -111,22 +87,8 @@ static void use_dir(struct env *e, const char *dir)
 /* Runs name with input to its end (60 s at most). */
 static void run(struct env *e, const char *name, const char *input)
 {
-    pthread_mutex_lock(&e->o.lock);
-    e->o.done = false;
-    pthread_mutex_unlock(&e->o.lock);
-    char eb[256] = "";
-    if (agent_rt_submit(e->art, name, input, on_done, &e->o, NULL, eb, sizeof(eb)) != WYE_OK) {
-        fail_msg("submit %s: %s", name, eb);
-    }
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += 60;
-    pthread_mutex_lock(&e->o.lock);
-    while (!e->o.done && pthread_cond_timedwait(&e->o.cond, &e->o.lock, &dl) == 0) {
-    }
-    bool done = e->o.done;
-    pthread_mutex_unlock(&e->o.lock);
-    if (!done) {
+    ato_submit(&e->o, e->art, name, input);
+    if (!ato_wait(&e->o, 60)) {
         fail_msg("%s did not end within 60 s", name);
     }
     if (e->o.err) {

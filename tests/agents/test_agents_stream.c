@@ -19,17 +19,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "agents/agents.h"
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/crypto.h"
-#include "conf/conf.h"
-#include "gateway/gateway.h"
-#include "router/agent_host.h"
-#include "router/router.h"
+#include "tests/gateway/gw_json.h"
+#include "tests/gateway/gw_stack.h"
 #include "tests/gateway/http_client.h"
 #include "tests/gateway/ws_client.h"
-#include "tests/stub/stub_upstream.h"
 
 #define T_MS 10000
 
@@ -43,114 +39,13 @@ static const char AGENT_LUA[] =
     "  return 'Dear ' .. input\n"
     "end)\n";
 
-struct env {
-    struct stub_upstream *stub;
-    struct conf_config *cfg;
-    struct rt_router *rt;
-    struct rt_agent_host *host;
-    struct agent_rt *art;
-    struct gw_agents *ga;
-    struct gw_server *srv;
-    char dir[64];
-    char file[96];
-    int port;
-};
-
-static struct env E;
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(E.dir, sizeof(E.dir), "/tmp/wye_agents_stream_XXXXXX");
-    if (!mkdtemp(E.dir)) {
-        return -1;
-    }
-    snprintf(E.file, sizeof(E.file), "%s/talker.lua", E.dir);
-    FILE *f = fopen(E.file, "w");
-    if (!f || fputs(AGENT_LUA, f) < 0 || fclose(f) != 0) {
-        return -1;
-    }
-    E.stub = stub_upstream_start();
-    if (!E.stub) {
-        return -1;
-    }
-    char url[128], err[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", stub_upstream_port(E.stub));
-    struct conf_overrides ov = {
-        .listen = "127.0.0.1:0", .upstream = url, .upstream_model = "stub-model"};
-    if (conf_load(NULL, &ov, &E.cfg, err, sizeof(err)) != WYE_OK) {
-        fprintf(stderr, "conf_load: %s\n", err);
-        return -1;
-    }
-    E.cfg->upstream.max_retries = 0;
-    E.cfg->limits.shutdown_grace_ms = 1000;
-    E.rt = rt_router_create(E.cfg);
-    if (!E.rt || rt_router_start(E.rt) != WYE_OK) {
-        return -1;
-    }
-    E.host = rt_agent_host_create(E.rt, E.cfg);
-    struct agent_rt_opts o = {.dir = E.dir};
-    if (!E.host ||
-        agent_rt_create(&o, rt_agent_host_ops(), E.host, &E.art, err, sizeof(err)) != WYE_OK) {
-        fprintf(stderr, "agent_rt_create: %s\n", err);
-        return -1;
-    }
-    E.ga = gw_agents_create(E.art);
-    if (!E.ga) {
-        return -1;
-    }
-    rt_agent_host_set_events(E.host, gw_agents_event, E.ga);
-    if (agent_rt_start(E.art) != WYE_OK) {
-        return -1;
-    }
-    E.srv = gw_server_create(E.cfg, &gw_router_backend, E.rt);
-    if (!E.srv) {
-        return -1;
-    }
-    gw_server_set_agents(E.srv, E.ga);
-    if (gw_server_start(E.srv) != WYE_OK) {
-        return -1;
-    }
-    E.port = gw_server_port(E.srv);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    gw_server_shutdown(E.srv);
-    agent_rt_destroy(E.art);
-    gw_agents_destroy(E.ga);
-    rt_agent_host_destroy(E.host);
-    rt_router_stop(E.rt);
-    gw_server_destroy(E.srv);
-    rt_router_destroy(E.rt);
-    conf_destroy(E.cfg);
-    stub_upstream_stop(E.stub);
-    unlink(E.file);
-    rmdir(E.dir);
-    return 0;
-}
-
-static const char *jstr(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
-static int jint(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsNumber(v) ? v->valueint : -1;
-}
-
 /* Five chunks 150 ms apart: the first delta must reach the client at least 450 ms before
  * agent.done, which an answer sent in one piece at the end cannot do. */
 static void test_ws_deltas_stream(void **state)
 {
     (void)state;
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"s1\",\"name\":\"talker\","
                                   "\"input\":\"#stub n=5 delay_ms=150\"}"));
     char text[256] = "";
@@ -164,22 +59,22 @@ static void test_ws_deltas_stream(void **state)
         cJSON *j = cJSON_Parse(m);
         wye_free(m);
         assert_non_null(j);
-        assert_string_equal(jstr(j, "id"), "s1");
-        const char *t = jstr(j, "type");
+        assert_string_equal(gwj_str(j, "id"), "s1");
+        const char *t = gwj_str(j, "type");
         assert_string_not_equal(t, "error");
         if (strcmp(t, "agent.step") == 0) {
             n_step++;
         } else if (strcmp(t, "response.output_text.delta") == 0) {
             /* every delta belongs to step 1 of one run */
-            assert_int_equal(jint(j, "step"), 1);
-            assert_true(jint(j, "run_id") > 0);
-            assert_true(run_id < 0 || run_id == jint(j, "run_id"));
-            run_id = jint(j, "run_id");
+            assert_int_equal(gwj_int(j, "step"), 1);
+            assert_true(gwj_int(j, "run_id") > 0);
+            assert_true(run_id < 0 || run_id == gwj_int(j, "run_id"));
+            run_id = gwj_int(j, "run_id");
             assert_int_equal(n_step, 1); /* after agent.step */
             if (n_delta++ == 0) {
                 t_first = now;
             }
-            strncat(text, jstr(j, "delta"), sizeof(text) - strlen(text) - 1);
+            strncat(text, gwj_str(j, "delta"), sizeof(text) - strlen(text) - 1);
         } else if (strcmp(t, "agent.done") == 0) {
             t_done = now;
             done = j;
@@ -188,12 +83,12 @@ static void test_ws_deltas_stream(void **state)
         cJSON_Delete(j);
     }
     assert_non_null(done);
-    assert_string_equal(jstr(done, "status"), "completed");
-    assert_int_equal(jint(done, "run_id"), run_id);
+    assert_string_equal(gwj_str(done, "status"), "completed");
+    assert_int_equal(gwj_int(done, "run_id"), run_id);
     /* one delta per chunk, in order, and together the answer */
     assert_int_equal(n_delta, 5);
     assert_string_equal(text, "t0 t1 t2 t3 t4");
-    assert_string_equal(jstr(done, "output"), "t0 t1 t2 t3 t4");
+    assert_string_equal(gwj_str(done, "output"), "t0 t1 t2 t3 t4");
     assert_true(t_done - t_first >= 450 * WYE_NS_PER_MS);
     cJSON_Delete(done);
     wsc_close(&c);
@@ -205,7 +100,7 @@ static void test_http_sse_deltas(void **state)
     (void)state;
     struct hc_resp r;
     hc_resp_init(&r);
-    int st = hc_request(E.port, "POST", "/v1/agents/talker/runs",
+    int st = hc_request(gws_group.port, "POST", "/v1/agents/talker/runs",
                         "{\"input\":\"#stub n=4 delay_ms=20\",\"stream\":true}", NULL, &r, T_MS);
     assert_int_equal(st, 200);
     char *ev[64];
@@ -218,15 +113,15 @@ static void test_http_sse_deltas(void **state)
     for (size_t i = 0; i + 1 < n; i++) {
         cJSON *j = cJSON_Parse(ev[i]);
         assert_non_null(j);
-        const char *t = jstr(j, "type");
+        const char *t = gwj_str(j, "type");
         if (strcmp(t, "response.output_text.delta") == 0) {
             n_delta++;
-            assert_int_equal(jint(j, "step"), 1);
-            assert_true(strlen(jstr(j, "request_id")) > 0);
-            strncat(text, jstr(j, "delta"), sizeof(text) - strlen(text) - 1);
+            assert_int_equal(gwj_int(j, "step"), 1);
+            assert_true(strlen(gwj_str(j, "request_id")) > 0);
+            strncat(text, gwj_str(j, "delta"), sizeof(text) - strlen(text) - 1);
         } else if (strcmp(t, "agent.done") == 0) {
             done_last = i == n - 2;
-            assert_string_equal(jstr(j, "output"), "t0 t1 t2 t3");
+            assert_string_equal(gwj_str(j, "output"), "t0 t1 t2 t3");
         }
         cJSON_Delete(j);
     }
@@ -244,7 +139,7 @@ static void test_ws_workflow_one_delta(void **state)
 {
     (void)state;
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(
         &c, "{\"type\":\"agent.run\",\"id\":\"w1\",\"name\":\"echo\",\"input\":\"hi\"}"));
     int n_delta = 0;
@@ -256,10 +151,10 @@ static void test_ws_workflow_one_delta(void **state)
         cJSON *j = cJSON_Parse(m);
         wye_free(m);
         assert_non_null(j);
-        const char *t = jstr(j, "type");
+        const char *t = gwj_str(j, "type");
         if (strcmp(t, "response.output_text.delta") == 0) {
             n_delta++;
-            snprintf(text, sizeof(text), "%s", jstr(j, "delta"));
+            snprintf(text, sizeof(text), "%s", gwj_str(j, "delta"));
         } else if (strcmp(t, "agent.done") == 0) {
             done = j;
             continue;
@@ -267,7 +162,7 @@ static void test_ws_workflow_one_delta(void **state)
         cJSON_Delete(j);
     }
     assert_non_null(done);
-    assert_string_equal(jstr(done, "status"), "completed");
+    assert_string_equal(gwj_str(done, "status"), "completed");
     assert_int_equal(n_delta, 1);
     assert_string_equal(text, "\"echo:hi\"");
     cJSON_Delete(done);
@@ -280,7 +175,7 @@ static void test_ws_workflow_emits_deltas(void **state)
 {
     (void)state;
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(
         &c, "{\"type\":\"agent.run\",\"id\":\"w2\",\"name\":\"writer\",\"input\":\"Sir\"}"));
     int n_delta = 0;
@@ -292,12 +187,12 @@ static void test_ws_workflow_emits_deltas(void **state)
         cJSON *j = cJSON_Parse(m);
         wye_free(m);
         assert_non_null(j);
-        const char *t = jstr(j, "type");
+        const char *t = gwj_str(j, "type");
         assert_string_not_equal(t, "agent.delta");
         if (strcmp(t, "response.output_text.delta") == 0) {
             n_delta++;
-            assert_string_equal(jstr(j, "id"), "w2");
-            strncat(text, jstr(j, "delta"), sizeof(text) - strlen(text) - 1);
+            assert_string_equal(gwj_str(j, "id"), "w2");
+            strncat(text, gwj_str(j, "delta"), sizeof(text) - strlen(text) - 1);
         } else if (strcmp(t, "agent.done") == 0) {
             done = j;
             continue;
@@ -305,8 +200,8 @@ static void test_ws_workflow_emits_deltas(void **state)
         cJSON_Delete(j);
     }
     assert_non_null(done);
-    assert_string_equal(jstr(done, "status"), "completed");
-    assert_string_equal(jstr(done, "output"), "\"Dear Sir\"");
+    assert_string_equal(gwj_str(done, "status"), "completed");
+    assert_string_equal(gwj_str(done, "output"), "\"Dear Sir\"");
     assert_int_equal(n_delta, 2);
     assert_string_equal(text, "Dear Sir");
     cJSON_Delete(done);
@@ -325,5 +220,8 @@ int main(void)
         cmocka_unit_test(test_ws_workflow_one_delta),
         cmocka_unit_test(test_ws_workflow_emits_deltas),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    gws_group_opts = (struct gws_opts){.agent_lua = AGENT_LUA,
+                                       .lua_name = "talker.lua",
+                                       .dir_template = "/tmp/wye_agents_stream_XXXXXX"};
+    return cmocka_run_group_tests(tests, gws_group_setup, gws_group_teardown);
 }

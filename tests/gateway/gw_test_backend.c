@@ -17,6 +17,7 @@
 #include "common/alloc.h"
 #include "common/chat.h"
 #include "common/clock.h"
+#include "tests/gateway/http_client.h"
 
 struct tb_stats tb_stats;
 
@@ -343,4 +344,46 @@ void gwt_stop(struct gwt *t)
     tb_join_all();
     gw_server_destroy(t->srv);
     t->srv = NULL;
+}
+
+struct gwt *gwt_group;
+
+int gwt_group_setup(void **state)
+{
+    (void)state;
+    gwt_group = wye_calloc(1, sizeof(*gwt_group));
+    gwt_default_cfg(&gwt_group->cfg);
+    return gwt_start(gwt_group) ? 0 : -1;
+}
+
+int gwt_group_teardown(void **state)
+{
+    (void)state;
+    gwt_stop(gwt_group);
+    wye_free(gwt_group);
+    gwt_group = NULL;
+    return 0;
+}
+
+bool gwt_open_connections(struct gwt *t, int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fds[i] = hc_connect(t->port, 0);
+        if (fds[i] < 0) {
+            return false;
+        }
+    }
+    struct gw_stats st;
+    int64_t deadline = wye_now_ns() + 3 * WYE_NS_PER_S;
+    do {
+        wye_sleep_ms(5);
+        gw_server_stats(t->srv, &st);
+    } while (st.open_connections < n && wye_now_ns() < deadline);
+    return true;
+}
+
+void *gwt_shutdown_thread(void *srv)
+{
+    gw_server_shutdown(srv);
+    return NULL;
 }

@@ -49,4 +49,18 @@ bool gwt_start_keys(struct gwt *t, struct rt_keys *keys);
 /* Graceful shutdown, joins producers, destroys the server. */
 void gwt_stop(struct gwt *t);
 
+/* A cmocka group fixture over one server with the default test config and the scripted backend:
+ * gwt_group_setup starts it in gwt_group, gwt_group_teardown stops and frees it. A test may point
+ * gwt_group at a server of its own for a while (and back before it ends). */
+extern struct gwt *gwt_group;
+int gwt_group_setup(void **state);
+int gwt_group_teardown(void **state);
+
+/* Opens n connections to t's server (their fds in fds) and waits up to 3 s for the server to
+ * count n open; false if one could not connect. For the connection limit tests. */
+bool gwt_open_connections(struct gwt *t, int *fds, int n);
+/* A thread body that shuts the server srv down, for tests that watch a shutdown (which waits
+ * for the grace period) from the main thread. */
+void *gwt_shutdown_thread(void *srv);
+
 #endif

@@ -28,6 +28,7 @@
 #include "common/clock.h"
 #include "common/crypto.h"
 #include "tests/agents/agent_test_server.h"
+#include "tests/gateway/gw_json.h"
 #include "tests/gateway/http_client.h"
 #include "tests/gateway/ws_client.h"
 
@@ -189,12 +190,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static const char *jstr(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 /* POST /v1/agents/{name}/runs for key with the workflow's input {model, prompt}; returns the
  * workflow's result object (caller deletes). */
 static cJSON *http_run(const char *key, const char *name, const char *model, const char *prompt)
@@ -223,10 +218,10 @@ static cJSON *http_run(const char *key, const char *name, const char *model, con
     }
     cJSON *done = cJSON_Parse(r.body.data);
     hc_resp_cleanup(&r);
-    assert_string_equal(jstr(done, "status"), "completed");
-    cJSON *out = cJSON_Parse(jstr(done, "output"));
+    assert_string_equal(gwj_str(done, "status"), "completed");
+    cJSON *out = cJSON_Parse(gwj_str(done, "output"));
     if (!cJSON_IsObject(out)) {
-        fail_msg("output '%s' is not an object", jstr(done, "output"));
+        fail_msg("output '%s' is not an object", gwj_str(done, "output"));
     }
     cJSON_Delete(done);
     return out;
@@ -243,12 +238,12 @@ static void test_http_local_only_key(void **state)
     long before = ats_chat_requests(S.up);
     /* "auto" on a hard prompt would go remote; this key may only use the local route */
     cJSON *o = http_ask(K_LOCAL, "auto", HARD);
-    assert_string_equal(jstr(o, "error"), "");
-    assert_string_equal(jstr(o, "route"), "local");
+    assert_string_equal(gwj_str(o, "error"), "");
+    assert_string_equal(gwj_str(o, "route"), "local");
     cJSON_Delete(o);
     o = http_ask(K_LOCAL, "remote", "hello");
-    if (!strstr(jstr(o, "error"), "API key 'localonly' may not use the remote route")) {
-        fail_msg("error '%s' does not name the key's route limit", jstr(o, "error"));
+    if (!strstr(gwj_str(o, "error"), "API key 'localonly' may not use the remote route")) {
+        fail_msg("error '%s' does not name the key's route limit", gwj_str(o, "error"));
     }
     cJSON_Delete(o);
     assert_int_equal(ats_chat_requests(S.up), before);
@@ -259,15 +254,15 @@ static void test_http_zero_budget_key(void **state)
     (void)state;
     long before = ats_chat_requests(S.up);
     cJSON *o = http_ask(K_BROKE, "remote", "hello");
-    if (!strstr(jstr(o, "error"), "API key 'broke' has spent its remote budget")) {
-        fail_msg("error '%s' does not name the key's budget", jstr(o, "error"));
+    if (!strstr(gwj_str(o, "error"), "API key 'broke' has spent its remote budget")) {
+        fail_msg("error '%s' does not name the key's budget", gwj_str(o, "error"));
     }
     cJSON_Delete(o);
     assert_int_equal(ats_chat_requests(S.up), before);
     /* the same run for an unrestricted key reaches the upstream */
     o = http_ask(K_RICH, "remote", "hello");
-    assert_string_equal(jstr(o, "error"), "");
-    assert_string_equal(jstr(o, "route"), "remote");
+    assert_string_equal(gwj_str(o, "error"), "");
+    assert_string_equal(gwj_str(o, "route"), "remote");
     cJSON_Delete(o);
     assert_int_equal(ats_chat_requests(S.up), before + 1);
 }
@@ -278,9 +273,9 @@ static void test_http_rate_limited_key(void **state)
 {
     (void)state;
     cJSON *o = http_run(K_SLOW, "twice", "local", "hi");
-    assert_string_equal(jstr(o, "first"), "local");
-    if (!strstr(jstr(o, "second"), "rate limit of slow exceeded; retry after")) {
-        fail_msg("second call '%s' was not refused by the key's rate limit", jstr(o, "second"));
+    assert_string_equal(gwj_str(o, "first"), "local");
+    if (!strstr(gwj_str(o, "second"), "rate limit of slow exceeded; retry after")) {
+        fail_msg("second call '%s' was not refused by the key's rate limit", gwj_str(o, "second"));
     }
     cJSON_Delete(o);
 }
@@ -312,7 +307,7 @@ static cJSON *ws_run(const char *key, const char *name, const char *input)
         }
         cJSON *j = cJSON_Parse(m);
         wye_free(m);
-        const char *type = jstr(j, "type");
+        const char *type = gwj_str(j, "type");
         if (strcmp(type, "agent.done") == 0 || strcmp(type, "error") == 0) {
             done = j;
         } else {
@@ -331,24 +326,24 @@ static void test_ws_local_only_key(void **state)
     (void)state;
     long before = ats_chat_requests(S.up);
     cJSON *d = ws_run(K_LOCAL, "remote_helper", "hello");
-    assert_string_equal(jstr(d, "type"), "agent.done");
-    assert_string_equal(jstr(d, "status"), "failed");
-    if (!strstr(jstr(d, "error"), "API key 'localonly' may not use the remote route")) {
-        fail_msg("error '%s' does not name the key's route limit", jstr(d, "error"));
+    assert_string_equal(gwj_str(d, "type"), "agent.done");
+    assert_string_equal(gwj_str(d, "status"), "failed");
+    if (!strstr(gwj_str(d, "error"), "API key 'localonly' may not use the remote route")) {
+        fail_msg("error '%s' does not name the key's route limit", gwj_str(d, "error"));
     }
     cJSON_Delete(d);
     char in[600];
     snprintf(in, sizeof(in), "{\"model\":\"auto\",\"prompt\":\"%s\"}", HARD);
     d = ws_run(K_LOCAL, "ask", in);
-    assert_string_equal(jstr(d, "status"), "completed");
-    cJSON *o = cJSON_Parse(jstr(d, "output"));
-    assert_string_equal(jstr(o, "route"), "local");
+    assert_string_equal(gwj_str(d, "status"), "completed");
+    cJSON *o = cJSON_Parse(gwj_str(d, "output"));
+    assert_string_equal(gwj_str(o, "route"), "local");
     cJSON_Delete(o);
     cJSON_Delete(d);
     assert_int_equal(ats_chat_requests(S.up), before);
     /* the unrestricted key over WebSocket reaches the upstream */
     d = ws_run(K_RICH, "remote_helper", "hello");
-    assert_string_equal(jstr(d, "status"), "completed");
+    assert_string_equal(gwj_str(d, "status"), "completed");
     cJSON_Delete(d);
     assert_int_equal(ats_chat_requests(S.up), before + 1);
 }
@@ -374,16 +369,17 @@ static void test_ledger_names_keys(void **state)
     int n_agent = 0, local_local = 0, rich_remote = 0, slow_local = 0;
     while (fgets(line, sizeof(line), f)) {
         cJSON *r = cJSON_Parse(line);
-        const char *agent = jstr(r, "agent");
+        const char *agent = gwj_str(r, "agent");
         if (agent[0]) {
             n_agent++;
-            const char *key = jstr(r, "key");
+            const char *key = gwj_str(r, "key");
             if (!key[0]) {
                 fail_msg("a model call of agent '%s' has no key in the ledger: %s", agent, line);
             }
-            local_local += strcmp(key, "localonly") == 0 && strcmp(jstr(r, "route"), "local") == 0;
-            rich_remote += strcmp(key, "rich") == 0 && strcmp(jstr(r, "route"), "remote") == 0;
-            slow_local += strcmp(key, "slow") == 0 && strcmp(jstr(r, "route"), "local") == 0;
+            local_local +=
+                strcmp(key, "localonly") == 0 && strcmp(gwj_str(r, "route"), "local") == 0;
+            rich_remote += strcmp(key, "rich") == 0 && strcmp(gwj_str(r, "route"), "remote") == 0;
+            slow_local += strcmp(key, "slow") == 0 && strcmp(gwj_str(r, "route"), "local") == 0;
             assert_true(strcmp(key, "broke") != 0); /* refused before any model answered */
         }
         cJSON_Delete(r);

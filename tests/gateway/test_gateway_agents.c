@@ -14,7 +14,6 @@
 
 #include <cJSON.h>
 #include <cmocka.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,11 +26,10 @@
 #include "common/clock.h"
 #include "common/crypto.h"
 #include "common/log.h"
-#include "conf/conf.h"
-#include "gateway/gateway.h"
-#include "router/agent_host.h"
-#include "router/router.h"
+#include "tests/gateway/gw_json.h"
+#include "tests/gateway/gw_stack.h"
 #include "tests/gateway/http_client.h"
+#include "tests/gateway/serve_child.h"
 #include "tests/gateway/ws_client.h"
 #include "tests/stub/stub_upstream.h"
 
@@ -47,101 +45,6 @@ static const char AGENT_LUA[] =
     "agent { name = 'helper', system = 'You help.', tools = {'get_weather'}, max_steps = 2 }\n"
     "tool { name = 'blob', run = function() return ('y'):rep(102400) end }\n"
     "agent { name = 'big', system = 'You help.', tools = {'blob'}, max_steps = 1 }\n";
-
-struct env {
-    struct stub_upstream *stub;
-    struct conf_config *cfg;
-    struct rt_router *rt;
-    struct rt_agent_host *host;
-    struct agent_rt *art;
-    struct gw_agents *ga;
-    struct gw_server *srv;
-    char dir[64];
-    char file[96];
-    int port;
-};
-
-static struct env E;
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(E.dir, sizeof(E.dir), "/tmp/wye_gw_agents_XXXXXX");
-    if (!mkdtemp(E.dir)) {
-        return -1;
-    }
-    snprintf(E.file, sizeof(E.file), "%s/helper.lua", E.dir);
-    FILE *f = fopen(E.file, "w");
-    if (!f || fputs(AGENT_LUA, f) < 0 || fclose(f) != 0) {
-        return -1;
-    }
-    E.stub = stub_upstream_start();
-    if (!E.stub) {
-        return -1;
-    }
-    char url[128], err[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", stub_upstream_port(E.stub));
-    struct conf_overrides ov = {
-        .listen = "127.0.0.1:0", .upstream = url, .upstream_model = "stub-model"};
-    if (conf_load(NULL, &ov, &E.cfg, err, sizeof(err)) != WYE_OK) {
-        fprintf(stderr, "conf_load: %s\n", err);
-        return -1;
-    }
-    E.cfg->upstream.max_retries = 0;
-    E.cfg->limits.shutdown_grace_ms = 1000;
-    E.rt = rt_router_create(E.cfg);
-    if (!E.rt || rt_router_start(E.rt) != WYE_OK) {
-        return -1;
-    }
-    E.host = rt_agent_host_create(E.rt, E.cfg);
-    struct agent_rt_opts o = {.dir = E.dir};
-    if (!E.host ||
-        agent_rt_create(&o, rt_agent_host_ops(), E.host, &E.art, err, sizeof(err)) != WYE_OK) {
-        fprintf(stderr, "agent_rt_create: %s\n", err);
-        return -1;
-    }
-    E.ga = gw_agents_create(E.art);
-    if (!E.ga) {
-        return -1;
-    }
-    rt_agent_host_set_events(E.host, gw_agents_event, E.ga);
-    if (agent_rt_start(E.art) != WYE_OK) {
-        return -1;
-    }
-    E.srv = gw_server_create(E.cfg, &gw_router_backend, E.rt);
-    if (!E.srv) {
-        return -1;
-    }
-    gw_server_set_agents(E.srv, E.ga);
-    if (gw_server_start(E.srv) != WYE_OK) {
-        return -1;
-    }
-    E.port = gw_server_port(E.srv);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    gw_server_shutdown(E.srv);
-    agent_rt_destroy(E.art);
-    gw_agents_destroy(E.ga);
-    rt_agent_host_destroy(E.host);
-    rt_router_stop(E.rt);
-    gw_server_destroy(E.srv);
-    rt_router_destroy(E.rt);
-    conf_destroy(E.cfg);
-    stub_upstream_stop(E.stub);
-    unlink(E.file);
-    rmdir(E.dir);
-    return 0;
-}
-
-static const char *jstr(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
 
 /* Reads WebSocket events until agent.done or an error for id; counts each type. Returns the
  * final event (caller deletes). */
@@ -163,10 +66,11 @@ static cJSON *ws_until_done(struct wsc *c, const char *id, struct counts *n)
         cJSON *j = cJSON_Parse(m);
         wye_free(m);
         assert_non_null(j);
-        assert_string_equal(jstr(j, "id"), id);
-        const char *t = jstr(j, "type");
+        assert_string_equal(gwj_str(j, "id"), id);
+        const char *t = gwj_str(j, "type");
         if (strcmp(t, "error") == 0) {
-            fprintf(stderr, "error event: %s\n", jstr(cJSON_GetObjectItem(j, "error"), "message"));
+            fprintf(stderr, "error event: %s\n",
+                    gwj_str(cJSON_GetObjectItem(j, "error"), "message"));
         }
         if (strcmp(t, "agent.done") == 0 || strcmp(t, "error") == 0) {
             return j;
@@ -175,17 +79,17 @@ static cJSON *ws_until_done(struct wsc *c, const char *id, struct counts *n)
             n->step++;
         } else if (strcmp(t, "agent.tool_call") == 0) {
             n->tool_call++;
-            snprintf(n->tool_name, sizeof(n->tool_name), "%s", jstr(j, "name"));
+            snprintf(n->tool_name, sizeof(n->tool_name), "%s", gwj_str(j, "name"));
         } else if (strcmp(t, "agent.tool_result") == 0) {
             n->tool_result++;
-            n->result_len = strlen(jstr(j, "result"));
+            n->result_len = strlen(gwj_str(j, "result"));
             n->result_truncated = cJSON_IsTrue(cJSON_GetObjectItem(j, "truncated"));
         } else if (strcmp(t, "agent.model_call") == 0) {
             n->model_call++;
-            snprintf(n->call_route, sizeof(n->call_route), "%s", jstr(j, "route"));
+            snprintf(n->call_route, sizeof(n->call_route), "%s", gwj_str(j, "route"));
         } else if (strcmp(t, "response.output_text.delta") == 0) {
             n->delta++;
-            strncat(n->text, jstr(j, "delta"), sizeof(n->text) - strlen(n->text) - 1);
+            strncat(n->text, gwj_str(j, "delta"), sizeof(n->text) - strlen(n->text) - 1);
         }
         cJSON_Delete(j);
     }
@@ -197,14 +101,14 @@ static void test_ws_run_completes(void **state)
 {
     (void)state;
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"r1\",\"name\":\"helper\","
                                   "\"input\":\"hello big world\"}"));
     struct counts n;
     cJSON *d = ws_until_done(&c, "r1", &n);
-    assert_string_equal(jstr(d, "type"), "agent.done");
-    assert_string_equal(jstr(d, "status"), "completed");
-    assert_string_equal(jstr(d, "output"), "hello big world");
+    assert_string_equal(gwj_str(d, "type"), "agent.done");
+    assert_string_equal(gwj_str(d, "status"), "completed");
+    assert_string_equal(gwj_str(d, "output"), "hello big world");
     assert_int_equal(cJSON_GetObjectItem(d, "steps")->valueint, 1);
     assert_int_equal(n.step, 1);
     assert_int_equal(n.tool_call, 0);
@@ -217,15 +121,15 @@ static void test_ws_run_tools(void **state)
 {
     (void)state;
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     /* The stub answers every step with a tool call: the run stops at max_steps (2). */
     assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"r2\",\"name\":\"helper\","
                                   "\"input\":\"#stub tools=1\"}"));
     struct counts n;
     cJSON *d = ws_until_done(&c, "r2", &n);
-    assert_string_equal(jstr(d, "type"), "agent.done");
-    assert_string_equal(jstr(d, "status"), "failed");
-    assert_non_null(strstr(jstr(d, "error"), "max_steps"));
+    assert_string_equal(gwj_str(d, "type"), "agent.done");
+    assert_string_equal(gwj_str(d, "status"), "failed");
+    assert_non_null(strstr(gwj_str(d, "error"), "max_steps"));
     assert_int_equal(cJSON_GetObjectItem(d, "steps")->valueint, 2);
     assert_int_equal(n.step, 2);
     assert_true(n.tool_call >= 1);
@@ -243,8 +147,8 @@ static void test_ws_run_tools(void **state)
     const cJSON *call;
     cJSON_ArrayForEach(call, calls)
     {
-        assert_string_equal(jstr(call, "route"), "remote");
-        assert_string_equal(jstr(call, "model"), "stub-model");
+        assert_string_equal(gwj_str(call, "route"), "remote");
+        assert_string_equal(gwj_str(call, "model"), "stub-model");
         assert_true(cJSON_GetObjectItem(call, "completion_tokens")->valuedouble > 0);
         cost += cJSON_GetObjectItem(call, "cost_usd")->valuedouble;
         saving += cJSON_GetObjectItem(call, "saving_usd")->valuedouble;
@@ -265,12 +169,12 @@ static void test_ws_big_tool_result(void **state)
 {
     (void)state;
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"rb\",\"name\":\"big\","
                                   "\"input\":\"#stub tools=1\"}"));
     struct counts n;
     cJSON *d = ws_until_done(&c, "rb", &n);
-    assert_string_equal(jstr(d, "type"), "agent.done");
+    assert_string_equal(gwj_str(d, "type"), "agent.done");
     assert_int_equal(n.tool_result, 1);
     assert_true(n.result_truncated);
     assert_true(n.result_len > AGENT_EVENT_MAX / 2 && n.result_len < AGENT_EVENT_MAX);
@@ -282,7 +186,7 @@ static void test_ws_cancel(void **state)
 {
     (void)state;
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     /* 100 deltas 100 ms apart: ten seconds unless cancelled. */
     assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"r3\",\"name\":\"helper\","
                                   "\"input\":\"#stub n=100 delay_ms=100\"}"));
@@ -293,8 +197,8 @@ static void test_ws_cancel(void **state)
     assert_true(wsc_send_text(&c, "{\"type\":\"agent.cancel\",\"id\":\"r3\"}"));
     struct counts n;
     cJSON *d = ws_until_done(&c, "r3", &n);
-    assert_string_equal(jstr(d, "type"), "agent.done");
-    assert_string_equal(jstr(d, "status"), "cancelled");
+    assert_string_equal(gwj_str(d, "type"), "agent.done");
+    assert_string_equal(gwj_str(d, "status"), "cancelled");
     cJSON_Delete(d);
     wsc_close(&c);
 }
@@ -303,21 +207,21 @@ static void test_ws_unknown_agent(void **state)
 {
     (void)state;
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(
         &c, "{\"type\":\"agent.run\",\"id\":\"r4\",\"name\":\"nobody\",\"input\":\"x\"}"));
     struct counts n;
     cJSON *d = ws_until_done(&c, "r4", &n);
-    assert_string_equal(jstr(d, "type"), "error");
+    assert_string_equal(gwj_str(d, "type"), "error");
     cJSON *e = cJSON_GetObjectItem(d, "error");
-    assert_string_equal(jstr(e, "code"), "agent_not_found");
-    assert_non_null(strstr(jstr(e, "message"), "nobody"));
+    assert_string_equal(gwj_str(e, "code"), "agent_not_found");
+    assert_non_null(strstr(gwj_str(e, "message"), "nobody"));
     cJSON_Delete(d);
     /* The socket still serves: a bad agent.run names the problem. */
     assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"r5\",\"name\":\"helper\"}"));
     d = ws_until_done(&c, "r5", &n);
-    assert_string_equal(jstr(d, "type"), "error");
-    assert_non_null(strstr(jstr(cJSON_GetObjectItem(d, "error"), "message"), "'input'"));
+    assert_string_equal(gwj_str(d, "type"), "error");
+    assert_non_null(strstr(gwj_str(cJSON_GetObjectItem(d, "error"), "message"), "'input'"));
     cJSON_Delete(d);
     wsc_close(&c);
 }
@@ -327,15 +231,15 @@ static void test_http_run(void **state)
     (void)state;
     struct hc_resp r;
     hc_resp_init(&r);
-    int st = hc_request(E.port, "POST", "/v1/agents/helper/runs",
+    int st = hc_request(gws_group.port, "POST", "/v1/agents/helper/runs",
                         "{\"input\":\"one two\",\"stream\":false}", NULL, &r, T_MS);
     assert_int_equal(st, 200);
     assert_true(wye_buf_append(&r.body, "", 1) == WYE_OK);
     cJSON *j = cJSON_Parse(r.body.data);
     assert_non_null(j);
-    assert_string_equal(jstr(j, "type"), "agent.done");
-    assert_string_equal(jstr(j, "status"), "completed");
-    assert_string_equal(jstr(j, "output"), "one two");
+    assert_string_equal(gwj_str(j, "type"), "agent.done");
+    assert_string_equal(gwj_str(j, "status"), "completed");
+    assert_string_equal(gwj_str(j, "output"), "one two");
     assert_int_equal(cJSON_GetObjectItem(j, "steps")->valueint, 1);
     cJSON_Delete(j);
     hc_resp_cleanup(&r);
@@ -346,7 +250,7 @@ static void test_http_run_stream(void **state)
     (void)state;
     struct hc_resp r;
     hc_resp_init(&r);
-    int st = hc_request(E.port, "POST", "/v1/agents/helper/runs",
+    int st = hc_request(gws_group.port, "POST", "/v1/agents/helper/runs",
                         "{\"input\":\"#stub tools=1\",\"stream\":true}", NULL, &r, T_MS);
     assert_int_equal(st, 200);
     char *ev[64];
@@ -357,13 +261,13 @@ static void test_http_run_stream(void **state)
     for (size_t i = 0; i + 1 < n; i++) {
         cJSON *j = cJSON_Parse(ev[i]);
         assert_non_null(j);
-        const char *t = jstr(j, "type");
+        const char *t = gwj_str(j, "type");
         saw_step |= strcmp(t, "agent.step") == 0;
         saw_call |= strcmp(t, "agent.tool_call") == 0;
         saw_result |= strcmp(t, "agent.tool_result") == 0;
         if (strcmp(t, "agent.done") == 0) {
             saw_done = i == n - 2;
-            assert_string_equal(jstr(j, "status"), "failed");
+            assert_string_equal(gwj_str(j, "status"), "failed");
         }
         cJSON_Delete(j);
     }
@@ -379,19 +283,20 @@ static void test_http_unknown_agent(void **state)
     (void)state;
     struct hc_resp r;
     hc_resp_init(&r);
-    int st =
-        hc_request(E.port, "POST", "/v1/agents/nobody/runs", "{\"input\":\"x\"}", NULL, &r, T_MS);
+    int st = hc_request(gws_group.port, "POST", "/v1/agents/nobody/runs", "{\"input\":\"x\"}", NULL,
+                        &r, T_MS);
     assert_int_equal(st, 404);
     assert_true(wye_buf_append(&r.body, "", 1) == WYE_OK);
     cJSON *j = cJSON_Parse(r.body.data);
     assert_non_null(j);
     cJSON *e = cJSON_GetObjectItem(j, "error");
-    assert_string_equal(jstr(e, "code"), "agent_not_found");
+    assert_string_equal(gwj_str(e, "code"), "agent_not_found");
     cJSON_Delete(j);
     hc_resp_cleanup(&r);
     /* A body without input is a 400 naming the field. */
     hc_resp_init(&r);
-    st = hc_request(E.port, "POST", "/v1/agents/helper/runs", "{\"stream\":true}", NULL, &r, T_MS);
+    st = hc_request(gws_group.port, "POST", "/v1/agents/helper/runs", "{\"stream\":true}", NULL, &r,
+                    T_MS);
     assert_int_equal(st, 400);
     assert_true(wye_buf_append(&r.body, "", 1) == WYE_OK);
     assert_non_null(strstr(r.body.data, "'input'"));
@@ -427,7 +332,7 @@ static int run_http(int port, const char *name, const char *input, char *out, si
     out[0] = '\0';
     if (wye_buf_append(&r.body, "", 1) == WYE_OK) {
         cJSON *j = cJSON_Parse(r.body.data);
-        snprintf(out, cap, "%s", jstr(j, "output"));
+        snprintf(out, cap, "%s", gwj_str(j, "output"));
         cJSON_Delete(j);
     }
     hc_resp_cleanup(&r);
@@ -445,13 +350,10 @@ static void test_serve_sighup(void **state)
     char ledger[sizeof(dir) + 32], url[128];
     snprintf(ledger, sizeof(ledger), "%s/ledger.jsonl", dir);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", stub_upstream_port(stub));
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
+    int fd = -1;
+    pid_t pid = sc_fork_piped(&fd);
     assert_true(pid >= 0);
     if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], 2);
         /* exec, not gw_cli_serve in the forked child: the stub upstream's threads live in
          * this process, and a lock one of them held at fork() would stay held in the child */
         char *argv[] = {(char *)WYE_BINARY_DIR "/wye",
@@ -471,29 +373,9 @@ static void test_serve_sighup(void **state)
         execv(argv[0], argv);
         _exit(127);
     }
-    close(p[1]);
     char log[8192];
-    size_t got = 0;
-    int port = 0;
-    int64_t deadline = wye_now_ns() + T_MS * WYE_NS_PER_MS;
-    while (!port && got + 1 < sizeof(log) && wye_now_ns() < deadline) {
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        if (poll(&pfd, 1, 100) == 1) {
-            ssize_t n = read(p[0], log + got, sizeof(log) - 1 - got);
-            if (n <= 0) {
-                break;
-            }
-            got += (size_t)n;
-            log[got] = '\0';
-            const char *l = strstr(log, "listening on http://127.0.0.1:");
-            if (l && strchr(l, '\n')) {
-                port = atoi(l + strlen("listening on http://127.0.0.1:"));
-            }
-        }
-    }
+    int port = sc_read_port(pid, fd, log, sizeof(log), T_MS);
     if (!port) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
         fail_msg("no 'listening on' line; log: %s", log);
     }
     char out[256];
@@ -516,17 +398,10 @@ static void test_serve_sighup(void **state)
     assert_string_equal(out, "still here");
     assert_int_equal(kill(pid, SIGTERM), 0);
     int status = 0;
-    int64_t end = wye_now_ns() + T_MS * WYE_NS_PER_MS;
-    pid_t w = 0;
-    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && wye_now_ns() < end) {
-        wye_sleep_ms(10);
-    }
-    if (w == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
+    if (!sc_wait_exit(pid, &status, T_MS)) {
         fail_msg("wye serve did not exit after SIGTERM");
     }
-    close(p[0]);
+    close(fd);
     stub_upstream_stop(stub);
     remove_file(dir, "first.lua");
     remove_file(dir, "second.lua");
@@ -553,5 +428,8 @@ int main(void)
     /* The child-process test first, before the in-process server starts its threads. */
     const struct CMUnitTest serve_tests[] = {cmocka_unit_test(test_serve_sighup)};
     int failed = cmocka_run_group_tests(serve_tests, NULL, NULL);
-    return failed + cmocka_run_group_tests(tests, setup, teardown);
+    gws_group_opts = (struct gws_opts){.agent_lua = AGENT_LUA,
+                                       .lua_name = "helper.lua",
+                                       .dir_template = "/tmp/wye_gw_agents_XXXXXX"};
+    return failed + cmocka_run_group_tests(tests, gws_group_setup, gws_group_teardown);
 }

@@ -18,6 +18,7 @@
 #include "common/alloc.h"
 #include "common/crypto.h"
 #include "router/keys.h"
+#include "tests/gateway/gw_json.h"
 #include "tests/gateway/gw_test_backend.h"
 #include "tests/gateway/http_client.h"
 #include "tests/gateway/ws_client.h"
@@ -171,38 +172,18 @@ static void test_http_rate_limit(void **state)
 
 /* ---- WebSocket ---- */
 
-static cJSON *recv_event(struct wsc *c)
-{
-    char *msg = NULL;
-    int op = wsc_recv(c, &msg, NULL, NULL, T_MS);
-    if (op != WSC_TEXT) {
-        wye_free(msg);
-        fail_msg("expected a text message, got %d", op);
-    }
-    cJSON *j = cJSON_Parse(msg);
-    wye_free(msg);
-    assert_non_null(j);
-    return j;
-}
-
-static const char *str(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItem(j, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 static void expect_error(struct wsc *c, const char *code)
 {
-    cJSON *j = recv_event(c);
-    assert_string_equal(str(j, "type"), "error");
-    assert_string_equal(str(cJSON_GetObjectItem(j, "error"), "code"), code);
+    cJSON *j = gwj_recv(c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), "error");
+    assert_string_equal(gwj_istr(cJSON_GetObjectItem(j, "error"), "code"), code);
     cJSON_Delete(j);
 }
 
 static void expect_type(struct wsc *c, const char *type)
 {
-    cJSON *j = recv_event(c);
-    assert_string_equal(str(j, "type"), type);
+    cJSON *j = gwj_recv(c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), type);
     cJSON_Delete(j);
 }
 
@@ -220,8 +201,9 @@ static void create(struct wsc *c, const char *id)
 static void until_done(struct wsc *c, const char *id)
 {
     for (int i = 0; i < 200; i++) {
-        cJSON *j = recv_event(c);
-        bool done = strcmp(str(j, "type"), "response.done") == 0 && strcmp(str(j, "id"), id) == 0;
+        cJSON *j = gwj_recv(c, T_MS);
+        bool done =
+            strcmp(gwj_istr(j, "type"), "response.done") == 0 && strcmp(gwj_istr(j, "id"), id) == 0;
         cJSON_Delete(j);
         if (done) {
             return;
@@ -258,9 +240,9 @@ static void test_ws_auth_event(void **state)
     struct wsc c;
     assert_int_equal(wsc_connect(&c, T->port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(&c, "{\"type\":\"auth\",\"key\":\"" BOB "\"}"));
-    cJSON *j = recv_event(&c);
-    assert_string_equal(str(j, "type"), "auth.ok");
-    assert_string_equal(str(j, "key_name"), "bob");
+    cJSON *j = gwj_recv(&c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), "auth.ok");
+    assert_string_equal(gwj_istr(j, "key_name"), "bob");
     cJSON_Delete(j);
     create(&c, "r1");
     expect_type(&c, "response.created");
@@ -304,10 +286,10 @@ static void test_ws_rate_limit(void **state)
         until_done(&c, id);
     }
     create(&c, "r9");
-    cJSON *j = recv_event(&c);
-    assert_string_equal(str(j, "type"), "error");
-    assert_string_equal(str(j, "id"), "r9");
-    assert_string_equal(str(cJSON_GetObjectItem(j, "error"), "code"), "rate_limit_exceeded");
+    cJSON *j = gwj_recv(&c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), "error");
+    assert_string_equal(gwj_istr(j, "id"), "r9");
+    assert_string_equal(gwj_istr(cJSON_GetObjectItem(j, "error"), "code"), "rate_limit_exceeded");
     cJSON_Delete(j);
     wsc_close(&c);
 }

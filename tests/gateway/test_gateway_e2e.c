@@ -26,64 +26,18 @@
 #include "common/crypto.h"
 #include "conf/conf.h"
 #include "gateway/gateway.h"
-#include "router/router.h"
+#include "tests/gateway/gw_stack.h"
 #include "tests/gateway/http_client.h"
 #include "tests/gateway/ws_client.h"
 #include "tests/stub/stub_upstream.h"
 
 #define T_MS 10000
 
-struct e2e {
-    struct stub_upstream *stub;
-    struct conf_config *cfg;
-    struct rt_router *rt;
-    struct gw_server *srv;
-    int port;
-};
-
-static struct e2e E;
-
-static int setup(void **state)
+/* Small stream buffers and a slow-client bound the tests can reach. */
+static void tune(struct conf_config *cfg)
 {
-    (void)state;
-    E.stub = stub_upstream_start();
-    if (!E.stub) {
-        return -1;
-    }
-    char url[128], err[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", stub_upstream_port(E.stub));
-    struct conf_overrides ov = {
-        .listen = "127.0.0.1:0", .upstream = url, .upstream_model = "stub-model"};
-    if (conf_load(NULL, &ov, &E.cfg, err, sizeof(err)) != WYE_OK) {
-        fprintf(stderr, "conf_load: %s\n", err);
-        return -1;
-    }
-    E.cfg->upstream.max_retries = 0; /* failures reach the client at once */
-    E.cfg->limits.shutdown_grace_ms = 1000;
-    E.cfg->limits.stream_buffer_bytes = 4096; /* backpressure reaches the upstream quickly */
-    E.cfg->limits.slow_client_timeout_ms = 5000;
-    E.rt = rt_router_create(E.cfg);
-    if (!E.rt || rt_router_start(E.rt) != WYE_OK) {
-        return -1;
-    }
-    E.srv = gw_server_create(E.cfg, &gw_router_backend, E.rt);
-    if (!E.srv || gw_server_start(E.srv) != WYE_OK) {
-        return -1;
-    }
-    E.port = gw_server_port(E.srv);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    gw_server_shutdown(E.srv);
-    rt_router_stop(E.rt);
-    gw_server_destroy(E.srv);
-    rt_router_destroy(E.rt);
-    conf_destroy(E.cfg);
-    stub_upstream_stop(E.stub);
-    return 0;
+    cfg->limits.stream_buffer_bytes = 4096; /* backpressure reaches the upstream quickly */
+    cfg->limits.slow_client_timeout_ms = 5000;
 }
 
 static int post(const char *content, bool stream, struct hc_resp *r)
@@ -94,7 +48,7 @@ static int post(const char *content, bool stream, struct hc_resp *r)
     (void)wye_buf_append_json_str(&b, content, strlen(content));
     (void)wye_buf_printf(&b, "}],\"stream\":%s}", stream ? "true" : "false");
     hc_resp_init(r);
-    int st = hc_request(E.port, "POST", "/v1/chat/completions", b.data, NULL, r, T_MS);
+    int st = hc_request(gws_group.port, "POST", "/v1/chat/completions", b.data, NULL, r, T_MS);
     wye_buf_cleanup(&b);
     return st;
 }
@@ -173,7 +127,7 @@ static void test_ws_stream(void **state)
 {
     (void)state;
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(
         &c, "{\"type\":\"response.create\",\"id\":\"a\",\"response\":{"
             "\"messages\":[{\"role\":\"user\",\"content\":\"#stub n=6 delay_ms=5\"}]}}"));
@@ -247,7 +201,7 @@ static void test_upstream_failures(void **state)
 
     /* Over WebSocket the same failure is a failed response.done. */
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":\"cut\",\"messages\":"
                                   "[{\"role\":\"user\",\"content\":\"#stub n=5 cut_after=2\"}]}"));
     bool failed = false;
@@ -301,15 +255,15 @@ static bool read_until(int fd, const char *needle, int timeout_ms)
  * (the transfer aborted) within 100 ms of that, timed on CLOCK_MONOTONIC by the stub itself. */
 static void assert_upstream_aborted_within_100ms(long aborts_before, int64_t t0, const char *what)
 {
-    assert_true(stub_upstream_wait_aborts(E.stub, aborts_before + 1, T_MS));
+    assert_true(stub_upstream_wait_aborts(gws_group.stub, aborts_before + 1, T_MS));
     int64_t seen = 0;
-    assert_int_equal(stub_upstream_aborts(E.stub, &seen), aborts_before + 1);
+    assert_int_equal(stub_upstream_aborts(gws_group.stub, &seen), aborts_before + 1);
     double ms = (double)(seen - t0) / 1e6;
     printf("[ info ] %s: the upstream connection closed %.2f ms after the client's action\n", what,
            ms);
     assert_true(seen >= t0);
     assert_true(seen - t0 < 100 * WYE_NS_PER_MS);
-    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+    assert_true(stub_upstream_wait_active(gws_group.stub, 0, T_MS));
 }
 
 /* An HTTP client that closes its socket mid-SSE: the router removes the upstream transfer, so
@@ -323,8 +277,8 @@ static void test_disconnect_stops_upstream(void **state)
                                           "#stub n=1000 delay_ms=3", "#stub n=40000 pad=800"};
     for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++) {
         bool paused = i == 3;
-        assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
-        int fd = hc_connect(E.port, paused ? 4096 : 0);
+        assert_true(stub_upstream_wait_active(gws_group.stub, 0, T_MS));
+        int fd = hc_connect(gws_group.port, paused ? 4096 : 0);
         assert_true(fd >= 0);
         char body[256], req[512];
         snprintf(body, sizeof(body),
@@ -341,15 +295,15 @@ static void test_disconnect_stops_upstream(void **state)
          * upstream transfer is paused */
         int64_t deadline = wye_now_ns() + T_MS * WYE_NS_PER_MS;
         struct gw_stats st;
-        gw_server_stats(E.srv, &st);
-        while (paused && st.queued_bytes_peak <= E.cfg->limits.stream_buffer_bytes &&
+        gw_server_stats(gws_group.srv, &st);
+        while (paused && st.queued_bytes_peak <= gws_group.cfg->limits.stream_buffer_bytes &&
                wye_now_ns() < deadline) {
             wye_sleep_ms(20);
-            gw_server_stats(E.srv, &st);
+            gw_server_stats(gws_group.srv, &st);
         }
-        assert_true(!paused || st.queued_bytes_peak > E.cfg->limits.stream_buffer_bytes);
-        assert_int_equal(stub_upstream_active(E.stub), 1);
-        long before = stub_upstream_aborts(E.stub, NULL);
+        assert_true(!paused || st.queued_bytes_peak > gws_group.cfg->limits.stream_buffer_bytes);
+        assert_int_equal(stub_upstream_active(gws_group.stub), 1);
+        long before = stub_upstream_aborts(gws_group.stub, NULL);
         int64_t t0 = wye_now_ns();
         close(fd);
         assert_upstream_aborted_within_100ms(before, t0, scripts[i]);
@@ -361,9 +315,9 @@ static void test_disconnect_stops_upstream(void **state)
 static void test_ws_cancel_stops_upstream(void **state)
 {
     (void)state;
-    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+    assert_true(stub_upstream_wait_active(gws_group.stub, 0, T_MS));
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(&c,
                               "{\"type\":\"response.create\",\"id\":\"long\",\"messages\":"
                               "[{\"role\":\"user\",\"content\":\"#stub n=200 delay_ms=20\"}]}"));
@@ -378,7 +332,7 @@ static void test_ws_cancel_stops_upstream(void **state)
         wye_free(m);
         const char *type = cJSON_GetObjectItem(j, "type")->valuestring;
         if (strcmp(type, "response.output_text.delta") == 0 && ++deltas == 2) {
-            before = stub_upstream_aborts(E.stub, NULL);
+            before = stub_upstream_aborts(gws_group.stub, NULL);
             t0 = wye_now_ns();
             assert_true(wsc_send_text(&c, "{\"type\":\"response.cancel\",\"id\":\"long\"}"));
         }
@@ -403,9 +357,9 @@ static void test_ws_cancel_stops_upstream(void **state)
 static void test_ws_disconnect_stops_upstream(void **state)
 {
     (void)state;
-    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+    assert_true(stub_upstream_wait_active(gws_group.stub, 0, T_MS));
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, E.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
     assert_true(wsc_send_text(&c,
                               "{\"type\":\"response.create\",\"id\":\"a\",\"messages\":"
                               "[{\"role\":\"user\",\"content\":\"#stub n=500 delay_ms=10\"}]}"));
@@ -425,18 +379,18 @@ static void test_ws_disconnect_stops_upstream(void **state)
         cJSON_Delete(j);
     }
     assert_true(seen[0] && seen[1]);
-    assert_int_equal(stub_upstream_active(E.stub), 2);
-    long before = stub_upstream_aborts(E.stub, NULL);
+    assert_int_equal(stub_upstream_active(gws_group.stub), 2);
+    long before = stub_upstream_aborts(gws_group.stub, NULL);
     int64_t t0 = wye_now_ns();
     wsc_close(&c);
-    assert_true(stub_upstream_wait_aborts(E.stub, before + 2, T_MS));
+    assert_true(stub_upstream_wait_aborts(gws_group.stub, before + 2, T_MS));
     int64_t seen_ns = 0;
-    assert_int_equal(stub_upstream_aborts(E.stub, &seen_ns), before + 2);
+    assert_int_equal(stub_upstream_aborts(gws_group.stub, &seen_ns), before + 2);
     printf("[ info ] WebSocket disconnect: both upstream connections closed within %.2f ms\n",
            (double)(seen_ns - t0) / 1e6);
     assert_true(seen_ns >= t0);
     assert_true(seen_ns - t0 < 100 * WYE_NS_PER_MS); /* the later of the two */
-    assert_true(stub_upstream_wait_active(E.stub, 0, T_MS));
+    assert_true(stub_upstream_wait_active(gws_group.stub, 0, T_MS));
 }
 
 /* Streamed answers through the router on one kept connection: the upstream's tokens, chunked,
@@ -444,7 +398,7 @@ static void test_ws_disconnect_stops_upstream(void **state)
 static void test_http_stream_keepalive(void **state)
 {
     (void)state;
-    int fd = hc_connect(E.port, 0);
+    int fd = hc_connect(gws_group.port, 0);
     assert_true(fd >= 0);
     static const char *const prompts[] = {"hello big world", "#stub n=4 delay_ms=2", "x y"};
     static const char *const want[] = {"hello big world", "t0 t1 t2 t3", "x y"};
@@ -485,7 +439,7 @@ static void test_http_stream_keepalive(void **state)
 static void test_backpressure_roundtrip(void **state)
 {
     (void)state;
-    int fd = hc_connect(E.port, 4096);
+    int fd = hc_connect(gws_group.port, 4096);
     assert_true(fd >= 0);
     const char *body = "{\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":"
                        "\"#stub n=3000\"}]}";
@@ -532,10 +486,10 @@ static void test_backpressure_roundtrip(void **state)
     wye_free(text);
     hc_resp_cleanup(&r);
     struct gw_stats st;
-    gw_server_stats(E.srv, &st);
+    gw_server_stats(gws_group.srv, &st);
     /* Over the mark (so emit said AGAIN and the transfer paused), by at most one event. */
-    assert_true(st.queued_bytes_peak > E.cfg->limits.stream_buffer_bytes);
-    assert_true(st.queued_bytes_peak <= E.cfg->limits.stream_buffer_bytes + 1024);
+    assert_true(st.queued_bytes_peak > gws_group.cfg->limits.stream_buffer_bytes);
+    assert_true(st.queued_bytes_peak <= gws_group.cfg->limits.stream_buffer_bytes + 1024);
 }
 
 int main(void)
@@ -556,7 +510,8 @@ int main(void)
         cmocka_unit_test(test_ws_disconnect_stops_upstream),
         cmocka_unit_test(test_backpressure_roundtrip),
     };
-    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    gws_group_opts = (struct gws_opts){.tune = tune};
+    int rc = cmocka_run_group_tests(tests, gws_group_setup, gws_group_teardown);
     curl_global_cleanup();
     return rc;
 }

@@ -29,25 +29,6 @@
 
 #define T_MS 5000
 
-static struct gwt *T;
-
-static int setup(void **state)
-{
-    (void)state;
-    T = wye_calloc(1, sizeof(*T));
-    gwt_default_cfg(&T->cfg);
-    return gwt_start(T) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    gwt_stop(T);
-    wye_free(T);
-    T = NULL;
-    return 0;
-}
-
 static char *chat_body(const char *content, bool stream, const char *extra)
 {
     struct wye_buf b;
@@ -64,7 +45,7 @@ static int post_chat(const char *content, bool stream, const char *extra, struct
 {
     char *body = chat_body(content, stream, extra);
     hc_resp_init(r);
-    int st = hc_request(T->port, "POST", "/v1/chat/completions", body, NULL, r, T_MS);
+    int st = hc_request(gwt_group->port, "POST", "/v1/chat/completions", body, NULL, r, T_MS);
     wye_free(body);
     return st;
 }
@@ -315,8 +296,8 @@ static void test_limits(void **state)
     }
     (void)wye_buf_append_str(&b, "}");
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "POST", "/v1/chat/completions", b.data, NULL, &r, T_MS),
-                     400);
+    assert_int_equal(
+        hc_request(gwt_group->port, "POST", "/v1/chat/completions", b.data, NULL, &r, T_MS), 400);
     assert_error(&r, 400, "nesting deeper than the limit of 16");
     hc_resp_cleanup(&r);
     wye_buf_reset(&b);
@@ -327,8 +308,8 @@ static void test_limits(void **state)
     }
     (void)wye_buf_append_str(&b, "]}");
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "POST", "/v1/chat/completions", b.data, NULL, &r, T_MS),
-                     400);
+    assert_int_equal(
+        hc_request(gwt_group->port, "POST", "/v1/chat/completions", b.data, NULL, &r, T_MS), 400);
     assert_error(&r, 400, "the limit is 8");
     hc_resp_cleanup(&r);
     wye_buf_cleanup(&b);
@@ -343,7 +324,7 @@ static void test_limits(void **state)
 static void test_keepalive_and_big_body(void **state)
 {
     (void)state;
-    int fd = hc_connect(T->port, 0);
+    int fd = hc_connect(gwt_group->port, 0);
     assert_true(fd >= 0);
     const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"first answer\"}]}";
     char req[512];
@@ -366,7 +347,7 @@ static void test_keepalive_and_big_body(void **state)
     hc_resp_cleanup(&r);
     close(fd);
 
-    size_t big = T->cfg.limits.body_bytes_max - 200;
+    size_t big = gwt_group->cfg.limits.body_bytes_max - 200;
     char *content = wye_malloc(big + 1);
     for (size_t i = 0; i < big; i++) {
         content[i] = i % 50 == 49 ? ' ' : 'w';
@@ -424,7 +405,7 @@ static void wait_connections(int64_t want)
     struct gw_stats st;
     int64_t deadline = wye_now_ns() + T_MS * WYE_NS_PER_MS;
     for (;;) {
-        gw_server_stats(T->srv, &st);
+        gw_server_stats(gwt_group->srv, &st);
         if ((st.open_connections == want && st.open_streams == 0) || wye_now_ns() >= deadline) {
             break;
         }
@@ -442,7 +423,7 @@ static void test_sse_keepalive(void **state)
     (void)state;
     tb_reset();
     wait_connections(0);
-    int fd = hc_connect(T->port, 0);
+    int fd = hc_connect(gwt_group->port, 0);
     assert_true(fd >= 0);
     char first[64];
     snprintf(first, sizeof(first), "%s", sse_on(fd, "one two three", "one two three"));
@@ -463,7 +444,7 @@ static void test_sse_keepalive(void **state)
     assert_int_equal(atomic_load(&tb_stats.submits), 4);
 
     /* a client that goes away between two requests: its connection is closed and freed */
-    int fd2 = hc_connect(T->port, 0);
+    int fd2 = hc_connect(gwt_group->port, 0);
     assert_true(fd2 >= 0);
     sse_on(fd2, "nine ten", "nine ten");
     wait_connections(2);
@@ -476,7 +457,7 @@ static void test_sse_keepalive(void **state)
     /* pipelined GETs are answered in order on the kept connection; a request pipelined
      * behind a POST body makes the server hang up at once (libwebsockets 4.1.6 would spin
      * on it without ever answering), submitting nothing twice and leaking nothing */
-    fd = hc_connect(T->port, 0);
+    fd = hc_connect(gwt_group->port, 0);
     assert_true(fd >= 0);
     const char *gets = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
                        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -489,7 +470,7 @@ static void test_sse_keepalive(void **state)
     }
     close(fd);
     int submits = atomic_load(&tb_stats.submits);
-    fd = hc_connect(T->port, 0);
+    fd = hc_connect(gwt_group->port, 0);
     assert_true(fd >= 0);
     struct wye_buf two;
     wye_buf_init(&two, 1 << 16);
@@ -510,7 +491,7 @@ static void test_sse_keepalive(void **state)
     close(fd);
     assert_true(atomic_load(&tb_stats.submits) <= submits + 1);
     wait_connections(0);
-    fd = hc_connect(T->port, 0);
+    fd = hc_connect(gwt_group->port, 0);
     assert_true(fd >= 0);
     sse_on(fd, "after the pipeline", "after the pipeline"); /* the server is fine */
     close(fd);
@@ -519,7 +500,7 @@ static void test_sse_keepalive(void **state)
     /* HTTP/1.0 and Connection: close: no chunks, the end of the stream is the close */
     static const char *const variants[] = {"HTTP/1.0", "HTTP/1.1\r\nConnection: close"};
     for (int i = 0; i < 2; i++) {
-        fd = hc_connect(T->port, 0);
+        fd = hc_connect(gwt_group->port, 0);
         assert_true(fd >= 0);
         body = chat_body("a b", true, NULL);
         char req[1024];
@@ -556,7 +537,7 @@ static void test_sse_keepalive_backpressure(void **state)
     for (size_t i = 0; i < n_words; i++) {
         (void)wye_buf_printf(&words, "%sw%zu", i ? " " : "", i);
     }
-    int fd = hc_connect(T->port, 4096);
+    int fd = hc_connect(gwt_group->port, 4096);
     assert_true(fd >= 0);
     char *body = chat_body(words.data, true, NULL);
     char *req = wye_malloc(strlen(body) + 256);
@@ -605,15 +586,15 @@ static void test_malformed(void **state)
     (void)state;
     struct hc_resp r;
     hc_resp_init(&r);
-    assert_int_equal(
-        hc_request(T->port, "POST", "/v1/chat/completions", "{\"messages\": [", NULL, &r, T_MS),
-        400);
+    assert_int_equal(hc_request(gwt_group->port, "POST", "/v1/chat/completions", "{\"messages\": [",
+                                NULL, &r, T_MS),
+                     400);
     assert_error(&r, 400, "malformed JSON");
     assert_non_null(strstr(r.body.data, "near byte"));
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "POST", "/v1/chat/completions", "{\"messages\":\"hi\"}",
-                                NULL, &r, T_MS),
+    assert_int_equal(hc_request(gwt_group->port, "POST", "/v1/chat/completions",
+                                "{\"messages\":\"hi\"}", NULL, &r, T_MS),
                      400);
     assert_error(&r, 400, "'messages'");
     hc_resp_cleanup(&r);
@@ -621,46 +602,48 @@ static void test_malformed(void **state)
     assert_error(&r, 400, "'temperature'");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "POST", "/v1/chat/completions", "[1,2]", NULL, &r, T_MS),
-                     400);
+    assert_int_equal(
+        hc_request(gwt_group->port, "POST", "/v1/chat/completions", "[1,2]", NULL, &r, T_MS), 400);
     assert_error(&r, 400, "JSON object");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "GET", "/v1/nope", NULL, NULL, &r, T_MS), 404);
+    assert_int_equal(hc_request(gwt_group->port, "GET", "/v1/nope", NULL, NULL, &r, T_MS), 404);
     assert_error(&r, 404, "unknown URL /v1/nope");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "GET", "/v1/chat/completions", NULL, NULL, &r, T_MS), 405);
+    assert_int_equal(
+        hc_request(gwt_group->port, "GET", "/v1/chat/completions", NULL, NULL, &r, T_MS), 405);
     assert_error(&r, 405, "needs POST");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "POST", "/v1/models", "{}", NULL, &r, T_MS), 405);
+    assert_int_equal(hc_request(gwt_group->port, "POST", "/v1/models", "{}", NULL, &r, T_MS), 405);
     assert_error(&r, 405, "needs GET");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "PUT", "/healthz", "{}", NULL, &r, T_MS), 405);
+    assert_int_equal(hc_request(gwt_group->port, "PUT", "/healthz", "{}", NULL, &r, T_MS), 405);
     assert_error(&r, 405, "needs GET");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "HEAD", "/healthz", NULL, NULL, &r, T_MS), 200);
+    assert_int_equal(hc_request(gwt_group->port, "HEAD", "/healthz", NULL, NULL, &r, T_MS), 200);
     assert_int_equal(r.body.len, 0);
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "POST", "/v1/chat/completions", NULL,
+    assert_int_equal(hc_request(gwt_group->port, "POST", "/v1/chat/completions", NULL,
                                 "Transfer-Encoding: chunked\r\n", &r, T_MS),
                      411);
     assert_error(&r, 411, "send Content-Length");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "GET", "/v1/ws", NULL, NULL, &r, T_MS), 400);
+    assert_int_equal(hc_request(gwt_group->port, "GET", "/v1/ws", NULL, NULL, &r, T_MS), 400);
     assert_error(&r, 400, "WebSocket upgrade");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "POST", "/v1/chat/completions", "", NULL, &r, T_MS), 400);
+    assert_int_equal(
+        hc_request(gwt_group->port, "POST", "/v1/chat/completions", "", NULL, &r, T_MS), 400);
     assert_error(&r, 400, "empty");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "POST", "/v1/chat/completions",
+    assert_int_equal(hc_request(gwt_group->port, "POST", "/v1/chat/completions",
                                 "{\"model\":\"no-such-model\",\"messages\":[{\"role\":\"user\","
                                 "\"content\":\"hi\"}]}",
                                 NULL, &r, T_MS),
@@ -668,7 +651,7 @@ static void test_malformed(void **state)
     assert_error(&r, 404, "no-such-model");
     hc_resp_cleanup(&r);
     /* Raw garbage instead of HTTP: the connection is dropped, the server lives on. */
-    int fd = hc_connect(T->port, 0);
+    int fd = hc_connect(gwt_group->port, 0);
     assert_true(fd >= 0);
     assert_true(hc_send_all(fd, "\x01\x02garbage\r\n\r\n", 13, T_MS));
     hc_resp_init(&r);
@@ -698,11 +681,11 @@ static void test_health_models_metrics(void **state)
     (void)state;
     struct hc_resp r;
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "GET", "/healthz", NULL, NULL, &r, T_MS), 200);
+    assert_int_equal(hc_request(gwt_group->port, "GET", "/healthz", NULL, NULL, &r, T_MS), 200);
     assert_string_equal(r.body.data, "{\"status\":\"ok\"}");
     hc_resp_cleanup(&r);
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "GET", "/v1/models", NULL, NULL, &r, T_MS), 200);
+    assert_int_equal(hc_request(gwt_group->port, "GET", "/v1/models", NULL, NULL, &r, T_MS), 200);
     cJSON *j = cJSON_ParseWithLength(r.body.data, r.body.len);
     assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "list");
     assert_string_equal(
@@ -713,7 +696,7 @@ static void test_health_models_metrics(void **state)
     hc_resp_cleanup(&r);
 
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "GET", "/metrics", NULL, NULL, &r, T_MS), 200);
+    assert_int_equal(hc_request(gwt_group->port, "GET", "/metrics", NULL, NULL, &r, T_MS), 200);
     const char *ok200 = "wye_http_requests_total{path=\"/v1/chat/completions\",status=\"200\"}";
     double before = metric(r.body.data, ok200);
     double tok_before = metric(r.body.data, "wye_tokens_total{kind=\"completion\"}");
@@ -732,7 +715,7 @@ static void test_health_models_metrics(void **state)
     hc_resp_cleanup(&r);
 
     hc_resp_init(&r);
-    assert_int_equal(hc_request(T->port, "GET", "/metrics", NULL, NULL, &r, T_MS), 200);
+    assert_int_equal(hc_request(gwt_group->port, "GET", "/metrics", NULL, NULL, &r, T_MS), 200);
     assert_true(metric(r.body.data, ok200) == (before < 0 ? 0 : before) + 1);
     assert_true(metric(r.body.data, "wye_tokens_total{kind=\"completion\"}") == tok_before + 3);
     assert_true(metric(r.body.data, "wye_request_duration_seconds_count") == lat_before + 1);
@@ -745,7 +728,7 @@ static void test_health_models_metrics(void **state)
 /* Sends a streamed chat request on a raw connection and waits until the first delta arrives. */
 static int open_stream(const char *content, int rcvbuf, bool wait_first)
 {
-    int fd = hc_connect(T->port, rcvbuf);
+    int fd = hc_connect(gwt_group->port, rcvbuf);
     assert_true(fd >= 0);
     char *body = chat_body(content, true, NULL);
     char req[1024];
@@ -807,10 +790,10 @@ static void test_slow_reader(void **state)
     assert_true(atomic_load(&tb_stats.again) > 0);           /* the producer was paused */
     assert_true(wait_until(&tb_stats.cancel_seen_ns, 5000)); /* and cancelled after the deadline */
     struct gw_stats st;
-    gw_server_stats(T->srv, &st);
+    gw_server_stats(gwt_group->srv, &st);
     assert_true(st.slow_clients_dropped >= 1);
     /* Memory stayed bounded: the cap plus one formatted chunk (1000 bytes of text + framing). */
-    assert_true(st.queued_bytes_peak <= T->cfg.limits.stream_buffer_bytes + 1400);
+    assert_true(st.queued_bytes_peak <= gwt_group->cfg.limits.stream_buffer_bytes + 1400);
     /* The client sees its connection closed. */
     char buf[65536];
     bool eof = false;
@@ -830,16 +813,7 @@ static void test_connections_limit(void **state)
 {
     (void)state;
     int fds[8];
-    for (int i = 0; i < 8; i++) {
-        fds[i] = hc_connect(T->port, 0);
-        assert_true(fds[i] >= 0);
-    }
-    struct gw_stats st;
-    int64_t deadline = wye_now_ns() + 3 * WYE_NS_PER_S;
-    do {
-        wye_sleep_ms(5);
-        gw_server_stats(T->srv, &st);
-    } while (st.open_connections < 8 && wye_now_ns() < deadline);
+    assert_true(gwt_open_connections(gwt_group, fds, 8));
     struct hc_resp r;
     assert_int_equal(post_chat("hi", false, NULL, &r), 503);
     assert_error(&r, 503, "connections_max");
@@ -847,19 +821,14 @@ static void test_connections_limit(void **state)
     for (int i = 0; i < 8; i++) {
         close(fds[i]);
     }
-    deadline = wye_now_ns() + 3 * WYE_NS_PER_S;
+    struct gw_stats st;
+    int64_t deadline = wye_now_ns() + 3 * WYE_NS_PER_S;
     do {
         wye_sleep_ms(5);
-        gw_server_stats(T->srv, &st);
+        gw_server_stats(gwt_group->srv, &st);
     } while (st.open_connections > 0 && wye_now_ns() < deadline);
     assert_int_equal(post_chat("back again", false, NULL, &r), 200);
     hc_resp_cleanup(&r);
-}
-
-static void *shutdown_thread(void *arg)
-{
-    gw_server_shutdown(arg);
-    return NULL;
 }
 
 static void test_graceful_shutdown(void **state)
@@ -868,11 +837,11 @@ static void test_graceful_shutdown(void **state)
     struct gwt t;
     gwt_default_cfg(&t.cfg);
     assert_true(gwt_start(&t));
-    struct gwt *saved = T;
-    T = &t;
+    struct gwt *saved = gwt_group;
+    gwt_group = &t;
     int fd = open_stream("#slow s1 s2 s3 s4 s5 s6", 0, true);
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, shutdown_thread, t.srv), 0);
+    assert_int_equal(pthread_create(&th, NULL, gwt_shutdown_thread, t.srv), 0);
     struct hc_resp r;
     hc_resp_init(&r);
     /* Read the rest of the answer while the server drains. */
@@ -896,7 +865,7 @@ static void test_graceful_shutdown(void **state)
     assert_non_null(strstr(r.body.data, "s6"));
     assert_non_null(strstr(r.body.data, "data: [DONE]\n\n"));
     hc_resp_cleanup(&r);
-    T = saved;
+    gwt_group = saved;
     gwt_stop(&t);
 }
 
@@ -924,5 +893,5 @@ int main(void)
         cmocka_unit_test(test_connections_limit),
         cmocka_unit_test(test_graceful_shutdown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, gwt_group_setup, gwt_group_teardown);
 }

@@ -14,7 +14,6 @@
 #include <cmocka.h>
 
 #include <cJSON.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +25,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "tests/gateway/http_client.h"
+#include "tests/gateway/serve_child.h"
 #include "tests/gateway/ws_client.h"
 #include "tests/stub/stub_upstream.h"
 
@@ -80,46 +80,9 @@ static void srv_setup(struct srv *s)
 
 static void srv_start(struct srv *s)
 {
-    s->port = 0;
-    unlink(s->log);
-    s->pid = fork();
-    assert_true(s->pid >= 0);
-    if (s->pid == 0) {
-        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        setenv("WYE_LEDGER_KEY", LEDGER_KEY, 1);
-        setenv("WYE_LOG", "info", 1);
-        char bin[700];
-        snprintf(bin, sizeof(bin), "%s/wye", WYE_BINARY_DIR);
-        execl(bin, bin, "serve", "-c", s->conf, (char *)NULL);
-        _exit(127);
-    }
-    int64_t deadline = wye_now_ns() + (int64_t)T_MS * 1000000;
-    while (!s->port && wye_now_ns() < deadline) {
-        FILE *f = fopen(s->log, "r");
-        char line[1024];
-        while (f && fgets(line, sizeof(line), f)) {
-            const char *l = strstr(line, "listening on http://127.0.0.1:");
-            if (l) {
-                s->port = atoi(l + strlen("listening on http://127.0.0.1:"));
-            }
-        }
-        if (f) {
-            fclose(f);
-        }
-        if (!s->port) {
-            if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
-                break;
-            }
-            wye_sleep_ms(20);
-        }
-    }
+    const char *const env[] = {"WYE_LEDGER_KEY=" LEDGER_KEY, "WYE_LOG=info", NULL};
+    s->port = sc_serve_conf(s->conf, s->log, env, T_MS, &s->pid);
     if (!s->port) {
-        kill(s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
         fail_msg("wye serve did not start; see %s", s->log);
     }
 }
@@ -128,14 +91,8 @@ static void srv_kill(struct srv *s, int sig)
 {
     kill(s->pid, sig);
     int st = 0;
-    int64_t deadline = wye_now_ns() + (int64_t)T_MS * 1000000;
-    while (waitpid(s->pid, &st, WNOHANG) != s->pid) {
-        if (wye_now_ns() > deadline) {
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, &st, 0);
-            fail_msg("wye serve did not stop");
-        }
-        wye_sleep_ms(10);
+    if (!sc_wait_exit(s->pid, &st, T_MS)) {
+        fail_msg("wye serve did not stop");
     }
     if (sig == SIGTERM) {
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);

@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "gateway/gateway.h"
 #include "tests/gateway/http_client.h"
+#include "tests/gateway/serve_child.h"
 
 #define T_MS 10000
 
@@ -31,26 +32,22 @@
  * child's exit code and its output in out. */
 static int run_child(char **argv, int argc, char *out, size_t cap)
 {
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
+    int fd = -1;
+    pid_t pid = sc_fork_piped(&fd);
     assert_true(pid >= 0);
     if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        wye_log_set_fd(p[1]);
+        dup2(fd, 1);
+        wye_log_set_fd(fd);
         int rc = gw_cli_serve(argc, argv);
         fflush(NULL); /* _exit does not flush stdio */
         _exit(rc);
     }
-    close(p[1]);
     size_t got = 0;
     int64_t deadline = wye_now_ns() + T_MS * WYE_NS_PER_MS;
     while (got + 1 < cap && wye_now_ns() < deadline) {
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
         if (poll(&pfd, 1, 100) == 1) {
-            ssize_t n = read(p[0], out + got, cap - 1 - got);
+            ssize_t n = read(fd, out + got, cap - 1 - got);
             if (n <= 0) {
                 break;
             }
@@ -58,7 +55,7 @@ static int run_child(char **argv, int argc, char *out, size_t cap)
         }
     }
     out[got] = '\0';
-    close(p[0]);
+    close(fd);
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -102,18 +99,15 @@ static void remove_dir(const char *dir)
 static void test_run_and_sigterm(void **state)
 {
     (void)state;
-    int p[2];
     char dir[] = "/tmp/wye-serve-test-XXXXXX";
     assert_non_null(mkdtemp(dir));
     char ledger[sizeof(dir) + 32];
     snprintf(ledger, sizeof(ledger), "%s/ledger.jsonl", dir);
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
+    int fd = -1;
+    pid_t pid = sc_fork_piped(&fd);
     assert_true(pid >= 0);
     if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], 2);
-        wye_log_set_fd(p[1]);
+        wye_log_set_fd(fd);
         char *argv[] = {(char *)"serve",
                         (char *)"--listen",
                         (char *)"127.0.0.1:0",
@@ -127,29 +121,9 @@ static void test_run_and_sigterm(void **state)
                         NULL};
         _exit(gw_cli_serve(10, argv));
     }
-    close(p[1]);
     char log[8192];
-    size_t got = 0;
-    int port = 0;
-    int64_t deadline = wye_now_ns() + T_MS * WYE_NS_PER_MS;
-    while (!port && got + 1 < sizeof(log) && wye_now_ns() < deadline) {
-        struct pollfd pfd = {.fd = p[0], .events = POLLIN};
-        if (poll(&pfd, 1, 100) == 1) {
-            ssize_t n = read(p[0], log + got, sizeof(log) - 1 - got);
-            if (n <= 0) {
-                break;
-            }
-            got += (size_t)n;
-            log[got] = '\0';
-            const char *l = strstr(log, "listening on http://127.0.0.1:");
-            if (l && strchr(l, '\n')) {
-                port = atoi(l + strlen("listening on http://127.0.0.1:"));
-            }
-        }
-    }
+    int port = sc_read_port(pid, fd, log, sizeof(log), T_MS);
     if (!port) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
         fail_msg("no 'listening on' line; log: %s", log);
     }
     struct hc_resp r;
@@ -173,17 +147,10 @@ static void test_run_and_sigterm(void **state)
     hc_resp_cleanup(&r);
     assert_int_equal(kill(pid, SIGTERM), 0);
     int status = 0;
-    int64_t end = wye_now_ns() + T_MS * WYE_NS_PER_MS;
-    pid_t w = 0;
-    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && wye_now_ns() < end) {
-        wye_sleep_ms(10);
-    }
-    if (w == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
+    if (!sc_wait_exit(pid, &status, T_MS)) {
         fail_msg("wye serve did not exit after SIGTERM");
     }
-    close(p[0]);
+    close(fd);
     remove_dir(dir);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);

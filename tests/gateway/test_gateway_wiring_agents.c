@@ -28,6 +28,7 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "tests/agents/agent_test_server.h"
+#include "tests/gateway/gw_json.h"
 #include "tests/gateway/http_client.h"
 #include "tests/gateway/test_gateway_wiring_util.h"
 #include "tests/gateway/ws_client.h"
@@ -101,12 +102,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static const char *jstr(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 /* POST /v1/agents/{name}/runs with input; returns the agent.done object (caller deletes). */
 static cJSON *http_run(const char *name, const char *input)
 {
@@ -136,7 +131,7 @@ static void test_triage_local_then_remote(void **state)
     long before = ats_chat_requests(S.up);
     assert_true(strlen(HARD_TICKET) > 400); /* the workflow escalates such tickets */
     cJSON *done = http_run("triage", HARD_TICKET);
-    if (strcmp(jstr(done, "status"), "completed") != 0) {
+    if (strcmp(gwj_str(done, "status"), "completed") != 0) {
         char *t = cJSON_PrintUnformatted(done);
         fail_msg("triage did not complete: %s", t);
     }
@@ -144,19 +139,19 @@ static void test_triage_local_then_remote(void **state)
     assert_true(cJSON_IsArray(calls));
     assert_int_equal(cJSON_GetArraySize(calls), 2);
     const cJSON *c0 = cJSON_GetArrayItem(calls, 0), *c1 = cJSON_GetArrayItem(calls, 1);
-    assert_string_equal(jstr(c0, "route"), "local");
-    assert_string_equal(jstr(c0, "model"), "tiny");
-    assert_string_equal(jstr(c1, "route"), "remote");
-    assert_string_equal(jstr(c1, "model"), "scripted");
+    assert_string_equal(gwj_str(c0, "route"), "local");
+    assert_string_equal(gwj_str(c0, "model"), "tiny");
+    assert_string_equal(gwj_str(c1, "route"), "remote");
+    assert_string_equal(gwj_str(c1, "model"), "scripted");
     assert_int_equal(ats_chat_requests(S.up), before + 1); /* only the escalation went out */
-    cJSON *out = cJSON_Parse(jstr(done, "output"));
+    cJSON *out = cJSON_Parse(gwj_str(done, "output"));
     if (!cJSON_IsObject(out)) {
-        fail_msg("output '%s' is not an object", jstr(done, "output"));
+        fail_msg("output '%s' is not an object", gwj_str(done, "output"));
     }
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(out, "escalated")));
-    assert_string_equal(jstr(out, "difficulty"), "hard");
+    assert_string_equal(gwj_str(out, "difficulty"), "hard");
     /* the scripted upstream's answer to the ticket */
-    assert_true(strncmp(jstr(out, "answer"), "Reply: Since the upgrade", 24) == 0);
+    assert_true(strncmp(gwj_str(out, "answer"), "Reply: Since the upgrade", 24) == 0);
     cJSON_Delete(out);
     cJSON_Delete(done);
 }
@@ -181,7 +176,7 @@ static void chat_ok(const char *prompt, const char *want_route)
     cJSON *j = cJSON_Parse(r.body.data);
     const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(ch, "message");
-    assert_true(strlen(jstr(msg, "content")) > 0);
+    assert_true(strlen(gwj_str(msg, "content")) > 0);
     cJSON_Delete(j);
     hc_resp_cleanup(&r);
 }
@@ -220,8 +215,8 @@ static cJSON *ws_wait_done(struct wsc *c, const char *id)
         }
         cJSON *j = cJSON_Parse(m);
         wye_free(m);
-        const char *type = jstr(j, "type");
-        const char *jid = jstr(j, "id");
+        const char *type = gwj_str(j, "type");
+        const char *jid = gwj_str(j, "id");
         if ((strcmp(type, "agent.done") == 0 || strcmp(type, "error") == 0) && jid[0] >= 'a' &&
             jid[0] <= 'z') {
             done_of[jid[0] - 'a'] = j;
@@ -239,8 +234,8 @@ static cJSON *ws_wait_done(struct wsc *c, const char *id)
 
 static void expect_failed(cJSON *d, const char *id, const char *limit)
 {
-    if (strcmp(jstr(d, "type"), "agent.done") != 0 || strcmp(jstr(d, "status"), "failed") != 0 ||
-        !strstr(jstr(d, "error"), limit)) {
+    if (strcmp(gwj_str(d, "type"), "agent.done") != 0 ||
+        strcmp(gwj_str(d, "status"), "failed") != 0 || !strstr(gwj_str(d, "error"), limit)) {
         char *t = cJSON_PrintUnformatted(d);
         fail_msg("%s: expected a failure naming '%s': %s", id, limit, t);
     }
@@ -271,7 +266,7 @@ static void test_hostile_runs_while_chats_answer(void **state)
     assert_null(done_of['g' - 'a']);
     ws_send(&c, "agent.cancel", "grind", NULL);
     d = ws_wait_done(&c, "grind");
-    if (strcmp(jstr(d, "status"), "cancelled") != 0) {
+    if (strcmp(gwj_str(d, "status"), "cancelled") != 0) {
         char *t = cJSON_PrintUnformatted(d);
         fail_msg("grind: expected cancelled: %s", t);
     }
@@ -282,8 +277,8 @@ static void test_hostile_runs_while_chats_answer(void **state)
     ws_send(&c, "agent.run", "h3", "hello");
     for (int i = 0; i < 3; i++) {
         d = ws_wait_done(&c, "h");
-        if (strcmp(jstr(d, "status"), "completed") != 0 ||
-            !strstr(jstr(d, "output"), "\"route\":\"local\"")) {
+        if (strcmp(gwj_str(d, "status"), "completed") != 0 ||
+            !strstr(gwj_str(d, "output"), "\"route\":\"local\"")) {
             char *t = cJSON_PrintUnformatted(d);
             fail_msg("hello run: %s", t);
         }

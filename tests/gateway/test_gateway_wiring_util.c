@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "tests/gateway/serve_child.h"
 #include "tests/gateway/test_gateway_wiring_util.h"
 
 #define LISTENING "listening on http://127.0.0.1:"
@@ -172,15 +173,7 @@ int ww_serve_stop(struct ww_serve *s, int sig)
     }
     kill(s->pid, sig);
     int st = 0;
-    int64_t deadline = wye_now_ns() + (int64_t)WW_T_MS * 1000000;
-    while (waitpid(s->pid, &st, WNOHANG) != s->pid) {
-        if (wye_now_ns() > deadline) {
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, &st, 0);
-            break;
-        }
-        wye_sleep_ms(10);
-    }
+    (void)sc_wait_exit(s->pid, &st, WW_T_MS); /* SIGKILLed after the bound: st says so */
     s->pid = 0;
     return st;
 }

@@ -20,34 +20,16 @@
 #include "common/alloc.h"
 #include "common/clock.h"
 #include "common/crypto.h"
+#include "tests/gateway/gw_json.h"
 #include "tests/gateway/gw_test_backend.h"
 #include "tests/gateway/http_client.h"
 #include "tests/gateway/ws_client.h"
 
 #define T_MS 5000
 
-static struct gwt *T;
-
-static int setup(void **state)
-{
-    (void)state;
-    T = wye_calloc(1, sizeof(*T));
-    gwt_default_cfg(&T->cfg);
-    return gwt_start(T) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    gwt_stop(T);
-    wye_free(T);
-    T = NULL;
-    return 0;
-}
-
 static void ws_open(struct wsc *c)
 {
-    assert_int_equal(wsc_connect(c, T->port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_int_equal(wsc_connect(c, gwt_group->port, "/v1/ws", NULL, 0, T_MS), 101);
 }
 
 static void create(struct wsc *c, const char *id, const char *content)
@@ -61,43 +43,24 @@ static void create(struct wsc *c, const char *id, const char *content)
 }
 
 /* Receives one JSON event (fails the test on timeout or a non-text message). */
-static cJSON *recv_event(struct wsc *c)
-{
-    char *msg = NULL;
-    int op = wsc_recv(c, &msg, NULL, NULL, T_MS);
-    if (op != WSC_TEXT) {
-        wye_free(msg);
-        fail_msg("expected a text message, got %d", op);
-    }
-    cJSON *j = cJSON_Parse(msg);
-    wye_free(msg);
-    assert_non_null(j);
-    return j;
-}
-
-static const char *str(const cJSON *j, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItem(j, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 /* Expects an error event with this code (and id when id != NULL). */
 static void expect_error(struct wsc *c, const char *id, const char *code, const char *needle)
 {
-    cJSON *j = recv_event(c);
+    cJSON *j = gwj_recv(c, T_MS);
     /* Deltas of responses still in flight may come first. */
-    for (int i = 0; i < 100 && strcmp(str(j, "type"), "response.output_text.delta") == 0; i++) {
+    for (int i = 0; i < 100 && strcmp(gwj_istr(j, "type"), "response.output_text.delta") == 0;
+         i++) {
         cJSON_Delete(j);
-        j = recv_event(c);
+        j = gwj_recv(c, T_MS);
     }
-    assert_string_equal(str(j, "type"), "error");
+    assert_string_equal(gwj_istr(j, "type"), "error");
     if (id) {
-        assert_string_equal(str(j, "id"), id);
+        assert_string_equal(gwj_istr(j, "id"), id);
     }
     cJSON *e = cJSON_GetObjectItem(j, "error");
-    assert_string_equal(str(e, "code"), code);
-    if (!strstr(str(e, "message"), needle)) {
-        fail_msg("error message '%s' does not contain '%s'", str(e, "message"), needle);
+    assert_string_equal(gwj_istr(e, "code"), code);
+    if (!strstr(gwj_istr(e, "message"), needle)) {
+        fail_msg("error message '%s' does not contain '%s'", gwj_istr(e, "message"), needle);
     }
     cJSON_Delete(j);
 }
@@ -107,11 +70,11 @@ static cJSON *collect(struct wsc *c, const char *id, char *text, size_t cap)
 {
     text[0] = '\0';
     for (int i = 0; i < 1000; i++) {
-        cJSON *j = recv_event(c);
-        assert_string_equal(str(j, "id"), id);
-        if (strcmp(str(j, "type"), "response.output_text.delta") == 0) {
-            strncat(text, str(j, "delta"), cap - strlen(text) - 1);
-        } else if (strcmp(str(j, "type"), "response.done") == 0) {
+        cJSON *j = gwj_recv(c, T_MS);
+        assert_string_equal(gwj_istr(j, "id"), id);
+        if (strcmp(gwj_istr(j, "type"), "response.output_text.delta") == 0) {
+            strncat(text, gwj_istr(j, "delta"), cap - strlen(text) - 1);
+        } else if (strcmp(gwj_istr(j, "type"), "response.done") == 0) {
             return j;
         }
         cJSON_Delete(j);
@@ -126,17 +89,17 @@ static void test_one_response(void **state)
     struct wsc c;
     ws_open(&c);
     create(&c, "r1", "hello big world");
-    cJSON *j = recv_event(&c);
-    assert_string_equal(str(j, "type"), "response.created");
-    assert_string_equal(str(j, "id"), "r1");
-    assert_int_equal(strncmp(str(j, "request_id"), "req_", 4), 0);
+    cJSON *j = gwj_recv(&c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), "response.created");
+    assert_string_equal(gwj_istr(j, "id"), "r1");
+    assert_int_equal(strncmp(gwj_istr(j, "request_id"), "req_", 4), 0);
     cJSON_Delete(j);
     char text[256];
     cJSON *done = collect(&c, "r1", text, sizeof(text));
     assert_string_equal(text, "hello big world");
-    assert_string_equal(str(done, "status"), "completed");
-    assert_string_equal(str(done, "route"), "remote");
-    assert_string_equal(str(done, "model"), "test-model");
+    assert_string_equal(gwj_istr(done, "status"), "completed");
+    assert_string_equal(gwj_istr(done, "route"), "remote");
+    assert_string_equal(gwj_istr(done, "model"), "test-model");
     assert_true(cJSON_GetObjectItem(done, "score")->valuedouble == 0.25);
     assert_true(cJSON_IsNumber(cJSON_GetObjectItem(done, "latency_ms")));
     assert_true(cJSON_IsNumber(cJSON_GetObjectItem(done, "ttft_ms")));
@@ -147,10 +110,10 @@ static void test_one_response(void **state)
 
     /* The request fields may also sit at the top level; the subprotocol is optional. */
     wsc_close(&c);
-    assert_int_equal(wsc_connect(&c, T->port, "/v1/ws", "wye.v1", 0, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gwt_group->port, "/v1/ws", "wye.v1", 0, T_MS), 101);
     assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":\"top\",\"messages\":"
                                   "[{\"role\":\"user\",\"content\":\"top level\"}]}"));
-    cJSON_Delete(recv_event(&c));
+    cJSON_Delete(gwj_recv(&c, T_MS));
     done = collect(&c, "top", text, sizeof(text));
     assert_string_equal(text, "top level");
     cJSON_Delete(done);
@@ -169,24 +132,24 @@ static void test_multiplexed(void **state)
     char text[3][256] = {"", "", ""};
     int done = 0, switches = 0, last = -1;
     for (int i = 0; i < 200 && done < 3; i++) {
-        cJSON *j = recv_event(&c);
+        cJSON *j = gwj_recv(&c, T_MS);
         int k = -1;
         for (int m = 0; m < 3; m++) {
-            if (strcmp(str(j, "id"), ids[m]) == 0) {
+            if (strcmp(gwj_istr(j, "id"), ids[m]) == 0) {
                 k = m;
             }
         }
         assert_true(k >= 0);
-        if (strcmp(str(j, "type"), "response.output_text.delta") == 0) {
-            strcat(text[k], str(j, "delta"));
+        if (strcmp(gwj_istr(j, "type"), "response.output_text.delta") == 0) {
+            strcat(text[k], gwj_istr(j, "delta"));
             /* Every delta carries its own stream's letter: nothing crossed over. */
-            assert_int_equal(str(j, "delta")[strspn(str(j, "delta"), " ")], ids[k][0]);
+            assert_int_equal(gwj_istr(j, "delta")[strspn(gwj_istr(j, "delta"), " ")], ids[k][0]);
             if (last >= 0 && last != k) {
                 switches++;
             }
             last = k;
-        } else if (strcmp(str(j, "type"), "response.done") == 0) {
-            assert_string_equal(str(j, "status"), "completed");
+        } else if (strcmp(gwj_istr(j, "type"), "response.done") == 0) {
+            assert_string_equal(gwj_istr(j, "status"), "completed");
             done++;
         }
         cJSON_Delete(j);
@@ -206,17 +169,17 @@ static void test_cancel(void **state)
     struct wsc c;
     ws_open(&c);
     create(&c, "h", "#hold");
-    cJSON *j = recv_event(&c);
-    assert_string_equal(str(j, "type"), "response.created");
+    cJSON *j = gwj_recv(&c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), "response.created");
     cJSON_Delete(j);
-    j = recv_event(&c);
-    assert_string_equal(str(j, "type"), "response.output_text.delta");
+    j = gwj_recv(&c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), "response.output_text.delta");
     cJSON_Delete(j);
     assert_true(wsc_send_text(&c, "{\"type\":\"response.cancel\",\"id\":\"h\"}"));
-    j = recv_event(&c);
-    assert_string_equal(str(j, "type"), "response.done");
-    assert_string_equal(str(j, "id"), "h");
-    assert_string_equal(str(j, "status"), "cancelled");
+    j = gwj_recv(&c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), "response.done");
+    assert_string_equal(gwj_istr(j, "id"), "h");
+    assert_string_equal(gwj_istr(j, "status"), "cancelled");
     cJSON_Delete(j);
     assert_true(atomic_load(&tb_stats.cancel_seen) >= 1);
     assert_true(atomic_load(&tb_stats.wakes) >= 1);
@@ -242,8 +205,8 @@ static void test_disconnect_cancels(void **state)
     struct wsc c;
     ws_open(&c);
     create(&c, "h", "#hold");
-    cJSON_Delete(recv_event(&c)); /* created */
-    cJSON_Delete(recv_event(&c)); /* first delta */
+    cJSON_Delete(gwj_recv(&c, T_MS)); /* created */
+    cJSON_Delete(gwj_recv(&c, T_MS)); /* first delta */
     int64_t t0 = wye_now_ns();
     wsc_close(&c);
     assert_true(wait_nonzero(&tb_stats.cancel_seen_ns, 3000));
@@ -257,7 +220,7 @@ static void test_slow_reader(void **state)
     (void)state;
     tb_reset();
     struct wsc c;
-    assert_int_equal(wsc_connect(&c, T->port, "/v1/ws", NULL, 4096, T_MS), 101);
+    assert_int_equal(wsc_connect(&c, gwt_group->port, "/v1/ws", NULL, 4096, T_MS), 101);
     create(&c, "f", "#flood"); /* and stop reading */
     int64_t deadline = wye_now_ns() + 5 * WYE_NS_PER_S;
     while (atomic_load(&tb_stats.again) == 0 && wye_now_ns() < deadline) {
@@ -266,9 +229,9 @@ static void test_slow_reader(void **state)
     assert_true(atomic_load(&tb_stats.again) > 0);
     assert_true(wait_nonzero(&tb_stats.cancel_seen_ns, 5000));
     struct gw_stats st;
-    gw_server_stats(T->srv, &st);
+    gw_server_stats(gwt_group->srv, &st);
     assert_true(st.slow_clients_dropped >= 1);
-    assert_true(st.queued_bytes_peak <= T->cfg.limits.stream_buffer_bytes + 1200);
+    assert_true(st.queued_bytes_peak <= gwt_group->cfg.limits.stream_buffer_bytes + 1200);
     assert_true(wsc_wait_eof(&c, 5000));
     wsc_close(&c);
 }
@@ -286,17 +249,17 @@ static void test_limits(void **state)
     }
     int created = 0;
     while (created < 3) {
-        cJSON *j = recv_event(&c);
-        created += strcmp(str(j, "type"), "response.created") == 0;
+        cJSON *j = gwj_recv(&c, T_MS);
+        created += strcmp(gwj_istr(j, "type"), "response.created") == 0;
         cJSON_Delete(j);
     }
     create(&c, "h1", "dup");
     /* Deltas of the held streams may come first; skip them. */
     for (int found = 0, i = 0; !found && i < 10; i++) {
-        cJSON *j = recv_event(&c);
-        if (strcmp(str(j, "type"), "error") == 0) {
-            assert_string_equal(str(j, "id"), "h1");
-            assert_string_equal(str(cJSON_GetObjectItem(j, "error"), "code"), "duplicate_id");
+        cJSON *j = gwj_recv(&c, T_MS);
+        if (strcmp(gwj_istr(j, "type"), "error") == 0) {
+            assert_string_equal(gwj_istr(j, "id"), "h1");
+            assert_string_equal(gwj_istr(cJSON_GetObjectItem(j, "error"), "code"), "duplicate_id");
             found = 1;
         }
         cJSON_Delete(j);
@@ -310,9 +273,9 @@ static void test_limits(void **state)
     }
     int cancelled = 0;
     while (cancelled < 3) {
-        cJSON *j = recv_event(&c);
-        if (strcmp(str(j, "type"), "response.done") == 0) {
-            assert_string_equal(str(j, "status"), "cancelled");
+        cJSON *j = gwj_recv(&c, T_MS);
+        if (strcmp(gwj_istr(j, "type"), "response.done") == 0) {
+            assert_string_equal(gwj_istr(j, "status"), "cancelled");
             cancelled++;
         }
         cJSON_Delete(j);
@@ -325,7 +288,7 @@ static void test_limits(void **state)
     assert_true(wsc_send_frame(&c, WSC_TEXT, msg, 10, false));
     assert_true(wsc_send_frame(&c, 0, msg + 10, 20, false));
     assert_true(wsc_send_frame(&c, 0, msg + 30, n - 30, true));
-    cJSON_Delete(recv_event(&c));
+    cJSON_Delete(gwj_recv(&c, T_MS));
     char text[128];
     cJSON *done = collect(&c, "frag", text, sizeof(text));
     assert_string_equal(text, "in pieces");
@@ -375,14 +338,14 @@ static void test_malformed(void **state)
     expect_error(&c, "nf", "model_not_found", "no-such-model");
     /* Still serving on the same socket. */
     create(&c, "ok", "after the garbage");
-    cJSON_Delete(recv_event(&c));
+    cJSON_Delete(gwj_recv(&c, T_MS));
     char text[128];
     cJSON *done = collect(&c, "ok", text, sizeof(text));
     assert_string_equal(text, "after the garbage");
     cJSON_Delete(done);
     wsc_close(&c);
     /* Upgrades anywhere but /v1/ws are refused. */
-    assert_int_not_equal(wsc_connect(&c, T->port, "/v1/other", NULL, 0, T_MS), 101);
+    assert_int_not_equal(wsc_connect(&c, gwt_group->port, "/v1/other", NULL, 0, T_MS), 101);
     wsc_close(&c);
 }
 
@@ -392,12 +355,12 @@ static void test_failure_event(void **state)
     struct wsc c;
     ws_open(&c);
     create(&c, "fb", "#fail-before");
-    cJSON_Delete(recv_event(&c)); /* created */
-    cJSON *j = recv_event(&c);
-    assert_string_equal(str(j, "type"), "response.done");
-    assert_string_equal(str(j, "status"), "failed");
+    cJSON_Delete(gwj_recv(&c, T_MS)); /* created */
+    cJSON *j = gwj_recv(&c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), "response.done");
+    assert_string_equal(gwj_istr(j, "status"), "failed");
     assert_non_null(
-        strstr(str(cJSON_GetObjectItem(j, "error"), "message"), "upstream returned HTTP 500"));
+        strstr(gwj_istr(cJSON_GetObjectItem(j, "error"), "message"), "upstream returned HTTP 500"));
     cJSON_Delete(j);
     wsc_close(&c);
 }
@@ -406,16 +369,7 @@ static void test_connections_limit(void **state)
 {
     (void)state;
     int fds[8];
-    for (int i = 0; i < 8; i++) {
-        fds[i] = hc_connect(T->port, 0);
-        assert_true(fds[i] >= 0);
-    }
-    struct gw_stats st;
-    int64_t deadline = wye_now_ns() + 3 * WYE_NS_PER_S;
-    do {
-        wye_sleep_ms(5);
-        gw_server_stats(T->srv, &st);
-    } while (st.open_connections < 8 && wye_now_ns() < deadline);
+    assert_true(gwt_open_connections(gwt_group, fds, 8));
     struct wsc c;
     ws_open(&c);
     expect_error(&c, NULL, "connections_max", "connections_max = 8");
@@ -450,12 +404,6 @@ static void test_ping_and_idle(void **state)
     gwt_stop(&t);
 }
 
-static void *shutdown_thread(void *arg)
-{
-    gw_server_shutdown(arg);
-    return NULL;
-}
-
 /* Past the grace period, answers still in flight are cancelled and say so. */
 static void test_shutdown_cancels_after_grace(void **state)
 {
@@ -467,13 +415,13 @@ static void test_shutdown_cancels_after_grace(void **state)
     struct wsc c;
     assert_int_equal(wsc_connect(&c, t.port, "/v1/ws", NULL, 0, T_MS), 101);
     create(&c, "h", "#hold");
-    cJSON_Delete(recv_event(&c)); /* created */
-    cJSON_Delete(recv_event(&c)); /* first delta */
+    cJSON_Delete(gwj_recv(&c, T_MS)); /* created */
+    cJSON_Delete(gwj_recv(&c, T_MS)); /* first delta */
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, shutdown_thread, t.srv), 0);
-    cJSON *j = recv_event(&c);
-    assert_string_equal(str(j, "type"), "response.done");
-    assert_string_equal(str(j, "status"), "cancelled");
+    assert_int_equal(pthread_create(&th, NULL, gwt_shutdown_thread, t.srv), 0);
+    cJSON *j = gwj_recv(&c, T_MS);
+    assert_string_equal(gwj_istr(j, "type"), "response.done");
+    assert_string_equal(gwj_istr(j, "status"), "cancelled");
     cJSON_Delete(j);
     assert_true(wsc_wait_eof(&c, T_MS));
     pthread_join(th, NULL);
@@ -501,5 +449,5 @@ int main(void)
         cmocka_unit_test(test_ping_and_idle),
         cmocka_unit_test(test_shutdown_cancels_after_grace),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, gwt_group_setup, gwt_group_teardown);
 }

@@ -26,21 +26,14 @@
 #include "local-engine/model_internal.h"
 #include "local-engine/types.h"
 #include "test_model_util.h"
+#include "tests/local-engine/constrain_test_util.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
+#define N_CTX 256 /* tokens per sequence */
 
 static char tiny_path[512];
 
 /* ---- an independent validator for the supported subset ---- */
-
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++) {
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    }
-    return n;
-}
 
 static bool validate(const cJSON *v, const cJSON *s, const cJSON *root);
 
@@ -118,7 +111,7 @@ static bool validate(const cJSON *v, const cJSON *s, const cJSON *root)
     if (cJSON_IsString(v)) {
         const cJSON *lo = cJSON_GetObjectItemCaseSensitive(s, "minLength");
         const cJSON *hi = cJSON_GetObjectItemCaseSensitive(s, "maxLength");
-        size_t n = utf8_len(v->valuestring);
+        size_t n = ct_utf8_len(v->valuestring);
         if ((lo && n < (size_t)lo->valuedouble) || (hi && n > (size_t)hi->valuedouble)) {
             return false;
         }
@@ -187,16 +180,8 @@ static const char *const schemas[] = {
 
 static void write_tiny(void)
 {
-    struct eng_mkmodel_opts o = {.shape = "tiny-qwen2", .type = ENG_TYPE_Q8_0, .seed = 11};
-    char vocab[512], err[512] = "";
-    snprintf(vocab, sizeof(vocab), "%s/vocab/ggml-vocab-qwen2.gguf", WYE_SHARED_DIR);
-    snprintf(tiny_path, sizeof(tiny_path), "%s/test_constrain_tiny_qwen2_%d.gguf", WYE_BINARY_DIR,
-             (int)getpid());
-    o.vocab_path = vocab;
-    o.out_path = tiny_path;
-    if (eng_mkmodel_write(&o, err, sizeof(err)) != WYE_OK) {
-        fail_msg("mkmodel: %s", err);
-    }
+    ct_write_model("tiny-qwen2", "ggml-vocab-qwen2.gguf", 11, "test_constrain_tiny_qwen2",
+                   tiny_path, sizeof(tiny_path));
 }
 
 static int setup(void **state)
@@ -211,46 +196,6 @@ static int teardown(void **state)
     (void)state;
     unlink(tiny_path);
     return 0;
-}
-
-static struct eng_model *load(const char *path)
-{
-    char err[512] = "";
-    struct eng_model *m = NULL;
-    if (eng_model_load(path, &m, err, sizeof(err)) != WYE_OK) {
-        fail_msg("%s: %s", path, err);
-    }
-    return m;
-}
-
-static struct eng_model *load_stories(void)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/models/stories260K-f32.gguf", WYE_SHARED_DIR);
-    return load(path);
-}
-
-static struct eng_ctx *mkctx(struct eng_model *m, int32_t n_seq)
-{
-    struct eng_ctx_params p = {.n_ctx = 256, .n_seq_max = n_seq, .n_threads = 1};
-    struct eng_ctx *c = NULL;
-    char err[256] = "";
-    if (eng_ctx_create(m, &p, &c, err, sizeof(err)) != WYE_OK) {
-        fail_msg("eng_ctx_create: %s", err);
-    }
-    return c;
-}
-
-static struct eng_constraint *get_constraint(const char *schema)
-{
-    struct eng_constraint *k = NULL;
-    char err[256] = "";
-    enum wye_err e = schema ? eng_constraint_compile(schema, strlen(schema), &k, err, sizeof(err))
-                            : eng_constraint_json_object(&k, err, sizeof(err));
-    if (e) {
-        fail_msg("compile: %s", err);
-    }
-    return k;
 }
 
 /* Generates under schema i and checks the answer; returns its length. */
@@ -293,14 +238,14 @@ static size_t gen_check(struct eng_ctx *c, const int32_t *prompt, size_t n_promp
 
 static void run_model(struct eng_model *m, int runs, int32_t max_tokens)
 {
-    struct eng_ctx *c = mkctx(m, 1);
+    struct eng_ctx *c = ct_mkctx(m, 1, N_CTX);
     int32_t prompt[64];
     size_t n_prompt = 0;
     const char *text = "Once upon a time, the answer in JSON:";
     assert_int_equal(eng_model_tokenize(m, text, strlen(text), true, false, prompt, 64, &n_prompt),
                      WYE_OK);
     for (size_t i = 0; i < N(schemas); i++) {
-        struct eng_constraint *k = get_constraint(schemas[i]);
+        struct eng_constraint *k = ct_compile(schemas[i]);
         gen_check(c, prompt, n_prompt, i, k, 0.0f, 0, max_tokens);
         for (int r = 0; r < runs; r++) {
             gen_check(c, prompt, n_prompt, i, k, 1.0f, 1000 + (uint64_t)r, max_tokens);
@@ -313,7 +258,7 @@ static void run_model(struct eng_model *m, int runs, int32_t max_tokens)
 static void test_gen_stories(void **state)
 {
     (void)state;
-    struct eng_model *m = load_stories();
+    struct eng_model *m = ct_load_stories();
     run_model(m, 20, 64);
     eng_model_destroy(m);
 }
@@ -321,7 +266,7 @@ static void test_gen_stories(void **state)
 static void test_gen_qwen2(void **state)
 {
     (void)state;
-    struct eng_model *m = load(tiny_path);
+    struct eng_model *m = ct_load(tiny_path);
     run_model(m, 6, 48);
     eng_model_destroy(m);
 }
@@ -330,12 +275,12 @@ static void test_gen_qwen2(void **state)
 static void test_tiny_budget(void **state)
 {
     (void)state;
-    struct eng_model *m = load_stories();
-    struct eng_ctx *c = mkctx(m, 1);
+    struct eng_model *m = ct_load_stories();
+    struct eng_ctx *c = ct_mkctx(m, 1, N_CTX);
     int32_t prompt[16];
     size_t n_prompt = 0;
     assert_int_equal(eng_model_tokenize(m, "Once", 4, true, false, prompt, 16, &n_prompt), WYE_OK);
-    struct eng_constraint *k = get_constraint(schemas[0]);
+    struct eng_constraint *k = ct_compile(schemas[0]);
     uint32_t need = eng_constraint_min_bytes(k); /* {"name":"","age":0} */
     assert_int_equal(need, 19);
     struct eng_gen_params p;
@@ -357,7 +302,7 @@ static void test_tiny_budget(void **state)
     }
     eng_constraint_destroy(k);
     /* json_object in two tokens: "{}". */
-    k = get_constraint(NULL);
+    k = ct_compile(NULL);
     for (uint64_t seed = 1; seed <= 5; seed++) {
         gen_check(c, prompt, n_prompt, N(schemas) - 1, k, 1.0f, seed, 2);
     }
@@ -371,12 +316,12 @@ static void test_tiny_budget(void **state)
 static void test_forced_eos(void **state)
 {
     (void)state;
-    struct eng_model *m = load_stories();
-    struct eng_ctx *c = mkctx(m, 1);
+    struct eng_model *m = ct_load_stories();
+    struct eng_ctx *c = ct_mkctx(m, 1, N_CTX);
     int32_t prompt[16];
     size_t n_prompt = 0;
     assert_int_equal(eng_model_tokenize(m, "Once", 4, true, false, prompt, 16, &n_prompt), WYE_OK);
-    struct eng_constraint *k = get_constraint("{\"type\":\"boolean\"}");
+    struct eng_constraint *k = ct_compile("{\"type\":\"boolean\"}");
     for (uint64_t seed = 0; seed < 6; seed++) {
         struct eng_gen_params p;
         gen_greedy(&p, 64);
@@ -408,8 +353,8 @@ static void test_forced_eos(void **state)
 static void test_batch_mixed(void **state)
 {
     (void)state;
-    struct eng_model *m = load_stories();
-    struct eng_ctx *c = mkctx(m, 2);
+    struct eng_model *m = ct_load_stories();
+    struct eng_ctx *c = ct_mkctx(m, 2, N_CTX);
     int32_t prompt[16];
     size_t n_prompt = 0;
     assert_int_equal(eng_model_tokenize(m, "Once upon", 9, true, false, prompt, 16, &n_prompt),
@@ -424,7 +369,7 @@ static void test_batch_mixed(void **state)
     assert_int_equal(eng_generate(c, prompt, n_prompt, &p, &gen_rec_ops, &alone, NULL, &alone.res,
                                   err, sizeof(err)),
                      WYE_OK);
-    struct eng_constraint *k = get_constraint(schemas[1]);
+    struct eng_constraint *k = ct_compile(schemas[1]);
     struct eng_gen_params pc = p;
     pc.constraint = k;
     int32_t a, b;

@@ -26,8 +26,10 @@
 #include "local-engine/engine.h"
 #include "local-engine/model_internal.h"
 #include "local-engine/types.h"
+#include "tests/local-engine/constrain_test_util.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
+#define N_CTX 320 /* tokens per sequence */
 
 static char qwen_path[512], llama_path[512];
 
@@ -50,15 +52,6 @@ static const char tools_schema[] =
 
 /* ---- an independent check of one call ---- */
 
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++) {
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    }
-    return n;
-}
-
 static int n_members(const cJSON *o)
 {
     return cJSON_GetArraySize(o);
@@ -75,7 +68,7 @@ static bool call_ok(const cJSON *v, const char *argkey)
     if (strcmp(name->valuestring, "get_weather") == 0) {
         const cJSON *city = cJSON_GetObjectItemCaseSensitive(a, "city");
         const cJSON *unit = cJSON_GetObjectItemCaseSensitive(a, "unit");
-        if (!cJSON_IsString(city) || utf8_len(city->valuestring) > 12) {
+        if (!cJSON_IsString(city) || ct_utf8_len(city->valuestring) > 12) {
             return false;
         }
         if (unit && !(cJSON_IsString(unit) && (strcmp(unit->valuestring, "c") == 0 ||
@@ -191,26 +184,13 @@ static int check_text(const struct lrec *r, const char *trig, bool in_value, boo
 
 /* ---- models ---- */
 
-static void write_model(const char *shape, const char *vocab_name, const char *tag, char *out,
-                        size_t cap)
-{
-    struct eng_mkmodel_opts o = {.shape = shape, .type = ENG_TYPE_Q8_0, .seed = 5};
-    char vocab[512], err[512] = "";
-    snprintf(vocab, sizeof(vocab), "%s/vocab/%s", WYE_SHARED_DIR, vocab_name);
-    snprintf(out, cap, "%s/test_lazy_%s_%d.gguf", WYE_BINARY_DIR, tag, (int)getpid());
-    o.vocab_path = vocab;
-    o.out_path = out;
-    if (eng_mkmodel_write(&o, err, sizeof(err)) != WYE_OK) {
-        fail_msg("mkmodel: %s", err);
-    }
-}
-
 static int setup(void **state)
 {
     (void)state;
-    write_model("tiny-qwen2", "ggml-vocab-qwen2.gguf", "qwen2", qwen_path, sizeof(qwen_path));
-    write_model("tiny-llama", "ggml-vocab-llama-bpe.gguf", "llama3", llama_path,
-                sizeof(llama_path));
+    ct_write_model("tiny-qwen2", "ggml-vocab-qwen2.gguf", 5, "test_lazy_qwen2", qwen_path,
+                   sizeof(qwen_path));
+    ct_write_model("tiny-llama", "ggml-vocab-llama-bpe.gguf", 5, "test_lazy_llama3", llama_path,
+                   sizeof(llama_path));
     return 0;
 }
 
@@ -220,44 +200,6 @@ static int teardown(void **state)
     unlink(qwen_path);
     unlink(llama_path);
     return 0;
-}
-
-static struct eng_model *load(const char *path)
-{
-    char err[512] = "";
-    struct eng_model *m = NULL;
-    if (eng_model_load(path, &m, err, sizeof(err)) != WYE_OK) {
-        fail_msg("%s: %s", path, err);
-    }
-    return m;
-}
-
-static struct eng_model *load_stories(void)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/models/stories260K-f32.gguf", WYE_SHARED_DIR);
-    return load(path);
-}
-
-static struct eng_ctx *mkctx(struct eng_model *m, int32_t n_seq)
-{
-    struct eng_ctx_params p = {.n_ctx = 320, .n_seq_max = n_seq, .n_threads = 1};
-    struct eng_ctx *c = NULL;
-    char err[256] = "";
-    if (eng_ctx_create(m, &p, &c, err, sizeof(err)) != WYE_OK) {
-        fail_msg("eng_ctx_create: %s", err);
-    }
-    return c;
-}
-
-static struct eng_constraint *compile(const char *schema)
-{
-    struct eng_constraint *k = NULL;
-    char err[256] = "";
-    if (eng_constraint_compile(schema, strlen(schema), &k, err, sizeof(err)) != WYE_OK) {
-        fail_msg("compile: %s", err);
-    }
-    return k;
 }
 
 static size_t prompt_of(struct eng_model *m, const char *text, int32_t *ids, size_t cap)
@@ -304,10 +246,10 @@ static int gen_one(struct eng_ctx *c, const int32_t *prompt, size_t n_prompt,
 static void sweep(struct eng_model *m, const char *text, const char *trig, bool in_value,
                   bool first, int seeds, int32_t max_tokens, int min_calls)
 {
-    struct eng_ctx *c = mkctx(m, 1);
+    struct eng_ctx *c = ct_mkctx(m, 1, N_CTX);
     int32_t prompt[64];
     size_t n_prompt = prompt_of(m, text, prompt, 64);
-    struct eng_constraint *k = compile(tools_schema);
+    struct eng_constraint *k = ct_compile(tools_schema);
     static struct lrec r;
     static const float temps[] = {0.0f, 0.7f, 1.0f, 1.5f};
     int calls = 0, names[3] = {0, 0, 0};
@@ -335,7 +277,7 @@ static void sweep(struct eng_model *m, const char *text, const char *trig, bool 
 static void test_tagged_union(void **state)
 {
     (void)state;
-    struct eng_constraint *k = compile(tools_schema);
+    struct eng_constraint *k = ct_compile(tools_schema);
     static const char *const good[] = {
         "{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\",\"unit\":\"c\"}}",
         "{ \"name\" : \"get_time\" , \"arguments\" : {} }",
@@ -426,7 +368,7 @@ static void test_tagged_union(void **state)
 static void test_lazy_stories(void **state)
 {
     (void)state;
-    struct eng_model *m = load_stories();
+    struct eng_model *m = ct_load_stories();
     /* "e" ends many tokens ("▁the", "▁she"), " a" is a token of its own */
     sweep(m, "Once upon a time", "e", false, false, 8, 96, 20);
     sweep(m, "Once upon a time", " a", false, false, 6, 96, 5);
@@ -437,7 +379,7 @@ static void test_lazy_stories(void **state)
 static void test_lazy_qwen2(void **state)
 {
     (void)state;
-    struct eng_model *m = load(qwen_path);
+    struct eng_model *m = ct_load(qwen_path);
     sweep(m, "The weather in Paris", "e", false, false, 5, 64, 10);
     sweep(m, "<tool_call>", "<tool_call>", false, true, 4, 64, 13);
     eng_model_destroy(m);
@@ -446,7 +388,7 @@ static void test_lazy_qwen2(void **state)
 static void test_lazy_llama3(void **state)
 {
     (void)state;
-    struct eng_model *m = load(llama_path);
+    struct eng_model *m = ct_load(llama_path);
     assert_string_equal(eng_model_chat_family(m), "llama3");
     sweep(m, "The weather in Paris", "e", false, false, 4, 64, 5);
     sweep(m, "{\"name\"", "{\"name\"", true, true, 4, 64, 13);
@@ -457,11 +399,11 @@ static void test_lazy_llama3(void **state)
 static void test_trigger_never_fires(void **state)
 {
     (void)state;
-    struct eng_model *m = load_stories();
-    struct eng_ctx *c = mkctx(m, 1);
+    struct eng_model *m = ct_load_stories();
+    struct eng_ctx *c = ct_mkctx(m, 1, N_CTX);
     int32_t prompt[64];
     size_t n_prompt = prompt_of(m, "Once upon a time", prompt, 64);
-    struct eng_constraint *k = compile(tools_schema);
+    struct eng_constraint *k = ct_compile(tools_schema);
     static struct lrec a, b;
     for (uint64_t seed = 1; seed <= 4; seed++) {
         gen_one(c, prompt, n_prompt, k, "\x01zz", false, false, 1.0f, seed, 80, "arguments", &a);
@@ -490,11 +432,11 @@ static void test_trigger_never_fires(void **state)
 static void test_stop_in_free_text(void **state)
 {
     (void)state;
-    struct eng_model *m = load_stories();
-    struct eng_ctx *c = mkctx(m, 1);
+    struct eng_model *m = ct_load_stories();
+    struct eng_ctx *c = ct_mkctx(m, 1, N_CTX);
     int32_t prompt[64];
     size_t n_prompt = prompt_of(m, "Once upon a time", prompt, 64);
-    struct eng_constraint *k = compile(tools_schema);
+    struct eng_constraint *k = ct_compile(tools_schema);
     int stopped = 0;
     for (uint64_t seed = 1; seed <= 8; seed++) {
         struct eng_gen_params p;
@@ -523,11 +465,11 @@ static void test_stop_in_free_text(void **state)
 static void test_batch_mixed(void **state)
 {
     (void)state;
-    struct eng_model *m = load_stories();
-    struct eng_ctx *c = mkctx(m, 3);
+    struct eng_model *m = ct_load_stories();
+    struct eng_ctx *c = ct_mkctx(m, 3, N_CTX);
     int32_t prompt[64];
     size_t n_prompt = prompt_of(m, "Once upon", prompt, 64);
-    struct eng_constraint *k = compile(tools_schema);
+    struct eng_constraint *k = ct_compile(tools_schema);
     struct eng_gen_params p;
     eng_gen_params_default(&p);
     p.sampling.temperature = 0;
@@ -576,11 +518,11 @@ static void test_batch_mixed(void **state)
 static void test_add_errors(void **state)
 {
     (void)state;
-    struct eng_model *m = load_stories();
-    struct eng_ctx *c = mkctx(m, 1);
+    struct eng_model *m = ct_load_stories();
+    struct eng_ctx *c = ct_mkctx(m, 1, N_CTX);
     int32_t prompt[64];
     size_t n_prompt = prompt_of(m, "Once", prompt, 64);
-    struct eng_constraint *k = compile(tools_schema);
+    struct eng_constraint *k = ct_compile(tools_schema);
     struct eng_gen_params p;
     eng_gen_params_default(&p);
     char err[256] = "";
