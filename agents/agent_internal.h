@@ -14,6 +14,9 @@
 #include "common/buf.h"
 #include "common/queue.h"
 
+/* Run ids per millisecond of wall clock at start-up (see agent_rt_create). */
+#define AGENT_RUN_IDS_PER_MS 1000u
+
 struct cJSON;
 struct wlua_state;
 struct wlua_run;
@@ -222,7 +225,7 @@ struct agent_rt {
     struct agent_registry *reg;   /* guarded by lock */
     struct agent_worker *workers; /* (n_workers) */
     int n_workers;
-    atomic_uint_fast64_t next_id;
+    atomic_uint_fast64_t next_id; /* starts at the wall clock in ms x AGENT_RUN_IDS_PER_MS */
     atomic_bool stopping;
 };
 

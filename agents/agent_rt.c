@@ -154,7 +154,11 @@ enum wye_err agent_rt_create(const struct agent_rt_opts *opts, const struct agen
             allow_ok = rt->allow_names[i] && rt->allow_lists[i];
         }
     }
-    atomic_init(&rt->next_id, 1);
+    /* Run ids go into events, logs and the ledger, so they must not repeat when the process
+     * restarts: the counter starts at the start time in ms x 1000 (unique unless a process
+     * made a million runs a second), still exact in a JSON double until the 23rd century. */
+    int64_t ms = wye_wall_ms();
+    atomic_init(&rt->next_id, (uint_fast64_t)(ms > 0 ? ms : 0) * AGENT_RUN_IDS_PER_MS + 1);
     atomic_init(&rt->stopping, false);
     int n_init = 0;
     if (!rt->dir || (opts && opts->only_file && !rt->only_file) || !allow_ok) {

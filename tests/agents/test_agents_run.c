@@ -372,6 +372,30 @@ static void test_agent_loop(void **state)
     env_free(e);
 }
 
+/* Run ids name runs in events, logs and the ledger, so a restarted runtime must not hand out
+ * the ids of the one before it: they count up within a runtime, and a runtime created later
+ * starts above every id of an earlier one. They stay exact in JSON numbers (doubles). */
+static void test_run_ids_across_restarts(void **state)
+{
+    (void)state;
+    struct env *e = env_new(SCRIPTS, 0, 0);
+    uint64_t a = submit(e, "helper", "{\"calls\":[]}");
+    wait_done(e);
+    uint64_t b = submit(e, "helper", "{\"calls\":[]}");
+    wait_done(e);
+    assert_true(b == a + 1);
+    env_free(e);
+    struct timespec ms = {0, 2000000};
+    nanosleep(&ms, NULL); /* a later start, in ms */
+    e = env_new(SCRIPTS, 0, 0);
+    uint64_t c = submit(e, "helper", "{\"calls\":[]}");
+    wait_done(e);
+    assert_true(c > b);
+    assert_true(c < (UINT64_C(1) << 53));
+    assert_true((uint64_t)(double)c == c);
+    env_free(e);
+}
+
 /* Text pieces the host reports while a step's model call runs become "delta" events with the
  * run id and step, in order; a big piece is split into events that each fit, on UTF-8
  * boundaries; a workflow's ctx:chat does not stream. */
@@ -713,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_cancel_and_reload),
         cmocka_unit_test(test_reload_keeps_previous),
         cmocka_unit_test(test_deltas),
+        cmocka_unit_test(test_run_ids_across_restarts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

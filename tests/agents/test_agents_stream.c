@@ -49,7 +49,8 @@ static void test_ws_deltas_stream(void **state)
     assert_true(wsc_send_text(&c, "{\"type\":\"agent.run\",\"id\":\"s1\",\"name\":\"talker\","
                                   "\"input\":\"#stub n=5 delay_ms=150\"}"));
     char text[256] = "";
-    int n_delta = 0, n_step = 0, run_id = -1;
+    int n_delta = 0, n_step = 0;
+    uint64_t run_id = 0;
     int64_t t_first = 0, t_done = 0;
     cJSON *done = NULL;
     for (int i = 0; i < 100 && !done; i++) {
@@ -67,9 +68,9 @@ static void test_ws_deltas_stream(void **state)
         } else if (strcmp(t, "response.output_text.delta") == 0) {
             /* every delta belongs to step 1 of one run */
             assert_int_equal(gwj_int(j, "step"), 1);
-            assert_true(gwj_int(j, "run_id") > 0);
-            assert_true(run_id < 0 || run_id == gwj_int(j, "run_id"));
-            run_id = gwj_int(j, "run_id");
+            assert_true(gwj_u64(j, "run_id") > 0);
+            assert_true(run_id == 0 || run_id == gwj_u64(j, "run_id"));
+            run_id = gwj_u64(j, "run_id");
             assert_int_equal(n_step, 1); /* after agent.step */
             if (n_delta++ == 0) {
                 t_first = now;
@@ -84,7 +85,8 @@ static void test_ws_deltas_stream(void **state)
     }
     assert_non_null(done);
     assert_string_equal(gwj_str(done, "status"), "completed");
-    assert_int_equal(gwj_int(done, "run_id"), run_id);
+    assert_true(run_id > 0);
+    assert_true(gwj_u64(done, "run_id") == run_id);
     /* one delta per chunk, in order, and together the answer */
     assert_int_equal(n_delta, 5);
     assert_string_equal(text, "t0 t1 t2 t3 t4");

@@ -22,6 +22,16 @@ int gwj_int(const cJSON *j, const char *k)
     return cJSON_IsNumber(v) ? v->valueint : -1;
 }
 
+uint64_t gwj_u64(const cJSON *j, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 9007199254740992.0)) {
+        return 0;
+    }
+    uint64_t u = (uint64_t)v->valuedouble;
+    return (double)u == v->valuedouble ? u : 0;
+}
+
 const char *gwj_istr(const cJSON *j, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItem(j, k);

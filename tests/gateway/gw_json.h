@@ -4,6 +4,8 @@
 #ifndef WYE_TESTS_GATEWAY_GW_JSON_H
 #define WYE_TESTS_GATEWAY_GW_JSON_H
 
+#include <stdint.h>
+
 #include <cJSON.h>
 
 #include "tests/gateway/ws_client.h"
@@ -12,6 +14,9 @@
 const char *gwj_str(const cJSON *j, const char *k);
 /* j's member k (matched exactly) when it is a number, else -1. */
 int gwj_int(const cJSON *j, const char *k);
+/* j's member k (matched exactly) when it is a non-negative integral number below 2^53 (exact
+ * in JSON), such as a run id, else 0. */
+uint64_t gwj_u64(const cJSON *j, const char *k);
 /* Like gwj_str, with k matched case-insensitively (cJSON_GetObjectItem), as the WebSocket
  * protocol and auth tests have always read events. */
 const char *gwj_istr(const cJSON *j, const char *k);
