@@ -17,6 +17,7 @@ static const char *const err_names[WYE_ERR__COUNT] = {
     [WYE_ERR_UPSTREAM] = "upstream error",
     [WYE_ERR_NOTFOUND] = "not found",
     [WYE_ERR_AUTH] = "authentication failed",
+    [WYE_ERR_DENIED] = "permission denied",
     [WYE_ERR_LIMIT] = "rate limit or budget reached",
     [WYE_ERR_UNSUPPORTED] = "unsupported",
     [WYE_ERR_INTERNAL] = "internal error",

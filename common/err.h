@@ -15,6 +15,7 @@ enum wye_err {
     WYE_ERR_UPSTREAM,  /* the remote LLM API failed or misbehaved */
     WYE_ERR_NOTFOUND,  /* no such model, key, file or route */
     WYE_ERR_AUTH,      /* missing or wrong credentials */
+    WYE_ERR_DENIED,    /* valid credentials, not allowed this (a key's routes) */
     WYE_ERR_LIMIT,     /* a rate limit or budget was reached */
     WYE_ERR_UNSUPPORTED, /* valid but not implemented for this input */
     WYE_ERR_INTERNAL,  /* a bug: an invariant did not hold */

@@ -95,6 +95,8 @@ static const char *status_code_name(int status)
         return "invalid_request";
     case 401:
         return "invalid_api_key";
+    case 403:
+        return "permission_denied";
     case 404:
         return "not_found";
     case 405:
@@ -131,6 +133,8 @@ int gw_err_status(enum wye_err err)
         return 404;
     case WYE_ERR_AUTH:
         return 401;
+    case WYE_ERR_DENIED:
+        return 403;
     case WYE_ERR_LIMIT:
         return 429;
     case WYE_ERR_AGAIN:

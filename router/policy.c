@@ -378,7 +378,7 @@ enum wye_err rt_policy_decide(struct rt_policy *p, const struct wye_chat_req *re
         } else {
             snprintf(errbuf, errlen, "API key '%s' may not use the %s route",
                      key ? rt_key_name(key) : "?", rt_route_name(d->route));
-            return WYE_ERR_AUTH;
+            return WYE_ERR_DENIED;
         }
     }
     if (d->route == RT_ROUTE_LOCAL) {

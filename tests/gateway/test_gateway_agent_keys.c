@@ -249,6 +249,35 @@ static void test_http_local_only_key(void **state)
     assert_int_equal(ats_chat_requests(S.up), before);
 }
 
+/* The same refusal for a plain chat request: the key is valid but its routes do not include
+ * the one asked for, so 403 (not 401, which would tell the client its key is wrong), in
+ * OpenAI's error shape, naming the key and the route; the upstream never sees the request. */
+static void test_http_route_denied_is_403(void **state)
+{
+    (void)state;
+    long before = ats_chat_requests(S.up);
+    char extra[256];
+    snprintf(extra, sizeof(extra), "Authorization: Bearer %s\r\nContent-Type: application/json\r\n",
+             K_LOCAL);
+    struct hc_resp r;
+    hc_resp_init(&r);
+    int st =
+        hc_request(S.port, "POST", "/v1/chat/completions",
+                   "{\"model\":\"scripted\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                   extra, &r, T_MS);
+    assert_int_equal(st, 403);
+    cJSON *o = cJSON_Parse(r.body.data);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+    assert_string_equal(gwj_str(e, "type"), "permission_error");
+    assert_string_equal(gwj_str(e, "code"), "permission_denied");
+    if (!strstr(gwj_str(e, "message"), "API key 'localonly' may not use the remote route")) {
+        fail_msg("error '%s' does not name the key's route limit", gwj_str(e, "message"));
+    }
+    cJSON_Delete(o);
+    hc_resp_cleanup(&r);
+    assert_int_equal(ats_chat_requests(S.up), before);
+}
+
 static void test_http_zero_budget_key(void **state)
 {
     (void)state;
@@ -394,8 +423,11 @@ static void test_ledger_names_keys(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_http_local_only_key),   cmocka_unit_test(test_http_zero_budget_key),
-        cmocka_unit_test(test_http_rate_limited_key), cmocka_unit_test(test_ws_local_only_key),
+        cmocka_unit_test(test_http_local_only_key),
+        cmocka_unit_test(test_http_route_denied_is_403),
+        cmocka_unit_test(test_http_zero_budget_key),
+        cmocka_unit_test(test_http_rate_limited_key),
+        cmocka_unit_test(test_ws_local_only_key),
         cmocka_unit_test(test_ledger_names_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

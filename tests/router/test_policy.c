@@ -253,7 +253,7 @@ static void test_key_routes_and_budget(void **state)
     assert_non_null(strstr(d.reasons, "key_routes"));
     assert_int_equal(
         rt_policy_decide(p, mkreq("big-remote", "hi", "team"), key, &d, eb, sizeof(eb)),
-        WYE_ERR_AUTH);
+        WYE_ERR_DENIED);
     assert_non_null(strstr(eb, "team"));
     rt_policy_destroy(p);
     rt_keys_destroy(t);
