@@ -2,7 +2,6 @@
  * runs), and generation's weight-read bandwidth next to the memory bandwidth measured in the
  * same run (a roofline fraction: decode is bound by reading every matrix once per token).
  * Main thread plus the compute pool. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,18 +31,6 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
-}
-
-static bool arg_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        return false;
-    }
-    *out = v;
-    return true;
 }
 
 static enum eng_cb_ret count_token(void *arg, int32_t id)
@@ -108,17 +95,17 @@ int eng_cli_bench(int argc, char **argv)
         } else if (strcmp(a, "-m") == 0) {
             path = v;
         } else if (strcmp(a, "-t") == 0) {
-            ok = arg_long(v, 1, 256, &t);
+            ok = eng_cli_parse_long(v, 1, 256, &t);
         } else if (strcmp(a, "-p") == 0) {
-            ok = arg_long(v, 1, 8192, &p);
+            ok = eng_cli_parse_long(v, 1, 8192, &p);
         } else if (strcmp(a, "-n") == 0) {
-            ok = arg_long(v, 1, 8192, &n);
+            ok = eng_cli_parse_long(v, 1, 8192, &n);
         } else if (strcmp(a, "-r") == 0) {
-            ok = arg_long(v, 1, BENCH_RUNS_MAX, &r);
+            ok = eng_cli_parse_long(v, 1, BENCH_RUNS_MAX, &r);
         } else if (strcmp(a, "-s") == 0) {
-            ok = arg_long(v, 1, 64, &n_seq);
+            ok = eng_cli_parse_long(v, 1, 64, &n_seq);
         } else if (strcmp(a, "--membw-mib") == 0) {
-            ok = arg_long(v, 1, 1 << 16, &bw_mib);
+            ok = eng_cli_parse_long(v, 1, 1 << 16, &bw_mib);
         } else {
             ok = false;
         }

@@ -4,6 +4,8 @@
 #ifndef WYE_ENGINE_ENG_CLI_H
 #define WYE_ENGINE_ENG_CLI_H
 
+#include <stdbool.h>
+
 /* wye info MODEL [--json]: a GGUF model's architecture, shapes, types, tokenizer, template. */
 int eng_cli_info(int argc, char **argv);
 /* wye run -m MODEL -p PROMPT [...]: generates a continuation (or a chat answer) to stdout. */
@@ -14,5 +16,9 @@ int eng_cli_tokenize(int argc, char **argv);
 int eng_cli_bench(int argc, char **argv);
 /* wye mkmodel --shape S --type T -o OUT.gguf: writes a random-weight model of a known shape. */
 int eng_cli_mkmodel(int argc, char **argv);
+
+/* For the subcommands' numeric options: s is a whole base-10 integer in [lo, hi] (then stored
+ * in *out). */
+bool eng_cli_parse_long(const char *s, long lo, long hi, long *out);
 
 #endif

@@ -42,7 +42,7 @@ static void run_usage(FILE *out)
         "  --json           constrain the answer to a JSON object\n");
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
+bool eng_cli_parse_long(const char *s, long lo, long hi, long *out)
 {
     char *end;
     errno = 0;
@@ -156,15 +156,15 @@ int eng_cli_run(int argc, char **argv)
         } else if (strcmp(a, "--json-schema") == 0) {
             schema_path = v;
         } else if (strcmp(a, "-n") == 0) {
-            ok = parse_long(v, 1, 1 << 20, &n_gen);
+            ok = eng_cli_parse_long(v, 1, 1 << 20, &n_gen);
         } else if (strcmp(a, "-t") == 0) {
-            ok = parse_long(v, 1, 256, &n_threads);
+            ok = eng_cli_parse_long(v, 1, 256, &n_threads);
         } else if (strcmp(a, "-c") == 0) {
-            ok = parse_long(v, 1, 1 << 20, &n_ctx);
+            ok = eng_cli_parse_long(v, 1, 1 << 20, &n_ctx);
         } else if (strcmp(a, "--temp") == 0) {
             ok = parse_float(v, &gp.sampling.temperature);
         } else if (strcmp(a, "--top-k") == 0) {
-            ok = parse_long(v, 0, 1 << 22, &lv);
+            ok = eng_cli_parse_long(v, 0, 1 << 22, &lv);
             gp.sampling.top_k = (int32_t)lv;
         } else if (strcmp(a, "--top-p") == 0) {
             ok = parse_float(v, &gp.sampling.top_p);
