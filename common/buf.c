@@ -78,10 +78,24 @@ enum wye_err wye_buf_vprintf(struct wye_buf *b, const char *fmt, va_list ap)
 {
     va_list ap2;
     va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
+    /* Format straight into the spare room: one pass when it fits, which is nearly always on the
+     * hot paths (a sized buffer reused per chunk or record); measure and retry only when not.
+     * cap <= max + 1, so what fits the room also fits the cap on len. */
+    size_t room = b->data ? b->cap - b->len : 0;
+    int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap2);
     va_end(ap2);
     if (n < 0) {
+        if (room) {
+            b->data[b->len] = '\0';
+        }
         return WYE_ERR_INVAL;
+    }
+    if ((size_t)n < room) {
+        b->len += (size_t)n;
+        return WYE_OK;
+    }
+    if (room) {
+        b->data[b->len] = '\0'; /* the cut attempt leaves nothing behind */
     }
     enum wye_err err = wye_buf_reserve(b, (size_t)n);
     if (err) {
