@@ -42,6 +42,33 @@ static void test_hmac_rfc4231(void **state)
     wye_hmac_destroy(h);
 }
 
+/* The incremental HMAC (pad blocks absorbed once at create) equals the one-shot mbedTLS HMAC
+ * for keys shorter than, equal to and longer than a block, message after message. */
+static void test_hmac_incremental_matches(void **state)
+{
+    (void)state;
+    static const size_t key_lens[] = {0, 1, 32, 63, 64, 65, 131};
+    uint8_t key[131], msg[300], want[32], got[32];
+    for (size_t i = 0; i < sizeof(key); i++) {
+        key[i] = (uint8_t)(i * 7 + 3);
+    }
+    for (size_t i = 0; i < sizeof(msg); i++) {
+        msg[i] = (uint8_t)(i * 13 + 1);
+    }
+    for (size_t k = 0; k < sizeof(key_lens) / sizeof(key_lens[0]); k++) {
+        struct wye_hmac *h = wye_hmac_create(key, key_lens[k]);
+        assert_non_null(h);
+        for (size_t n = 0; n <= sizeof(msg); n += 37) {
+            assert_int_equal(wye_hmac_sha256(key, key_lens[k], msg, n, want), WYE_OK);
+            wye_hmac_update(h, msg, n / 3);
+            wye_hmac_update(h, msg + n / 3, n - n / 3);
+            wye_hmac_final(h, got);
+            assert_memory_equal(got, want, sizeof(want));
+        }
+        wye_hmac_destroy(h);
+    }
+}
+
 static void test_random_hex_reqid(void **state)
 {
     (void)state;
@@ -68,6 +95,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_hmac_rfc4231),
+        cmocka_unit_test(test_hmac_incremental_matches),
         cmocka_unit_test(test_random_hex_reqid),
     };
     if (wye_crypto_init() != WYE_OK) {
