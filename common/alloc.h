@@ -3,7 +3,10 @@
 #ifndef WYE_COMMON_ALLOC_H
 #define WYE_COMMON_ALLOC_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "common/err.h"
 
 void *wye_malloc(size_t n);
 void *wye_calloc(size_t count, size_t size);
@@ -23,5 +26,26 @@ void wye_alloc_fail_after(long n);
 long wye_alloc_failures(void);
 /* Installs the wrappers as cJSON's allocator; called once from main and test setup. */
 void wye_alloc_install_cjson_hooks(void);
+
+/* A per-thread bump arena for short-lived cJSON trees (a parsed SSE chunk), so a hot path
+ * parses without malloc/free per node. With the hooks installed, cJSON allocations made by
+ * the calling thread between begin and end are carved from the arena (falling back to malloc
+ * when it is full, and still subject to the fail-after hook); cJSON_free/cJSON_Delete on that
+ * thread give them back, and the arena rewinds once nothing carved from it is live. Every
+ * arena pointer must be freed on the thread that got it, before wye_cjson_arena_cleanup.
+ * init: NOMEM, or OK (a second init is a no-op). Calling thread only. */
+enum wye_err wye_cjson_arena_init(size_t cap);
+void wye_cjson_arena_cleanup(void);
+void wye_cjson_arena_begin(void);
+void wye_cjson_arena_end(void);
+/* Frees every block carved from the calling thread's arena at once, without walking the
+ * trees: true if done, false (nothing changed: free the trees as usual) when the hooks are
+ * not installed, nothing was carved, some block asked for since the last rewind came from
+ * malloc, or inside begin/end. Only for a caller that
+ * owns every tree parsed in the window since the last rewind and drops them all. */
+bool wye_cjson_arena_drop(void);
+/* Bytes carved and still live blocks (tests). */
+size_t wye_cjson_arena_used(void);
+size_t wye_cjson_arena_live(void);
 
 #endif

@@ -4,8 +4,12 @@
  * on curl_multi_poll. Other threads only push notes on a queue and call curl_multi_wakeup():
  * rt_upstream_submit (a new job) and the sink's wakeup (credit returned, or cancelled). Each
  * transfer object (struct up_xfer) is pooled with its easy handle, SSE buffer, stash and body
- * buffer (each chunk is read with cJSON, rt_chunk_parse). Transfers are
- * never freed before the thread is joined, so a late wakeup only ever touches pooled memory.
+ * buffer (each chunk is read with cJSON, rt_chunk_parse, into this thread's cJSON arena, so
+ * a chunk costs no malloc per JSON node). Transfers are never freed before the thread is
+ * joined, so a late wakeup only ever touches pooled memory.
+ * libcurl 7.88 makes two poll(fd, 0) calls per request that no option turns off: the
+ * liveness check of the cached connection it reuses (once per reuse, not per idle connection)
+ * and, under curl_multi_perform, the readiness check before reading a transfer's socket.
  * Deadlines libcurl does not know (first byte, idle between chunks, retry backoff) are checked
  * in the loop, which never sleeps longer than RT_CANCEL_POLL_MS while a transfer is live.
  * Retries happen only before the sink's start(), i.e. before anything reached the client.
@@ -29,6 +33,9 @@
 #include "common/queue.h"
 #include "router/rt_internal.h"
 #include "router/sse.h"
+
+/* The upstream thread's cJSON arena: a chunk's tree is ~1-2 KB; a bigger one spills to malloc. */
+#define RT_CHUNK_ARENA_BYTES ((size_t)64 << 10)
 
 /* ---- pool ---- */
 
@@ -619,6 +626,9 @@ static long check_deadlines(struct rt_upstream *up)
 static void *up_main(void *arg)
 {
     struct rt_upstream *up = arg;
+    /* Each SSE chunk's JSON tree lives in this arena (see rt_xfer_on_event); without it
+     * (out of memory) chunks are parsed with malloc, as everywhere else. */
+    (void)wye_cjson_arena_init(RT_CHUNK_ARENA_BYTES);
     for (;;) {
         handle_notes(up);
         if (atomic_load(&up->stopping)) {
@@ -637,6 +647,7 @@ static void *up_main(void *arg)
     while (up->http_live) {
         http_finish(up->http_live, WYE_ERR_CANCELED, "the gateway is shutting down", 0);
     }
+    wye_cjson_arena_cleanup();
     return NULL;
 }
 

@@ -252,8 +252,18 @@ static enum wye_err emit_chunk(struct up_xfer *x, struct rt_chunk *c)
     if (c->finish_reason) {
         x->finish_reason = static_reason(c->finish_reason);
     }
-    rt_chunk_cleanup(c);
     return v;
+}
+
+/* Frees a chunk read by rt_xfer_on_event: when its whole tree lies in the arena, rewinding the
+ * arena frees it without walking the nodes (the sink copied what it emitted). */
+static void chunk_release(struct rt_chunk *c)
+{
+    if (wye_cjson_arena_drop()) {
+        memset(c, 0, sizeof(*c));
+    } else {
+        rt_chunk_cleanup(c);
+    }
 }
 
 enum wye_err rt_xfer_on_event(void *arg, const struct rt_sse_event *ev)
@@ -269,7 +279,12 @@ enum wye_err rt_xfer_on_event(void *arg, const struct rt_sse_event *ev)
     x->n_chunks++;
     struct rt_chunk c;
     char eb[160];
+    /* The chunk's tree is carved from this thread's arena (no malloc per node) and released
+     * below, on this thread, which rewinds the arena. Only the parse runs inside the arena:
+     * what the sink allocates while emitting outlives the chunk. */
+    wye_cjson_arena_begin();
     enum wye_err err = rt_chunk_parse(ev->data, ev->len, false, &c, eb, sizeof(eb));
+    wye_cjson_arena_end();
     if (err == WYE_ERR_NOMEM) {
         rt_xfer_fail(x, WYE_ERR_NOMEM, 500, "out of memory while reading the upstream stream");
     } else if (err) {
@@ -281,10 +296,12 @@ enum wye_err rt_xfer_on_event(void *arg, const struct rt_sse_event *ev)
         err = WYE_ERR_UPSTREAM;
     }
     if (err) {
-        rt_chunk_cleanup(&c);
+        chunk_release(&c);
         return err;
     }
-    return emit_chunk(x, &c);
+    err = emit_chunk(x, &c);
+    chunk_release(&c);
+    return err;
 }
 
 static void sink_start(struct up_xfer *x)
@@ -446,7 +463,9 @@ static void conclude_json(struct up_xfer *x)
         x->finish_reason = "stop";
     }
     /* AGAIN is moot: this is the whole answer */
-    if (emit_chunk(x, &c) == WYE_ERR_CANCELED) {
+    enum wye_err v = emit_chunk(x, &c);
+    rt_chunk_cleanup(&c);
+    if (v == WYE_ERR_CANCELED) {
         rt_xfer_cancel(x, "the request was cancelled");
         return;
     }
