@@ -1,7 +1,8 @@
 /* The ledger's writer: open (recovery of a torn last line, finding the chain's head), the
  * writer thread (MAC chaining, write(2), fsync policy, rotation, done callbacks), append and
- * close. rt_ledger_append runs on the caller's thread (the lws thread): it only formats and
- * queues. Everything that touches the file or the HMAC runs on the writer thread.
+ * close. rt_ledger_append runs on the caller's thread (the upstream, engine or lws thread): it
+ * only checks the reasons and copies the record's strings into one job. The body's formatting
+ * and everything that touches the file or the HMAC run on the writer thread.
  *
  * DESIGN: a record's MAC covers its own bytes up to ",\"mac\"", which include "prev", the MAC
  * of the record before; so the MACs form a chain that continues across rotated files. The
@@ -9,6 +10,7 @@
  * with one write(2) (O_APPEND), syncs per policy and then calls each done callback in order.
  * If the write fails the file is truncated back and the chain's head rewound, so a failed
  * batch leaves no trace and later records chain onto the last written one. */
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,16 +33,20 @@
 #define LEDGER_BATCH_BYTES ((size_t)256 << 10) /* start writing past this */
 #define LEDGER_OUT_MAX (LEDGER_BATCH_BYTES + LEDGER_LINE_MAX)
 #define LEDGER_MS_PER_DAY INT64_C(86400000)
+/* A body's bytes besides its strings' (keys, quotes, time, numbers): well under this. */
+#define LEDGER_FIXED_MAX ((size_t)2048)
+#define LEDGER_BODY_RESERVE ((size_t)4095) /* + NUL: a 4 KiB buffer */
 
+/* One queued record: the caller's record with every string copied (already cut to what the
+ * record keeps) into text[], so the writer formats it and the caller's thread only copies. */
 struct ledger_job {
     struct wye_qnode node;
     struct ledger_job *next; /* in the writer's batch */
     rt_ledger_done_fn done;
     void *done_arg;
-    enum wye_err status; /* writer thread */
-    int64_t ts_ms;
-    size_t len;
-    char body[]; /* ledger_format_body's output, NUL-terminated */
+    enum wye_err status;      /* writer thread */
+    struct rt_ledger_rec rec; /* its strings point into text[]; reasons_json is compact */
+    char text[];
 };
 
 struct rt_ledger {
@@ -63,6 +69,7 @@ struct rt_ledger {
     int64_t file_day;           /* UTC day of the current file's newest record; -1: none */
     uint64_t rotate_retry_size; /* after a failed rotation, don't retry below this size */
     struct wye_buf out;         /* the batch's lines */
+    struct wye_buf body;        /* one record's body, formatted here; reused */
     struct ledger_job *batch, **batch_tail;
     int64_t batch_seq, batch_day; /* state to rewind to if the batch's write fails */
     uint8_t batch_head[WYE_SHA256_LEN];
@@ -436,17 +443,9 @@ static bool needs_rotation(struct rt_ledger *l, int64_t ts_ms, size_t line_len)
     return l->rotate_daily && l->file_day >= 0 && day_of(ts_ms) != l->file_day;
 }
 
-/* Chains one record onto the batch (rotating first if due). */
-static void add_record(struct rt_ledger *l, struct ledger_job *job)
+/* Queues job's done callback in the batch (noting where to rewind to if it is the first). */
+static void batch_add(struct rt_ledger *l, struct ledger_job *job)
 {
-    char seqbuf[32];
-    int seqlen = snprintf(seqbuf, sizeof(seqbuf), "{\"seq\":%lld,", (long long)l->seq + 1);
-    size_t line_len = (size_t)seqlen + job->len + sizeof(",\"prev\":\"\"") - 1 + LEDGER_HEX_LEN +
-                      LEDGER_MAC_SUFFIX_LEN + 1;
-    if (needs_rotation(l, job->ts_ms, line_len)) {
-        flush(l);
-        rotate(l);
-    }
     if (!l->batch) {
         l->batch_seq = l->seq;
         memcpy(l->batch_head, l->head, WYE_SHA256_LEN);
@@ -457,6 +456,29 @@ static void add_record(struct rt_ledger *l, struct ledger_job *job)
     *l->batch_tail = job;
     l->batch_tail = &job->next;
     job->status = WYE_OK;
+}
+
+/* Formats one record and chains it onto the batch (rotating first if due). */
+static void add_record(struct rt_ledger *l, struct ledger_job *job)
+{
+    wye_buf_reset(&l->body);
+    enum wye_err ferr = ledger_format_body(&job->rec, &l->body);
+    if (ferr) {
+        /* the record never reaches the file: its done callback learns why, the chain goes on */
+        WYE_ERROR("ledger: cannot format a record: %s", wye_err_str(ferr));
+        batch_add(l, job);
+        job->status = ferr;
+        return;
+    }
+    char seqbuf[32];
+    int seqlen = snprintf(seqbuf, sizeof(seqbuf), "{\"seq\":%lld,", (long long)l->seq + 1);
+    size_t line_len = (size_t)seqlen + l->body.len + sizeof(",\"prev\":\"\"") - 1 + LEDGER_HEX_LEN +
+                      LEDGER_MAC_SUFFIX_LEN + 1;
+    if (needs_rotation(l, job->rec.ts_ms, line_len)) {
+        flush(l);
+        rotate(l);
+    }
+    batch_add(l, job);
 
     size_t start = l->out.len;
     char hex[LEDGER_HEX_LEN + 1];
@@ -465,7 +487,7 @@ static void add_record(struct rt_ledger *l, struct ledger_job *job)
     enum wye_err err = wye_buf_reserve(&l->out, line_len);
     if (!err) {
         wye_buf_append(&l->out, seqbuf, (size_t)seqlen);
-        wye_buf_append(&l->out, job->body, job->len);
+        wye_buf_append(&l->out, l->body.data, l->body.len);
         wye_buf_printf(&l->out, ",\"prev\":\"%s\"", hex);
         wye_hmac_update(l->hmac, l->out.data + start, l->out.len - start);
         wye_hmac_final(l->hmac, mac);
@@ -484,7 +506,7 @@ static void add_record(struct rt_ledger *l, struct ledger_job *job)
     l->seq++;
     memcpy(l->head, mac, WYE_SHA256_LEN);
     l->file_size += line_len;
-    l->file_day = day_of(job->ts_ms);
+    l->file_day = day_of(job->rec.ts_ms);
 }
 
 static void *writer_main(void *arg)
@@ -550,6 +572,11 @@ enum wye_err rt_ledger_open(const struct rt_ledger_opts *opts, struct rt_ledger 
     l->file_day = -1;
     l->batch_tail = &l->batch;
     wye_buf_init(&l->out, LEDGER_OUT_MAX);
+    wye_buf_init(&l->body, LEDGER_BODY_MAX);
+    /* sized once for any record the router makes, so the writer does not allocate per record */
+    if (wye_buf_reserve(&l->body, LEDGER_BODY_RESERVE) != WYE_OK) {
+        goto err_free;
+    }
     l->path = wye_strdup(opts->path);
     if (!l->path) {
         goto err_free;
@@ -612,11 +639,25 @@ err_path:
     wye_free(l->path);
 err_free:
     wye_buf_cleanup(&l->out);
+    wye_buf_cleanup(&l->body);
     wye_free(l);
     if (err == WYE_OK) {
         goto err_nomem;
     }
     return err;
+}
+
+/* Copies s (as much of it as the record keeps) to *at; NULL stays NULL. */
+static const char *job_str(char **at, const char *s, size_t n)
+{
+    if (!s) {
+        return NULL;
+    }
+    char *d = *at;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    *at += n + 1;
+    return d;
 }
 
 enum wye_err rt_ledger_append(struct rt_ledger *l, const struct rt_ledger_rec *rec,
@@ -625,24 +666,63 @@ enum wye_err rt_ledger_append(struct rt_ledger *l, const struct rt_ledger_rec *r
     if (atomic_load(&l->closing)) {
         return WYE_ERR_CANCELED;
     }
-    struct wye_buf body;
-    wye_buf_init(&body, LEDGER_BODY_MAX);
-    enum wye_err err = ledger_format_body(rec, &body);
+    /* Checked here, not on the writer, so a bad array is refused before anything is queued. */
+    char *reasons = NULL;
+    enum wye_err err = ledger_reasons_compact(rec->reasons_json, &reasons);
     if (err) {
-        wye_buf_cleanup(&body);
         return err;
     }
-    struct ledger_job *job = wye_malloc(sizeof(*job) + body.len + 1);
-    if (!job) {
+    const char *reasons_text = reasons ? reasons : rec->reasons_json;
+    /* The caller's thread only copies: the body's formatting (times, floats, escaping) runs on
+     * the writer, off the upstream and lws threads. */
+    const char *src[] = {rec->request_id, rec->key_name, rec->route, rec->model,  rec->status,
+                         rec->error,      rec->run_id,   rec->agent, reasons_text};
+    enum { N_STR = sizeof(src) / sizeof(src[0]) };
+    size_t lens[N_STR];
+    size_t total = 0;
+    for (size_t i = 0; i < N_STR; i++) {
+        /* reasons are written whole; every other string is cut the way the record cuts it */
+        lens[i] = !src[i] ? 0 : i == N_STR - 1 ? strlen(src[i]) : ledger_str_len(src[i]);
+        total += src[i] ? lens[i] + 1 : 0;
+    }
+    /* A body that might not fit LEDGER_BODY_MAX (escaping can take 6 bytes per byte) is
+     * formatted here once as well, so that TOOBIG is still refused before anything is queued.
+     * Records the router makes never come close. */
+    size_t worst = LEDGER_FIXED_MAX + lens[N_STR - 1];
+    for (size_t i = 0; i + 1 < N_STR; i++) {
+        worst += 6 * lens[i];
+    }
+    if (worst > LEDGER_BODY_MAX) {
+        struct rt_ledger_rec probe = *rec;
+        probe.reasons_json = reasons_text;
+        struct wye_buf body;
+        wye_buf_init(&body, LEDGER_BODY_MAX);
+        err = ledger_format_body(&probe, &body);
         wye_buf_cleanup(&body);
+        if (err) {
+            cJSON_free(reasons);
+            return err;
+        }
+    }
+    struct ledger_job *job = wye_malloc(sizeof(*job) + total);
+    if (!job) {
+        cJSON_free(reasons);
         return WYE_ERR_NOMEM;
     }
     job->done = done;
     job->done_arg = done_arg;
-    job->ts_ms = rec->ts_ms;
-    job->len = body.len;
-    memcpy(job->body, body.data, body.len + 1);
-    wye_buf_cleanup(&body);
+    job->rec = *rec;
+    char *at = job->text;
+    job->rec.request_id = job_str(&at, src[0], lens[0]);
+    job->rec.key_name = job_str(&at, src[1], lens[1]);
+    job->rec.route = job_str(&at, src[2], lens[2]);
+    job->rec.model = job_str(&at, src[3], lens[3]);
+    job->rec.status = job_str(&at, src[4], lens[4]);
+    job->rec.error = job_str(&at, src[5], lens[5]);
+    job->rec.run_id = job_str(&at, src[6], lens[6]);
+    job->rec.agent = job_str(&at, src[7], lens[7]);
+    job->rec.reasons_json = job_str(&at, src[8], lens[8]);
+    cJSON_free(reasons);
     err = wye_queue_push(&l->q, &job->node, NULL);
     if (err) {
         wye_free(job);
@@ -675,6 +755,7 @@ void rt_ledger_close(struct rt_ledger *l)
     wye_queue_cleanup(&l->q);
     wye_hmac_destroy(l->hmac);
     wye_buf_cleanup(&l->out);
+    wye_buf_cleanup(&l->body);
     wye_free(l->path);
     wye_free(l);
 }

@@ -1,4 +1,4 @@
-/* The ledger's record format: formats a record's body (on the caller's thread), checks one
+/* The ledger's record format: formats a record's body (on the writer thread), checks one
  * written line (MAC, seq, prev; used by open's recovery on the opening thread and by verify),
  * parses RFC 3339 times and reads files line by line with a cap. Stateless; any thread. */
 #include <cjson/cJSON.h>
@@ -11,6 +11,18 @@
 #include "common/clock.h"
 #include "router/ledger_internal.h"
 
+size_t ledger_str_len(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > LEDGER_STR_MAX) {
+        n = LEDGER_STR_MAX;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) {
+            n--;
+        }
+    }
+    return n;
+}
+
 /* Appends s as a JSON string, cut at LEDGER_STR_MAX bytes without splitting a UTF-8 sequence;
  * NULL becomes null. */
 static enum wye_err put_str(struct wye_buf *b, const char *key, const char *s)
@@ -22,14 +34,7 @@ static enum wye_err put_str(struct wye_buf *b, const char *key, const char *s)
     if (!s) {
         return wye_buf_append_str(b, "null");
     }
-    size_t n = strlen(s);
-    if (n > LEDGER_STR_MAX) {
-        n = LEDGER_STR_MAX;
-        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) {
-            n--;
-        }
-    }
-    return wye_buf_append_json_str(b, s, n);
+    return wye_buf_append_json_str(b, s, ledger_str_len(s));
 }
 
 /* Appends a number with fmt, or null when it is not finite or (nullable and < 0). */
@@ -49,12 +54,12 @@ static enum wye_err put_num(struct wye_buf *b, const char *key, const char *fmt,
 #pragma GCC diagnostic pop
 }
 
-/* Appends reasons_json re-serialised compactly after checking that it is a JSON array. */
-static enum wye_err put_reasons(struct wye_buf *b, const char *reasons_json)
+enum wye_err ledger_reasons_compact(const char *reasons_json, char **out)
 {
-    enum wye_err err = wye_buf_append_str(b, ",\"reasons\":");
-    if (err || !reasons_json) {
-        return err ? err : wye_buf_append_str(b, "[]");
+    *out = NULL;
+    /* What the router writes when nothing was scored; cJSON would print it back unchanged. */
+    if (!reasons_json || strcmp(reasons_json, "[]") == 0) {
+        return WYE_OK;
     }
     cJSON *j = cJSON_Parse(reasons_json);
     if (!j) {
@@ -66,14 +71,9 @@ static enum wye_err put_reasons(struct wye_buf *b, const char *reasons_json)
         cJSON_Delete(j);
         return WYE_ERR_INVAL;
     }
-    char *text = cJSON_PrintUnformatted(j);
+    *out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
-    if (!text) {
-        return WYE_ERR_NOMEM;
-    }
-    err = wye_buf_append_str(b, text);
-    cJSON_free(text);
-    return err;
+    return *out ? WYE_OK : WYE_ERR_NOMEM;
 }
 
 enum wye_err ledger_format_body(const struct rt_ledger_rec *rec, struct wye_buf *out)
@@ -94,7 +94,10 @@ enum wye_err ledger_format_body(const struct rt_ledger_rec *rec, struct wye_buf 
         err = put_num(out, "score", "%.4f", rec->score, true);
     }
     if (!err) {
-        err = put_reasons(out, rec->reasons_json);
+        err = wye_buf_append_str(out, ",\"reasons\":");
+    }
+    if (!err) {
+        err = wye_buf_append_str(out, rec->reasons_json ? rec->reasons_json : "[]");
     }
     if (!err) {
         err = put_str(out, "model", rec->model);

@@ -31,8 +31,15 @@ struct ledger_line {
     bool mac_ok;
 };
 
-/* Appends the record's members from "ts" to "agent" (no braces, no seq/prev/mac). */
+/* Appends the record's members from "ts" to "agent" (no braces, no seq/prev/mac).
+ * rec->reasons_json is written as given: pass ledger_reasons_compact's text (or NULL: []). */
 enum wye_err ledger_format_body(const struct rt_ledger_rec *rec, struct wye_buf *out);
+/* Checks that reasons_json is a JSON array and re-serialises it compactly into *out (free with
+ * cJSON_free); *out stays NULL when the text is written as is (NULL or "[]"). INVAL if it is
+ * not an array (or cJSON ran out of memory: it cannot tell), NOMEM. */
+enum wye_err ledger_reasons_compact(const char *reasons_json, char **out);
+/* How many bytes of s a record keeps: LEDGER_STR_MAX at most, not splitting UTF-8. */
+size_t ledger_str_len(const char *s);
 /* True if line has a record's shape: {"seq": first and ,"mac":"<64 hex>"} last (mac gets the
  * written MAC). Allocates nothing. */
 bool ledger_line_shaped(const char *line, size_t len, uint8_t mac[WYE_SHA256_LEN]);
