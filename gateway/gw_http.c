@@ -717,6 +717,26 @@ static int write_static(struct lws *wsi, struct gw_server *srv, struct gw_pss *p
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* Writes "<n in lowercase hex>\r\n" (what "%zx\r\n" prints) to line; returns its length.
+ * Once per write of a stream, so not through snprintf. */
+static size_t chunk_size_line(size_t n, char line[GW_CHUNK_HDR])
+{
+    static const char hex[] = "0123456789abcdef";
+    char tmp[2 * sizeof(size_t)];
+    size_t k = 0;
+    do {
+        tmp[k++] = hex[n & 0xf];
+        n >>= 4;
+    } while (n);
+    WYE_ASSERT(k + 2 <= GW_CHUNK_HDR); /* a write is far below 16^14 bytes */
+    for (size_t i = 0; i < k; i++) {
+        line[i] = tmp[k - 1 - i];
+    }
+    line[k] = '\r';
+    line[k + 1] = '\n';
+    return k + 2;
+}
+
 /* Streamed (and whole-body) answers from a stream. The first write carries the headers and
  * whatever body is queued, in one lws_write (HTTP/1: raw bytes either way), so a short answer
  * costs one send; later writes coalesce the queued chunks, framed as HTTP chunks when
@@ -784,7 +804,7 @@ static int write_stream(struct lws *wsi, struct gw_server *srv, struct gw_pss *p
     size_t h = 0;
     if (pss->chunked && n > 0) {
         /* "<hex size>\r\n" goes right before the payload, "\r\n" after it */
-        h = (size_t)snprintf(line, sizeof(line), "%zx\r\n", n);
+        h = chunk_size_line(n, line);
         if (wye_buf_append(&srv->wbuf, "\r\n", 2) != WYE_OK) {
             return -1;
         }

@@ -51,9 +51,13 @@ struct rt_routed {
     char finish_reason[24];
 };
 
+/* What snprintf(dst, cap, "%s", s) would store (cut to cap - 1 bytes), without the formatting
+ * machinery: it runs several times per request. */
 static void copy_str(char *dst, size_t cap, const char *s)
 {
-    snprintf(dst, cap, "%s", s ? s : "");
+    size_t n = s ? strnlen(s, cap - 1) : 0;
+    memcpy(dst, s ? s : "", n);
+    dst[n] = '\0';
 }
 
 struct rt_routed *rt_routed_create(struct rt_router *rt, const struct wye_chat_req *req,
