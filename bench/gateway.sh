@@ -7,12 +7,16 @@
 # Then how many concurrent WebSocket streams one wye process holds, and its memory per stream.
 #
 # usage: bash bench/gateway.sh [--requests N] [--no-portkey] [--ws-streams N,N,...]
-#                              [--ws-idle M] [--build DIR] [--quick]
+#                              [--ws-idle M] [--build DIR] [--paced D] [--quick]
 #   --requests N     measured requests per point (default 2000; 200 warm-up ones before each)
 #   --ws-streams L   stream counts for the WebSocket capacity runs, a fresh wye for each
 #                    (default 250,1000; the stub upstream holds at most 1024 connections)
 #   --ws-idle M      with the last count, also M idle WebSocket connections (default 10000)
 #   --build DIR      build directory (default build-bench, configured Release here)
+#   --paced D        an upstream paced like a model: streamed answers send their 8 deltas D ms
+#                    apart, non-streamed ones answer after 7*D ms (the stub's #stub directive),
+#                    so the machine is mostly idle and "added" is time spent in the gateway,
+#                    not CPU queueing; use fewer --requests (1 client: N * 7 * D ms per point)
 #   --quick          200 requests per point, 100 streams: checks the harness in seconds
 #
 # Portkey note: @portkey-ai/gateway 1.15.2 with the @hono/node-server npm resolves today
@@ -28,6 +32,7 @@ portkey=1
 ws_list=250,1000
 ws_idle=10000
 build=build-bench
+paced=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) requests=$2; shift 2 ;;
@@ -35,8 +40,9 @@ while [ $# -gt 0 ]; do
     --ws-streams) ws_list=$2; shift 2 ;;
     --ws-idle) ws_idle=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
+    --paced) paced=$2; shift 2 ;;
     --quick) requests=200; ws_list=100; ws_idle=500; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -121,6 +127,10 @@ pk_hdr=(--header "x-portkey-provider: openai" --header "x-portkey-custom-host: h
 echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC'); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB"
 echo "# requests per point: $requests (after $warm warm-up); the stub streams 8 deltas; all on 127.0.0.1"
+if [ "$paced" != 0 ]; then
+  echo "# paced upstream: deltas $paced ms apart (streamed), the answer after $((7 * paced)) ms (non-streamed)"
+  warm=$((warm < requests / 4 ? warm : requests / 4))
+fi
 # One target at one concurrency: warm up, then measure. Prints one JSON line.
 # For wye, also the CPU time its process used per measured request (user + system, from
 # /proc/PID/stat, so every thread counts: lws, upstream, ledger writer).
@@ -140,6 +150,10 @@ point() { # label stream(0/1) conc url [extra args...]
   fi
 }
 for stream in 1 0; do
+  if [ "$paced" != 0 ]; then
+    # the #stub directive as the whole user message (no newline: the client takes one line)
+    if [ $stream = 1 ]; then prompt="#stub n=8 delay_ms=$paced"; else prompt="#stub n=8 first_byte_delay_ms=$((7 * paced))"; fi
+  fi
   for c in 1 16 64; do
     point direct $stream $c http://127.0.0.1:$up_port/v1/chat/completions --model stub
     point wye $stream $c http://127.0.0.1:$wye_port/v1/chat/completions
