@@ -660,6 +660,17 @@ static const char *job_str(char **at, const char *s, size_t n)
     return d;
 }
 
+/* The record's string members, reasons last (written whole; the others are cut as the record
+ * cuts them), so that one loop measures them and another copies them into a job. */
+enum { REC_N_STR = 9 };
+
+static void rec_strs(struct rt_ledger_rec *r, const char **f[REC_N_STR])
+{
+    f[0] = &r->request_id, f[1] = &r->key_name, f[2] = &r->route;
+    f[3] = &r->model, f[4] = &r->status, f[5] = &r->error;
+    f[6] = &r->run_id, f[7] = &r->agent, f[8] = &r->reasons_json;
+}
+
 enum wye_err rt_ledger_append(struct rt_ledger *l, const struct rt_ledger_rec *rec,
                               rt_ledger_done_fn done, void *done_arg)
 {
@@ -672,32 +683,29 @@ enum wye_err rt_ledger_append(struct rt_ledger *l, const struct rt_ledger_rec *r
     if (err) {
         return err;
     }
-    const char *reasons_text = reasons ? reasons : rec->reasons_json;
+    struct rt_ledger_rec r = *rec;
+    r.reasons_json = reasons ? reasons : rec->reasons_json;
     /* The caller's thread only copies: the body's formatting (times, floats, escaping) runs on
      * the writer, off the upstream and lws threads. */
-    const char *src[] = {rec->request_id, rec->key_name, rec->route, rec->model,  rec->status,
-                         rec->error,      rec->run_id,   rec->agent, reasons_text};
-    enum { N_STR = sizeof(src) / sizeof(src[0]) };
-    size_t lens[N_STR];
+    const char **f[REC_N_STR];
+    rec_strs(&r, f);
+    size_t lens[REC_N_STR];
     size_t total = 0;
-    for (size_t i = 0; i < N_STR; i++) {
-        /* reasons are written whole; every other string is cut the way the record cuts it */
-        lens[i] = !src[i] ? 0 : i == N_STR - 1 ? strlen(src[i]) : ledger_str_len(src[i]);
-        total += src[i] ? lens[i] + 1 : 0;
-    }
     /* A body that might not fit LEDGER_BODY_MAX (escaping can take 6 bytes per byte) is
      * formatted here once as well, so that TOOBIG is still refused before anything is queued.
      * Records the router makes never come close. */
-    size_t worst = LEDGER_FIXED_MAX + lens[N_STR - 1];
-    for (size_t i = 0; i + 1 < N_STR; i++) {
-        worst += 6 * lens[i];
+    size_t worst = LEDGER_FIXED_MAX;
+    for (size_t i = 0; i < REC_N_STR; i++) {
+        const char *v = *f[i];
+        bool whole = i == REC_N_STR - 1;
+        lens[i] = !v ? 0 : whole ? strlen(v) : ledger_str_len(v);
+        total += v ? lens[i] + 1 : 0;
+        worst += whole ? lens[i] : 6 * lens[i];
     }
     if (worst > LEDGER_BODY_MAX) {
-        struct rt_ledger_rec probe = *rec;
-        probe.reasons_json = reasons_text;
         struct wye_buf body;
         wye_buf_init(&body, LEDGER_BODY_MAX);
-        err = ledger_format_body(&probe, &body);
+        err = ledger_format_body(&r, &body);
         wye_buf_cleanup(&body);
         if (err) {
             cJSON_free(reasons);
@@ -711,17 +719,12 @@ enum wye_err rt_ledger_append(struct rt_ledger *l, const struct rt_ledger_rec *r
     }
     job->done = done;
     job->done_arg = done_arg;
-    job->rec = *rec;
+    job->rec = r;
+    rec_strs(&job->rec, f);
     char *at = job->text;
-    job->rec.request_id = job_str(&at, src[0], lens[0]);
-    job->rec.key_name = job_str(&at, src[1], lens[1]);
-    job->rec.route = job_str(&at, src[2], lens[2]);
-    job->rec.model = job_str(&at, src[3], lens[3]);
-    job->rec.status = job_str(&at, src[4], lens[4]);
-    job->rec.error = job_str(&at, src[5], lens[5]);
-    job->rec.run_id = job_str(&at, src[6], lens[6]);
-    job->rec.agent = job_str(&at, src[7], lens[7]);
-    job->rec.reasons_json = job_str(&at, src[8], lens[8]);
+    for (size_t i = 0; i < REC_N_STR; i++) {
+        *f[i] = job_str(&at, *f[i], lens[i]);
+    }
     cJSON_free(reasons);
     err = wye_queue_push(&l->q, &job->node, NULL);
     if (err) {
