@@ -664,13 +664,38 @@ static void test_bad_args(void **state)
     assert_int_equal(rt_ledger_append(l, &r, NULL, NULL), WYE_ERR_INVAL);
     r.reasons_json = "[1,2";
     assert_int_equal(rt_ledger_append(l, &r, NULL, NULL), WYE_ERR_INVAL);
+    /* A body past the record's cap (the reasons are written whole: 70,000 bytes here) is refused
+     * with TOOBIG before anything is queued, although the writer formats the bodies. */
+    size_t n_items = 35000; /* "[1,1,...,1]": 2 bytes an item */
+    char *big = malloc(2 * n_items + 2);
+    assert_non_null(big);
+    big[0] = '[';
+    for (size_t i = 0; i < n_items; i++) {
+        big[1 + 2 * i] = '1';
+        big[2 + 2 * i] = i + 1 < n_items ? ',' : ']';
+    }
+    big[2 * n_items + 1] = '\0';
+    r = tl_rec(1);
+    r.reasons_json = big;
+    assert_int_equal(rt_ledger_append(l, &r, NULL, NULL), WYE_ERR_TOOBIG);
+    /* Long strings that escape to 6 bytes each are cut to the record's length and accepted. */
+    char *ctl = malloc(4001);
+    assert_non_null(ctl);
+    memset(ctl, '\x01', 4000);
+    ctl[4000] = '\0';
+    r = tl_rec(1);
+    r.error = ctl;
+    r.model = ctl;
+    assert_int_equal(rt_ledger_append(l, &r, NULL, NULL), WYE_OK);
+    free(ctl);
+    free(big);
     r = tl_rec(1);
     r.model = NULL;
     r.latency_ms = 0.0 / 0.0; /* NaN is written as null, the line stays JSON */
     assert_int_equal(rt_ledger_append(l, &r, NULL, NULL), WYE_OK);
     rt_ledger_close(l);
     const char *files[] = {path};
-    assert_verifies(files, 1, 1);
+    assert_verifies(files, 1, 2);
     char *text = tl_read(path, NULL);
     assert_non_null(strstr(text, "\"model\":null"));
     assert_non_null(strstr(text, "\"latency_ms\":null"));
