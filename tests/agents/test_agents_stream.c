@@ -136,52 +136,21 @@ static void test_http_sse_deltas(void **state)
     hc_resp_cleanup(&r);
 }
 
-/* A workflow makes no agent-loop model call: its result arrives as one delta. */
-static void test_ws_workflow_one_delta(void **state)
+/* Runs workflow name(input) over the WebSocket as request id: counts the text deltas (each
+ * carrying id; none of the old "agent.delta" events), appends their text to text, and returns
+ * the agent.done event (the caller deletes it). */
+static cJSON *ws_workflow(const char *id, const char *name, const char *input, int *n_delta,
+                          char *text, size_t cap)
 {
-    (void)state;
     struct wsc c;
     assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
-    assert_true(wsc_send_text(
-        &c, "{\"type\":\"agent.run\",\"id\":\"w1\",\"name\":\"echo\",\"input\":\"hi\"}"));
-    int n_delta = 0;
-    char text[64] = "";
-    cJSON *done = NULL;
-    for (int i = 0; i < 20 && !done; i++) {
-        char *m = NULL;
-        assert_int_equal(wsc_recv(&c, &m, NULL, NULL, T_MS), WSC_TEXT);
-        cJSON *j = cJSON_Parse(m);
-        wye_free(m);
-        assert_non_null(j);
-        const char *t = gwj_str(j, "type");
-        if (strcmp(t, "response.output_text.delta") == 0) {
-            n_delta++;
-            snprintf(text, sizeof(text), "%s", gwj_str(j, "delta"));
-        } else if (strcmp(t, "agent.done") == 0) {
-            done = j;
-            continue;
-        }
-        cJSON_Delete(j);
-    }
-    assert_non_null(done);
-    assert_string_equal(gwj_str(done, "status"), "completed");
-    assert_int_equal(n_delta, 1);
-    assert_string_equal(text, "\"echo:hi\"");
-    cJSON_Delete(done);
-    wsc_close(&c);
-}
-
-/* A workflow streams its own text with ctx:emit{type="delta"}: those are the deltas, and the
- * result is not sent again as one. */
-static void test_ws_workflow_emits_deltas(void **state)
-{
-    (void)state;
-    struct wsc c;
-    assert_int_equal(wsc_connect(&c, gws_group.port, "/v1/ws", NULL, 0, T_MS), 101);
-    assert_true(wsc_send_text(
-        &c, "{\"type\":\"agent.run\",\"id\":\"w2\",\"name\":\"writer\",\"input\":\"Sir\"}"));
-    int n_delta = 0;
-    char text[64] = "";
+    char req[256];
+    snprintf(req, sizeof(req),
+             "{\"type\":\"agent.run\",\"id\":\"%s\",\"name\":\"%s\",\"input\":\"%s\"}", id, name,
+             input);
+    assert_true(wsc_send_text(&c, req));
+    *n_delta = 0;
+    text[0] = '\0';
     cJSON *done = NULL;
     for (int i = 0; i < 20 && !done; i++) {
         char *m = NULL;
@@ -192,22 +161,46 @@ static void test_ws_workflow_emits_deltas(void **state)
         const char *t = gwj_str(j, "type");
         assert_string_not_equal(t, "agent.delta");
         if (strcmp(t, "response.output_text.delta") == 0) {
-            n_delta++;
-            assert_string_equal(gwj_str(j, "id"), "w2");
-            strncat(text, gwj_str(j, "delta"), sizeof(text) - strlen(text) - 1);
+            (*n_delta)++;
+            assert_string_equal(gwj_str(j, "id"), id);
+            strncat(text, gwj_str(j, "delta"), cap - strlen(text) - 1);
         } else if (strcmp(t, "agent.done") == 0) {
             done = j;
             continue;
         }
         cJSON_Delete(j);
     }
+    wsc_close(&c);
     assert_non_null(done);
+    return done;
+}
+
+/* A workflow makes no agent-loop model call: its result arrives as one delta. */
+static void test_ws_workflow_one_delta(void **state)
+{
+    (void)state;
+    int n_delta;
+    char text[64];
+    cJSON *done = ws_workflow("w1", "echo", "hi", &n_delta, text, sizeof(text));
+    assert_string_equal(gwj_str(done, "status"), "completed");
+    assert_int_equal(n_delta, 1);
+    assert_string_equal(text, "\"echo:hi\"");
+    cJSON_Delete(done);
+}
+
+/* A workflow streams its own text with ctx:emit{type="delta"}: those are the deltas, and the
+ * result is not sent again as one. */
+static void test_ws_workflow_emits_deltas(void **state)
+{
+    (void)state;
+    int n_delta;
+    char text[64];
+    cJSON *done = ws_workflow("w2", "writer", "Sir", &n_delta, text, sizeof(text));
     assert_string_equal(gwj_str(done, "status"), "completed");
     assert_string_equal(gwj_str(done, "output"), "\"Dear Sir\"");
     assert_int_equal(n_delta, 2);
     assert_string_equal(text, "Dear Sir");
     cJSON_Delete(done);
-    wsc_close(&c);
 }
 
 int main(void)
