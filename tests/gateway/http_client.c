@@ -233,6 +233,35 @@ const char *hc_header(const struct hc_resp *r, const char *name, char *out, size
     return NULL;
 }
 
+/* Sends one request on fd (with "Connection: close" when close_after) and reads its answer. */
+static int request_on(int fd, const char *method, const char *path, const char *body,
+                      const char *extra, bool close_after, struct hc_resp *r, int timeout_ms)
+{
+    struct wye_buf req;
+    wye_buf_init(&req, (size_t)64 << 20);
+    size_t blen = body ? strlen(body) : 0;
+    enum wye_err err =
+        wye_buf_printf(&req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s%s", method, path,
+                       close_after ? "Connection: close\r\n" : "", extra ? extra : "");
+    if (!err && body) {
+        err =
+            wye_buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
+    }
+    if (!err) {
+        err = wye_buf_append_str(&req, "\r\n");
+    }
+    if (!err && body) {
+        err = wye_buf_append(&req, body, blen);
+    }
+    int status = -1;
+    r->head = strcmp(method, "HEAD") == 0;
+    if (!err && hc_send_all(fd, req.data, req.len, timeout_ms)) {
+        status = hc_read_response(fd, r, timeout_ms);
+    }
+    wye_buf_cleanup(&req);
+    return status;
+}
+
 int hc_request(int port, const char *method, const char *path, const char *body, const char *extra,
                struct hc_resp *r, int timeout_ms)
 {
@@ -240,28 +269,7 @@ int hc_request(int port, const char *method, const char *path, const char *body,
     if (fd < 0) {
         return -1;
     }
-    struct wye_buf req;
-    wye_buf_init(&req, (size_t)64 << 20);
-    size_t blen = body ? strlen(body) : 0;
-    enum wye_err err =
-        wye_buf_printf(&req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s", method,
-                       path, extra ? extra : "");
-    if (!err && body) {
-        err =
-            wye_buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
-    }
-    if (!err) {
-        err = wye_buf_append_str(&req, "\r\n");
-    }
-    if (!err && body) {
-        err = wye_buf_append(&req, body, blen);
-    }
-    int status = -1;
-    r->head = strcmp(method, "HEAD") == 0;
-    if (!err && hc_send_all(fd, req.data, req.len, timeout_ms)) {
-        status = hc_read_response(fd, r, timeout_ms);
-    }
-    wye_buf_cleanup(&req);
+    int status = request_on(fd, method, path, body, extra, true, r, timeout_ms);
     close(fd);
     return status;
 }
@@ -269,28 +277,7 @@ int hc_request(int port, const char *method, const char *path, const char *body,
 int hc_request_fd(int fd, const char *method, const char *path, const char *body, const char *extra,
                   struct hc_resp *r, int timeout_ms)
 {
-    struct wye_buf req;
-    wye_buf_init(&req, (size_t)64 << 20);
-    size_t blen = body ? strlen(body) : 0;
-    enum wye_err err = wye_buf_printf(&req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s", method, path,
-                                      extra ? extra : "");
-    if (!err && body) {
-        err =
-            wye_buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
-    }
-    if (!err) {
-        err = wye_buf_append_str(&req, "\r\n");
-    }
-    if (!err && body) {
-        err = wye_buf_append(&req, body, blen);
-    }
-    int status = -1;
-    r->head = strcmp(method, "HEAD") == 0;
-    if (!err && hc_send_all(fd, req.data, req.len, timeout_ms)) {
-        status = hc_read_response(fd, r, timeout_ms);
-    }
-    wye_buf_cleanup(&req);
-    return status;
+    return request_on(fd, method, path, body, extra, false, r, timeout_ms);
 }
 
 size_t hc_sse_split(const char *body, size_t len, char **out, size_t max)
