@@ -492,3 +492,63 @@ void eng_matmul(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, in
     job.rows_per_task = rpt;
     eng_pool_run(pool, rows_task, &job, (m + rpt - 1) / rpt);
 }
+
+/* ---- repacked Q4_0 ---- */
+
+bool eng_q4_0r8_wanted(void)
+{
+    const char *no = getenv("WYE_NO_REPACK");
+    return eng_kernels_active() != eng_kernels_ref() && !(no && strcmp(no, "1") == 0);
+}
+
+bool eng_q4_0r8_ok(int64_t m, int64_t k)
+{
+    return m > 0 && m % 8 == 0 && k > 0 && k % ENG_QK == 0 && k / ENG_QK <= ENG_GEMM_MAX_BLOCKS;
+}
+
+void eng_q4_0r8_pack(const void *w, int64_t m, int64_t k, void *dst)
+{
+    WYE_ASSERT(eng_q4_0r8_ok(m, k));
+    const struct eng_block_q4_0 *src = w;
+    struct eng_block_q4_0x8 *out = dst;
+    const int64_t nb = k / ENG_QK;
+    for (int64_t g = 0; g < m / 8; g++) {
+        for (int64_t i = 0; i < nb; i++) {
+            struct eng_block_q4_0x8 *o = out + g * nb + i;
+            for (int r = 0; r < 8; r++) {
+                const struct eng_block_q4_0 *b = src + (g * 8 + r) * nb + i;
+                o->d[r] = b->d;
+                /* qs[j] holds elements j (low) and j + 16 (high) */
+                for (int e = 0; e < 4; e++) {
+                    const uint8_t *q = b->qs;
+                    o->qs[4 * r + e] = (uint8_t)((q[e] & 0x0F) | (q[4 + e] << 4));
+                    o->qs[32 + 4 * r + e] = (uint8_t)((q[8 + e] & 0x0F) | (q[12 + e] << 4));
+                    o->qs[64 + 4 * r + e] = (uint8_t)((q[e] >> 4) | (q[4 + e] & 0xF0));
+                    o->qs[96 + 4 * r + e] = (uint8_t)((q[8 + e] >> 4) | (q[12 + e] & 0xF0));
+                }
+            }
+        }
+    }
+}
+
+void eng_matmul_act_rows_q4_0r8(const void *w8, const struct eng_act *a, float *y, int64_t ldy,
+                                int64_t r0, int64_t r1)
+{
+    WYE_ASSERT(a->type == ENG_TYPE_Q8_0 && r0 >= 0 && r0 % 8 == 0 && r1 % 8 == 0 && r0 <= r1);
+    WYE_ASSERT(eng_q4_0r8_ok(r1 > 0 ? r1 : 8, a->k));
+    const struct eng_kernel_table *kt = eng_kernels_active();
+    const int64_t nb = a->k / ENG_QK;
+    const struct eng_block_q4_0x8 *w = w8;
+    /* rows per tile: a multiple of 8 that stays in L2 while every token group passes */
+    int64_t tile = (int64_t)(ROW_TILE_BYTES / (sizeof(*w) * (size_t)nb)) * 8;
+    tile = tile < 8 ? 8 : tile;
+    const char *xb = a->xq;
+    for (int64_t rt = r0; rt < r1; rt += tile) {
+        int64_t re = rt + tile < r1 ? rt + tile : r1;
+        for (int64_t t0 = 0; t0 < a->n_tok; t0 += ENG_DOT_NX) {
+            int nx = a->n_tok - t0 < ENG_DOT_NX ? (int)(a->n_tok - t0) : ENG_DOT_NX;
+            kt->gemm_q4_0r8(a->k, w + rt / 8 * nb, re - rt, xb + (size_t)t0 * a->xq_row_bytes,
+                            a->xq_row_bytes, nx, y + t0 * ldy + rt, ldy);
+        }
+    }
+}

@@ -81,6 +81,26 @@ void eng_act_prepare(struct eng_pool *pool, uint32_t wt, const float *x, int64_t
 void eng_matmul_act_rows(uint32_t wt, const void *w, size_t w_row_bytes, const struct eng_act *a,
                          float *y, int64_t ldy, int64_t r0, int64_t r1);
 
+/* Q4_0 matrices repacked for the AVX2 kernels: groups of 8 rows with their 8 scales and
+ * nibbles interleaved (quant_internal.h, struct eng_block_q4_0x8), the same number of bytes.
+ * Decode through them does a third of the unpacking work per weight of the GGUF layout, so it
+ * streams at memory bandwidth. The model repacks its Q4_0 matrices once at load when
+ * eng_q4_0r8_wanted(). */
+
+/* True when the active kernels are the AVX2 ones and WYE_NO_REPACK is not set to 1. */
+bool eng_q4_0r8_wanted(void);
+/* True if an m x k Q4_0 matrix can be repacked (m a multiple of 8, k of 32 and at most
+ * 32 x ENG_GEMM_MAX_BLOCKS, i.e. 16384). */
+bool eng_q4_0r8_ok(int64_t m, int64_t k);
+/* Repacks m rows of k Q4_0 elements (GGUF layout, rows contiguous) into dst
+ * (eng_type_row_bytes(Q4_0, k) * m bytes, 16-byte aligned). */
+void eng_q4_0r8_pack(const void *w, int64_t m, int64_t k, void *dst);
+/* eng_matmul_act_rows for a repacked Q4_0 matrix: rows [r0, r1) (multiples of 8) against
+ * activations prepared for ENG_TYPE_Q4_0. A token's value does not depend on how many tokens
+ * are in the batch. Any thread; no allocation. */
+void eng_matmul_act_rows_q4_0r8(const void *w8, const struct eng_act *a, float *y, int64_t ldy,
+                                int64_t r0, int64_t r1);
+
 /* Measured memory read bandwidth in bytes/s over a buffer of the given size (256 MiB is
  * good; it should be much larger than the caches), read by all the pool's threads, best of
  * a few repetitions. Returns 0 if the buffer could not be allocated. */

@@ -1222,6 +1222,103 @@ static void quant_q8_K(const float *x, void *dst, int64_t n)
     }
 }
 
+/* ---- repacked Q4_0 (eng_block_q4_0x8): 8 rows per block, one row per 32-bit lane ---- */
+
+/* One block of 8 rows against one token: 8 maddubs of the unpacked nibbles (4 elements of
+ * every row per register) with those 4 activation bytes broadcast, summed exactly in int16
+ * (8 x 2 x 15 x 128 < 32767), then one madd to the 8 rows' int32 dots of the unsigned levels,
+ * minus 8 x the block's activation sum (the levels' offset), converted and scaled at once. */
+ALWAYS_INLINE __m256 r8_block_token(const __m256i u[8], const int8_t *xq, int32_t xsum8,
+                                    __m256 dw, float dx, __m256 acc)
+{
+    const int32_t *xs = (const int32_t *)(const void *)xq;
+    __m256i p[4];
+    UNROLL_NX
+    for (int q = 0; q < 4; q++) {
+        int32_t lo, hi;
+        memcpy(&lo, xs + 2 * q, 4);
+        memcpy(&hi, xs + 2 * q + 1, 4);
+        p[q] = _mm256_add_epi16(_mm256_maddubs_epi16(u[2 * q], _mm256_set1_epi32(lo)),
+                                _mm256_maddubs_epi16(u[2 * q + 1], _mm256_set1_epi32(hi)));
+    }
+    __m256i s = _mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3]));
+    __m256i d = _mm256_sub_epi32(_mm256_madd_epi16(s, _mm256_set1_epi16(1)),
+                                 _mm256_set1_epi32(xsum8));
+    return _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(d), acc);
+}
+
+ALWAYS_INLINE void gemm_r8_impl(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
+                                const void *x, size_t x_stride, const int nx, float *y,
+                                int64_t ldy)
+{
+    const int64_t nb = k / ENG_QK;
+    /* per token and block: the scale as a float and 8 x the sum of the int8 values */
+    float dx[ENG_DOT_NX][ENG_GEMM_MAX_BLOCKS];
+    int32_t sum8[ENG_DOT_NX][ENG_GEMM_MAX_BLOCKS];
+    const struct eng_block_q8_0 *xb[ENG_DOT_NX];
+    const __m256i ones8 = _mm256_set1_epi8(1);
+    for (int j = 0; j < nx; j++) {
+        xb[j] = (const struct eng_block_q8_0 *)(const void *)((const char *)x + (size_t)j * x_stride);
+        for (int64_t i = 0; i < nb; i++) {
+            __m256i v = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, loadu256(xb[j][i].qs)),
+                                          _mm256_set1_epi16(1));
+            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+            sum8[j][i] = 8 * _mm_cvtsi128_si32(h);
+            dx[j][i] = _cvtsh_ss(xb[j][i].d);
+        }
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t g = 0; g < n_rows / 8; g++) {
+        const struct eng_block_q4_0x8 *gb = w + g * nb;
+        __m256 acc[ENG_DOT_NX];
+        for (int j = 0; j < nx; j++) {
+            acc[j] = _mm256_setzero_ps();
+        }
+        for (int64_t i = 0; i < nb; i++) {
+            const char *bp = (const char *)(gb + i);
+            _mm_prefetch(bp + PF_DIST, _MM_HINT_T0);
+            _mm_prefetch(bp + PF_DIST + 64, _MM_HINT_T0);
+            _mm_prefetch(bp + PF_DIST + 128, _MM_HINT_T0);
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)gb[i].d));
+            __m256i u[8];
+            UNROLL_NX
+            for (int q = 0; q < 4; q++) {
+                __m256i c = loadu256(gb[i].qs + 32 * q);
+                u[2 * q] = _mm256_and_si256(c, m4);
+                u[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
+            }
+            UNROLL_NX
+            for (int j = 0; j < nx; j++) {
+                acc[j] = r8_block_token(u, xb[j][i].qs, sum8[j][i], dw, dx[j][i], acc[j]);
+            }
+        }
+        for (int j = 0; j < nx; j++) {
+            _mm256_storeu_ps(y + (int64_t)j * ldy + g * 8, acc[j]);
+        }
+    }
+}
+
+static void gemm_q4_0r8(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
+                        const void *x, size_t x_stride, int nx, float *y, int64_t ldy)
+{
+    switch (nx) {
+    case 1:
+        gemm_r8_impl(k, w, n_rows, x, x_stride, 1, y, ldy);
+        break;
+    case 2:
+        gemm_r8_impl(k, w, n_rows, x, x_stride, 2, y, ldy);
+        break;
+    case 3:
+        gemm_r8_impl(k, w, n_rows, x, x_stride, 3, y, ldy);
+        break;
+    default:
+        gemm_r8_impl(k, w, n_rows, x, x_stride, 4, y, ldy);
+        break;
+    }
+}
+
 static struct eng_kernel_table avx2_table;
 static pthread_once_t avx2_once = PTHREAD_ONCE_INIT;
 
@@ -1253,6 +1350,7 @@ static void avx2_fill(void)
     t->gemm[ENG_TYPE_Q5_0] = gemm_q5_0;
     t->gemm8[ENG_TYPE_Q8_0] = gemm8_q8_0;
     t->gemm8[ENG_TYPE_Q4_0] = gemm8_q4_0;
+    t->gemm_q4_0r8 = gemm_q4_0r8;
     t->dot[ENG_TYPE_Q4_1] = dot_q4_1;
     t->dot[ENG_TYPE_Q5_1] = dot_q5_1;
     t->dot[ENG_TYPE_Q4_K] = dot_q4_K;

@@ -234,6 +234,31 @@ static_assert(sizeof(struct eng_block_q8_0x8) == 320, "block_q8_0x8 layout");
 typedef void (*eng_gemm8_fn)(int64_t k, const void *w, size_t w_stride, int64_t n_rows,
                              const struct eng_block_q8_0x8 *x8, int nx, float *y, int64_t ldy);
 
+/* Q4_0 weights repacked in groups of 8 rows (eng_q4_0r8_pack) for the decode and prompt
+ * kernels: the matrix is m / 8 groups, each group its nb = k / 32 blocks in order, 144 bytes
+ * per block of 8 rows (the 8 rows' 18 bytes, so the matrix keeps its size):
+ *   d[r]                  the scale of row r (binary16), r = 0..7;
+ *   qs[32 q + 4 r + s]    low nibble: element 8q + s of row r; high nibble: element 8q + 4 + s
+ *                         (q = 0..3, s = 0..3); values 0..15 as in Q4_0 (element = (v - 8) d).
+ * So one 32-byte load holds 4 consecutive elements of all 8 rows per nibble, one 32-bit lane
+ * per row: maddubs against those 4 activation bytes broadcast gives each row's partial dot
+ * in its own lane, and a block ends with one convert + FMA for 8 rows (no horizontal sums,
+ * the 8 scales converted at once). */
+struct eng_block_q4_0x8 {
+    uint16_t d[8];
+    uint8_t qs[128];
+};
+static_assert(sizeof(struct eng_block_q4_0x8) == 144, "block_q4_0x8 layout");
+
+/* Repacked Q4_0 (groups of 8 rows, n_rows a multiple of 8) against nx (1..ENG_DOT_NX) Q8_0
+ * activation rows x_stride bytes apart: y[j * ldy + r] = dot(row r, activation row j), k a
+ * multiple of 32 with k / 32 <= ENG_GEMM_MAX_BLOCKS. Every (row, token) is computed block by
+ * block from the exact block integer dot, in an order that does not depend on nx (AVX2:
+ * acc = fma(d_w * d_x, dot, acc); scalar: acc += d_w * d_x * dot), so decode, batched decode
+ * and prompt give a token the same value. */
+typedef void (*eng_gemm_r8_fn)(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
+                               const void *x, size_t x_stride, int nx, float *y, int64_t ldy);
+
 struct eng_kernel_table {
     const char *name;
     eng_dequant_fn dequant[ENG_TYPE__MAX]; /* by type, incl. Q8_0/Q8_1/Q8_K */
@@ -243,6 +268,7 @@ struct eng_kernel_table {
     eng_gemv_fn gemv[ENG_TYPE__MAX];       /* optional, Q8_0-activation types only */
     eng_gemm_fn gemm[ENG_TYPE__MAX];       /* optional, Q8_0-activation types only */
     eng_gemm8_fn gemm8[ENG_TYPE__MAX];     /* optional, only where gemm is set too */
+    eng_gemm_r8_fn gemm_q4_0r8;            /* repacked Q4_0 (always set) */
 };
 
 /* xd[b] = the scale of Q8_0 block b of x as a float, xsum[b] = the sum of its 32 int8

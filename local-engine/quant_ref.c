@@ -760,6 +760,36 @@ REF_DOT(q4_K)
 REF_DOT(q5_K)
 REF_DOT(q6_K)
 
+/* Repacked Q4_0 (eng_block_q4_0x8): each (row, token) as a sum over blocks of
+ * d_w * d_x * (exact integer dot), in block order. */
+static void gemm_q4_0r8(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
+                        const void *x, size_t x_stride, int nx, float *y, int64_t ldy)
+{
+    const int64_t nb = k / ENG_QK;
+    for (int64_t g = 0; g < n_rows / 8; g++) {
+        const struct eng_block_q4_0x8 *gb = w + g * nb;
+        for (int j = 0; j < nx; j++) {
+            const struct eng_block_q8_0 *xb =
+                (const struct eng_block_q8_0 *)(const void *)((const char *)x + (size_t)j * x_stride);
+            for (int r = 0; r < 8; r++) {
+                float acc = 0.0f;
+                for (int64_t i = 0; i < nb; i++) {
+                    int32_t sum = 0;
+                    for (int q = 0; q < 4; q++) {
+                        for (int e = 0; e < 4; e++) {
+                            uint8_t v = gb[i].qs[32 * q + 4 * r + e];
+                            sum += ((v & 0x0F) - 8) * xb[i].qs[8 * q + e];
+                            sum += ((v >> 4) - 8) * xb[i].qs[8 * q + 4 + e];
+                        }
+                    }
+                    acc += h2f(gb[i].d[r]) * h2f(xb[i].d) * (float)sum;
+                }
+                y[(int64_t)j * ldy + g * 8 + r] = acc;
+            }
+        }
+    }
+}
+
 static const struct eng_kernel_table ref_table = {
     .name = "scalar",
     .dequant =
@@ -808,6 +838,7 @@ static const struct eng_kernel_table ref_table = {
             [ENG_TYPE_Q5_K] = dot_q5_K,
             [ENG_TYPE_Q6_K] = dot_q6_K,
         },
+    .gemm_q4_0r8 = gemm_q4_0r8,
 };
 
 void eng_kernels_ref_fill(struct eng_kernel_table *t)

@@ -6,3 +6,9 @@ wye_test(test_engine_kernels_gemv test_kernels_gemv.c wye_engine)
 add_test(NAME test_engine_kernels_gemv_scalar COMMAND test_engine_kernels_gemv)
 set_tests_properties(test_engine_kernels_gemv_scalar PROPERTIES TIMEOUT 300 ENVIRONMENT
                      "CMOCKA_MESSAGE_OUTPUT=STDOUT;WYE_SHARED_DIR=${WYE_SHARED};WYE_NO_AVX2=1")
+# Q4_0 repacked in groups of 8 rows: the layout, both kernels against the Q4_0 dot, the rows
+# entry point; again with the scalar path active.
+wye_test(test_engine_kernels_r8 test_kernels_r8.c wye_engine)
+add_test(NAME test_engine_kernels_r8_scalar COMMAND test_engine_kernels_r8)
+set_tests_properties(test_engine_kernels_r8_scalar PROPERTIES TIMEOUT 300 ENVIRONMENT
+                     "CMOCKA_MESSAGE_OUTPUT=STDOUT;WYE_NO_AVX2=1")
