@@ -8,9 +8,12 @@
  * per 32 weights per token with the weights in L2 (no DRAM), decode and 16-token prompt.
  * Single-threaded driver; the matmuls run on a pool.
  *
+ * Q4_0r8 is Q4_0 repacked by 8 rows (eng_q4_0r8_pack), the layout the model runs Q4_0 in on
+ * AVX2 CPUs; Q4_0 is the file's layout.
+ *
  * Usage: bench_kernels [threads list (1,2)] [seconds per repetition (0.25)] [repetitions (3)]
- *                      [types, e.g. Q4_0,Q8_0 (all)]
- *        bench_kernels --batch [threads (2)] [types (Q8_0,Q4_0)]   per-token cost of one
+ *                      [types, e.g. Q4_0,Q4_0r8,Q8_0 (all)]
+ *        bench_kernels --batch [threads (2)] [types (Q8_0,Q4_0,Q4_0r8)]   per-token cost of one
  *            matmul for 1, 2, 4, 8, 16, 64 and 128 tokens (the batched-decode and prompt
  *            range): weights streamed from memory on the pool, and "hot" single-threaded
  *        bench_kernels --hot TYPE N_TOK [ITERS (2000)] [K (4864)]   ITERS single-threaded
@@ -51,8 +54,55 @@ static const struct shape shapes[] = {
     {"Qwen2.5-0.5B ffn_down", 896, 4864},
 };
 
+/* Q4_0 repacked by 8 rows (eng_q4_0r8_pack), as the model runs Q4_0 on AVX2 CPUs: not a file
+ * type, so it gets an id past them; "Q4_0" alone is the file's layout. */
+#define TYPE_Q4_0R8 ((uint32_t)ENG_TYPE__MAX + 1)
+
 static const uint32_t types[] = {ENG_TYPE_F32,  ENG_TYPE_F16,  ENG_TYPE_Q8_0, ENG_TYPE_Q4_0,
-                                 ENG_TYPE_Q5_0, ENG_TYPE_Q4_K, ENG_TYPE_Q6_K};
+                                 TYPE_Q4_0R8,   ENG_TYPE_Q5_0, ENG_TYPE_Q4_K, ENG_TYPE_Q6_K};
+
+static const char *tname(uint32_t wt)
+{
+    return wt == TYPE_Q4_0R8 ? "Q4_0r8" : eng_type_name(wt);
+}
+
+/* The type of the matrix's bytes (their size, quantizer, activations). */
+static uint32_t file_type(uint32_t wt)
+{
+    return wt == TYPE_Q4_0R8 ? ENG_TYPE_Q4_0 : wt;
+}
+
+struct r8_job {
+    const void *w;
+    int64_t m, rpt;
+    float *y;
+    struct eng_act a;
+};
+
+static void r8_task(void *arg, int64_t task, int thread)
+{
+    (void)thread;
+    const struct r8_job *j = arg;
+    int64_t r0 = task * j->rpt, r1 = r0 + j->rpt < j->m ? r0 + j->rpt : j->m;
+    eng_matmul_act_rows_q4_0r8(j->w, &j->a, j->y, j->m, r0, r1);
+}
+
+/* eng_matmul, or for the repacked layout what the forward pass does: the activations
+ * prepared once, rows split across the pool in multiples of 8. */
+static void mm(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, int64_t k,
+               const float *x, int n_tok, float *y, void *scratch)
+{
+    if (wt != TYPE_Q4_0R8) {
+        eng_matmul(pool, wt, w, m, k, x, n_tok, y, scratch);
+        return;
+    }
+    struct r8_job j = {.w = w, .m = m, .y = y};
+    eng_act_prepare(pool, ENG_TYPE_Q4_0, x, k, n_tok, scratch, &j.a);
+    int nth = eng_pool_size(pool);
+    int64_t rpt = (m + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
+    j.rpt = rpt < 16 ? 16 : (rpt + 7) / 8 * 8;
+    eng_pool_run(pool, r8_task, &j, (m + j.rpt - 1) / j.rpt);
+}
 
 static double now_s(void)
 {
@@ -79,7 +129,7 @@ static double time_case(struct eng_pool *pool, uint32_t wt, const struct shape *
         int iters = 0;
         double t0 = now_s(), t;
         do {
-            eng_matmul(pool, wt, w + (size_t)c * mat_bytes, sh->m, sh->k, x, n_tok, y, scratch);
+            mm(pool, wt, w + (size_t)c * mat_bytes, sh->m, sh->k, x, n_tok, y, scratch);
             c = (c + 1) % n_copies;
             iters++;
             t = now_s() - t0;
@@ -95,27 +145,37 @@ static double time_case(struct eng_pool *pool, uint32_t wt, const struct shape *
 static double hot_ns(uint32_t wt, const struct shape *sh, const unsigned char *w, size_t rb,
                      const float *x, int n_tok, float *y, void *scratch)
 {
-    int64_t m = (int64_t)((192u << 10) / rb);
+    int64_t m = (int64_t)((192u << 10) / rb) / 8 * 8; /* whole groups for Q4_0r8 */
     m = m < 8 ? 8 : m > sh->m ? sh->m : m;
     double best = 1e30;
     for (int rep = 0; rep < 40; rep++) {
         double t0 = now_s();
-        eng_matmul(NULL, wt, w, m, sh->k, x, n_tok, y, scratch);
+        mm(NULL, wt, w, m, sh->k, x, n_tok, y, scratch);
         double t = now_s() - t0;
         best = t < best ? t : best;
     }
     return best * 1e9 / ((double)m * (double)(sh->k / 32) * n_tok);
 }
 
-/* Quantizes a random m x k matrix of type wt into w (row bytes rb). */
+/* Quantizes a random m x k matrix of type wt into w (row bytes rb); Q4_0r8: Q4_0, repacked
+ * (m a multiple of 8). */
 static void fill_matrix(uint32_t wt, unsigned char *w, int m, int k, size_t rb, float *row,
                         unsigned *seed)
 {
+    unsigned char *q = wt == TYPE_Q4_0R8 ? malloc(rb * (size_t)m) : w;
+    if (!q) {
+        fprintf(stderr, "bench_kernels: out of memory\n");
+        exit(1);
+    }
     for (int r = 0; r < m; r++) {
         for (int i = 0; i < k; i++) {
             row[i] = frand(seed);
         }
-        eng_quantize_row(wt, row, w + (size_t)r * rb, k);
+        eng_quantize_row(file_type(wt), row, q + (size_t)r * rb, k);
+    }
+    if (q != w) {
+        eng_q4_0r8_pack(q, m, k, w);
+        free(q);
     }
 }
 
@@ -125,7 +185,7 @@ static int type_wanted(const char *list, uint32_t wt)
     if (list == NULL) {
         return 1;
     }
-    const char *name = eng_type_name(wt);
+    const char *name = tname(wt);
     size_t n = strlen(name);
     for (const char *p = list; p != NULL; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
         if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == '\0')) {
@@ -157,11 +217,11 @@ static int bench_threads(int nth, double secs, int reps, const char *type_list, 
             if (!type_wanted(type_list, wt)) {
                 continue;
             }
-            size_t rb = eng_type_row_bytes(wt, sh->k), mat = rb * (size_t)sh->m;
+            size_t rb = eng_type_row_bytes(file_type(wt), sh->k), mat = rb * (size_t)sh->m;
             int n_copies = (int)((WORKING_SET + mat - 1) / mat);
             unsigned char *w = malloc(mat * (size_t)n_copies);
             if (!w) {
-                fprintf(stderr, "bench_kernels: out of memory for %s\n", eng_type_name(wt));
+                fprintf(stderr, "bench_kernels: out of memory for %s\n", tname(wt));
                 eng_pool_destroy(pool);
                 return 1;
             }
@@ -176,7 +236,7 @@ static int bench_threads(int nth, double secs, int reps, const char *type_list, 
             double hd = hot_ns(wt, sh, w, rb, x, 1, y, scratch);
             double hp = hot_ns(wt, sh, w, rb, x, 16, y, scratch);
             printf("  %-5s %8.2f %10.3f %8.2f %6.0f%% %13.4f %7.1fx %11.3f %11.3f\n",
-                   eng_type_name(wt), (double)mat / 1e6, dec * 1e3, gbs,
+                   tname(wt), (double)mat / 1e6, dec * 1e3, gbs,
                    bw > 0 ? 100.0 * gbs * 1e9 / bw : 0.0, pp * 1e3 / N_PROMPT,
                    dec / (pp / N_PROMPT), hd, hp);
             fflush(stdout);
@@ -207,11 +267,11 @@ static int bench_batch(int nth, const char *type_list, const float *x, float *y,
             if (!type_wanted(type_list, wt)) {
                 continue;
             }
-            size_t rb = eng_type_row_bytes(wt, sh->k), mat = rb * (size_t)sh->m;
+            size_t rb = eng_type_row_bytes(file_type(wt), sh->k), mat = rb * (size_t)sh->m;
             int n_copies = (int)((WORKING_SET + mat - 1) / mat);
             unsigned char *w = malloc(mat * (size_t)n_copies);
             if (!w) {
-                fprintf(stderr, "bench_kernels: out of memory for %s\n", eng_type_name(wt));
+                fprintf(stderr, "bench_kernels: out of memory for %s\n", tname(wt));
                 eng_pool_destroy(pool);
                 return 1;
             }
@@ -220,7 +280,7 @@ static int bench_batch(int nth, const char *type_list, const float *x, float *y,
                 memcpy(w + (size_t)c * mat, w, mat);
             }
             printf("%s %s: n_tok, ms/matmul, ms/tok, GMAC/s, hot ns/32w/tok\n", sh->name,
-                   eng_type_name(wt));
+                   tname(wt));
             for (size_t ni = 0; ni < sizeof(n_toks) / sizeof(n_toks[0]); ni++) {
                 int nt = n_toks[ni];
                 double t = time_case(pool, wt, sh, w, mat, n_copies, x, nt, y, scratch, 0.15, 5);
@@ -256,18 +316,18 @@ static int bench_hot(const char *type_name, int n_tok, int iters, int k, const f
     const struct shape *sh = &hs;
     uint32_t wt = ENG_TYPE__MAX;
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
-        if (strcmp(eng_type_name(types[ti]), type_name) == 0) {
+        if (strcmp(tname(types[ti]), type_name) == 0) {
             wt = types[ti];
         }
     }
     if (wt == ENG_TYPE__MAX || n_tok < 1 || n_tok > N_PROMPT || iters < 1 || sh->k > shapes[1].k ||
-        !eng_kernels_type_ok(wt, sh->k)) {
+        !eng_kernels_type_ok(file_type(wt), sh->k)) {
         fprintf(stderr, "bench_kernels: --hot TYPE N_TOK (1..%d) [ITERS] [K (<= %d)]\n", N_PROMPT,
                 shapes[1].k);
         return 1;
     }
-    size_t rb = eng_type_row_bytes(wt, sh->k);
-    int m = (int)((2048u << 10) / rb); /* L3-resident: many rows per activation prep */
+    size_t rb = eng_type_row_bytes(file_type(wt), sh->k);
+    int m = (int)((2048u << 10) / rb) / 8 * 8; /* L3-resident: many rows per activation prep */
     unsigned char *w = malloc(rb * (size_t)m);
     if (!w) {
         return 1;
@@ -278,13 +338,13 @@ static int bench_hot(const char *type_name, int n_tok, int iters, int k, const f
     double best = 1e30, t_all = cpu_s();
     for (int it = 0; it < iters; it++) {
         double t0 = cpu_s();
-        eng_matmul(NULL, wt, w, m, sh->k, x, n_tok, y, scratch);
+        mm(NULL, wt, w, m, sh->k, x, n_tok, y, scratch);
         double t = cpu_s() - t0;
         best = t < best ? t : best;
     }
     t_all = cpu_s() - t_all;
     printf("%s %d tok x %d rows x %d: best %.3f ns, mean %.3f ns per 32 weights per token\n",
-           eng_type_name(wt), n_tok, m, sh->k, best * 1e9 / ((double)m * (sh->k / 32) * n_tok),
+           tname(wt), n_tok, m, sh->k, best * 1e9 / ((double)m * (sh->k / 32) * n_tok),
            t_all / iters * 1e9 / ((double)m * (sh->k / 32) * n_tok));
     free(w);
     return 0;
@@ -372,7 +432,7 @@ static int bench_fixed(const char *type_name, int prompt, const float *x, float 
     enum { FM = 256, FK = 2048, FT = 16 };
     uint32_t wt = ENG_TYPE__MAX;
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
-        if (strcmp(eng_type_name(types[ti]), type_name) == 0) {
+        if (strcmp(tname(types[ti]), type_name) == 0) {
             wt = types[ti];
         }
     }
@@ -380,7 +440,7 @@ static int bench_fixed(const char *type_name, int prompt, const float *x, float 
         fprintf(stderr, "bench_kernels: unknown type '%s'\n", type_name);
         return 1;
     }
-    size_t rb = eng_type_row_bytes(wt, FK);
+    size_t rb = eng_type_row_bytes(file_type(wt), FK);
     unsigned char *w = malloc(rb * FM);
     if (!w) {
         return 1;
@@ -389,15 +449,15 @@ static int bench_fixed(const char *type_name, int prompt, const float *x, float 
     fill_matrix(wt, w, FM, FK, rb, row, &seed);
     double check = 0.0;
     if (prompt) {
-        eng_matmul(NULL, wt, w, FM, FK, x, FT, y, scratch);
+        mm(NULL, wt, w, FM, FK, x, FT, y, scratch);
         check += y[FM * FT - 1];
     } else {
         for (int it = 0; it < 8; it++) {
-            eng_matmul(NULL, wt, w, FM, FK, x, 1, y, scratch);
+            mm(NULL, wt, w, FM, FK, x, 1, y, scratch);
             check += y[it];
         }
     }
-    printf("%s fixed workload done (check %.6g)\n", eng_type_name(wt), check);
+    printf("%s fixed workload done (check %.6g)\n", tname(wt), check);
     free(w);
     return 0;
 }
@@ -414,7 +474,7 @@ int main(int argc, char **argv)
     float *row = malloc(sizeof(float) * (size_t)kmax);
     size_t sb = 0;
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
-        size_t b = eng_matmul_scratch_bytes(types[ti], kmax, N_PROMPT);
+        size_t b = eng_matmul_scratch_bytes(file_type(types[ti]), kmax, N_PROMPT);
         sb = b > sb ? b : sb;
     }
     void *scratch = malloc(sb);
@@ -433,7 +493,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_kernels: bad thread count\n");
             rc = 1;
         } else {
-            rc = bench_batch(nth, argc > 3 ? argv[3] : "Q8_0,Q4_0", x, y, scratch, row);
+            rc = bench_batch(nth, argc > 3 ? argv[3] : "Q8_0,Q4_0,Q4_0r8", x, y, scratch, row);
         }
     } else if (argc > 3 && strcmp(argv[1], "--model") == 0) {
         rc = bench_model(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 8,

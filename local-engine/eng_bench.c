@@ -194,13 +194,14 @@ int eng_cli_bench(int argc, char **argv)
                "\"tg_tok_s\": %.2f, \"tg_tok_s_min\": %.2f, \"tg_tok_s_max\": %.2f, "
                "\"weight_bytes_per_token\": %.0f, \"tg_read_bytes_s\": %.0f, "
                "\"membw_bytes_s\": %.0f, \"roofline_fraction\": %.3f, \"seqs\": %ld, "
-               "\"tg_batch_tok_s\": %.2f}\n",
+               "\"tg_batch_tok_s\": %.2f, \"repacked_bytes\": %zu}\n",
                path, info.arch, eng_kernels_name(), t, p, n, r, pp_med, pp[0], pp[r - 1], tg_med,
                tg[0], tg[r - 1], bytes_tok, achieved, membw, frac, n_seq,
-               n_seq > 1 ? tgb[r / 2] : tg_med);
+               n_seq > 1 ? tgb[r / 2] : tg_med, info.repacked_bytes);
     } else {
-        printf("model %s (%s, %d layers, n_embd %d), kernels %s, %ld threads, %ld runs\n", path,
-               info.arch, info.n_layer, info.n_embd, eng_kernels_name(), t, r);
+        printf("model %s (%s, %d layers, n_embd %d), kernels %s%s, %ld threads, %ld runs\n",
+               path, info.arch, info.n_layer, info.n_embd, eng_kernels_name(),
+               info.repacked_bytes ? " (Q4_0 repacked by 8 rows)" : "", t, r);
         printf("prompt processing (%ld tokens): %.1f tok/s (min %.1f, max %.1f)\n", p, pp_med,
                pp[0], pp[r - 1]);
         printf("generation (%ld tokens):        %.2f tok/s (min %.2f, max %.2f)\n", n, tg_med,

@@ -40,6 +40,7 @@ struct eng_model_info {
     const char *arch; /* "llama", "qwen2" */
     int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, n_ff;
     size_t matrix_bytes; /* weight bytes read per generated token (all matrices incl. output) */
+    size_t repacked_bytes; /* of those, Q4_0 repacked for the AVX2 kernels (eng_q4_0r8_pack) */
     bool vocab_only;
 };
 void eng_model_get_info(const struct eng_model *m, struct eng_model_info *out);

@@ -145,9 +145,28 @@ static void rope(const struct eng_model *m, float *vec, int32_t n_heads, int32_t
     }
 }
 
+static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, float *const *ys,
+                         int n_parts, const float *x, int32_t n);
+
 static void matmul(struct eng_fwd *f, const struct eng_wmat *w, const float *x, int32_t n, float *y)
 {
+    if (w->r8) {
+        matmul_multi(f, &w, &y, 1, x, n); /* prepares the activations, splits by 8 rows */
+        return;
+    }
     eng_matmul(f->pool, w->type, w->data, w->m, w->k, x, n, y, f->xq);
+}
+
+/* Rows [r0, r1) of x W^T into y (n_tok x w->m), from the repacked matrix when there is one
+ * (r0 and r1 are then multiples of 8: every split below is). */
+static void wmat_rows(const struct eng_wmat *w, const struct eng_act *a, float *y, int64_t r0,
+                      int64_t r1)
+{
+    if (w->r8) {
+        eng_matmul_act_rows_q4_0r8(w->r8, a, y, w->m, r0, r1);
+    } else {
+        eng_matmul_act_rows(w->type, w->data, w->row_bytes, a, y, w->m, r0, r1);
+    }
 }
 
 /* Several matrices applied to the same activations (Q/K/V; gate/up) in ONE pool run, the
@@ -170,7 +189,7 @@ struct mm_multi {
 
 static void mm_run_rows(const struct mm_multi *j, const struct mm_part *p, int64_t r0, int64_t r1)
 {
-    eng_matmul_act_rows(p->w->type, p->w->data, p->w->row_bytes, &j->a, p->y, p->w->m, r0, r1);
+    wmat_rows(p->w, &j->a, p->y, r0, r1);
 }
 
 static void mm_task(void *arg, int64_t task, int thread)
@@ -214,9 +233,10 @@ static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, fl
             mm_run_rows(&j, p, 0, p->w->m);
             continue;
         }
-        /* ~8 tasks per thread per matrix, at least 16 rows (a multiple of 4) each. */
+        /* ~8 tasks per thread per matrix, at least 16 rows (a multiple of 8, as the repacked
+         * Q4_0 kernels want) each. */
         int64_t rpt = (p->w->m + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
-        rpt = rpt < 16 ? 16 : (rpt + 3) / 4 * 4;
+        rpt = rpt < 16 ? 16 : (rpt + 7) / 8 * 8;
         p->rpt = rpt;
         p->task0 = tasks;
         tasks += (p->w->m + rpt - 1) / rpt;
@@ -241,8 +261,8 @@ struct swiglu_job {
 static void swiglu_rows(const struct swiglu_job *j, int64_t r0, int64_t r1)
 {
     const struct eng_wmat *gw = j->gate, *uw = j->up;
-    eng_matmul_act_rows(gw->type, gw->data, gw->row_bytes, &j->a, j->g, j->m, r0, r1);
-    eng_matmul_act_rows(uw->type, uw->data, uw->row_bytes, &j->a, j->u, j->m, r0, r1);
+    wmat_rows(gw, &j->a, j->g, r0, r1);
+    wmat_rows(uw, &j->a, j->u, r0, r1);
     for (int32_t t = 0; t < j->n_tok; t++) {
         float *g = j->g + (size_t)t * (size_t)j->m, *u = j->u + (size_t)t * (size_t)j->m;
         for (int64_t i = r0; i < r1; i++) {
@@ -282,9 +302,9 @@ static void ffn_swiglu(struct eng_fwd *f, const struct eng_layer *L, int32_t n)
         swiglu_rows(&j, 0, j.m);
         return;
     }
-    /* ~8 tasks per thread, at least 16 rows (a multiple of 4) each, as matmul_multi */
+    /* ~8 tasks per thread, at least 16 rows (a multiple of 8) each, as matmul_multi */
     int64_t rpt = (j.m + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
-    j.rpt = rpt < 16 ? 16 : (rpt + 3) / 4 * 4;
+    j.rpt = rpt < 16 ? 16 : (rpt + 7) / 8 * 8;
     eng_pool_run(f->pool, swiglu_task, &j, (j.m + j.rpt - 1) / j.rpt);
 }
 

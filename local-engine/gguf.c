@@ -762,6 +762,20 @@ void eng_gguf_close(struct eng_gguf *g)
     wye_free(g);
 }
 
+void eng_gguf_drop_pages(const struct eng_gguf *g, const void *p, size_t n)
+{
+    uintptr_t lo = (uintptr_t)p, hi = lo + n, base = (uintptr_t)g->base;
+    if (!g->mapped || lo < base || hi > base + g->size || hi < lo) {
+        return;
+    }
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    lo = (lo + page - 1) & ~(page - 1);
+    hi &= ~(page - 1);
+    if (hi > lo) {
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: failure changes nothing */
+    }
+}
+
 /* ---- accessors ---- */
 
 uint32_t eng_gguf_version(const struct eng_gguf *g)

@@ -99,6 +99,10 @@ const char *eng_gguf_vtype_name(uint32_t type);
 /* File size and where the (aligned) tensor data section starts. */
 size_t eng_gguf_file_size(const struct eng_gguf *g);
 size_t eng_gguf_data_offset(const struct eng_gguf *g);
+/* The data in [p, p + n) (inside the file) will not be read again: for a file mapping, the
+ * pages wholly inside it are dropped from this process (they are read from the file again if
+ * touched, so this is only about memory); a no-op for a caller's buffer. */
+void eng_gguf_drop_pages(const struct eng_gguf *g, const void *p, size_t n);
 
 /* True if the string equals the NUL-terminated s. */
 bool eng_gguf_str_eq(struct eng_gguf_str a, const char *s);

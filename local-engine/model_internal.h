@@ -37,12 +37,15 @@ struct eng_hparams {
     bool rope_neox; /* rotate halves (qwen2) instead of adjacent pairs (llama) */
 };
 
-/* A weight matrix in GGUF layout: m rows of k elements of type, borrowed from the mapping. */
+/* A weight matrix in GGUF layout: m rows of k elements of type, borrowed from the mapping;
+ * for Q4_0, also the same matrix repacked in groups of 8 rows (eng_q4_0r8_pack), which the
+ * forward pass then uses instead. */
 struct eng_wmat {
     const void *data;
     uint32_t type;
     int64_t k, m;
     size_t row_bytes;
+    const void *r8; /* in the model's r8 buffer, or NULL */
 };
 
 struct eng_layer {
@@ -64,6 +67,8 @@ struct eng_model {
     bool tied;
     const float *output_norm; /* (n_embd) */
     struct eng_layer *layers; /* (n_layer) owned */
+    void *r8;                 /* owned: every repacked Q4_0 matrix, or NULL */
+    size_t r8_bytes, r8_len; /* used, mapped */
     float *rope_inv_freq;     /* (n_rot/2) owned: angle of pair i at pos p = p * inv_freq[i] */
     float *vecs;              /* owned: every norm/bias vector converted to F32 */
     size_t matrix_bytes;      /* bytes of every matrix read per token (incl. output) */

@@ -16,6 +16,7 @@
 
 #include "common/alloc.h"
 #include "local-engine/engine.h"
+#include "local-engine/quant.h"
 #include "test_model_util.h"
 
 static struct gold_case gold[GOLD_MAX_PROMPTS];
@@ -270,13 +271,51 @@ static void test_llama2_tiny_random(void **state)
     eng_model_destroy(m);
 }
 
+/* With the AVX2 kernels the Q4_0 matrices are repacked by 8 rows at load (WYE_NO_REPACK=1
+ * keeps the file's layout): the same integer dots summed in another order, so a prompt's last
+ * logits agree closely (measured max difference 2e-6; bound 1e-4) and pick the same token. */
+static void test_q4_0_repacked(void **state)
+{
+    (void)state;
+    static float logits[2][512];
+    for (int repack = 0; repack < 2; repack++) {
+        if (repack) {
+            unsetenv("WYE_NO_REPACK");
+        } else {
+            setenv("WYE_NO_REPACK", "1", 1);
+        }
+        struct eng_model *m = load("stories260K-q4_0.gguf");
+        struct eng_model_info info;
+        eng_model_get_info(m, &info);
+        if (!repack || !eng_q4_0r8_wanted()) {
+            assert_int_equal(info.repacked_bytes, 0);
+        } else {
+            /* every matrix but the FFN's (rows of 172) has whole 8-row groups */
+            assert_true(info.repacked_bytes > 0 && info.repacked_bytes < info.matrix_bytes);
+        }
+        struct eng_ctx *c = mkctx(m, 128, 1, 16, 2);
+        assert_int_equal(eng_ctx_eval(c, 0, 0, gold[0].prompt_ids, gold[0].n_prompt, logits[repack]),
+                         WYE_OK);
+        eng_ctx_destroy(c);
+        eng_model_destroy(m);
+    }
+    int best[2] = {0, 0};
+    for (int j = 0; j < 512; j++) {
+        assert_true(fabsf(logits[0][j] - logits[1][j]) <= 1e-4f);
+        for (int r = 0; r < 2; r++) {
+            best[r] = logits[r][j] > logits[r][best[r]] ? j : best[r];
+        }
+    }
+    assert_int_equal(best[0], best[1]);
+}
+
 int main(void)
 {
     n_gold = gold_load(gold, GOLD_MAX_PROMPTS);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gold_f32),           cmocka_unit_test(test_gold_q8_0),
         cmocka_unit_test(test_gold_q4_0),          cmocka_unit_test(test_gold_batched),
-        cmocka_unit_test(test_llama2_tiny_random),
+        cmocka_unit_test(test_llama2_tiny_random), cmocka_unit_test(test_q4_0_repacked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
