@@ -157,15 +157,17 @@ static void matmul(struct eng_fwd *f, const struct eng_wmat *w, const float *x, 
     eng_matmul(f->pool, w->type, w->data, w->m, w->k, x, n, y, f->xq);
 }
 
-/* Rows [r0, r1) of x W^T into y (n_tok x w->m), from the repacked matrix when there is one
- * (r0 and r1 are then multiples of 8: every split below is). */
+/* Rows [r0, r1) of x W^T into y (n_tok x w->m): from the repacked copy when there is one, for
+ * all but the last m % 8 rows (every split below starts rows at multiples of 8). */
 static void wmat_rows(const struct eng_wmat *w, const struct eng_act *a, float *y, int64_t r0,
                       int64_t r1)
 {
-    if (w->r8) {
-        eng_matmul_act_rows_q4_0r8(w->r8, a, y, w->m, r0, r1);
-    } else {
-        eng_matmul_act_rows(w->type, w->data, w->row_bytes, a, y, w->m, r0, r1);
+    int64_t m8 = w->r8 ? w->m / 8 * 8 : 0;
+    if (r0 < m8) {
+        eng_matmul_act_rows_q4_0r8(w->r8, a, y, w->m, r0, r1 < m8 ? r1 : m8);
+    }
+    if (r1 > m8) {
+        eng_matmul_act_rows(w->type, w->data, w->row_bytes, a, y, w->m, r0 > m8 ? r0 : m8, r1);
     }
 }
 

@@ -372,13 +372,13 @@ static void repack_task(void *arg, int64_t task, int thread)
         if (!w->r8) {
             continue;
         }
-        int64_t tasks = (w->m + R8_TASK_ROWS - 1) / R8_TASK_ROWS;
+        int64_t m8 = w->m / 8 * 8, tasks = (m8 + R8_TASK_ROWS - 1) / R8_TASK_ROWS;
         if (task >= tasks) {
             task -= tasks;
             continue;
         }
         int64_t r0 = task * R8_TASK_ROWS;
-        int64_t rows = w->m - r0 < R8_TASK_ROWS ? w->m - r0 : R8_TASK_ROWS;
+        int64_t rows = m8 - r0 < R8_TASK_ROWS ? m8 - r0 : R8_TASK_ROWS;
         const unsigned char *src = (const unsigned char *)w->data + (size_t)r0 * w->row_bytes;
         eng_q4_0r8_pack(src, rows, w->k, (unsigned char *)(uintptr_t)w->r8 + (size_t)r0 * w->row_bytes);
         if (w->data != j->m->tok_embd.data) {
@@ -388,7 +388,8 @@ static void repack_task(void *arg, int64_t task, int thread)
     }
 }
 
-/* Repacks every Q4_0 matrix the AVX2 kernels can take into one buffer (eng_q4_0r8_pack), on
+/* Repacks every Q4_0 matrix the AVX2 kernels can take (all but its last m % 8 rows, which
+ * stay in the file's layout) into one buffer (eng_q4_0r8_pack), on
  * a pool of the machine's threads, and drops the file's pages of those the forward pass no
  * longer reads (all but the token embeddings, which lookups still read row by row). Only an
  * optimisation: without memory for the buffer the model computes from the file's layout. */
@@ -402,8 +403,8 @@ static void repack_q4_0(struct eng_model *m)
     for (size_t i = 0; i < n; i++) {
         const struct eng_wmat *w = mat_at(m, i);
         if (repackable(w)) {
-            total += w->row_bytes * (size_t)w->m;
-            tasks += (w->m + R8_TASK_ROWS - 1) / R8_TASK_ROWS;
+            total += w->row_bytes * (size_t)(w->m / 8 * 8);
+            tasks += (w->m / 8 * 8 + R8_TASK_ROWS - 1) / R8_TASK_ROWS;
         }
     }
     if (total == 0) {
@@ -425,7 +426,7 @@ static void repack_q4_0(struct eng_model *m)
         struct eng_wmat *w = mat_at(m, i);
         if (repackable(w)) {
             w->r8 = at;
-            at += w->row_bytes * (size_t)w->m;
+            at += w->row_bytes * (size_t)(w->m / 8 * 8);
         }
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);

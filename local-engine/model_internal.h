@@ -38,8 +38,8 @@ struct eng_hparams {
 };
 
 /* A weight matrix in GGUF layout: m rows of k elements of type, borrowed from the mapping;
- * for Q4_0, also the same matrix repacked in groups of 8 rows (eng_q4_0r8_pack), which the
- * forward pass then uses instead. */
+ * for Q4_0, also its first m / 8 * 8 rows repacked in groups of 8 (eng_q4_0r8_pack), which
+ * the forward pass then uses instead. */
 struct eng_wmat {
     const void *data;
     uint32_t type;

@@ -503,12 +503,12 @@ bool eng_q4_0r8_wanted(void)
 
 bool eng_q4_0r8_ok(int64_t m, int64_t k)
 {
-    return m > 0 && m % 8 == 0 && k > 0 && k % ENG_QK == 0 && k / ENG_QK <= ENG_GEMM_MAX_BLOCKS;
+    return m >= 8 && k > 0 && k % ENG_QK == 0 && k / ENG_QK <= ENG_GEMM_MAX_BLOCKS;
 }
 
 void eng_q4_0r8_pack(const void *w, int64_t m, int64_t k, void *dst)
 {
-    WYE_ASSERT(eng_q4_0r8_ok(m, k));
+    WYE_ASSERT(eng_q4_0r8_ok(m, k) && m % 8 == 0);
     const struct eng_block_q4_0 *src = w;
     struct eng_block_q4_0x8 *out = dst;
     const int64_t nb = k / ENG_QK;

@@ -89,10 +89,11 @@ void eng_matmul_act_rows(uint32_t wt, const void *w, size_t w_row_bytes, const s
 
 /* True when the active kernels are the AVX2 ones and WYE_NO_REPACK is not set to 1. */
 bool eng_q4_0r8_wanted(void);
-/* True if an m x k Q4_0 matrix can be repacked (m a multiple of 8, k of 32 and at most
- * 32 x ENG_GEMM_MAX_BLOCKS, i.e. 16384). */
+/* True if the first m / 8 * 8 rows of an m x k Q4_0 matrix can be repacked (m >= 8, k a
+ * multiple of 32 and at most 32 x ENG_GEMM_MAX_BLOCKS, i.e. 16384); the last m % 8 rows stay
+ * in the file's layout. */
 bool eng_q4_0r8_ok(int64_t m, int64_t k);
-/* Repacks m rows of k Q4_0 elements (GGUF layout, rows contiguous) into dst
+/* Repacks m rows (a multiple of 8) of k Q4_0 elements (GGUF layout, rows contiguous) into dst
  * (eng_type_row_bytes(Q4_0, k) * m bytes, 16-byte aligned). */
 void eng_q4_0r8_pack(const void *w, int64_t m, int64_t k, void *dst);
 /* eng_matmul_act_rows for a repacked Q4_0 matrix: rows [r0, r1) (multiples of 8) against

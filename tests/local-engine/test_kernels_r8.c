@@ -223,7 +223,8 @@ static void test_shapes(void **state)
     assert_true(eng_q4_0r8_ok(8, 32));
     assert_true(eng_q4_0r8_ok(5632, 2048));
     assert_true(eng_q4_0r8_ok(8, 32 * ENG_GEMM_MAX_BLOCKS));
-    assert_false(eng_q4_0r8_ok(12, 2048));                        /* not whole groups */
+    assert_true(eng_q4_0r8_ok(12, 2048)); /* 8 rows repacked, 4 left in the file's layout */
+    assert_false(eng_q4_0r8_ok(7, 2048));                         /* not one whole group */
     assert_false(eng_q4_0r8_ok(0, 2048));
     assert_false(eng_q4_0r8_ok(8, 48));                           /* not whole blocks */
     assert_false(eng_q4_0r8_ok(8, 32 * (ENG_GEMM_MAX_BLOCKS + 1))); /* past the stack arrays */

@@ -272,7 +272,8 @@ static void test_llama2_tiny_random(void **state)
 }
 
 /* With the AVX2 kernels the Q4_0 matrices are repacked by 8 rows at load (WYE_NO_REPACK=1
- * keeps the file's layout): the same integer dots summed in another order, so a prompt's last
+ * keeps the file's layout; a matrix's last m % 8 rows, here 4 of the FFN's 172, stay in it):
+ * the same integer dots summed in another order, so a prompt's last
  * logits agree closely (measured max difference 2e-6; bound 1e-4) and pick the same token. */
 static void test_q4_0_repacked(void **state)
 {
@@ -290,7 +291,7 @@ static void test_q4_0_repacked(void **state)
         if (!repack || !eng_q4_0r8_wanted()) {
             assert_int_equal(info.repacked_bytes, 0);
         } else {
-            /* every matrix but the FFN's (rows of 172) has whole 8-row groups */
+            /* all Q4_0 rows but the last 4 of the FFN's 172 (and the F32 matrices) */
             assert_true(info.repacked_bytes > 0 && info.repacked_bytes < info.matrix_bytes);
         }
         struct eng_ctx *c = mkctx(m, 128, 1, 16, 2);
