@@ -97,7 +97,7 @@ static void mm(struct eng_pool *pool, uint32_t wt, const void *w, int64_t m, int
         return;
     }
     struct r8_job j = {.w = w, .m = m, .y = y};
-    eng_act_prepare(pool, ENG_TYPE_Q4_0, x, k, n_tok, scratch, &j.a);
+    eng_act_prepare_q4_0r8(pool, x, k, n_tok, scratch, &j.a);
     int nth = eng_pool_size(pool);
     int64_t rpt = (m + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
     j.rpt = rpt < 16 ? 16 : (rpt + 7) / 8 * 8;

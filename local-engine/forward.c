@@ -157,6 +157,23 @@ static void matmul(struct eng_fwd *f, const struct eng_wmat *w, const float *x, 
     eng_matmul(f->pool, w->type, w->data, w->m, w->k, x, n, y, f->xq);
 }
 
+/* The activations x (n tokens) prepared once for the matrices ws (same activation type and
+ * row length): for repacked Q4_0 matrices only, with the per-token block scales and sums
+ * their kernels read. */
+static void act_prepare(struct eng_fwd *f, const struct eng_wmat *const *ws, int n_parts,
+                        const float *x, int32_t n, struct eng_act *a)
+{
+    bool r8 = true;
+    for (int i = 0; i < n_parts; i++) {
+        r8 &= ws[i]->r8 != NULL;
+    }
+    if (r8) {
+        eng_act_prepare_q4_0r8(f->pool, x, ws[0]->k, n, f->xq, a);
+    } else {
+        eng_act_prepare(f->pool, ws[0]->type, x, ws[0]->k, n, f->xq, a);
+    }
+}
+
 /* Rows [r0, r1) of x W^T into y (n_tok x w->m): from the repacked copy when there is one, for
  * all but the last m % 8 rows (every split below starts rows at multiples of 8). */
 static void wmat_rows(const struct eng_wmat *w, const struct eng_act *a, float *y, int64_t r0,
@@ -224,7 +241,7 @@ static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, fl
         return;
     }
     struct mm_multi j = {.n = n_parts};
-    eng_act_prepare(f->pool, w0->type, x, w0->k, n, f->xq, &j.a);
+    act_prepare(f, ws, n_parts, x, n, &j.a);
     int nth = eng_pool_size(f->pool);
     int64_t tasks = 0;
     for (int i = 0; i < n_parts; i++) {
@@ -298,7 +315,8 @@ static void ffn_swiglu(struct eng_fwd *f, const struct eng_layer *L, int32_t n)
         return;
     }
     struct swiglu_job j = {.gate = gw, .up = uw, .g = f->hb, .u = f->hb2, .m = gw->m, .n_tok = n};
-    eng_act_prepare(f->pool, gw->type, f->xb, gw->k, n, f->xq, &j.a);
+    const struct eng_wmat *gu[2] = {gw, uw};
+    act_prepare(f, gu, 2, f->xb, n, &j.a);
     int nth = eng_pool_size(f->pool);
     if (nth == 1) {
         swiglu_rows(&j, 0, j.m);

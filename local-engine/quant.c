@@ -328,7 +328,9 @@ size_t eng_matmul_scratch_bytes(uint32_t wt, int64_t k, int64_t n_tok)
     size_t nb = (size_t)(k / ENG_QK), groups = ((size_t)n_tok + ENG_GEMM8_NX - 1) / ENG_GEMM8_NX;
     size_t x8 = groups * nb * sizeof(struct eng_block_q8_0x8); /* batched */
     size_t prep = 2 * nb * sizeof(float);                      /* decode */
-    return 31 + round32(rows) + (x8 > prep ? x8 : prep);
+    size_t r8 = (2 * (size_t)n_tok + 1) * nb * sizeof(float);  /* eng_act_prepare_q4_0r8 */
+    size_t extra = x8 > prep ? x8 : prep;
+    return 31 + round32(rows) + (extra > r8 ? extra : r8);
 }
 
 struct prep_job {
@@ -531,6 +533,75 @@ void eng_q4_0r8_pack(const void *w, int64_t m, int64_t k, void *dst)
     }
 }
 
+struct prep_r8_job {
+    const struct eng_kernel_table *kt;
+    const float *x; /* (n_tok, k) */
+    int64_t k, nb;
+    unsigned char *rows; /* (n_tok, rb) */
+    size_t rb;
+    float *xd;    /* (n_tok, nb) */
+    int32_t *xs8; /* (n_tok, nb) */
+};
+
+/* Token t: quantized, then its block scales and 8 x its block sums. */
+static void prep_r8_task(void *arg, int64_t t, int thread)
+{
+    const struct prep_r8_job *j = arg;
+    (void)thread;
+    unsigned char *row = j->rows + (size_t)t * j->rb;
+    j->kt->quant[ENG_TYPE_Q8_0](j->x + t * j->k, row, j->k);
+    const struct eng_block_q8_0 *b = (const struct eng_block_q8_0 *)(const void *)row;
+    for (int64_t i = 0; i < j->nb; i++) {
+        int32_t s = 0;
+        for (int e = 0; e < ENG_QK; e++) {
+            s += b[i].qs[e];
+        }
+        j->xd[t * j->nb + i] = eng_fp16_to_fp32(b[i].d);
+        j->xs8[t * j->nb + i] = 8 * s;
+    }
+}
+
+void eng_act_prepare_q4_0r8(struct eng_pool *pool, const float *x, int64_t k, int64_t n_tok,
+                            void *scratch, struct eng_act *a)
+{
+    WYE_ASSERT(eng_kernels_type_ok(ENG_TYPE_Q4_0, k) && n_tok >= 1 && scratch != NULL);
+    unsigned char *base = (unsigned char *)(((uintptr_t)scratch + 31) & ~(uintptr_t)31);
+    struct prep_r8_job j = {
+        .kt = eng_kernels_active(),
+        .x = x,
+        .k = k,
+        .nb = k / ENG_QK,
+        .rows = base,
+        .rb = eng_type_row_bytes(ENG_TYPE_Q8_0, k),
+    };
+    size_t per_tok = (size_t)n_tok * (size_t)j.nb;
+    j.xd = (float *)(void *)(base + round32((size_t)n_tok * j.rb));
+    j.xs8 = (int32_t *)(void *)(j.xd + per_tok);
+    if (eng_pool_size(pool) > 1 && n_tok >= 4) {
+        eng_pool_run(pool, prep_r8_task, &j, n_tok);
+    } else {
+        for (int64_t t = 0; t < n_tok; t++) {
+            prep_r8_task(&j, t, 0);
+        }
+    }
+    memset(a, 0, sizeof(*a));
+    a->type = ENG_TYPE_Q8_0;
+    a->k = k;
+    a->n_tok = n_tok;
+    a->xq = base;
+    a->xq_row_bytes = j.rb;
+    a->xd = j.xd;
+    a->xs8 = j.xs8;
+    if (n_tok == 1 && j.nb <= ENG_GEMV_MAX_BLOCKS) {
+        /* the m % 8 last rows go through the file layout's decode kernel, which wants sums */
+        float *xsum = (float *)(void *)(j.xs8 + per_tok);
+        for (int64_t i = 0; i < j.nb; i++) {
+            xsum[i] = (float)(j.xs8[i] / 8);
+        }
+        a->xsum = xsum;
+    }
+}
+
 void eng_matmul_act_rows_q4_0r8(const void *w8, const struct eng_act *a, float *y, int64_t ldy,
                                 int64_t r0, int64_t r1)
 {
@@ -547,8 +618,10 @@ void eng_matmul_act_rows_q4_0r8(const void *w8, const struct eng_act *a, float *
         int64_t re = rt + tile < r1 ? rt + tile : r1;
         for (int64_t t0 = 0; t0 < a->n_tok; t0 += ENG_DOT_NX) {
             int nx = a->n_tok - t0 < ENG_DOT_NX ? (int)(a->n_tok - t0) : ENG_DOT_NX;
+            const float *xd = a->xs8 ? a->xd + t0 * nb : NULL;
+            const int32_t *xs8 = a->xs8 ? a->xs8 + t0 * nb : NULL;
             kt->gemm_q4_0r8(a->k, w + rt / 8 * nb, re - rt, xb + (size_t)t0 * a->xq_row_bytes,
-                            a->xq_row_bytes, nx, y + t0 * ldy + rt, ldy);
+                            a->xq_row_bytes, nx, xd, xs8, y + t0 * ldy + rt, ldy);
         }
     }
 }

@@ -68,6 +68,9 @@ struct eng_act {
     size_t xq_row_bytes;
     const void *x8;         /* Q8_0, n_tok >= 5: groups of 8 tokens packed, or NULL */
     const float *xd, *xsum; /* Q8_0, n_tok == 1: block scales and int8 sums, or NULL */
+    /* eng_act_prepare_q4_0r8 only: xd then holds every token's block scales (n_tok x k / 32)
+     * and xs8 8 x every token's block sums (same shape); xsum is set for n_tok == 1. */
+    const int32_t *xs8;
 };
 
 /* Quantizes (and packs) n_tok rows of k floats for weight type wt into scratch
@@ -96,9 +99,15 @@ bool eng_q4_0r8_ok(int64_t m, int64_t k);
 /* Repacks m rows (a multiple of 8) of k Q4_0 elements (GGUF layout, rows contiguous) into dst
  * (eng_type_row_bytes(Q4_0, k) * m bytes, 16-byte aligned). */
 void eng_q4_0r8_pack(const void *w, int64_t m, int64_t k, void *dst);
+/* eng_act_prepare(pool, ENG_TYPE_Q4_0, ...) for activations that meet only repacked Q4_0
+ * matrices (and their m % 8 last rows in the file's layout): instead of packing groups of 8
+ * tokens it keeps each token's block scales and sums (a->xd, a->xs8) so that the repacked
+ * kernels do not recompute them per call. Same scratch size. */
+void eng_act_prepare_q4_0r8(struct eng_pool *pool, const float *x, int64_t k, int64_t n_tok,
+                            void *scratch, struct eng_act *a);
 /* eng_matmul_act_rows for a repacked Q4_0 matrix: rows [r0, r1) (multiples of 8) against
- * activations prepared for ENG_TYPE_Q4_0. A token's value does not depend on how many tokens
- * are in the batch. Any thread; no allocation. */
+ * activations prepared for ENG_TYPE_Q4_0 (by either function). A token's value does not
+ * depend on how many tokens are in the batch. Any thread; no allocation. */
 void eng_matmul_act_rows_q4_0r8(const void *w8, const struct eng_act *a, float *y, int64_t ldy,
                                 int64_t r0, int64_t r1);
 

@@ -1248,25 +1248,35 @@ ALWAYS_INLINE __m256 r8_block_token(const __m256i u[8], const int8_t *xq, int32_
 }
 
 ALWAYS_INLINE void gemm_r8_impl(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
-                                const void *x, size_t x_stride, const int nx, float *y,
-                                int64_t ldy)
+                                const void *x, size_t x_stride, const int nx, const float *xd,
+                                const int32_t *xs8, float *y, int64_t ldy)
 {
     const int64_t nb = k / ENG_QK;
-    /* per token and block: the scale as a float and 8 x the sum of the int8 values */
-    float dx[ENG_DOT_NX][ENG_GEMM_MAX_BLOCKS];
-    int32_t sum8[ENG_DOT_NX][ENG_GEMM_MAX_BLOCKS];
+    /* per token and block: the scale as a float and 8 x the sum of the int8 values, given or
+     * computed here */
+    float dx_own[ENG_DOT_NX][ENG_GEMM_MAX_BLOCKS];
+    int32_t s8_own[ENG_DOT_NX][ENG_GEMM_MAX_BLOCKS];
+    const float *dx[ENG_DOT_NX];
+    const int32_t *sum8[ENG_DOT_NX];
     const struct eng_block_q8_0 *xb[ENG_DOT_NX];
     const __m256i ones8 = _mm256_set1_epi8(1);
     for (int j = 0; j < nx; j++) {
         xb[j] = (const struct eng_block_q8_0 *)(const void *)((const char *)x + (size_t)j * x_stride);
+        if (xd) {
+            dx[j] = xd + (size_t)j * (size_t)nb;
+            sum8[j] = xs8 + (size_t)j * (size_t)nb;
+            continue;
+        }
+        dx[j] = dx_own[j];
+        sum8[j] = s8_own[j];
         for (int64_t i = 0; i < nb; i++) {
             __m256i v = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, loadu256(xb[j][i].qs)),
                                           _mm256_set1_epi16(1));
             __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
             h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
             h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
-            sum8[j][i] = 8 * _mm_cvtsi128_si32(h);
-            dx[j][i] = _cvtsh_ss(xb[j][i].d);
+            s8_own[j][i] = 8 * _mm_cvtsi128_si32(h);
+            dx_own[j][i] = _cvtsh_ss(xb[j][i].d);
         }
     }
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -1301,20 +1311,21 @@ ALWAYS_INLINE void gemm_r8_impl(int64_t k, const struct eng_block_q4_0x8 *w, int
 }
 
 static void gemm_q4_0r8(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
-                        const void *x, size_t x_stride, int nx, float *y, int64_t ldy)
+                        const void *x, size_t x_stride, int nx, const float *xd,
+                        const int32_t *xs8, float *y, int64_t ldy)
 {
     switch (nx) {
     case 1:
-        gemm_r8_impl(k, w, n_rows, x, x_stride, 1, y, ldy);
+        gemm_r8_impl(k, w, n_rows, x, x_stride, 1, xd, xs8, y, ldy);
         break;
     case 2:
-        gemm_r8_impl(k, w, n_rows, x, x_stride, 2, y, ldy);
+        gemm_r8_impl(k, w, n_rows, x, x_stride, 2, xd, xs8, y, ldy);
         break;
     case 3:
-        gemm_r8_impl(k, w, n_rows, x, x_stride, 3, y, ldy);
+        gemm_r8_impl(k, w, n_rows, x, x_stride, 3, xd, xs8, y, ldy);
         break;
     default:
-        gemm_r8_impl(k, w, n_rows, x, x_stride, 4, y, ldy);
+        gemm_r8_impl(k, w, n_rows, x, x_stride, 4, xd, xs8, y, ldy);
         break;
     }
 }

@@ -255,9 +255,12 @@ static_assert(sizeof(struct eng_block_q4_0x8) == 144, "block_q4_0x8 layout");
  * multiple of 32 with k / 32 <= ENG_GEMM_MAX_BLOCKS. Every (row, token) is computed block by
  * block from the exact block integer dot, in an order that does not depend on nx (AVX2:
  * acc = fma(d_w * d_x, dot, acc); scalar: acc += d_w * d_x * dot), so decode, batched decode
- * and prompt give a token the same value. */
+ * and prompt give a token the same value. xd and xs8, when not NULL: each activation row's
+ * block scales as floats and 8 x its block sums, k / 32 per row (eng_act_prepare_q4_0r8);
+ * otherwise the kernel computes them. */
 typedef void (*eng_gemm_r8_fn)(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
-                               const void *x, size_t x_stride, int nx, float *y, int64_t ldy);
+                               const void *x, size_t x_stride, int nx, const float *xd,
+                               const int32_t *xs8, float *y, int64_t ldy);
 
 struct eng_kernel_table {
     const char *name;

@@ -763,8 +763,10 @@ REF_DOT(q6_K)
 /* Repacked Q4_0 (eng_block_q4_0x8): each (row, token) as a sum over blocks of
  * d_w * d_x * (exact integer dot), in block order. */
 static void gemm_q4_0r8(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
-                        const void *x, size_t x_stride, int nx, float *y, int64_t ldy)
+                        const void *x, size_t x_stride, int nx, const float *xd,
+                        const int32_t *xs8, float *y, int64_t ldy)
 {
+    (void)xd, (void)xs8; /* the plain integer dot needs neither */
     const int64_t nb = k / ENG_QK;
     for (int64_t g = 0; g < n_rows / 8; g++) {
         const struct eng_block_q4_0x8 *gb = w + g * nb;

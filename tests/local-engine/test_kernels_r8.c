@@ -2,9 +2,10 @@
  * element lands where quant_internal.h says; the scalar and AVX2 kernels give each (row,
  * token) what the reference Q4_0 dot gives (row lengths of 1, 3 and 65 blocks, every token
  * count, the extreme levels), write nothing outside their rows and tokens, and give a token
- * the same bits whatever the number of tokens beside it; eng_matmul_act_rows_q4_0r8 over
- * prepared activations (decode, 4-token and packed batches, on a pool) gives exactly the
- * kernel's values; eng_q4_0r8_ok takes only the shapes the kernels handle. */
+ * the same bits whatever the number of tokens beside it and whether its scales and sums are
+ * given or computed; eng_matmul_act_rows_q4_0r8 over activations from eng_act_prepare
+ * (decode, 4-token and packed batches) and from eng_act_prepare_q4_0r8, with and without a
+ * pool, gives exactly the kernel's values; eng_q4_0r8_ok takes only the shapes the kernels handle. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -127,10 +128,30 @@ static void kernel_case(const struct eng_kernel_table *kt, int64_t k, int nx, in
     for (int i = 0; i < ENG_DOT_NX * LDY; i++) {
         y[i] = -3.0f;
     }
-    kt->gemm_q4_0r8(k, p, M, xq, arb, nx, y, LDY);
+    kt->gemm_q4_0r8(k, p, M, xq, arb, nx, NULL, NULL, y, LDY);
+    /* the scales and sums given (as eng_act_prepare_q4_0r8 keeps them) give the same bits */
+    const int64_t nb = k / ENG_QK;
+    float *xd = xmalloc((size_t)(ENG_DOT_NX * nb) * sizeof(float));
+    int32_t *xs8 = xmalloc((size_t)(ENG_DOT_NX * nb) * sizeof(int32_t));
+    for (int j = 0; j < ENG_DOT_NX; j++) {
+        const struct eng_block_q8_0 *b = (const void *)(xq + (size_t)j * arb);
+        for (int64_t i = 0; i < nb; i++) {
+            int32_t sum = 0;
+            for (int e = 0; e < ENG_QK; e++) {
+                sum += b[i].qs[e];
+            }
+            xd[j * nb + i] = eng_fp16_to_fp32(b[i].d);
+            xs8[j * nb + i] = 8 * sum;
+        }
+    }
+    float given[ENG_DOT_NX * LDY];
+    memcpy(given, y, sizeof(given));
+    kt->gemm_q4_0r8(k, p, M, xq, arb, nx, xd, xs8, given, LDY);
+    assert_memory_equal(given, y, sizeof(given));
+    free(xd), free(xs8);
     for (int j = 0; j < ENG_DOT_NX; j++) {
         if (j < nx) {
-            kt->gemm_q4_0r8(k, p, M, xq + (size_t)j * arb, arb, 1, one, LDY);
+            kt->gemm_q4_0r8(k, p, M, xq + (size_t)j * arb, arb, 1, NULL, NULL, one, LDY);
         }
         for (int r = 0; r < LDY; r++) {
             float got = y[j * LDY + r];
@@ -195,16 +216,24 @@ static void test_matmul_act_rows(void **state)
     float *want = xmalloc((size_t)T * M * sizeof(float)), *y = xmalloc((size_t)T * M * sizeof(float));
     for (int t = 0; t < T; t++) {
         eng_act_quantize(ENG_TYPE_Q4_0, x + t * K, xq + (size_t)t * arb, K);
-        kt->gemm_q4_0r8(K, p, M, xq + (size_t)t * arb, arb, 1, want + t * M, M);
+        kt->gemm_q4_0r8(K, p, M, xq + (size_t)t * arb, arb, 1, NULL, NULL, want + t * M, M);
     }
     void *scratch = xmalloc(eng_matmul_scratch_bytes(ENG_TYPE_Q4_0, K, T));
     struct eng_pool *pool = eng_pool_create(2);
     assert_non_null(pool);
     static const int ns[] = {1, 3, T};
-    for (int pi = 0; pi < 2; pi++) {
+    for (int pi = 0; pi < 4; pi++) {
         for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
             struct eng_act a;
-            eng_act_prepare(pi ? pool : NULL, ENG_TYPE_Q4_0, x, K, ns[ni], scratch, &a);
+            struct eng_pool *pp = pi % 2 ? pool : NULL;
+            if (pi < 2) {
+                eng_act_prepare(pp, ENG_TYPE_Q4_0, x, K, ns[ni], scratch, &a);
+            } else {
+                eng_act_prepare_q4_0r8(pp, x, K, ns[ni], scratch, &a);
+                assert_non_null(a.xs8);
+                assert_null(a.x8);
+                assert_true(ns[ni] == 1 ? a.xsum != NULL : a.xsum == NULL);
+            }
             memset(y, 0xff, (size_t)T * M * sizeof(float));
             eng_matmul_act_rows_q4_0r8(p, &a, y, M, 8, 32);
             for (int t = 0; t < ns[ni]; t++) {
