@@ -1,15 +1,20 @@
 /* The ledger's writer: open (recovery of a torn last line, finding the chain's head), the
  * writer thread (MAC chaining, write(2), fsync policy, rotation, done callbacks), append and
- * close. rt_ledger_append runs on the caller's thread (the upstream, engine or lws thread): it
- * only checks the reasons and copies the record's strings into one job. The body's formatting
- * and everything that touches the file or the HMAC run on the writer thread.
+ * close. rt_ledger_append runs on the caller's thread (the upstream thread, an engine worker,
+ * or the owner's thread at shutdown): it writes the record itself when the ledger is idle, and
+ * otherwise copies the record's strings into one job for the writer thread.
  *
  * DESIGN: a record's MAC covers its own bytes up to ",\"mac\"", which include "prev", the MAC
  * of the record before; so the MACs form a chain that continues across rotated files. The
- * writer takes whatever is queued as one batch: it builds the lines in one buffer, writes them
- * with one write(2) (O_APPEND), syncs per policy and then calls each done callback in order.
- * If the write fails the file is truncated back and the chain's head rewound, so a failed
- * batch leaves no trace and later records chain onto the last written one. */
+ * file and the chain's head are guarded by mu, held by whoever writes. The writer takes
+ * whatever is queued as one batch: it builds the lines in one buffer, writes them with one
+ * write(2) (O_APPEND), syncs per policy, releases mu and then calls each done callback in
+ * order. An append that finds no record queued or unacknowledged (n_pending) and mu free
+ * writes its one line the same way under mu and calls its done callback before returning, so
+ * a request's end costs no hand-off to the writer and back; under load, with fsync "always"
+ * or near a rotation it queues as before, so the queue never overtakes a record. If a write
+ * fails the file is truncated back and the chain's head rewound, so a failed batch or line
+ * leaves no trace and later records chain onto the last written one. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -59,8 +64,13 @@ struct rt_ledger {
     pthread_t writer;
     bool writer_started; /* opening/closing thread */
     atomic_bool closing;
+    /* Records queued and not yet acknowledged (done called): while any, appends queue behind
+     * them, so the file's order and the done callbacks' order follow the appends'. */
+    atomic_size_t n_pending;
 
-    /* Writer thread only (the opening thread before the writer starts). */
+    /* Guarded by mu: the writer thread or an appender on the inline path (the opening thread
+     * before the writer starts). Never held while a done callback runs. */
+    pthread_mutex_t mu;
     struct wye_hmac *hmac;
     int fd;
     int64_t seq;                  /* of the newest written record; 0: none ever */
@@ -74,7 +84,8 @@ struct rt_ledger {
     int64_t batch_seq, batch_day; /* state to rewind to if the batch's write fails */
     uint8_t batch_head[WYE_SHA256_LEN];
     uint64_t batch_size;
-    bool dirty; /* written but not synced */
+    struct ledger_job *acked, **acked_tail; /* written; done callbacks due once mu is free */
+    bool dirty;                             /* written but not synced */
     int64_t last_sync_ns;
 
     atomic_uint_fast64_t n_records, n_write_errors, n_rotations;
@@ -307,7 +318,7 @@ static enum wye_err head_from_rotated(struct rt_ledger *l, char *errbuf, size_t 
     return err;
 }
 
-/* ---- The writer thread ------------------------------------------------------------------- */
+/* ---- Writing: under mu, on the writer thread or an appender's ---------------------------- */
 
 static void sync_now(struct rt_ledger *l, struct ledger_job *batch)
 {
@@ -324,9 +335,10 @@ static void sync_now(struct rt_ledger *l, struct ledger_job *batch)
     l->last_sync_ns = wye_now_ns();
 }
 
-/* Writes the batch, syncs per policy ("always": before the done callbacks; "interval": after
- * them, when due), calls the done callbacks in order and frees the jobs. */
-static void flush(struct rt_ledger *l)
+/* Writes the batch, syncs when the policy is "always" (before any done callback), counts it
+ * and moves it to the acknowledged list, whose callbacks run once mu is released
+ * (take_acked_locked, run_done). */
+static void flush_locked(struct rt_ledger *l)
 {
     struct ledger_job *batch = l->batch;
     if (!batch) {
@@ -359,34 +371,58 @@ static void flush(struct rt_ledger *l)
         }
     }
     atomic_store(&l->last_seq, l->seq);
-    while (batch) {
-        struct ledger_job *next = batch->next;
-        if (batch->status == WYE_OK) {
-            atomic_fetch_add(&l->n_records, 1);
-        } else {
-            atomic_fetch_add(&l->n_write_errors, 1);
-        }
-        if (batch->done) {
-            batch->done(batch->done_arg, batch->status);
-        }
-        wye_free(batch);
-        batch = next;
+    for (struct ledger_job *j = batch; j; j = j->next) {
+        atomic_fetch_add(j->status == WYE_OK ? &l->n_records : &l->n_write_errors, 1);
     }
+    *l->acked_tail = batch;
+    l->acked_tail = l->batch_tail;
     l->batch = NULL;
     l->batch_tail = &l->batch;
     wye_buf_reset(&l->out);
-    /* The interval policy promises at most about an interval of records lost to a power cut,
-     * not a synced record per answer: its sync comes after the done callbacks, so no answer
-     * waits for the disk (an fdatasync is ~0.5 ms here, and an answer's end waits for its
-     * done), and preferably while no record is queued, so none waits behind it either. Under
-     * load that never leaves the queue empty it still syncs, at twice the interval. */
-    if (l->dirty && l->fsync == RT_LEDGER_FSYNC_INTERVAL) {
+}
+
+static struct ledger_job *take_acked_locked(struct rt_ledger *l)
+{
+    struct ledger_job *acked = l->acked;
+    l->acked = NULL;
+    l->acked_tail = &l->acked;
+    return acked;
+}
+
+/* Calls the done callbacks in order and frees the jobs, without mu: a callback passes the
+ * answer's end on to the client and must not keep other appenders waiting (nor deadlock if
+ * it appends again). */
+static void run_done(struct ledger_job *j)
+{
+    while (j) {
+        struct ledger_job *next = j->next;
+        if (j->done) {
+            j->done(j->done_arg, j->status);
+        }
+        wye_free(j);
+        j = next;
+    }
+}
+
+/* The interval policy promises at most about an interval of records lost to a power cut, not a
+ * synced record per answer: its sync comes after the done callbacks, so no answer waits for the
+ * disk (an fdatasync is ~0.5 ms here, and an answer's end waits for its done), and preferably
+ * while no record is queued, so none waits behind it either. Under load that never leaves the
+ * queue empty it still syncs, at twice the interval. Writer thread. */
+static void interval_sync(struct rt_ledger *l)
+{
+    if (l->fsync != RT_LEDGER_FSYNC_INTERVAL) {
+        return;
+    }
+    pthread_mutex_lock(&l->mu);
+    if (l->dirty) {
         int64_t since = wye_now_ns() - l->last_sync_ns;
         int64_t every = l->fsync_interval_ms * WYE_NS_PER_MS;
         if (since >= 2 * every || (since >= every && wye_queue_len(&l->q) == 0)) {
             sync_now(l, NULL);
         }
     }
+    pthread_mutex_unlock(&l->mu);
 }
 
 /* Moves the current file to "<path>.<seq of its newest record>" and starts a new one. */
@@ -443,6 +479,15 @@ static bool needs_rotation(struct rt_ledger *l, int64_t ts_ms, size_t line_len)
     return l->rotate_daily && l->file_day >= 0 && day_of(ts_ms) != l->file_day;
 }
 
+/* Puts the next record's "{"seq":N," in buf (32 bytes) and returns the length of the line
+ * that it and l->body make (with prev, the MAC and the newline). */
+static size_t next_line(const struct rt_ledger *l, char *buf, size_t *seqlen)
+{
+    *seqlen = (size_t)snprintf(buf, 32, "{\"seq\":%lld,", (long long)l->seq + 1);
+    return *seqlen + l->body.len + sizeof(",\"prev\":\"\"") - 1 + LEDGER_HEX_LEN +
+           LEDGER_MAC_SUFFIX_LEN + 1;
+}
+
 /* Queues job's done callback in the batch (noting where to rewind to if it is the first). */
 static void batch_add(struct rt_ledger *l, struct ledger_job *job)
 {
@@ -458,24 +503,14 @@ static void batch_add(struct rt_ledger *l, struct ledger_job *job)
     job->status = WYE_OK;
 }
 
-/* Formats one record and chains it onto the batch (rotating first if due). */
-static void add_record(struct rt_ledger *l, struct ledger_job *job)
+/* Chains the body in l->body onto the batch as job's record (rotating first if due). */
+static void add_line(struct rt_ledger *l, struct ledger_job *job)
 {
-    wye_buf_reset(&l->body);
-    enum wye_err ferr = ledger_format_body(&job->rec, &l->body);
-    if (ferr) {
-        /* the record never reaches the file: its done callback learns why, the chain goes on */
-        WYE_ERROR("ledger: cannot format a record: %s", wye_err_str(ferr));
-        batch_add(l, job);
-        job->status = ferr;
-        return;
-    }
     char seqbuf[32];
-    int seqlen = snprintf(seqbuf, sizeof(seqbuf), "{\"seq\":%lld,", (long long)l->seq + 1);
-    size_t line_len = (size_t)seqlen + l->body.len + sizeof(",\"prev\":\"\"") - 1 + LEDGER_HEX_LEN +
-                      LEDGER_MAC_SUFFIX_LEN + 1;
+    size_t seqlen;
+    size_t line_len = next_line(l, seqbuf, &seqlen);
     if (needs_rotation(l, job->rec.ts_ms, line_len)) {
-        flush(l);
+        flush_locked(l);
         rotate(l);
     }
     batch_add(l, job);
@@ -486,7 +521,7 @@ static void add_record(struct rt_ledger *l, struct ledger_job *job)
     wye_hex_encode(l->head, WYE_SHA256_LEN, hex);
     enum wye_err err = wye_buf_reserve(&l->out, line_len);
     if (!err) {
-        wye_buf_append(&l->out, seqbuf, (size_t)seqlen);
+        wye_buf_append(&l->out, seqbuf, seqlen);
         wye_buf_append(&l->out, l->body.data, l->body.len);
         wye_buf_printf(&l->out, ",\"prev\":\"%s\"", hex);
         wye_hmac_update(l->hmac, l->out.data + start, l->out.len - start);
@@ -509,37 +544,72 @@ static void add_record(struct rt_ledger *l, struct ledger_job *job)
     l->file_day = day_of(job->rec.ts_ms);
 }
 
+/* Formats one queued record and chains it onto the batch. */
+static void add_record(struct rt_ledger *l, struct ledger_job *job)
+{
+    wye_buf_reset(&l->body);
+    enum wye_err ferr = ledger_format_body(&job->rec, &l->body);
+    if (ferr) {
+        /* the record never reaches the file: its done callback learns why, the chain goes on */
+        WYE_ERROR("ledger: cannot format a record: %s", wye_err_str(ferr));
+        batch_add(l, job);
+        job->status = ferr;
+        return;
+    }
+    add_line(l, job);
+}
+
+/* ---- The writer thread ------------------------------------------------------------------- */
+
+/* How long the writer may sleep: forever, except under the interval policy: until the next
+ * sync is due, or one interval when nothing is unsynced yet, because inline appends make the
+ * file dirty without waking the writer (one wake-up per interval instead of one per record). */
+static int64_t writer_timeout(struct rt_ledger *l)
+{
+    if (l->fsync != RT_LEDGER_FSYNC_INTERVAL) {
+        return -1;
+    }
+    int64_t every = l->fsync_interval_ms * WYE_NS_PER_MS;
+    pthread_mutex_lock(&l->mu);
+    int64_t t = l->dirty ? l->last_sync_ns + every - wye_now_ns() : every;
+    pthread_mutex_unlock(&l->mu);
+    return t < 0 ? 0 : t;
+}
+
 static void *writer_main(void *arg)
 {
     struct rt_ledger *l = arg;
     for (;;) {
-        int64_t timeout_ns = -1;
-        if (l->dirty && l->fsync == RT_LEDGER_FSYNC_INTERVAL) {
-            timeout_ns = l->last_sync_ns + l->fsync_interval_ms * WYE_NS_PER_MS - wye_now_ns();
-            if (timeout_ns < 0) {
-                timeout_ns = 0;
-            }
-        }
-        struct wye_qnode *node = wye_queue_pop(&l->q, timeout_ns);
+        struct wye_qnode *node = wye_queue_pop(&l->q, writer_timeout(l));
         if (!node) {
-            if (l->dirty && l->fsync == RT_LEDGER_FSYNC_INTERVAL) {
-                sync_now(l, NULL);
+            if (l->fsync == RT_LEDGER_FSYNC_INTERVAL) {
+                pthread_mutex_lock(&l->mu);
+                if (l->dirty) {
+                    sync_now(l, NULL);
+                }
+                pthread_mutex_unlock(&l->mu);
             }
             if (atomic_load(&l->closing) && wye_queue_len(&l->q) == 0) {
                 break;
             }
             continue;
         }
-        int n = 0;
+        /* Blocking here is fine: the holder is an appender writing one line. */
+        pthread_mutex_lock(&l->mu);
+        size_t n = 0;
         do {
             add_record(l, WYE_CONTAINER_OF(node, struct ledger_job, node));
         } while (++n < LEDGER_BATCH_MAX && l->out.len < LEDGER_BATCH_BYTES &&
                  (node = wye_queue_pop(&l->q, 0)) != NULL);
-        flush(l);
+        flush_locked(l);
+        struct ledger_job *acked = take_acked_locked(l);
+        pthread_mutex_unlock(&l->mu);
+        run_done(acked);
+        /* Only now may an append write inline: its record and its done come after these. */
+        atomic_fetch_sub(&l->n_pending, n);
+        interval_sync(l);
     }
-    if (l->dirty && l->fsync != RT_LEDGER_FSYNC_NONE) {
-        sync_now(l, NULL);
-    }
+    /* rt_ledger_close syncs, once inline appends have stopped too. */
     return NULL;
 }
 
@@ -571,6 +641,7 @@ enum wye_err rt_ledger_open(const struct rt_ledger_opts *opts, struct rt_ledger 
     l->rotate_daily = opts->rotate_daily;
     l->file_day = -1;
     l->batch_tail = &l->batch;
+    l->acked_tail = &l->acked;
     wye_buf_init(&l->out, LEDGER_OUT_MAX);
     wye_buf_init(&l->body, LEDGER_BODY_MAX);
     /* sized once for any record the router makes, so the writer does not allocate per record */
@@ -588,12 +659,15 @@ enum wye_err rt_ledger_open(const struct rt_ledger_opts *opts, struct rt_ledger 
     if (wye_queue_init(&l->q, opts->queue_cap ? opts->queue_cap : LEDGER_QUEUE_DEFAULT)) {
         goto err_hmac;
     }
+    if (pthread_mutex_init(&l->mu, NULL) != 0) {
+        goto err_queue;
+    }
     l->fd = open(l->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (l->fd < 0) {
         snprintf(errbuf, errlen, "cannot open ledger %s: %s", l->path,
                  wye_strerror(errno, eb, sizeof(eb)));
         err = WYE_ERR_IO;
-        goto err_queue;
+        goto err_mu;
     }
     struct ledger_line last = {0};
     bool empty;
@@ -631,6 +705,8 @@ err_nomem:
     return WYE_ERR_NOMEM;
 err_fd:
     close(l->fd);
+err_mu:
+    pthread_mutex_destroy(&l->mu);
 err_queue:
     wye_queue_cleanup(&l->q);
 err_hmac:
@@ -671,6 +747,56 @@ static void rec_strs(struct rt_ledger_rec *r, const char **f[REC_N_STR])
     f[6] = &r->run_id, f[7] = &r->agent, f[8] = &r->reasons_json;
 }
 
+/* The inline path: with no record queued or unacknowledged and mu free, the calling thread
+ * formats, chains and writes rec itself (a few microseconds: formatting, one HMAC, one write(2)
+ * to the page cache) and calls done before returning, instead of waking the writer, which would
+ * wake whoever waits for done. That is the end of every request, so it saves two thread
+ * hand-offs per request. It falls back to the queue (false, nothing done) when:
+ * - no done: nobody waits for the record, so the writer may as well take the work;
+ * - fsync "always": the sync (~0.5 ms) would block the caller, the upstream thread that serves
+ *   every stream, and the writer's batches share one sync under load;
+ * - records are queued or unacknowledged (n_pending): rec must not overtake them;
+ * - mu is held (the writer's batch or sync, another appender): a trylock never makes the
+ *   caller wait for the disk;
+ * - a rotation is due: it syncs and renames, which is the writer's job.
+ * rt_ledger_append is not called on the lws thread (records are appended when a backend
+ * finishes, on the upstream thread or an engine worker; requests refused at submit get no
+ * record); if it ever is, the inline work costs it less than the wake-ups it saves. */
+static bool append_inline(struct rt_ledger *l, const struct rt_ledger_rec *r,
+                          rt_ledger_done_fn done, void *done_arg, enum wye_err *err)
+{
+    if (!done || l->fsync == RT_LEDGER_FSYNC_EVERY || atomic_load(&l->n_pending) > 0 ||
+        pthread_mutex_trylock(&l->mu) != 0) {
+        return false;
+    }
+    /* Again under mu: a record queued since, and popped by the writer, must still go first. */
+    if (atomic_load(&l->n_pending) > 0) {
+        pthread_mutex_unlock(&l->mu);
+        return false;
+    }
+    wye_buf_reset(&l->body);
+    *err = ledger_format_body(r, &l->body);
+    if (*err) {
+        pthread_mutex_unlock(&l->mu); /* refused before anything is written; done not called */
+        return true;
+    }
+    char seqbuf[32];
+    size_t seqlen;
+    if (needs_rotation(l, r->ts_ms, next_line(l, seqbuf, &seqlen))) {
+        pthread_mutex_unlock(&l->mu);
+        return false;
+    }
+    /* rec's strings are borrowed: they are used up before done, which may free them. */
+    struct ledger_job job = {.done = done, .done_arg = done_arg, .rec = *r};
+    add_line(l, &job);
+    flush_locked(l);
+    struct ledger_job *acked = take_acked_locked(l);
+    pthread_mutex_unlock(&l->mu);
+    WYE_ASSERT(acked == &job && !job.next);
+    done(done_arg, job.status);
+    return true;
+}
+
 enum wye_err rt_ledger_append(struct rt_ledger *l, const struct rt_ledger_rec *rec,
                               rt_ledger_done_fn done, void *done_arg)
 {
@@ -685,8 +811,12 @@ enum wye_err rt_ledger_append(struct rt_ledger *l, const struct rt_ledger_rec *r
     }
     struct rt_ledger_rec r = *rec;
     r.reasons_json = reasons ? reasons : rec->reasons_json;
-    /* The caller's thread only copies: the body's formatting (times, floats, escaping) runs on
-     * the writer, off the upstream and lws threads. */
+    if (append_inline(l, &r, done, done_arg, &err)) {
+        cJSON_free(reasons);
+        return err;
+    }
+    /* Queued, the caller's thread only copies: the body's formatting (times, floats, escaping)
+     * runs on the writer. */
     const char **f[REC_N_STR];
     rec_strs(&r, f);
     size_t lens[REC_N_STR];
@@ -726,8 +856,11 @@ enum wye_err rt_ledger_append(struct rt_ledger *l, const struct rt_ledger_rec *r
         *f[i] = job_str(&at, *f[i], lens[i]);
     }
     cJSON_free(reasons);
+    /* Counted before the push, so that the writer never acknowledges it uncounted. */
+    atomic_fetch_add(&l->n_pending, 1);
     err = wye_queue_push(&l->q, &job->node, NULL);
     if (err) {
+        atomic_fetch_sub(&l->n_pending, 1);
         wye_free(job);
     }
     return err;
@@ -743,6 +876,13 @@ void rt_ledger_close(struct rt_ledger *l)
     if (l->writer_started) {
         pthread_join(l->writer, NULL);
     }
+    /* Waits for an append still writing inline (it began before closing was set), then syncs
+     * everything written: the writer's batches and inline lines alike. */
+    pthread_mutex_lock(&l->mu);
+    if (l->dirty && l->fsync != RT_LEDGER_FSYNC_NONE) {
+        sync_now(l, NULL);
+    }
+    pthread_mutex_unlock(&l->mu);
     /* The writer drained the queue; anything left was pushed in a race with close. */
     struct wye_qnode *n = wye_queue_take_all(&l->q);
     while (n) {
@@ -755,6 +895,7 @@ void rt_ledger_close(struct rt_ledger *l)
         n = next;
     }
     close(l->fd);
+    pthread_mutex_destroy(&l->mu);
     wye_queue_cleanup(&l->q);
     wye_hmac_destroy(l->hmac);
     wye_buf_cleanup(&l->out);

@@ -1,8 +1,9 @@
 /* The cost/latency ledger: every finished chat request appends one JSON line to an append-only
  * file whose records are chained with HMAC-SHA256 (each record's MAC covers the previous MAC),
- * so an edited, deleted, inserted or reordered record is detected by rt_ledger_verify. A
- * writer thread owns the file: callers (the lws thread) only format and queue. See
- * docs/ledger.md for the record format, crash safety and what a chain cannot detect. */
+ * so an edited, deleted, inserted or reordered record is detected by rt_ledger_verify. An
+ * append on an idle ledger is written on the caller's thread; otherwise it is queued for a
+ * writer thread, which batches. See docs/ledger.md for the record format, crash safety and what
+ * a chain cannot detect. */
 #ifndef WYE_ROUTER_LEDGER_H
 #define WYE_ROUTER_LEDGER_H
 
@@ -58,9 +59,11 @@ struct rt_ledger_opts {
     size_t queue_cap;          /* records waiting for the writer; 0 means 4096 */
 };
 
-/* Called once per appended record, from the writer thread, in append order: OK once the line
- * was written (and fsynced when the policy is EVERY), IO if it could not be, CANCELED if the
- * ledger closed first. Must not call back into the ledger. */
+/* Called once per appended record: OK once the line was written (and fsynced when the policy
+ * is EVERY), IO if it could not be, CANCELED if the ledger closed first. Either on the caller's
+ * thread before rt_ledger_append returns (the ledger was idle: written inline), or on the
+ * writer thread. Records appended one after the other get their callbacks in that order. No
+ * ledger lock is held: it may append again, but must not close the ledger. */
 typedef void (*rt_ledger_done_fn)(void *arg, enum wye_err status);
 
 struct rt_ledger_stats {
@@ -74,9 +77,11 @@ struct rt_ledger_stats {
  * finds the chain's head and starts the writer thread. errbuf names the problem otherwise. */
 enum wye_err rt_ledger_open(const struct rt_ledger_opts *opts, struct rt_ledger **out, char *errbuf,
                             size_t errlen);
-/* Formats rec on the calling thread and queues it for the writer. OK: done (may be NULL) will
- * be called exactly once. AGAIN: the queue is full; INVAL: a bad field (reasons_json not an
- * array); CANCELED: closing; NOMEM/TOOBIG. On error done is never called. Any thread. */
+/* Writes rec on the calling thread when nothing is queued or being written, done is given and
+ * the policy is not EVERY (done has then run when this returns); otherwise copies rec and
+ * queues it for the writer. OK: done (may be NULL) is called exactly once. AGAIN: the queue is
+ * full; INVAL: a bad field (reasons_json not an array); CANCELED: closing; NOMEM/TOOBIG. On
+ * error done is never called. Any thread. */
 enum wye_err rt_ledger_append(struct rt_ledger *l, const struct rt_ledger_rec *rec,
                               rt_ledger_done_fn done, void *done_arg);
 /* Writes everything queued, syncs (unless the policy is NONE), joins the writer and frees

@@ -4,9 +4,10 @@
  * before anything reached the client; prices the answer (remote prices, local_per_1m, and
  * prices.default_remote for what a local answer would have cost remotely); charges the key's
  * remote spend; feeds the breaker and EWMAs; appends the ledger record and passes finish to
- * the client only once the ledger writer reports the record written (so an answer the client
- * saw complete is always in the ledger). Runs on the producers' threads (upstream, engine
- * worker) and, for the final finish, the ledger writer thread. */
+ * the client only once the ledger reports the record written (so an answer the client saw
+ * complete is always in the ledger). Runs on the producers' threads (upstream, engine worker);
+ * the final finish runs there too when the ledger writes the record inline (the usual case),
+ * else on the ledger writer thread. */
 #include <math.h>
 #include <inttypes.h>
 #include <stdio.h>

@@ -3,7 +3,11 @@
  * key) is detected and the bad record named; a torn last line is cut on open and the chain
  * continues; size and daily rotation continue the chain across files (and verify fails when a
  * file is left out); done callbacks run on the writer thread in order; the key never reaches
- * the file or an error message; allocation failure in open, append and verify. */
+ * the file or an error message; allocation failure in open, append and verify. The inline
+ * path: an append on an idle ledger is written and acknowledged before it returns; concurrent
+ * appenders (inline and queued mixed) keep a gapless chain in each thread's append order; a
+ * failed inline write rolls back; close drains; a done may append again, and that record's
+ * done comes after the first's. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,9 +17,12 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -842,6 +849,370 @@ static void test_alloc_failures(void **state)
     assert_true(ok_at > 0);
 }
 
+/* ---- The inline path: an append on an idle ledger writes on the caller's thread ---------- */
+
+static void test_inline_idle_append(void **state)
+{
+    (void)state;
+    /* With nothing queued, each append has written its line and called done, on the caller's
+     * thread, by the time it returns (none and interval policies; "always" queues, see
+     * test_done_cb_order_thread). */
+    enum rt_ledger_fsync policies[] = {RT_LEDGER_FSYNC_NONE, RT_LEDGER_FSYNC_INTERVAL};
+    for (int p = 0; p < 2; p++) {
+        static struct done_log log;
+        static struct done_arg args[4];
+        log = (struct done_log){.mu = PTHREAD_MUTEX_INITIALIZER, .caller = pthread_self()};
+        unlink(path);
+        /* an interval longer than the test: no sync of the writer's makes the ledger busy */
+        struct rt_ledger_opts o = {.fsync = policies[p], .fsync_interval_ms = 600000};
+        struct rt_ledger *l = tl_open(path, &o);
+        assert_non_null(l);
+        for (int i = 0; i < 4; i++) {
+            args[i] = (struct done_arg){&log, i};
+            struct rt_ledger_rec r = tl_rec(i);
+            assert_int_equal(rt_ledger_append(l, &r, on_done, &args[i]), WYE_OK);
+            assert_int_equal(log.n, i + 1);
+            assert_int_equal(log.order[i], i);
+            assert_int_equal(log.status[i], WYE_OK);
+            /* the line is in the file already, not only acknowledged */
+            char *text = tl_read(path, NULL);
+            assert_int_equal(tl_count_lines(text), i + 1);
+            free(text);
+            struct rt_ledger_stats st;
+            rt_ledger_stats(l, &st);
+            assert_int_equal(st.records, (uint64_t)i + 1);
+            assert_int_equal(st.last_seq, i + 1);
+        }
+        assert_int_equal(log.off_caller_thread, 0);
+        rt_ledger_close(l);
+        assert_int_equal(log.n, 4);
+        const char *files[] = {path};
+        assert_verifies(files, 1, 4);
+    }
+}
+
+#define TI_THREADS 6
+#define TI_PER_THREAD 300
+
+struct ti_thread {
+    struct rt_ledger *l;
+    int t;
+    atomic_int calls[TI_PER_THREAD]; /* done calls of each record (or 1 for one without) */
+    atomic_int bad_status;
+    atomic_int done_order_broken; /* a done came after a later record's of this thread */
+    atomic_int last_done;
+    int refused;
+};
+
+struct ti_arg {
+    struct ti_thread *th;
+    int i;
+};
+
+static struct ti_arg ti_args[TI_THREADS][TI_PER_THREAD];
+
+static void ti_done(void *arg, enum wye_err status)
+{
+    struct ti_arg *a = arg;
+    atomic_fetch_add(&a->th->calls[a->i], 1);
+    if (status != WYE_OK) {
+        atomic_fetch_add(&a->th->bad_status, 1);
+    }
+    if (atomic_exchange(&a->th->last_done, a->i) > a->i) {
+        atomic_fetch_add(&a->th->done_order_broken, 1);
+    }
+}
+
+/* Appends TI_PER_THREAD records "t<t>_<i>"; every 8th has no done callback, so it always goes
+ * through the queue and the appends after it must not overtake it. Short pauses (0.1 to
+ * 0.4 ms, mostly) let the ledger go idle, so that appends take the inline path too. */
+static void *ti_main(void *arg)
+{
+    struct ti_thread *th = arg;
+    for (int i = 0; i < TI_PER_THREAD; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "t%d_%06d", th->t, i);
+        struct rt_ledger_rec r = {
+            .ts_ms = TL_TS0 + i,
+            .request_id = id,
+            .key_name = "team-a",
+            .route = "remote",
+            .model = "gpt-big",
+            .status = "ok",
+            .reasons_json = "[\"code\"]",
+            .score = 0.5,
+            .prompt_tokens = 100 + i,
+            .completion_tokens = 20,
+            .ttft_ms = 50,
+            .latency_ms = 400,
+            .cost_usd = 0.001,
+            .counterfactual_cost_usd = 0.001,
+        };
+        ti_args[th->t][i] = (struct ti_arg){th, i};
+        bool with_done = i % 8 != 7;
+        enum wye_err err = WYE_ERR_AGAIN;
+        for (int tries = 0; err == WYE_ERR_AGAIN && tries < 10000; tries++) {
+            err = rt_ledger_append(th->l, &r, with_done ? ti_done : NULL, &ti_args[th->t][i]);
+            if (err == WYE_ERR_AGAIN) {
+                usleep(100);
+            }
+        }
+        if (err != WYE_OK) {
+            th->refused++;
+        }
+        if (!with_done) {
+            atomic_fetch_add(&th->calls[i], 1);
+        }
+        if ((i + th->t) % 3 != 0) {
+            usleep(100 + 37 * (unsigned)((7 * i + th->t) % 10));
+        }
+    }
+    return NULL;
+}
+
+/* Runs TI_THREADS appenders at once, closes the ledger as soon as they return and checks:
+ * every done called exactly once, with OK, per thread in append order; every record in the
+ * files once, each thread's in its append order; a gapless chain that verifies. */
+static void ti_run(const struct rt_ledger_opts *o)
+{
+    static struct ti_thread th[TI_THREADS];
+    struct rt_ledger *l = tl_open(path, o);
+    assert_non_null(l);
+    pthread_t tid[TI_THREADS];
+    for (int t = 0; t < TI_THREADS; t++) {
+        memset(&th[t], 0, sizeof(th[t]));
+        th[t].l = l;
+        th[t].t = t;
+        atomic_store(&th[t].last_done, -1);
+        assert_int_equal(pthread_create(&tid[t], NULL, ti_main, &th[t]), 0);
+    }
+    for (int t = 0; t < TI_THREADS; t++) {
+        pthread_join(tid[t], NULL);
+    }
+    rt_ledger_close(l);
+    for (int t = 0; t < TI_THREADS; t++) {
+        assert_int_equal(th[t].refused, 0);
+        assert_int_equal(atomic_load(&th[t].bad_status), 0);
+        assert_int_equal(atomic_load(&th[t].done_order_broken), 0);
+        for (int i = 0; i < TI_PER_THREAD; i++) {
+            assert_int_equal(atomic_load(&th[t].calls[i]), 1);
+        }
+    }
+    char **files;
+    size_t n_files;
+    assert_int_equal(rt_ledger_files(path, &files, &n_files), WYE_OK);
+    assert_verifies((const char *const *)files, n_files, TI_THREADS * TI_PER_THREAD);
+    int next[TI_THREADS] = {0};
+    size_t total = 0;
+    for (size_t f = 0; f < n_files; f++) {
+        char *text = tl_read(files[f], NULL);
+        char **lines;
+        size_t n = tl_lines(text, &lines);
+        for (size_t k = 0; k < n; k++) {
+            int t = -1, i = -1;
+            const char *id = strstr(lines[k], "\"request_id\":\"t");
+            assert_non_null(id);
+            assert_int_equal(sscanf(id, "\"request_id\":\"t%d_%d\"", &t, &i), 2);
+            assert_true(t >= 0 && t < TI_THREADS);
+            if (i != next[t]) {
+                fprintf(stderr, "%s:%zu: thread %d's record %d, want %d\n", files[f], k + 1, t, i,
+                        next[t]);
+            }
+            assert_int_equal(i, next[t]);
+            next[t]++;
+        }
+        total += n;
+        tl_lines_free(lines, n);
+        free(text);
+        unlink(files[f]);
+    }
+    assert_int_equal(total, TI_THREADS * TI_PER_THREAD);
+    rt_ledger_files_free(files, n_files);
+}
+
+static void test_inline_concurrent_chain(void **state)
+{
+    (void)state;
+    /* none: mostly inline. interval, 1 ms: the writer's syncs hold the ledger now and then, so
+     * appends meet a busy ledger and queue, and a queue of 16 fills (AGAIN, retried). Size
+     * rotation: appends near a rotation queue and the writer rotates. */
+    struct rt_ledger_opts none = {.fsync = RT_LEDGER_FSYNC_NONE};
+    ti_run(&none);
+    struct rt_ledger_opts interval = {
+        .fsync = RT_LEDGER_FSYNC_INTERVAL, .fsync_interval_ms = 1, .queue_cap = 16};
+    ti_run(&interval);
+    struct rt_ledger_opts rotating = {.rotate_bytes = 64 << 10};
+    ti_run(&rotating);
+}
+
+static void test_inline_write_failure(void **state)
+{
+    (void)state;
+    /* A file size limit makes the 4th line's write stop part way (then EFBIG): the inline
+     * append's done gets IO before it returns, the partial line is cut off and the chain's
+     * head rewound, so the next record takes seq 4 and chains onto record 3. */
+    static struct done_log log;
+    static struct done_arg args[5];
+    log = (struct done_log){.mu = PTHREAD_MUTEX_INITIALIZER, .caller = pthread_self()};
+    struct rt_ledger *l = tl_open(path, NULL);
+    assert_non_null(l);
+    for (int i = 0; i < 3; i++) {
+        args[i] = (struct done_arg){&log, i};
+        struct rt_ledger_rec r = tl_rec(i);
+        assert_int_equal(rt_ledger_append(l, &r, on_done, &args[i]), WYE_OK);
+    }
+    size_t good_len;
+    char *good = tl_read(path, &good_len);
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    struct rlimit lim = {.rlim_cur = good_len + 100, .rlim_max = old.rlim_max};
+    void (*old_sig)(int) = signal(SIGXFSZ, SIG_IGN);
+    char logname[700];
+    int fd = log_fd_begin(logname, sizeof(logname));
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    args[3] = (struct done_arg){&log, 3};
+    struct rt_ledger_rec r = tl_rec(3);
+    enum wye_err err = rt_ledger_append(l, &r, on_done, &args[3]);
+    int n_after = log.n;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_sig);
+    char *text = log_fd_end(fd, logname);
+    assert_int_equal(err, WYE_OK);
+    assert_int_equal(n_after, 4);
+    assert_int_equal(log.status[3], WYE_ERR_IO);
+    assert_non_null(strstr(text, "ledger: write to"));
+    free(text);
+    size_t len;
+    char *now = tl_read(path, &len);
+    assert_int_equal(len, good_len);
+    assert_memory_equal(now, good, len);
+    free(now);
+    struct rt_ledger_stats st;
+    rt_ledger_stats(l, &st);
+    assert_int_equal(st.records, 3);
+    assert_int_equal(st.write_errors, 1);
+    assert_int_equal(st.last_seq, 3);
+    args[4] = (struct done_arg){&log, 4};
+    r = tl_rec(4);
+    assert_int_equal(rt_ledger_append(l, &r, on_done, &args[4]), WYE_OK);
+    assert_int_equal(log.n, 5);
+    assert_int_equal(log.status[4], WYE_OK);
+    assert_int_equal(log.off_caller_thread, 0);
+    rt_ledger_close(l);
+    const char *files[] = {path};
+    assert_verifies(files, 1, 4);
+    now = tl_read(path, NULL);
+    assert_non_null(strstr(now, "{\"seq\":4,\"ts\":\"2026-11-21T10:00:04.000Z\",\"request_id\":"
+                                "\"req_000004\""));
+    free(now);
+    free(good);
+}
+
+static void test_inline_close_drains(void **state)
+{
+    (void)state;
+    /* Records queued (no done callback) ahead of appends with one: those queue behind them,
+     * and a close right away writes them all, syncs, and calls every done once, with OK. */
+    static struct done_log log;
+    static struct done_arg args[200];
+    log = (struct done_log){.mu = PTHREAD_MUTEX_INITIALIZER, .caller = pthread_self()};
+    struct rt_ledger_opts o = {.fsync = RT_LEDGER_FSYNC_INTERVAL, .fsync_interval_ms = 60000};
+    struct rt_ledger *l = tl_open(path, &o);
+    assert_non_null(l);
+    for (int i = 0; i < 200; i++) {
+        args[i] = (struct done_arg){&log, i};
+        struct rt_ledger_rec r = tl_rec(i);
+        bool with_done = i % 10 != 0;
+        assert_int_equal(rt_ledger_append(l, &r, with_done ? on_done : NULL, &args[i]), WYE_OK);
+    }
+    rt_ledger_close(l);
+    assert_int_equal(log.n, 180);
+    for (int k = 0, i = 0; i < 200; i++) {
+        if (i % 10 != 0) {
+            assert_int_equal(log.order[k], i);
+            assert_int_equal(log.status[k], WYE_OK);
+            k++;
+        }
+    }
+    const char *files[] = {path};
+    assert_verifies(files, 1, 200);
+    char *text = tl_read(path, NULL);
+    char **lines;
+    size_t n = tl_lines(text, &lines);
+    assert_int_equal(n, 200);
+    for (size_t i = 0; i < n; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "\"req_%06zu\"", i);
+        assert_non_null(strstr(lines[i], want));
+    }
+    tl_lines_free(lines, n);
+    free(text);
+}
+
+struct re_state {
+    struct rt_ledger *l;
+    pthread_t main;
+    atomic_int a_done, b_done;
+    bool a_on_writer, b_before_a_returned;
+    enum wye_err b_err;
+};
+
+static void re_b_done(void *arg, enum wye_err status)
+{
+    struct re_state *s = arg;
+    atomic_store(&s->b_done, status == WYE_OK ? 1 : -1);
+}
+
+/* A's done appends B, as a done that starts more work would. */
+static void re_a_done(void *arg, enum wye_err status)
+{
+    struct re_state *s = arg;
+    (void)status;
+    s->a_on_writer = !pthread_equal(pthread_self(), s->main);
+    struct rt_ledger_rec r = {.ts_ms = TL_TS0, .request_id = "req_b", .status = "ok"};
+    s->b_err = rt_ledger_append(s->l, &r, re_b_done, s);
+    s->b_before_a_returned = atomic_load(&s->b_done) != 0;
+    atomic_store(&s->a_done, 1);
+}
+
+static void test_inline_done_reentry(void **state)
+{
+    (void)state;
+    /* A done callback may append again, without deadlock: no lock is held while it runs.
+     * While a queued record's done is still running (A's, on the writer), a new append (B)
+     * must not be written and acknowledged inline ahead of it: it queues, and B's done comes
+     * after A's returns. (A queues behind Z, which has no done; if the writer is quicker than
+     * the next append, A goes inline, and the attempt is repeated.) */
+    static struct re_state s;
+    struct rt_ledger *l = tl_open(path, NULL);
+    assert_non_null(l);
+    int on_writer = 0, records = 0;
+    for (int attempt = 0; attempt < 50 && on_writer < 3; attempt++) {
+        memset(&s, 0, sizeof(s));
+        s.l = l;
+        s.main = pthread_self();
+        struct rt_ledger_rec z = tl_rec(attempt);
+        assert_int_equal(rt_ledger_append(l, &z, NULL, NULL), WYE_OK);
+        struct rt_ledger_rec a = tl_rec(attempt);
+        assert_int_equal(rt_ledger_append(l, &a, re_a_done, &s), WYE_OK);
+        for (int i = 0; i < 500 && !(atomic_load(&s.a_done) && atomic_load(&s.b_done)); i++) {
+            usleep(1000);
+        }
+        assert_int_equal(atomic_load(&s.a_done), 1);
+        assert_int_equal(s.b_err, WYE_OK);
+        assert_int_equal(atomic_load(&s.b_done), 1);
+        records += 3;
+        if (s.a_on_writer) {
+            on_writer++;
+            assert_false(s.b_before_a_returned);
+        }
+    }
+    rt_ledger_close(l);
+    assert_true(on_writer > 0);
+    const char *files[] = {path};
+    assert_verifies(files, 1, (uint64_t)records);
+}
+
 int main(void)
 {
     wye_alloc_install_cjson_hooks();
@@ -866,6 +1237,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_idle_append, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_concurrent_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_write_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_close_drains, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_done_reentry, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
