@@ -338,12 +338,16 @@ static int32_t share_prefix(struct eng_ctx *c, int32_t id, const int32_t *prompt
     }
     const struct eng_hparams *hp = &c->m->hp;
     size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
-    size_t row = (size_t)c->n_ctx * kvd; /* one (sequence, layer) block */
+    size_t hd = (size_t)hp->head_dim, head = (size_t)c->n_ctx * hd; /* one KV head's block */
     for (int32_t l = 0; l < hp->n_layer; l++) {
-        size_t src = ((size_t)donor * (size_t)hp->n_layer + (size_t)l) * row;
-        size_t dst = ((size_t)id * (size_t)hp->n_layer + (size_t)l) * row;
-        memcpy(c->f.k_cache + dst, c->f.k_cache + src, (size_t)best * kvd * sizeof(float));
-        memcpy(c->f.v_cache + dst, c->f.v_cache + src, (size_t)best * kvd * sizeof(float));
+        for (int32_t h = 0; h < hp->n_head_kv; h++) {
+            size_t src = ((size_t)donor * (size_t)hp->n_layer + (size_t)l) * (size_t)c->n_ctx * kvd +
+                         (size_t)h * head;
+            size_t dst = ((size_t)id * (size_t)hp->n_layer + (size_t)l) * (size_t)c->n_ctx * kvd +
+                         (size_t)h * head;
+            memcpy(c->f.k_cache + dst, c->f.k_cache + src, (size_t)best * hd * sizeof(float));
+            memcpy(c->f.v_cache + dst, c->f.v_cache + src, (size_t)best * hd * sizeof(float));
+        }
     }
     memcpy(c->slots[id].kv_tok, c->slots[donor].kv_tok, (size_t)best * sizeof(int32_t));
     return best;

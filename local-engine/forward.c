@@ -405,15 +405,17 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
     struct eng_fwd *f = j->f;
     const struct eng_hparams *hp = &f->m->hp;
     int32_t hd = hp->head_dim, hpt = j->heads_per_task;
-    size_t qd = (size_t)hp->n_head * (size_t)hd, kvd = (size_t)hp->n_head_kv * (size_t)hd;
+    size_t qd = (size_t)hp->n_head * (size_t)hd, rs = (size_t)hd; /* K/V rows of a head */
     int32_t tasks_per_tok = hp->n_head / hpt;
     int64_t t = task / tasks_per_tok;
     int32_t h0 = (int32_t)(task % tasks_per_tok) * hpt;
     int32_t kvh = h0 / (hp->n_head / hp->n_head_kv);
     const struct eng_btok *bt = &j->toks[t];
     size_t base =
-        (((size_t)bt->seq * (size_t)hp->n_layer + (size_t)j->layer) * (size_t)f->n_ctx) * kvd +
-        (size_t)kvh * (size_t)hd;
+        ((((size_t)bt->seq * (size_t)hp->n_layer + (size_t)j->layer) * (size_t)hp->n_head_kv +
+          (size_t)kvh) *
+         (size_t)f->n_ctx) *
+        (size_t)hd;
     const float *kc = f->k_cache + base, *vc = f->v_cache + base;
     const float *q = f->q + (size_t)t * qd + (size_t)h0 * (size_t)hd;
     float *att = f->att + (size_t)thread * (size_t)f->n_ctx * (size_t)f->att_group;
@@ -426,10 +428,10 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
     }
     int32_t p = 0;
     for (; p + 4 <= n; p += 4) {
-        const float *k = kc + (size_t)p * kvd;
+        const float *k = kc + (size_t)p * rs;
         for (int32_t g = 0; g < hpt; g++) {
             float sc[4], *a = att + (size_t)g * (size_t)f->n_ctx + p;
-            dot4(q + (size_t)g * (size_t)hd, k, kvd, hd, sc);
+            dot4(q + (size_t)g * (size_t)hd, k, rs, hd, sc);
             for (int u = 0; u < 4; u++) {
                 a[u] = sc[u] * scale;
                 mx[g] = a[u] > mx[g] ? a[u] : mx[g];
@@ -439,7 +441,7 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
     for (; p < n; p++) {
         for (int32_t g = 0; g < hpt; g++) {
             float *a = att + (size_t)g * (size_t)f->n_ctx + p;
-            *a = dot(q + (size_t)g * (size_t)hd, kc + (size_t)p * kvd, hd) * scale;
+            *a = dot(q + (size_t)g * (size_t)hd, kc + (size_t)p * rs, hd) * scale;
             mx[g] = *a > mx[g] ? *a : mx[g];
         }
     }
@@ -459,7 +461,7 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
         for (; i + 32 <= hd; i += 32) {
             v8f o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
             for (p = 0; p < n; p++) {
-                const float *v = vc + (size_t)p * kvd + i;
+                const float *v = vc + (size_t)p * rs + i;
                 float w = a[p] * inv[g];
                 v8f wv = {w, w, w, w, w, w, w, w}, v0, v1, v2, v3;
                 V8F_LOAD(v0, v);
@@ -479,7 +481,7 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
         for (; i < hd; i++) {
             float acc = 0.0f;
             for (p = 0; p < n; p++) {
-                acc += a[p] * inv[g] * vc[(size_t)p * kvd + (size_t)i];
+                acc += a[p] * inv[g] * vc[(size_t)p * rs + (size_t)i];
             }
             o[i] = acc;
         }
@@ -553,12 +555,17 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
             float *k = f->k + (size_t)t * kvd;
             rope(m, f->q + (size_t)t * qd, hp->n_head, toks[t].pos);
             rope(m, k, hp->n_head_kv, toks[t].pos);
-            size_t off =
-                (((size_t)toks[t].seq * (size_t)hp->n_layer + (size_t)l) * (size_t)f->n_ctx +
-                 (size_t)toks[t].pos) *
-                kvd;
-            memcpy(f->k_cache + off, k, kvd * sizeof(float));
-            memcpy(f->v_cache + off, f->v + (size_t)t * kvd, kvd * sizeof(float));
+            /* each KV head's positions contiguous: attention streams them in order */
+            size_t hd = (size_t)hp->head_dim, n_ctx = (size_t)f->n_ctx;
+            size_t off = (((size_t)toks[t].seq * (size_t)hp->n_layer + (size_t)l) *
+                              (size_t)hp->n_head_kv * n_ctx +
+                          (size_t)toks[t].pos) *
+                         hd;
+            for (int32_t h = 0; h < hp->n_head_kv; h++) {
+                size_t o = off + (size_t)h * n_ctx * hd;
+                memcpy(f->k_cache + o, k + (size_t)h * hd, hd * sizeof(float));
+                memcpy(f->v_cache + o, f->v + (size_t)t * kvd + (size_t)h * hd, hd * sizeof(float));
+            }
         }
         /* Whole GQA groups per task when that still splits evenly enough over the threads
          * (SmolLM2's 3 KV heads of one decoding token on 2 threads would run 2:1; its 9

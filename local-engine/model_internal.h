@@ -97,8 +97,8 @@ struct eng_fwd {
     int32_t n_seq;
     int32_t n_batch;   /* tokens per forward pass */
     int32_t n_out_max; /* rows of logits per pass */
-    float *k_cache;    /* (n_seq, n_layer, n_ctx, kv_dim) */
-    float *v_cache;    /* (n_seq, n_layer, n_ctx, kv_dim) */
+    float *k_cache;    /* (n_seq, n_layer, n_head_kv, n_ctx, head_dim) */
+    float *v_cache;    /* (n_seq, n_layer, n_head_kv, n_ctx, head_dim) */
     float *x;          /* (n_batch, n_embd) residual stream */
     float *xb;         /* (n_batch, max(n_embd, q_dim)) normed input / attention output */
     float *q;          /* (n_batch, q_dim) */
