@@ -17,6 +17,7 @@
 #include "local-engine/pool.h"
 #include "local-engine/quant.h"
 #include "local-engine/quant_internal.h"
+#include "kernel_test_rng.h"
 
 static const uint32_t weight_types[] = {
     ENG_TYPE_F32,  ENG_TYPE_F16,  ENG_TYPE_BF16, ENG_TYPE_Q8_0, ENG_TYPE_Q4_0, ENG_TYPE_Q4_1,
@@ -30,12 +31,7 @@ static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
 
 static uint64_t rng_next(void)
 {
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    rng_state = x;
-    return x;
+    return ktr_next(&rng_state);
 }
 
 static float rng_uniform(void) /* (0, 1) */

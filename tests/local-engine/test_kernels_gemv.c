@@ -19,6 +19,7 @@
 #include "local-engine/pool.h"
 #include "local-engine/quant.h"
 #include "local-engine/quant_internal.h"
+#include "kernel_test_rng.h"
 
 static const uint32_t gemv_types[] = {ENG_TYPE_Q8_0, ENG_TYPE_Q4_0, ENG_TYPE_Q5_0};
 #define N_GEMV_TYPES (sizeof(gemv_types) / sizeof(gemv_types[0]))
@@ -27,12 +28,7 @@ static uint64_t rng_state = 0x2545F4914F6CDD1DULL;
 
 static float rng_sym(void) /* [-1, 1) */
 {
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    rng_state = x;
-    return (float)(x >> 40) / 8388608.0f - 1.0f;
+    return ktr_sym(&rng_state);
 }
 
 static void *xmalloc(size_t n)

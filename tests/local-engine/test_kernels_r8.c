@@ -18,17 +18,13 @@
 #include "local-engine/pool.h"
 #include "local-engine/quant.h"
 #include "local-engine/quant_internal.h"
+#include "kernel_test_rng.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
 
 static float rng_sym(void) /* [-1, 1) */
 {
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    rng_state = x;
-    return (float)(x >> 40) / 8388608.0f - 1.0f;
+    return ktr_sym(&rng_state);
 }
 
 static void *xmalloc(size_t n)
@@ -38,39 +34,34 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-/* m rows of k Q4_0 weights: random, or (extreme) the levels 0 and 15 only. */
-static unsigned char *make_q4_0(int64_t m, int64_t k, int extreme)
+/* Element i of row r: Q4_0 weights random, or (extreme) only the levels 0 and 15 (each block
+ * starts with -1, which sets its scale); Q8_0 activations random, or (extreme) +-127 only. */
+static float value(uint32_t type, int64_t r, int64_t i, int extreme)
 {
-    size_t rb = eng_type_row_bytes(ENG_TYPE_Q4_0, k);
-    unsigned char *wq = xmalloc(rb * (size_t)m);
-    float *w = xmalloc((size_t)k * sizeof(float));
-    for (int64_t r = 0; r < m; r++) {
-        for (int64_t i = 0; i < k; i++) {
-            w[i] = extreme ? (rng_sym() < 0.0f ? -1.0f : 0.875f) : rng_sym() * (float)(r % 5 + 1);
-            if (extreme && i % ENG_QK == 0) {
-                w[i] = -1.0f; /* the block's scale: -1 -> level 0, 0.875 -> level 15 */
-            }
+    if (type == ENG_TYPE_Q4_0) {
+        if (!extreme) {
+            return rng_sym() * (float)(r % 5 + 1);
         }
-        eng_kernels_ref()->quant[ENG_TYPE_Q4_0](w, wq + (size_t)r * rb, k);
+        return i % ENG_QK == 0 || rng_sym() < 0.0f ? -1.0f : 0.875f;
     }
-    free(w);
-    return wq;
+    return extreme ? (rng_sym() < 0.0f ? -2.0f : 2.0f) : rng_sym() * (float)(r + 1);
 }
 
-/* n Q8_0 activation rows of k: random, or (extreme) +-127 only. */
-static unsigned char *make_q8_0(int n, int64_t k, int extreme)
+/* n rows of k elements of type (Q4_0 weights or Q8_0 activations), quantized by the
+ * reference. */
+static unsigned char *make_rows(uint32_t type, int64_t n, int64_t k, int extreme)
 {
-    size_t rb = eng_type_row_bytes(ENG_TYPE_Q8_0, k);
-    unsigned char *xq = xmalloc(rb * (size_t)n);
-    float *x = xmalloc((size_t)k * sizeof(float));
-    for (int t = 0; t < n; t++) {
+    size_t rb = eng_type_row_bytes(type, k);
+    unsigned char *q = xmalloc(rb * (size_t)n);
+    float *v = xmalloc((size_t)k * sizeof(float));
+    for (int64_t r = 0; r < n; r++) {
         for (int64_t i = 0; i < k; i++) {
-            x[i] = extreme ? (rng_sym() < 0.0f ? -2.0f : 2.0f) : rng_sym() * (float)(t + 1);
+            v[i] = value(type, r, i, extreme);
         }
-        eng_kernels_ref()->quant[ENG_TYPE_Q8_0](x, xq + (size_t)t * rb, k);
+        eng_kernels_ref()->quant[type](v, q + (size_t)r * rb, k);
     }
-    free(x);
-    return xq;
+    free(v);
+    return q;
 }
 
 static void test_pack_layout(void **state)
@@ -78,7 +69,7 @@ static void test_pack_layout(void **state)
     (void)state;
     enum { M = 16, K = 96 };
     const int64_t nb = K / ENG_QK;
-    unsigned char *wq = make_q4_0(M, K, 0);
+    unsigned char *wq = make_rows(ENG_TYPE_Q4_0, M, K, 0);
     size_t rb = eng_type_row_bytes(ENG_TYPE_Q4_0, K);
     struct eng_block_q4_0x8 *p = xmalloc(rb * M);
     eng_q4_0r8_pack(wq, M, K, p);
@@ -121,7 +112,7 @@ static void kernel_case(const struct eng_kernel_table *kt, int64_t k, int nx, in
     enum { M = 24, LDY = 29 };
     const struct eng_kernel_table *ref = eng_kernels_ref();
     size_t wrb = eng_type_row_bytes(ENG_TYPE_Q4_0, k), arb = eng_type_row_bytes(ENG_TYPE_Q8_0, k);
-    unsigned char *wq = make_q4_0(M, k, extreme), *xq = make_q8_0(ENG_DOT_NX, k, extreme);
+    unsigned char *wq = make_rows(ENG_TYPE_Q4_0, M, k, extreme), *xq = make_rows(ENG_TYPE_Q8_0, ENG_DOT_NX, k, extreme);
     struct eng_block_q4_0x8 *p = xmalloc(wrb * M);
     eng_q4_0r8_pack(wq, M, k, p);
     float y[ENG_DOT_NX * LDY], one[LDY];
@@ -205,7 +196,7 @@ static void test_matmul_act_rows(void **state)
     enum { M = 40, K = 320, T = 9 };
     const struct eng_kernel_table *kt = eng_kernels_active();
     size_t arb = eng_type_row_bytes(ENG_TYPE_Q8_0, K);
-    unsigned char *wq = make_q4_0(M, K, 0);
+    unsigned char *wq = make_rows(ENG_TYPE_Q4_0, M, K, 0);
     struct eng_block_q4_0x8 *p = xmalloc(eng_type_row_bytes(ENG_TYPE_Q4_0, K) * M);
     eng_q4_0r8_pack(wq, M, K, p);
     float *x = xmalloc((size_t)T * K * sizeof(float));
