@@ -210,7 +210,7 @@ static int bench_threads(int nth, double secs, int reps, const char *type_list, 
     for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
         const struct shape *sh = &shapes[si];
         printf("%s: %d x %d\n", sh->name, sh->m, sh->k);
-        printf("  %-5s %8s %10s %8s %7s %13s %8s %11s %11s\n", "type", "MB/mat", "decode ms",
+        printf("  %-6s %8s %10s %8s %7s %13s %8s %11s %11s\n", "type", "MB/mat", "decode ms",
                "GB/s", "%membw", "prompt ms/tok", "speedup", "hot dec ns", "hot pp ns");
         for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
             uint32_t wt = types[ti];
@@ -235,7 +235,7 @@ static int bench_threads(int nth, double secs, int reps, const char *type_list, 
             double gbs = (double)mat / dec / 1e9;
             double hd = hot_ns(wt, sh, w, rb, x, 1, y, scratch);
             double hp = hot_ns(wt, sh, w, rb, x, 16, y, scratch);
-            printf("  %-5s %8.2f %10.3f %8.2f %6.0f%% %13.4f %7.1fx %11.3f %11.3f\n",
+            printf("  %-6s %8.2f %10.3f %8.2f %6.0f%% %13.4f %7.1fx %11.3f %11.3f\n",
                    tname(wt), (double)mat / 1e6, dec * 1e3, gbs,
                    bw > 0 ? 100.0 * gbs * 1e9 / bw : 0.0, pp * 1e3 / N_PROMPT,
                    dec / (pp / N_PROMPT), hd, hp);
