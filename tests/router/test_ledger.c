@@ -154,6 +154,15 @@ static void on_done(void *arg, enum wye_err status)
     pthread_mutex_unlock(&a->log->mu);
 }
 
+/* Appends record tl_rec(rec) with on_done logging i into log (args[i] holds the argument). */
+static void append_logged(struct rt_ledger *l, struct done_log *log, struct done_arg *args, int i,
+                          int rec)
+{
+    args[i] = (struct done_arg){log, i};
+    struct rt_ledger_rec r = tl_rec(rec);
+    assert_int_equal(rt_ledger_append(l, &r, on_done, &args[i]), WYE_OK);
+}
+
 static void test_done_cb_order_thread(void **state)
 {
     (void)state;
@@ -164,9 +173,7 @@ static void test_done_cb_order_thread(void **state)
     struct rt_ledger *l = tl_open(path, &o);
     assert_non_null(l);
     for (int i = 0; i < 300; i++) {
-        args[i] = (struct done_arg){&log, i};
-        struct rt_ledger_rec r = tl_rec(i);
-        assert_int_equal(rt_ledger_append(l, &r, on_done, &args[i]), WYE_OK);
+        append_logged(l, &log, args, i, i);
     }
     rt_ledger_close(l);
     assert_int_equal(log.n, 300);
@@ -204,9 +211,7 @@ static void test_interval_policy_stats(void **state)
     struct rt_ledger *l = tl_open(path, &o);
     assert_non_null(l);
     for (int i = 0; i < 5; i++) {
-        args[i] = (struct done_arg){&log, i};
-        struct rt_ledger_rec r = tl_rec(2 + i);
-        assert_int_equal(rt_ledger_append(l, &r, on_done, &args[i]), WYE_OK);
+        append_logged(l, &log, args, i, 2 + i);
     }
     assert_int_equal(wait_done(&log, 5), 5);
     struct rt_ledger_stats st;
@@ -238,9 +243,7 @@ static void test_write_failure(void **state)
     struct rt_ledger *l = tl_open("/dev/full", NULL);
     assert_non_null(l);
     for (int i = 0; i < 3; i++) {
-        args[i] = (struct done_arg){&log, i};
-        struct rt_ledger_rec r = tl_rec(i);
-        assert_int_equal(rt_ledger_append(l, &r, on_done, &args[i]), WYE_OK);
+        append_logged(l, &log, args, i, i);
     }
     int got = wait_done(&log, 3);
     struct rt_ledger_stats st;
@@ -868,9 +871,7 @@ static void test_inline_idle_append(void **state)
         struct rt_ledger *l = tl_open(path, &o);
         assert_non_null(l);
         for (int i = 0; i < 4; i++) {
-            args[i] = (struct done_arg){&log, i};
-            struct rt_ledger_rec r = tl_rec(i);
-            assert_int_equal(rt_ledger_append(l, &r, on_done, &args[i]), WYE_OK);
+            append_logged(l, &log, args, i, i);
             assert_int_equal(log.n, i + 1);
             assert_int_equal(log.order[i], i);
             assert_int_equal(log.status[i], WYE_OK);
@@ -1057,9 +1058,7 @@ static void test_inline_write_failure(void **state)
     struct rt_ledger *l = tl_open(path, NULL);
     assert_non_null(l);
     for (int i = 0; i < 3; i++) {
-        args[i] = (struct done_arg){&log, i};
-        struct rt_ledger_rec r = tl_rec(i);
-        assert_int_equal(rt_ledger_append(l, &r, on_done, &args[i]), WYE_OK);
+        append_logged(l, &log, args, i, i);
     }
     size_t good_len;
     char *good = tl_read(path, &good_len);
