@@ -76,6 +76,7 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
         T * (size_t)n_ctx * (size_t)f->att_group * 4, /* att */
         (size_t)n_out_max * E * 4,                    /* xo */
         (size_t)n_out_max * (size_t)hp->n_vocab * 4,  /* logits */
+        B * (size_t)(hp->n_rot / 2) * 2 * 4,          /* rope_cs */
         xq,
     };
     size_t total = 0;
@@ -94,8 +95,8 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
         return WYE_ERR_NOMEM;
     }
     unsigned char *p = (unsigned char *)(((uintptr_t)f->mem + 63) & ~(uintptr_t)63);
-    float **dst[] = {&f->x,  &f->xb,  &f->q,   &f->k,  &f->v,
-                     &f->hb, &f->hb2, &f->att, &f->xo, &f->logits};
+    float **dst[] = {&f->x,   &f->xb,  &f->q,  &f->k,      &f->v,      &f->hb,
+                     &f->hb2, &f->att, &f->xo, &f->logits, &f->rope_cs};
     for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++) {
         *dst[i] = (float *)p;
         p += align64(sizes[i]);
@@ -125,15 +126,26 @@ static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float
     }
 }
 
-/* Rotates every head of vec (n_heads x head_dim) for position pos. */
-static void rope(const struct eng_model *m, float *vec, int32_t n_heads, int32_t pos)
+/* The cosine and sine of every rope angle of position pos into cs (n_rot / 2 pairs): once per
+ * token and forward pass, shared by the queries and keys of every layer. */
+static void rope_angles(const struct eng_model *m, int32_t pos, float *cs)
+{
+    const struct eng_hparams *hp = &m->hp;
+    float p = (float)pos * hp->rope_pos_scale;
+    for (int32_t i = 0; i < hp->n_rot / 2; i++) {
+        float th = p * m->rope_inv_freq[i];
+        cs[2 * i] = cosf(th);
+        cs[2 * i + 1] = sinf(th);
+    }
+}
+
+/* Rotates every head of vec (n_heads x head_dim) by the angles cs (rope_angles). */
+static void rope(const struct eng_model *m, float *vec, int32_t n_heads, const float *cs)
 {
     const struct eng_hparams *hp = &m->hp;
     int32_t half = hp->n_rot / 2;
-    float p = (float)pos * hp->rope_pos_scale;
     for (int32_t i = 0; i < half; i++) {
-        float th = p * m->rope_inv_freq[i];
-        float c = cosf(th), s = sinf(th);
+        float c = cs[2 * i], s = cs[2 * i + 1];
         for (int32_t h = 0; h < n_heads; h++) {
             float *v = vec + (size_t)h * (size_t)hp->head_dim;
             int32_t a = hp->rope_neox ? i : 2 * i;
@@ -360,7 +372,7 @@ typedef float v8f __attribute__((vector_size(32)));
 
 /* Macros, not functions: passing 32-byte vectors by value has no fixed ABI without AVX. */
 #define V8F_LOAD(v, p) memcpy(&(v), (p), sizeof(v8f))
-#define V8F_REDUCE(a)                                                                          \
+#define V8F_REDUCE(a)                                                                              \
     ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
 
 /* dot(q, k + p * ks) for the 4 positions p = 0..3: the same operations in the same order as
@@ -396,10 +408,11 @@ static inline __attribute__((always_inline)) void dot4(const float *q, const flo
  * is read once for the whole group (GQA; V rows once per head, the later ones from cache),
  * while every head's arithmetic happens in the same order as with one head per task, so the
  * grouping never changes the result. Scores go 4 positions at a time (independent chains);
- * the weighted sum of V keeps 32 outputs in registers over all positions. Every output
- * element still sums its products in position order from 0, so the result is what the
- * plain loops give. */
-static inline __attribute__((always_inline)) void att_body(void *arg, int64_t task, int thread)
+ * the weighted sum of V keeps 32 outputs (64 with AVX2) in registers over all positions. Every
+ * output element still sums its products in position order from 0, so the result is what the plain
+ * loops give. */
+static inline __attribute__((always_inline)) void att_body(void *arg, int64_t task, int thread,
+                                                           bool wide)
 {
     const struct att_job *j = arg;
     struct eng_fwd *f = j->f;
@@ -458,6 +471,22 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
         const float *a = att + (size_t)g * (size_t)f->n_ctx;
         float *o = out + (size_t)g * (size_t)hd;
         int32_t i = 0;
+        for (; wide && i + 64 <= hd; i += 64) {
+            /* 8 independent addition chains per position instead of 4: the loop is bound
+             * by the latency of the adds, not by their throughput */
+            v8f acc[8] = {{0}};
+            for (p = 0; p < n; p++) {
+                const float *v = vc + (size_t)p * rs + i;
+                float w = a[p] * inv[g];
+                v8f wv = {w, w, w, w, w, w, w, w};
+                for (int u = 0; u < 8; u++) {
+                    v8f vu;
+                    V8F_LOAD(vu, v + 8 * u);
+                    acc[u] += wv * vu;
+                }
+            }
+            memcpy(o + i, acc, sizeof(acc));
+        }
         for (; i + 32 <= hd; i += 32) {
             v8f o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
             for (p = 0; p < n; p++) {
@@ -490,7 +519,7 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
 
 static void att_task(void *arg, int64_t task, int thread)
 {
-    att_body(arg, task, thread);
+    att_body(arg, task, thread, false);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -500,7 +529,7 @@ static void att_task(void *arg, int64_t task, int thread)
  * here), so the result is bit-identical to att_task's. About twice as fast. */
 __attribute__((target("avx2"))) static void att_task_avx2(void *arg, int64_t task, int thread)
 {
-    att_body(arg, task, thread);
+    att_body(arg, task, thread, true);
 }
 #define ATT_TASK_AVX2 att_task_avx2
 #else
@@ -538,6 +567,7 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
         WYE_ASSERT(toks[t].seq >= 0 && toks[t].seq < f->n_seq);
         WYE_ASSERT(toks[t].pos >= 0 && toks[t].pos < f->n_ctx);
         eng_model_embed(m, toks[t].id, f->x + (size_t)t * (size_t)E);
+        rope_angles(m, toks[t].pos, f->rope_cs + (size_t)t * (size_t)hp->n_rot);
     }
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const struct eng_layer *L = &m->layers[l];
@@ -553,8 +583,9 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
         add_bias(f->v, L->bv, n, kvd);
         for (int32_t t = 0; t < n; t++) {
             float *k = f->k + (size_t)t * kvd;
-            rope(m, f->q + (size_t)t * qd, hp->n_head, toks[t].pos);
-            rope(m, k, hp->n_head_kv, toks[t].pos);
+            const float *cs = f->rope_cs + (size_t)t * (size_t)hp->n_rot;
+            rope(m, f->q + (size_t)t * qd, hp->n_head, cs);
+            rope(m, k, hp->n_head_kv, cs);
             /* each KV head's positions contiguous: attention streams them in order */
             size_t hd = (size_t)hp->head_dim, n_ctx = (size_t)f->n_ctx;
             size_t off = (((size_t)toks[t].seq * (size_t)hp->n_layer + (size_t)l) *

@@ -110,6 +110,7 @@ struct eng_fwd {
     int32_t att_group; /* query heads per KV head that one attention task may take */
     float *xo;         /* (n_out_max, n_embd) rows whose logits are wanted */
     float *logits;     /* (n_out_max, n_vocab) */
+    float *rope_cs;    /* (n_batch, n_rot / 2, 2) cos and sin of each token's angles */
     void *xq;          /* activation quantization scratch */
     void *mem;         /* the one allocation behind the scratch above */
 };
