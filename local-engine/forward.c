@@ -1,9 +1,10 @@
 /* The transformer forward pass (llama / qwen2): RMSNorm, GQA attention over a preallocated
  * F32 KV cache with rope (adjacent pairs for llama, rotated halves for qwen2), SwiGLU FFN,
  * final norm and logits. One call runs a batch of tokens from any number of sequences, each
- * at its own position: the matmuls see all tokens at once (matrix-matrix), attention is split
- * per (token, head) across the pool (its loops vectorized 8 wide on AVX2 CPUs, with the
- * same results bit for bit). Runs on the engine worker thread that owns the context
+ * at its own position: the matmuls see all tokens at once (matrix-matrix), attention runs in
+ * chunks of positions split per (token, KV head) or, for a few decoding tokens, per (token,
+ * KV head, chunk) across the pool (its loops vectorized 8 wide on AVX2 CPUs, with the same
+ * results bit for bit). Runs on the engine worker thread that owns the context
  * (plus the pool's threads inside eng_pool_run); allocates nothing after eng_fwd_init. */
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +18,16 @@
 #define ATT_POOL_MIN_WORK (64 * 1024)
 /* Largest GQA group whose heads share one attention task. */
 #define ATT_GROUP_MAX 32
+/* Attention runs over a token's positions in chunks of this many: each chunk's softmax part
+ * (exp(score - chunk max) * V summed, the max and the sum of the exps) is computed alone and
+ * the parts merged in order, so the arithmetic depends on the positions only, never on how
+ * the chunks were spread over tasks; up to one chunk it is the plain softmax. */
+#define ATT_CHUNK 64
+/* Up to this many tokens of a pass, when they have too few (token, KV head) tasks to keep
+ * every thread busy, get one task per chunk instead (decoding one or two sequences). */
+#define ATT_SPLIT_TOK_MAX 4
+/* Floats of one chunk part of one head: the weighted sum of V, the max, the sum of exps. */
+#define ATT_PART(hd) ((size_t)(hd) + 2)
 
 static size_t align64(size_t n)
 {
@@ -47,6 +58,9 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
     size_t wide = F > E ? F : E;
     int32_t group = hp->n_head / hp->n_head_kv;
     f->att_group = group <= ATT_GROUP_MAX ? group : 1;
+    f->att_chunks_max = (n_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
+    size_t parts = (size_t)f->att_chunks_max * ATT_PART(hp->head_dim); /* one head's */
+    f->att_per_thread = (size_t)f->att_group * (ATT_CHUNK + parts);
     size_t xbw = qd > E ? qd : E;
 
     size_t kv_elems = (size_t)n_seq * (size_t)hp->n_layer * (size_t)n_ctx;
@@ -66,17 +80,18 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
         }
     }
     size_t sizes[] = {
-        B * E * 4,                                    /* x */
-        B * xbw * 4,                                  /* xb */
-        B * qd * 4,                                   /* q */
-        B * kvd * 4,                                  /* k */
-        B * kvd * 4,                                  /* v */
-        B * wide * 4,                                 /* hb */
-        B * wide * 4,                                 /* hb2 */
-        T * (size_t)n_ctx * (size_t)f->att_group * 4, /* att */
-        (size_t)n_out_max * E * 4,                    /* xo */
-        (size_t)n_out_max * (size_t)hp->n_vocab * 4,  /* logits */
-        B * (size_t)(hp->n_rot / 2) * 2 * 4,          /* rope_cs */
+        B * E * 4,                                          /* x */
+        B * xbw * 4,                                        /* xb */
+        B * qd * 4,                                         /* q */
+        B * kvd * 4,                                        /* k */
+        B * kvd * 4,                                        /* v */
+        B * wide * 4,                                       /* hb */
+        B * wide * 4,                                       /* hb2 */
+        T * f->att_per_thread * 4,                          /* att */
+        ATT_SPLIT_TOK_MAX * (size_t)hp->n_head * parts * 4, /* att_split */
+        (size_t)n_out_max * E * 4,                          /* xo */
+        (size_t)n_out_max * (size_t)hp->n_vocab * 4,        /* logits */
+        B * (size_t)(hp->n_rot / 2) * 2 * 4,                /* rope_cs */
         xq,
     };
     size_t total = 0;
@@ -95,8 +110,8 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
         return WYE_ERR_NOMEM;
     }
     unsigned char *p = (unsigned char *)(((uintptr_t)f->mem + 63) & ~(uintptr_t)63);
-    float **dst[] = {&f->x,   &f->xb,  &f->q,  &f->k,      &f->v,      &f->hb,
-                     &f->hb2, &f->att, &f->xo, &f->logits, &f->rope_cs};
+    float **dst[] = {&f->x,   &f->xb,  &f->q,         &f->k,  &f->v,      &f->hb,
+                     &f->hb2, &f->att, &f->att_split, &f->xo, &f->logits, &f->rope_cs};
     for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++) {
         *dst[i] = (float *)p;
         p += align64(sizes[i]);
@@ -364,6 +379,9 @@ struct att_job {
     const struct eng_btok *toks;
     int32_t layer;
     int32_t heads_per_task; /* 1, or the GQA group size (<= f->att_group) */
+    int32_t units;          /* heads / heads_per_task: the tasks of a token when not split */
+    bool split;             /* one task per (token, unit, chunk); merged by att_merge_split */
+    int64_t task0[ATT_SPLIT_TOK_MAX + 1]; /* split: the first task of each token */
 };
 
 /* 8 floats as one value (GCC/clang vector extension): element-wise IEEE operations, so a
@@ -404,24 +422,172 @@ static inline __attribute__((always_inline)) void dot4(const float *q, const flo
     out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
 }
 
-/* Attention of token t for query heads [h0, h0 + hpt), which share one KV head: each K row
- * is read once for the whole group (GQA; V rows once per head, the later ones from cache),
- * while every head's arithmetic happens in the same order as with one head per task, so the
- * grouping never changes the result. Scores go 4 positions at a time (independent chains);
- * the weighted sum of V keeps 32 outputs (64 with AVX2) in registers over all positions. Every
- * output element still sums its products in position order from 0, so the result is what the plain
- * loops give. */
-static inline __attribute__((always_inline)) void att_body(void *arg, int64_t task, int thread,
-                                                           bool wide)
+/* out[0..hd) = sum over positions p in order of w[p] * scale * v[p] (scale 1: plain weights):
+ * 64 outputs per pass in 8 registers when wide (AVX2), else 32 in 4; each output element sees
+ * the same multiplies and adds in the same order either way. */
+static inline __attribute__((always_inline)) void att_wsum(const float *w, float scale,
+                                                           const float *vc, size_t rs, int32_t n,
+                                                           int32_t hd, bool wide, float *out)
 {
-    const struct att_job *j = arg;
+    int32_t i = 0;
+    for (; wide && i + 64 <= hd; i += 64) {
+        v8f acc[8] = {{0}};
+        for (int32_t p = 0; p < n; p++) {
+            const float *v = vc + (size_t)p * rs + i;
+            float x = w[p] * scale;
+            v8f xv = {x, x, x, x, x, x, x, x};
+            for (int u = 0; u < 8; u++) {
+                v8f vu;
+                V8F_LOAD(vu, v + 8 * u);
+                acc[u] += xv * vu;
+            }
+        }
+        memcpy(out + i, acc, sizeof(acc));
+    }
+    for (; i + 32 <= hd; i += 32) {
+        v8f o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
+        for (int32_t p = 0; p < n; p++) {
+            const float *v = vc + (size_t)p * rs + i;
+            float x = w[p] * scale;
+            v8f xv = {x, x, x, x, x, x, x, x}, v0, v1, v2, v3;
+            V8F_LOAD(v0, v);
+            V8F_LOAD(v1, v + 8);
+            V8F_LOAD(v2, v + 16);
+            V8F_LOAD(v3, v + 24);
+            o0 += xv * v0;
+            o1 += xv * v1;
+            o2 += xv * v2;
+            o3 += xv * v3;
+        }
+        memcpy(out + i, &o0, sizeof(o0));
+        memcpy(out + i + 8, &o1, sizeof(o1));
+        memcpy(out + i + 16, &o2, sizeof(o2));
+        memcpy(out + i + 24, &o3, sizeof(o3));
+    }
+    for (; i < hd; i++) {
+        float acc = 0.0f;
+        for (int32_t p = 0; p < n; p++) {
+            acc += w[p] * scale * vc[(size_t)p * rs + (size_t)i];
+        }
+        out[i] = acc;
+    }
+}
+
+/* Attention of hpt query heads (q: hpt x hd, consecutive) sharing one KV head over the
+ * positions [p0, p1) of its keys kc and values vc (rows of hd floats), p1 - p0 <= ATT_CHUNK.
+ * Each K row is read once for the group (GQA; V rows once per head, the later ones from
+ * cache), and every head's arithmetic is the same whatever the group. Scores go 4 positions
+ * at a time (independent chains). Into dst, one head every dst_hs floats: when whole (the
+ * chunk is all the positions), the normalized output (hd); otherwise the chunk's part: the
+ * unnormalized sum of exp(score - max) * v (hd), the max and the sum of the exps. sc is
+ * scratch of hpt x ATT_CHUNK floats. */
+static inline __attribute__((always_inline)) void
+att_chunk(const float *q, const float *kc, const float *vc, int32_t hd, int32_t hpt, int32_t p0,
+          int32_t p1, float *sc, bool wide, bool whole, float *dst, size_t dst_hs)
+{
+    size_t rs = (size_t)hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int32_t n = p1 - p0;
+    kc += (size_t)p0 * rs;
+    vc += (size_t)p0 * rs;
+    float mx[ATT_GROUP_MAX];
+    for (int32_t g = 0; g < hpt; g++) {
+        mx[g] = -INFINITY;
+    }
+    int32_t p = 0;
+    for (; p + 4 <= n; p += 4) {
+        const float *k = kc + (size_t)p * rs;
+        for (int32_t g = 0; g < hpt; g++) {
+            float d[4], *a = sc + (size_t)g * ATT_CHUNK + p;
+            dot4(q + (size_t)g * (size_t)hd, k, rs, hd, d);
+            for (int u = 0; u < 4; u++) {
+                a[u] = d[u] * scale;
+                mx[g] = a[u] > mx[g] ? a[u] : mx[g];
+            }
+        }
+    }
+    for (; p < n; p++) {
+        for (int32_t g = 0; g < hpt; g++) {
+            float *a = sc + (size_t)g * ATT_CHUNK + p;
+            *a = dot(q + (size_t)g * (size_t)hd, kc + (size_t)p * rs, hd) * scale;
+            mx[g] = *a > mx[g] ? *a : mx[g];
+        }
+    }
+    for (int32_t g = 0; g < hpt; g++) {
+        float *a = sc + (size_t)g * ATT_CHUNK, sum = 0.0f;
+        for (p = 0; p < n; p++) {
+            a[p] = expf(a[p] - mx[g]);
+            sum += a[p];
+        }
+        float *d = dst + (size_t)g * dst_hs;
+        if (whole) {
+            att_wsum(a, 1.0f / sum, vc, rs, n, hd, wide, d);
+        } else {
+            att_wsum(a, 1.0f, vc, rs, n, hd, wide, d);
+            d[hd] = mx[g];
+            d[hd + 1] = sum;
+        }
+    }
+}
+
+/* One head's output from its n_ch chunk parts (ATT_PART floats apart, in position order):
+ * each part weighted by exp(its max - the overall max), in chunk order. Overwrites the parts'
+ * max slots. Plain vector code: the same result from every caller. */
+static inline __attribute__((always_inline)) void att_merge(float *part, int32_t n_ch, int32_t hd,
+                                                            float *out)
+{
+    size_t ps = ATT_PART(hd);
+    float M = -INFINITY, S = 0.0f;
+    for (int32_t c = 0; c < n_ch; c++) {
+        float m = part[(size_t)c * ps + (size_t)hd];
+        M = m > M ? m : M;
+    }
+    for (int32_t c = 0; c < n_ch; c++) {
+        float *pt = part + (size_t)c * ps;
+        float w = expf(pt[hd] - M);
+        pt[hd] = w;
+        S += pt[hd + 1] * w;
+    }
+    float inv = 1.0f / S;
+    int32_t i = 0;
+    for (; i + 8 <= hd; i += 8) {
+        v8f acc = {0}, o;
+        for (int32_t c = 0; c < n_ch; c++) {
+            const float *pt = part + (size_t)c * ps;
+            float w = pt[hd];
+            v8f wv = {w, w, w, w, w, w, w, w};
+            V8F_LOAD(o, pt + i);
+            acc += o * wv;
+        }
+        v8f iv = {inv, inv, inv, inv, inv, inv, inv, inv};
+        acc *= iv;
+        memcpy(out + i, &acc, sizeof(acc));
+    }
+    for (; i < hd; i++) {
+        float acc = 0.0f;
+        for (int32_t c = 0; c < n_ch; c++) {
+            acc += part[(size_t)c * ps + (size_t)i] * part[(size_t)c * ps + (size_t)hd];
+        }
+        out[i] = acc * inv;
+    }
+}
+
+static int32_t att_chunks(int32_t n_pos)
+{
+    return (n_pos + ATT_CHUNK - 1) / ATT_CHUNK;
+}
+
+/* Attention of token t's query heads [h0, h0 + hpt) (one KV head) over chunks [c0, c1) of its
+ * positions. Whole (c0 == 0, c1 == all): the output into xb, through the thread's part
+ * scratch when there are several chunks. Otherwise (split): the parts into f->att_split. */
+static inline __attribute__((always_inline)) void att_run(const struct att_job *j, int64_t t,
+                                                          int32_t h0, int32_t c0, int32_t c1,
+                                                          int thread, bool wide)
+{
     struct eng_fwd *f = j->f;
     const struct eng_hparams *hp = &f->m->hp;
     int32_t hd = hp->head_dim, hpt = j->heads_per_task;
-    size_t qd = (size_t)hp->n_head * (size_t)hd, rs = (size_t)hd; /* K/V rows of a head */
-    int32_t tasks_per_tok = hp->n_head / hpt;
-    int64_t t = task / tasks_per_tok;
-    int32_t h0 = (int32_t)(task % tasks_per_tok) * hpt;
+    size_t qd = (size_t)hp->n_head * (size_t)hd;
     int32_t kvh = h0 / (hp->n_head / hp->n_head_kv);
     const struct eng_btok *bt = &j->toks[t];
     size_t base =
@@ -431,90 +597,46 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
         (size_t)hd;
     const float *kc = f->k_cache + base, *vc = f->v_cache + base;
     const float *q = f->q + (size_t)t * qd + (size_t)h0 * (size_t)hd;
-    float *att = f->att + (size_t)thread * (size_t)f->n_ctx * (size_t)f->att_group;
+    float *scr = f->att + (size_t)thread * f->att_per_thread;
     float *out = f->xb + (size_t)t * qd + (size_t)h0 * (size_t)hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    int32_t n = bt->pos + 1;
-    float mx[ATT_GROUP_MAX], inv[ATT_GROUP_MAX];
-    for (int32_t g = 0; g < hpt; g++) {
-        mx[g] = -INFINITY;
+    int32_t n = bt->pos + 1, n_ch = att_chunks(n);
+    size_t ps = ATT_PART(hd), hs = (size_t)f->att_chunks_max * ps; /* one head's parts */
+    if (n_ch == 1) {
+        att_chunk(q, kc, vc, hd, hpt, 0, n, scr, wide, true, out, (size_t)hd);
+        return;
     }
-    int32_t p = 0;
-    for (; p + 4 <= n; p += 4) {
-        const float *k = kc + (size_t)p * rs;
+    float *parts = j->split ? f->att_split + ((size_t)t * (size_t)hp->n_head + (size_t)h0) * hs
+                            : scr + (size_t)ATT_CHUNK * (size_t)f->att_group;
+    for (int32_t c = c0; c < c1; c++) {
+        int32_t p0 = c * ATT_CHUNK, p1 = p0 + ATT_CHUNK < n ? p0 + ATT_CHUNK : n;
+        /* the part of head g, chunk c at g * hs + c * ps */
+        att_chunk(q, kc, vc, hd, hpt, p0, p1, scr, wide, false, parts + (size_t)c * ps, hs);
+    }
+    if (!j->split) {
         for (int32_t g = 0; g < hpt; g++) {
-            float sc[4], *a = att + (size_t)g * (size_t)f->n_ctx + p;
-            dot4(q + (size_t)g * (size_t)hd, k, rs, hd, sc);
-            for (int u = 0; u < 4; u++) {
-                a[u] = sc[u] * scale;
-                mx[g] = a[u] > mx[g] ? a[u] : mx[g];
-            }
+            att_merge(parts + (size_t)g * hs, n_ch, hd, out + (size_t)g * (size_t)hd);
         }
     }
-    for (; p < n; p++) {
-        for (int32_t g = 0; g < hpt; g++) {
-            float *a = att + (size_t)g * (size_t)f->n_ctx + p;
-            *a = dot(q + (size_t)g * (size_t)hd, kc + (size_t)p * rs, hd) * scale;
-            mx[g] = *a > mx[g] ? *a : mx[g];
-        }
+}
+static inline __attribute__((always_inline)) void att_body(void *arg, int64_t task, int thread,
+                                                           bool wide)
+{
+    const struct att_job *j = arg;
+    int32_t hpt = j->heads_per_task;
+    if (!j->split) {
+        int64_t t = task / j->units;
+        int32_t h0 = (int32_t)(task % j->units) * hpt;
+        att_run(j, t, h0, 0, att_chunks(j->toks[t].pos + 1), thread, wide);
+        return;
     }
-    for (int32_t g = 0; g < hpt; g++) {
-        float *a = att + (size_t)g * (size_t)f->n_ctx;
-        float sum = 0.0f;
-        for (p = 0; p < n; p++) {
-            a[p] = expf(a[p] - mx[g]);
-            sum += a[p];
-        }
-        inv[g] = 1.0f / sum;
+    int64_t t = 0;
+    while (task >= j->task0[t + 1]) {
+        t++;
     }
-    for (int32_t g = 0; g < hpt; g++) {
-        const float *a = att + (size_t)g * (size_t)f->n_ctx;
-        float *o = out + (size_t)g * (size_t)hd;
-        int32_t i = 0;
-        for (; wide && i + 64 <= hd; i += 64) {
-            /* 8 independent addition chains per position instead of 4: the loop is bound
-             * by the latency of the adds, not by their throughput */
-            v8f acc[8] = {{0}};
-            for (p = 0; p < n; p++) {
-                const float *v = vc + (size_t)p * rs + i;
-                float w = a[p] * inv[g];
-                v8f wv = {w, w, w, w, w, w, w, w};
-                for (int u = 0; u < 8; u++) {
-                    v8f vu;
-                    V8F_LOAD(vu, v + 8 * u);
-                    acc[u] += wv * vu;
-                }
-            }
-            memcpy(o + i, acc, sizeof(acc));
-        }
-        for (; i + 32 <= hd; i += 32) {
-            v8f o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
-            for (p = 0; p < n; p++) {
-                const float *v = vc + (size_t)p * rs + i;
-                float w = a[p] * inv[g];
-                v8f wv = {w, w, w, w, w, w, w, w}, v0, v1, v2, v3;
-                V8F_LOAD(v0, v);
-                V8F_LOAD(v1, v + 8);
-                V8F_LOAD(v2, v + 16);
-                V8F_LOAD(v3, v + 24);
-                o0 += wv * v0;
-                o1 += wv * v1;
-                o2 += wv * v2;
-                o3 += wv * v3;
-            }
-            memcpy(o + i, &o0, sizeof(o0));
-            memcpy(o + i + 8, &o1, sizeof(o1));
-            memcpy(o + i + 16, &o2, sizeof(o2));
-            memcpy(o + i + 24, &o3, sizeof(o3));
-        }
-        for (; i < hd; i++) {
-            float acc = 0.0f;
-            for (p = 0; p < n; p++) {
-                acc += a[p] * inv[g] * vc[(size_t)p * rs + (size_t)i];
-            }
-            o[i] = acc;
-        }
-    }
+    /* chunk-major: the short last chunks are taken last */
+    int64_t local = task - j->task0[t];
+    int32_t c = (int32_t)(local / j->units), h0 = (int32_t)(local % j->units) * hpt;
+    att_run(j, t, h0, c, c + 1, thread, wide);
 }
 
 static void att_task(void *arg, int64_t task, int thread)
@@ -535,6 +657,44 @@ __attribute__((target("avx2"))) static void att_task_avx2(void *arg, int64_t tas
 #else
 #define ATT_TASK_AVX2 att_task
 #endif
+
+size_t eng_att_head_scratch(int32_t n, int32_t hd)
+{
+    return ATT_CHUNK + (size_t)att_chunks(n) * ATT_PART(hd);
+}
+
+void eng_att_head(const float *q, const float *k, const float *v, int32_t n, int32_t hd,
+                  float *scratch, float *out)
+{
+    int32_t n_ch = att_chunks(n);
+    if (n_ch == 1) {
+        att_chunk(q, k, v, hd, 1, 0, n, scratch, false, true, out, (size_t)hd);
+        return;
+    }
+    float *parts = scratch + ATT_CHUNK;
+    for (int32_t c = 0; c < n_ch; c++) {
+        int32_t p0 = c * ATT_CHUNK, p1 = p0 + ATT_CHUNK < n ? p0 + ATT_CHUNK : n;
+        att_chunk(q, k, v, hd, 1, p0, p1, scratch, false, false, parts + (size_t)c * ATT_PART(hd),
+                  ATT_PART(hd));
+    }
+    att_merge(parts, n_ch, hd, out);
+}
+
+/* After a split run: every head of the split tokens with several chunks, merged into xb. */
+static void att_merge_split(const struct att_job *j, int32_t n)
+{
+    struct eng_fwd *f = j->f;
+    const struct eng_hparams *hp = &f->m->hp;
+    int32_t hd = hp->head_dim;
+    size_t qd = (size_t)hp->n_head * (size_t)hd, hs = (size_t)f->att_chunks_max * ATT_PART(hd);
+    for (int32_t t = 0; t < n; t++) {
+        int32_t n_ch = att_chunks(j->toks[t].pos + 1);
+        for (int32_t h = 0; n_ch > 1 && h < hp->n_head; h++) {
+            att_merge(f->att_split + ((size_t)t * (size_t)hp->n_head + (size_t)h) * hs, n_ch, hd,
+                      f->xb + (size_t)t * qd + (size_t)h * (size_t)hd);
+        }
+    }
+}
 
 static void add_bias(float *y, const float *b, int32_t n, size_t d)
 {
@@ -561,8 +721,10 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
     void (*att_fn)(void *, int64_t, int) =
         strcmp(eng_kernels_name(), "avx2") == 0 ? ATT_TASK_AVX2 : att_task;
     int64_t att_work = 0; /* multiply-adds of attention per layer */
+    int32_t pos_max = 0;
     for (int32_t t = 0; t < n; t++) {
         att_work += 2 * (int64_t)(toks[t].pos + 1) * (int64_t)qd;
+        pos_max = toks[t].pos > pos_max ? toks[t].pos : pos_max;
         WYE_ASSERT(toks[t].id >= 0 && toks[t].id < hp->n_vocab);
         WYE_ASSERT(toks[t].seq >= 0 && toks[t].seq < f->n_seq);
         WYE_ASSERT(toks[t].pos >= 0 && toks[t].pos < f->n_ctx);
@@ -600,13 +762,30 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
         }
         /* Whole GQA groups per task when that still splits evenly enough over the threads
          * (SmolLM2's 3 KV heads of one decoding token on 2 threads would run 2:1; its 9
-         * single heads run 5:4). */
+         * single heads run 5:4), or when the few tokens' chunks are tasks of their own. */
         int32_t group = hp->n_head / hp->n_head_kv;
         int64_t n_groups = (int64_t)n * hp->n_head_kv, nth = eng_pool_size(f->pool);
+        bool can_group = group <= f->att_group;
+        int64_t units = can_group ? hp->n_head_kv : hp->n_head; /* tasks per token */
+        bool split = nth > 1 && n <= ATT_SPLIT_TOK_MAX && (int64_t)n * units < 2 * nth &&
+                     att_work >= ATT_POOL_MIN_WORK && att_chunks(pos_max + 1) > 1;
         bool even = n_groups % nth == 0 || n_groups >= 4 * nth;
-        int32_t hpt = group <= f->att_group && n_groups >= nth && even ? group : 1;
-        struct att_job job = {f, toks, l, hpt};
-        int64_t n_tasks = (int64_t)n * (hp->n_head / hpt);
+        int32_t hpt = can_group && (split || (n_groups >= nth && even)) ? group : 1;
+        struct att_job job = {.f = f,
+                              .toks = toks,
+                              .layer = l,
+                              .heads_per_task = hpt,
+                              .units = hp->n_head / hpt,
+                              .split = split};
+        int64_t n_tasks = (int64_t)n * job.units;
+        if (split) {
+            n_tasks = 0;
+            for (int32_t t = 0; t < n; t++) {
+                job.task0[t] = n_tasks;
+                n_tasks += (int64_t)job.units * att_chunks(toks[t].pos + 1);
+            }
+            job.task0[n] = n_tasks;
+        }
         if (att_work < ATT_POOL_MIN_WORK) {
             /* Too little work to be worth waking the pool (tiny models, short contexts). */
             for (int64_t task = 0; task < n_tasks; task++) {
@@ -614,6 +793,9 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
             }
         } else {
             eng_pool_run(f->pool, att_fn, &job, n_tasks);
+        }
+        if (split) {
+            att_merge_split(&job, n);
         }
         /* attention output (n x qd) is in xb */
         matmul(f, &L->wo, f->xb, n, f->hb2);

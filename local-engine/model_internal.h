@@ -68,7 +68,7 @@ struct eng_model {
     const float *output_norm; /* (n_embd) */
     struct eng_layer *layers; /* (n_layer) owned */
     void *r8;                 /* owned: every repacked Q4_0 matrix, or NULL */
-    size_t r8_bytes, r8_len; /* used, mapped */
+    size_t r8_bytes, r8_len;  /* used, mapped */
     float *rope_inv_freq;     /* (n_rot/2) owned: angle of pair i at pos p = p * inv_freq[i] */
     float *vecs;              /* owned: every norm/bias vector converted to F32 */
     size_t matrix_bytes;      /* bytes of every matrix read per token (incl. output) */
@@ -106,13 +106,17 @@ struct eng_fwd {
     float *v;          /* (n_batch, kv_dim) */
     float *hb;         /* (n_batch, n_ff) */
     float *hb2;        /* (n_batch, n_ff) */
-    float *att;        /* (n_threads, att_group, n_ctx) attention scores per thread */
-    int32_t att_group; /* query heads per KV head that one attention task may take */
-    float *xo;         /* (n_out_max, n_embd) rows whose logits are wanted */
-    float *logits;     /* (n_out_max, n_vocab) */
-    float *rope_cs;    /* (n_batch, n_rot / 2, 2) cos and sin of each token's angles */
-    void *xq;          /* activation quantization scratch */
-    void *mem;         /* the one allocation behind the scratch above */
+    float *att;        /* per thread (att_per_thread floats): att_group x ATT_CHUNK scores, then
+                        * att_group heads' chunk parts (att_chunks_max x (head_dim + 2) each) */
+    size_t att_per_thread;
+    float *att_split;       /* split attention's parts: 4 tokens x n_head heads' chunk parts */
+    int32_t att_chunks_max; /* chunks of n_ctx positions */
+    int32_t att_group;      /* query heads per KV head that one attention task may take */
+    float *xo;              /* (n_out_max, n_embd) rows whose logits are wanted */
+    float *logits;          /* (n_out_max, n_vocab) */
+    float *rope_cs;         /* (n_batch, n_rot / 2, 2) cos and sin of each token's angles */
+    void *xq;               /* activation quantization scratch */
+    void *mem;              /* the one allocation behind the scratch above */
 };
 
 enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct eng_pool *pool,
@@ -124,6 +128,13 @@ void eng_fwd_cleanup(struct eng_fwd *f);
  * earlier position of that sequence must already be cached). Logits of tokens with out >= 0
  * land in f->logits + out * n_vocab. */
 void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n);
+
+/* For tests: one query head's attention over n positions of keys k and values v (rows of hd
+ * floats) into out (hd), computed as the forward pass computes it (chunks and their merge
+ * included); scratch holds eng_att_head_scratch(n, hd) floats. */
+size_t eng_att_head_scratch(int32_t n, int32_t hd);
+void eng_att_head(const float *q, const float *k, const float *v, int32_t n, int32_t hd,
+                  float *scratch, float *out);
 /* Token embedding row of id into dst (n_embd). */
 void eng_model_embed(const struct eng_model *m, int32_t id, float *dst);
 

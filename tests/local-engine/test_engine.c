@@ -11,12 +11,14 @@
 #include <cmocka.h>
 // clang-format on
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "kernel_test_rng.h"
 #include "local-engine/eng_cli.h"
 #include "local-engine/engine.h"
 #include "local-engine/model_internal.h"
@@ -685,6 +687,115 @@ static void test_rope_scaling(void **state)
     assert_memory_not_equal(plain, fours, sizeof(plain));
 }
 
+/* Logits after n tokens evaluated in passes of `step` tokens on a context of n_threads. */
+static void att_logits(struct eng_model *m, int32_t n_threads, const int32_t *ids, int32_t n,
+                       int32_t step, float *out)
+{
+    struct eng_ctx_params p = {
+        .n_ctx = 512, .n_seq_max = 1, .n_batch = 512, .n_threads = n_threads};
+    struct eng_ctx *c = NULL;
+    char err[256] = "";
+    if (eng_ctx_create(m, &p, &c, err, sizeof(err)) != WYE_OK) {
+        fail_msg("eng_ctx_create: %s", err);
+    }
+    for (int32_t i = 0; i < n; i += step) {
+        int32_t k = n - i < step ? n - i : step;
+        assert_int_equal(eng_ctx_eval(c, 0, i, ids + i, (size_t)k, i + k == n ? out : NULL),
+                         WYE_OK);
+    }
+    eng_ctx_destroy(c);
+}
+
+/* Attention runs over a token's positions in chunks of 64 and merges them; decoding one
+ * sequence on two threads gives each chunk its own task and merges after the pool run, a
+ * prompt gives each (token, KV head) one task that merges its chunks itself, one thread runs
+ * everything in order. 300 positions (5 chunks, enough work to use the pool) of a model with
+ * 256-wide attention and F32 weights (whose products give the same bits for one token as for
+ * many): the last logits are the same bits whichever way they were computed. */
+static void test_attention_paths(void **state)
+{
+    (void)state;
+    enum { V = 32000, N = 300 };
+    static float one_prompt[V], two_prompt[V], two_decode[V], one_decode[V], two_mixed[V];
+    char path[512];
+    snprintf(path, sizeof(path), "%s/test_engine_att_%d.gguf", WYE_BINARY_DIR, (int)getpid());
+    write_model("tiny-llama-256", ENG_TYPE_F32, path, NULL, NULL);
+    struct eng_model *m = load_path(path);
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) {
+        ids[i] = 100 + (37 * i) % 31000;
+    }
+    att_logits(m, 1, ids, N, N, one_prompt);
+    att_logits(m, 2, ids, N, N, two_prompt);
+    att_logits(m, 2, ids, N, 1, two_decode);
+    att_logits(m, 1, ids, N, 1, one_decode);
+    att_logits(m, 2, ids, N, 3, two_mixed);
+    assert_memory_equal(one_prompt, two_prompt, sizeof(one_prompt));
+    assert_memory_equal(one_prompt, two_decode, sizeof(one_prompt));
+    assert_memory_equal(one_prompt, one_decode, sizeof(one_prompt));
+    assert_memory_equal(one_prompt, two_mixed, sizeof(one_prompt));
+    for (int i = 0; i < V; i++) {
+        assert_true(isfinite(one_prompt[i]));
+    }
+    eng_model_destroy(m);
+    unlink(path);
+}
+
+/* One head's attention as the forward pass computes it (chunks of 64 positions, merged) vs
+ * softmax(q k / sqrt(hd)) v in double precision, for lengths around the chunk boundaries,
+ * head sizes with and without a scalar tail, and scores spread wide enough (up to ~+-20)
+ * that a chunk's max matters. */
+static void test_attention_reference(void **state)
+{
+    (void)state;
+    enum { N_MAX = 1000, HD_MAX = 128 };
+    static float q[HD_MAX], k[N_MAX * HD_MAX], v[N_MAX * HD_MAX], out[HD_MAX];
+    static double w[N_MAX];
+    static const int32_t ns[] = {1, 3, 63, 64, 65, 127, 128, 129, 300, 1000};
+    static const int32_t hds[] = {64, 48, 128};
+    float *scratch = wye_calloc(eng_att_head_scratch(N_MAX, HD_MAX), sizeof(float));
+    assert_non_null(scratch);
+    uint64_t rng = 0x9e3779b97f4a7c15u;
+    for (size_t a = 0; a < sizeof(hds) / sizeof(hds[0]); a++) {
+        int32_t hd = hds[a];
+        for (size_t b = 0; b < sizeof(ns) / sizeof(ns[0]); b++) {
+            int32_t n = ns[b];
+            for (int32_t i = 0; i < hd; i++) {
+                q[i] = 2.0f * ktr_sym(&rng);
+            }
+            for (int32_t i = 0; i < n * hd; i++) {
+                k[i] = 2.0f * ktr_sym(&rng);
+                v[i] = ktr_sym(&rng);
+            }
+            eng_att_head(q, k, v, n, hd, scratch, out);
+            double mx = -INFINITY, sum = 0.0;
+            for (int32_t p = 0; p < n; p++) {
+                double d = 0.0;
+                for (int32_t i = 0; i < hd; i++) {
+                    d += (double)q[i] * (double)k[(size_t)p * (size_t)hd + (size_t)i];
+                }
+                w[p] = d / sqrt((double)hd);
+                mx = w[p] > mx ? w[p] : mx;
+            }
+            for (int32_t p = 0; p < n; p++) {
+                w[p] = exp(w[p] - mx);
+                sum += w[p];
+            }
+            for (int32_t i = 0; i < hd; i++) {
+                double ref = 0.0;
+                for (int32_t p = 0; p < n; p++) {
+                    ref += w[p] / sum * (double)v[(size_t)p * (size_t)hd + (size_t)i];
+                }
+                if (fabs((double)out[i] - ref) > 2e-6) {
+                    fail_msg("n %d hd %d out[%d] = %.9g, reference %.9g", n, hd, i, (double)out[i],
+                             ref);
+                }
+            }
+        }
+    }
+    wye_free(scratch);
+}
+
 /* Runs a CLI entry point with stdout captured into out. */
 static int run_cli(int (*fn)(int, char **), int argc, char **argv, char *out, size_t cap)
 {
@@ -865,6 +976,7 @@ int main(void)
         cmocka_unit_test(test_kquant_batched),    cmocka_unit_test(test_pause_resume),
         cmocka_unit_test(test_add_from_callback), cmocka_unit_test(test_prefix_reuse),
         cmocka_unit_test(test_cli_bench),         cmocka_unit_test(test_prefix_shared_across_slots),
+        cmocka_unit_test(test_attention_paths),   cmocka_unit_test(test_attention_reference),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
