@@ -618,6 +618,8 @@ static inline __attribute__((always_inline)) void att_run(const struct att_job *
         }
     }
 }
+
+/* Task -> (token, heads, chunks): (token, unit) when whole, (token, chunk, unit) when split. */
 static inline __attribute__((always_inline)) void att_body(void *arg, int64_t task, int thread,
                                                            bool wide)
 {
