@@ -292,6 +292,79 @@ static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, fl
     }
 }
 
+/* 8 floats as one value (GCC/clang vector extension): element-wise IEEE operations, so a
+ * lane computes exactly what a scalar float would; 2 SSE or 1 AVX register. */
+typedef float v8f __attribute__((vector_size(32)));
+
+/* Macros, not functions: passing 32-byte vectors by value has no fixed ABI without AVX. */
+#define V8F_LOAD(v, p) memcpy(&(v), (p), sizeof(v8f))
+#define V8F_REDUCE(a)                                                                              \
+    ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
+
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+#define V8F_SPLAT(c) ((v8f){(c), (c), (c), (c), (c), (c), (c), (c)})
+
+/* dst[0..8) = e^src[0..8), within 2 ulp of expf (Cephes' expf: x = n ln2 + r with |r| <=
+ * ln2 / 2 in two steps, a degree-6 polynomial for e^r, 2^n from the exponent bits); inputs
+ * are clamped to [-87.33, 88.37], so results stay normal and finite (NaN: unspecified).
+ * Plain vector code with no contraction: the same bits from every caller and kernel path.
+ * Softmax and SiLU call it 8 values at a time instead of libm's expf one at a time. */
+static inline __attribute__((always_inline)) void exp8(float *dst, const float *src)
+{
+    v8f x, half = V8F_SPLAT(0.5f), lo = V8F_SPLAT(-87.33f), hi = V8F_SPLAT(88.37f);
+    V8F_LOAD(x, src);
+    v8i m = x < lo;
+    x = (v8f)((m & (v8i)lo) | (~m & (v8i)x));
+    m = x > hi;
+    x = (v8f)((m & (v8i)hi) | (~m & (v8i)x));
+    v8f t = x * V8F_SPLAT(1.44269504088896341f);
+    v8i sign = (v8i)t & (v8i)V8F_SPLAT(-0.0f);
+    v8i n = __builtin_convertvector(t + (v8f)(sign | (v8i)half), v8i); /* round half away */
+    v8f fn = __builtin_convertvector(n, v8f);
+    v8f r = x - fn * V8F_SPLAT(0.693359375f);
+    r = r - fn * V8F_SPLAT(-2.12194440e-4f);
+    v8f y = V8F_SPLAT(1.9875691500e-4f);
+    y = y * r + V8F_SPLAT(1.3981999507e-3f);
+    y = y * r + V8F_SPLAT(8.3334519073e-3f);
+    y = y * r + V8F_SPLAT(4.1665795894e-2f);
+    y = y * r + V8F_SPLAT(1.6666665459e-1f);
+    y = y * r + V8F_SPLAT(5.0000001201e-1f);
+    y = y * (r * r) + r + V8F_SPLAT(1.0f);
+    v8f p2 = (v8f)(((v8u)n + 127u) << 23);
+    y *= p2;
+    memcpy(dst, &y, sizeof(y));
+}
+
+/* g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u for i < n, 8 at a time (a short tail through
+ * a padded copy, with the same arithmetic). */
+static inline __attribute__((always_inline)) void silu_mul8(float *g, const float *u)
+{
+    v8f gv, uv, ev, ng;
+    V8F_LOAD(gv, g);
+    V8F_LOAD(uv, u);
+    ng = -gv;
+    exp8((float *)&ev, (const float *)&ng);
+    gv = gv / (V8F_SPLAT(1.0f) + ev) * uv;
+    memcpy(g, &gv, sizeof(gv));
+}
+
+static void silu_mul(float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        silu_mul8(g + i, u + i);
+    }
+    if (i < n) {
+        float gb[8] = {0}, ub[8] = {0};
+        memcpy(gb, g + i, (size_t)(n - i) * sizeof(float));
+        memcpy(ub, u + i, (size_t)(n - i) * sizeof(float));
+        silu_mul8(gb, ub);
+        memcpy(g + i, gb, (size_t)(n - i) * sizeof(float));
+    }
+}
+
 /* The FFN's gate and up products and SwiGLU in one pool run: each task computes the same
  * rows of both matrices and then hb = silu(gate) * up on them, so the activation function
  * is split across the threads too instead of running on the caller after a join. Every
@@ -311,10 +384,7 @@ static void swiglu_rows(const struct swiglu_job *j, int64_t r0, int64_t r1)
     wmat_rows(uw, &j->a, j->u, r0, r1);
     for (int32_t t = 0; t < j->n_tok; t++) {
         float *g = j->g + (size_t)t * (size_t)j->m, *u = j->u + (size_t)t * (size_t)j->m;
-        for (int64_t i = r0; i < r1; i++) {
-            float v = g[i];
-            g[i] = v / (1.0f + expf(-v)) * u[i];
-        }
+        silu_mul(g + r0, u + r0, r1 - r0);
     }
 }
 
@@ -335,9 +405,9 @@ static void ffn_swiglu(struct eng_fwd *f, const struct eng_layer *L, int32_t n)
         const struct eng_wmat *gu[2] = {gw, uw};
         float *const gu_y[2] = {f->hb, f->hb2};
         matmul_multi(f, gu, gu_y, 2, f->xb, n);
-        for (size_t i = 0; i < (size_t)n * (size_t)gw->m; i++) {
-            float g = f->hb[i];
-            f->hb[i] = g / (1.0f + expf(-g)) * f->hb2[i];
+        for (int32_t t = 0; t < n; t++) {
+            size_t o = (size_t)t * (size_t)gw->m;
+            silu_mul(f->hb + o, f->hb2 + o, gw->m);
         }
         return;
     }
@@ -383,15 +453,6 @@ struct att_job {
     bool split;             /* one task per (token, unit, chunk); merged by att_merge_split */
     int64_t task0[ATT_SPLIT_TOK_MAX + 1]; /* split: the first task of each token */
 };
-
-/* 8 floats as one value (GCC/clang vector extension): element-wise IEEE operations, so a
- * lane computes exactly what a scalar float would; 2 SSE or 1 AVX register. */
-typedef float v8f __attribute__((vector_size(32)));
-
-/* Macros, not functions: passing 32-byte vectors by value has no fixed ABI without AVX. */
-#define V8F_LOAD(v, p) memcpy(&(v), (p), sizeof(v8f))
-#define V8F_REDUCE(a)                                                                              \
-    ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
 
 /* dot(q, k + p * ks) for the 4 positions p = 0..3: the same operations in the same order as
  * dot() for each, interleaved so that the 4 addition chains overlap. */
@@ -515,8 +576,21 @@ att_chunk(const float *q, const float *kc, const float *vc, int32_t hd, int32_t 
     }
     for (int32_t g = 0; g < hpt; g++) {
         float *a = sc + (size_t)g * ATT_CHUNK, sum = 0.0f;
+        v8f mv = V8F_SPLAT(mx[g]), av;
+        for (p = 0; p + 8 <= n; p += 8) {
+            V8F_LOAD(av, a + p);
+            av -= mv;
+            exp8(a + p, (const float *)&av);
+        }
+        if (p < n) {
+            float b[8] = {0};
+            memcpy(b, a + p, (size_t)(n - p) * sizeof(float));
+            V8F_LOAD(av, b);
+            av -= mv;
+            exp8(b, (const float *)&av);
+            memcpy(a + p, b, (size_t)(n - p) * sizeof(float));
+        }
         for (p = 0; p < n; p++) {
-            a[p] = expf(a[p] - mx[g]);
             sum += a[p];
         }
         float *d = dst + (size_t)g * dst_hs;
@@ -659,6 +733,11 @@ __attribute__((target("avx2"))) static void att_task_avx2(void *arg, int64_t tas
 #else
 #define ATT_TASK_AVX2 att_task
 #endif
+
+void eng_exp8(float *dst, const float *src)
+{
+    exp8(dst, src);
+}
 
 size_t eng_att_head_scratch(int32_t n, int32_t hd)
 {

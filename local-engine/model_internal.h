@@ -133,6 +133,8 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n);
  * floats) into out (hd), computed as the forward pass computes it (chunks and their merge
  * included); scratch holds eng_att_head_scratch(n, hd) floats. */
 size_t eng_att_head_scratch(int32_t n, int32_t hd);
+/* For tests: dst[0..8) = e^src[0..8) as softmax and SiLU compute it. */
+void eng_exp8(float *dst, const float *src);
 void eng_att_head(const float *q, const float *k, const float *v, int32_t n, int32_t hd,
                   float *scratch, float *out);
 /* Token embedding row of id into dst (n_embd). */

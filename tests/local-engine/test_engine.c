@@ -796,6 +796,40 @@ static void test_attention_reference(void **state)
     wye_free(scratch);
 }
 
+/* The exponential softmax and SiLU use: within 1.5 float ulps (relative 9e-8) of e^x over
+ * [-87, 88] (8 consecutive floats every 1e-3), exact at 0, clamped to finite normal values
+ * beyond. */
+static void test_exp8(void **state)
+{
+    (void)state;
+    double worst = 0.0;
+    float in[8], out[8];
+    for (int k = 0; k <= 175000; k++) {
+        float x = (float)(-87.0 + 1e-3 * k); /* 8 neighbouring floats around each point */
+        for (int i = 0; i < 8; i++) {
+            in[i] = x;
+            x = nextafterf(x, 100.0f);
+        }
+        eng_exp8(out, in);
+        for (int i = 0; i < 8; i++) {
+            double ref = exp((double)in[i]), rel = fabs((double)out[i] - ref) / ref;
+            worst = rel > worst ? rel : worst;
+        }
+    }
+    print_message("exp8: worst relative error %.3g\n", worst);
+    assert_true(worst < 9e-8);
+    const float edge[8] = {0.0f, -0.0f, 1.0f, -1.0f, -1e30f, -INFINITY, 1e30f, INFINITY};
+    eng_exp8(out, edge);
+    assert_true(out[0] == 1.0f && out[1] == 1.0f);
+    assert_true(fabsf(out[2] - 2.7182817f) < 3e-7f && fabsf(out[3] - 0.36787944f) < 5e-8f);
+    for (int i = 4; i < 6; i++) {
+        assert_true(out[i] > 0.0f && out[i] < 2e-38f && isnormal(out[i]));
+    }
+    for (int i = 6; i < 8; i++) {
+        assert_true(out[i] > 1e38f && isfinite(out[i]));
+    }
+}
+
 /* Runs a CLI entry point with stdout captured into out. */
 static int run_cli(int (*fn)(int, char **), int argc, char **argv, char *out, size_t cap)
 {
@@ -968,15 +1002,25 @@ static void test_cli_bench(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tiny_qwen2),        cmocka_unit_test(test_chat_tokenize),
-        cmocka_unit_test(test_overflow),          cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_stop_strings),      cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_cli_tokenize),      cmocka_unit_test(test_cli_run),
-        cmocka_unit_test(test_alloc_failure),     cmocka_unit_test(test_rope_scaling),
-        cmocka_unit_test(test_kquant_batched),    cmocka_unit_test(test_pause_resume),
-        cmocka_unit_test(test_add_from_callback), cmocka_unit_test(test_prefix_reuse),
-        cmocka_unit_test(test_cli_bench),         cmocka_unit_test(test_prefix_shared_across_slots),
-        cmocka_unit_test(test_attention_paths),   cmocka_unit_test(test_attention_reference),
+        cmocka_unit_test(test_tiny_qwen2),
+        cmocka_unit_test(test_chat_tokenize),
+        cmocka_unit_test(test_overflow),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_stop_strings),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_cli_tokenize),
+        cmocka_unit_test(test_cli_run),
+        cmocka_unit_test(test_alloc_failure),
+        cmocka_unit_test(test_rope_scaling),
+        cmocka_unit_test(test_kquant_batched),
+        cmocka_unit_test(test_pause_resume),
+        cmocka_unit_test(test_add_from_callback),
+        cmocka_unit_test(test_prefix_reuse),
+        cmocka_unit_test(test_cli_bench),
+        cmocka_unit_test(test_prefix_shared_across_slots),
+        cmocka_unit_test(test_attention_paths),
+        cmocka_unit_test(test_attention_reference),
+        cmocka_unit_test(test_exp8),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
