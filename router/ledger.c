@@ -85,8 +85,10 @@ struct rt_ledger {
     uint8_t batch_head[WYE_SHA256_LEN];
     uint64_t batch_size;
     struct ledger_job *acked, **acked_tail; /* written; done callbacks due once mu is free */
-    bool dirty;                             /* written but not synced */
-    int64_t last_sync_ns;
+    /* Written under mu; atomic so that the idle writer can read them without taking mu, which
+     * would make an appender's trylock fail and send its record the slow way. */
+    atomic_bool dirty; /* written but not synced */
+    _Atomic int64_t last_sync_ns;
 
     atomic_uint_fast64_t n_records, n_write_errors, n_rotations;
     atomic_int_fast64_t last_seq;
@@ -411,8 +413,9 @@ static void run_done(struct ledger_job *j)
  * queue empty it still syncs, at twice the interval. Writer thread. */
 static void interval_sync(struct rt_ledger *l)
 {
-    if (l->fsync != RT_LEDGER_FSYNC_INTERVAL) {
-        return;
+    if (l->fsync != RT_LEDGER_FSYNC_INTERVAL || !atomic_load(&l->dirty) ||
+        wye_now_ns() - atomic_load(&l->last_sync_ns) < l->fsync_interval_ms * WYE_NS_PER_MS) {
+        return; /* nothing due: mu stays free for the appenders */
     }
     pthread_mutex_lock(&l->mu);
     if (l->dirty) {
@@ -570,9 +573,8 @@ static int64_t writer_timeout(struct rt_ledger *l)
         return -1;
     }
     int64_t every = l->fsync_interval_ms * WYE_NS_PER_MS;
-    pthread_mutex_lock(&l->mu);
-    int64_t t = l->dirty ? l->last_sync_ns + every - wye_now_ns() : every;
-    pthread_mutex_unlock(&l->mu);
+    int64_t t = atomic_load(&l->dirty) ? atomic_load(&l->last_sync_ns) + every - wye_now_ns()
+                                       : every;
     return t < 0 ? 0 : t;
 }
 
@@ -582,7 +584,7 @@ static void *writer_main(void *arg)
     for (;;) {
         struct wye_qnode *node = wye_queue_pop(&l->q, writer_timeout(l));
         if (!node) {
-            if (l->fsync == RT_LEDGER_FSYNC_INTERVAL) {
+            if (l->fsync == RT_LEDGER_FSYNC_INTERVAL && atomic_load(&l->dirty)) {
                 pthread_mutex_lock(&l->mu);
                 if (l->dirty) {
                     sync_now(l, NULL);
