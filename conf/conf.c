@@ -56,6 +56,7 @@ enum conf_kind {
     CK_ROUTES,   /* array of "local" / "remote" into CONF_ROUTE_* bits */
     CK_OVERBUDGET, /* "local" | "refuse" */
     CK_FSYNC,    /* "none" | "always" | "interval" */
+    CK_KV,       /* "f32" | "f16" into a bool (true: f16) */
     CK_API_KEYS, /* the keys array */
     CK_PRICES,   /* the prices.models map */
     CK_ALLOW,    /* the agents.allow_hosts map */
@@ -107,6 +108,7 @@ static const struct conf_key conf_engine_keys[] = {
     KEY_INT("threads", engine.n_threads, 0, 1024),
     KEY_INT("ctx", engine.n_ctx, 0, 1048576),
     KEY_INT("sequences", engine.n_seq_max, 1, 256),
+    KEY("kv_type", CK_KV, engine.kv_f16),
     KEY_END,
 };
 
@@ -501,6 +503,17 @@ static enum wye_err conf_set_str(void *base, const struct conf_key *k, const cha
         } else {
             return conf_fail(err, errlen, WYE_ERR_INVAL,
                              "%s: expected \"none\", \"always\" or \"interval\"", who);
+        }
+        return WYE_OK;
+    }
+    case CK_KV: {
+        bool *dst = (void *)((char *)base + k->off);
+        if (len == 3 && memcmp(s, "f32", 3) == 0) {
+            *dst = false;
+        } else if (len == 3 && memcmp(s, "f16", 3) == 0) {
+            *dst = true;
+        } else {
+            return conf_fail(err, errlen, WYE_ERR_INVAL, "%s: expected \"f32\" or \"f16\"", who);
         }
         return WYE_OK;
     }
@@ -1439,9 +1452,9 @@ void conf_log_summary(const struct conf_config *cfg)
         conf_or(u->base_url, "(none)"), conf_or(u->model, "(none)"), u->api_key ? "set" : "unset",
         u->connect_timeout_ms, u->first_byte_timeout_ms, u->idle_timeout_ms, u->total_timeout_ms,
         u->max_retries);
-    WYE_INFO("config: engine %s (%s) threads %d ctx %d sequences %d, ledger %s",
+    WYE_INFO("config: engine %s (%s) threads %d ctx %d sequences %d kv %s, ledger %s",
              conf_or(e->model_path, "(none)"), conf_or(e->model_name, "-"), e->n_threads, e->n_ctx,
-             e->n_seq_max, conf_or(cfg->ledger_path, "(none)"));
+             e->n_seq_max, e->kv_f16 ? "f16" : "f32", conf_or(cfg->ledger_path, "(none)"));
     char th[32];
     if (cfg->router.threshold >= 0) {
         snprintf(th, sizeof(th), "%.3f", cfg->router.threshold);

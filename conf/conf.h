@@ -46,6 +46,7 @@ struct conf_engine {
     int n_threads;      /* compute threads (0: number of cores) */
     int n_ctx;          /* context length (0: the model's) */
     int n_seq_max;      /* concurrent local sequences */
+    bool kv_f16;      /* KV cache in F16 instead of F32 */
 };
 
 /* Routes a key may use (struct conf_api_key.routes bits). */

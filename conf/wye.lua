@@ -65,6 +65,9 @@ return {
         ctx = 0,
         -- Sequences decoded together (concurrent local requests), 1..256.
         sequences = 4,
+        -- What the KV cache stores: "f32" (exact) or "f16" (half the memory per sequence and
+        -- less memory traffic in attention; every key and value rounded to 11 bits).
+        kv_type = "f32",
     },
 
     ledger = {

@@ -20,11 +20,12 @@ static void bench_usage(FILE *out)
 {
     fprintf(out,
             "usage: wye bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-r 3] [-s 1] [--json]\n"
-            "                 [--membw-mib 256]\n\n"
+            "                 [--membw-mib 256] [--kv f32|f16]\n\n"
             "Measures prompt processing (-p tokens in one pass) and generation (-n tokens,\n"
             "one at a time) in tokens/s over -r runs, and the weight bytes read per\n"
             "generated token against the memory bandwidth measured over a --membw-mib buffer.\n"
-            "With -s N > 1, also N sequences generating together (continuous batching).\n");
+            "With -s N > 1, also N sequences generating together (continuous batching).\n"
+            "--kv: what the KV cache stores (default f32; f16 halves it).\n");
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -81,6 +82,7 @@ int eng_cli_bench(int argc, char **argv)
     const char *path = NULL;
     long t = 2, p = 128, n = 64, r = 3, bw_mib = 256, n_seq = 1;
     bool json = false;
+    enum eng_kv_type kv = ENG_KV_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = true;
@@ -106,6 +108,8 @@ int eng_cli_bench(int argc, char **argv)
             ok = eng_cli_parse_long(v, 1, 64, &n_seq);
         } else if (strcmp(a, "--membw-mib") == 0) {
             ok = eng_cli_parse_long(v, 1, 1 << 16, &bw_mib);
+        } else if (strcmp(a, "--kv") == 0) {
+            ok = eng_kv_type_parse(v, &kv);
         } else {
             ok = false;
         }
@@ -144,7 +148,8 @@ int eng_cli_bench(int argc, char **argv)
     struct eng_ctx_params cp = {.n_ctx = (int32_t)(p + n),
                                 .n_seq_max = (int32_t)n_seq,
                                 .n_batch = (int32_t)(p < 512 ? p : 512),
-                                .pool = pool};
+                                .pool = pool,
+                                .kv_type = kv};
     if ((e = eng_ctx_create(m, &cp, &c, err, sizeof(err)))) {
         fprintf(stderr, "wye bench: %s\n", err);
         goto done;
@@ -194,14 +199,15 @@ int eng_cli_bench(int argc, char **argv)
                "\"tg_tok_s\": %.2f, \"tg_tok_s_min\": %.2f, \"tg_tok_s_max\": %.2f, "
                "\"weight_bytes_per_token\": %.0f, \"tg_read_bytes_s\": %.0f, "
                "\"membw_bytes_s\": %.0f, \"roofline_fraction\": %.3f, \"seqs\": %ld, "
-               "\"tg_batch_tok_s\": %.2f, \"repacked_bytes\": %zu}\n",
+               "\"tg_batch_tok_s\": %.2f, \"repacked_bytes\": %zu, \"kv\": \"%s\"}\n",
                path, info.arch, eng_kernels_name(), t, p, n, r, pp_med, pp[0], pp[r - 1], tg_med,
                tg[0], tg[r - 1], bytes_tok, achieved, membw, frac, n_seq,
-               n_seq > 1 ? tgb[r / 2] : tg_med, info.repacked_bytes);
+               n_seq > 1 ? tgb[r / 2] : tg_med, info.repacked_bytes, eng_kv_type_name(kv));
     } else {
-        printf("model %s (%s, %d layers, n_embd %d), kernels %s%s, %ld threads, %ld runs\n",
+        printf("model %s (%s, %d layers, n_embd %d), kernels %s%s, %ld threads, %ld runs, "
+               "KV cache %s\n",
                path, info.arch, info.n_layer, info.n_embd, eng_kernels_name(),
-               info.repacked_bytes ? " (Q4_0 repacked by 8 rows)" : "", t, r);
+               info.repacked_bytes ? " (Q4_0 repacked by 8 rows)" : "", t, r, eng_kv_type_name(kv));
         printf("prompt processing (%ld tokens): %.1f tok/s (min %.1f, max %.1f)\n", p, pp_med,
                pp[0], pp[r - 1]);
         printf("generation (%ld tokens):        %.2f tok/s (min %.2f, max %.2f)\n", n, tg_med,

@@ -36,6 +36,7 @@ static void run_usage(FILE *out)
         "  --seed S         random seed (default: from the clock)\n"
         "  -t N             compute threads (default 2)\n"
         "  -c N             context length (default: prompt + N)\n"
+        "  --kv f32|f16     what the KV cache stores (default f32; f16 halves it)\n"
         "  --echo           print the prompt before the continuation (raw mode)\n"
         "  --ignore-eos     keep generating after end-of-sequence\n"
         "  --json-schema FILE  constrain the answer to JSON valid under this JSON Schema\n"
@@ -122,6 +123,7 @@ int eng_cli_run(int argc, char **argv)
     const char *model_path = NULL, *prompt = NULL, *schema_path = NULL;
     bool json_object = false;
     long n_gen = 128, n_threads = 2, n_ctx = 0;
+    enum eng_kv_type kv = ENG_KV_F32;
     bool chat = false, seed_set = false, echo = false;
     struct eng_gen_params gp;
     eng_gen_params_default(&gp);
@@ -161,6 +163,8 @@ int eng_cli_run(int argc, char **argv)
             ok = eng_cli_parse_long(v, 1, 256, &n_threads);
         } else if (strcmp(a, "-c") == 0) {
             ok = eng_cli_parse_long(v, 1, 1 << 20, &n_ctx);
+        } else if (strcmp(a, "--kv") == 0) {
+            ok = eng_kv_type_parse(v, &kv);
         } else if (strcmp(a, "--temp") == 0) {
             ok = parse_float(v, &gp.sampling.temperature);
         } else if (strcmp(a, "--top-k") == 0) {
@@ -245,6 +249,7 @@ int eng_cli_run(int argc, char **argv)
         .n_seq_max = 1,
         .n_batch = 64,
         .n_threads = (int32_t)n_threads,
+        .kv_type = kv,
     };
     if ((e = eng_ctx_create(m, &cp, &c, err, sizeof(err)))) {
         fprintf(stderr, "wye run: %s\n", err);

@@ -123,6 +123,28 @@ const struct eng_model *eng_ctx_model(const struct eng_ctx *c)
     return c->m;
 }
 
+bool eng_ctx_kv_f16(const struct eng_ctx *c)
+{
+    return c->f.kv_f16;
+}
+
+const char *eng_kv_type_name(enum eng_kv_type t)
+{
+    return t == ENG_KV_F16 ? "f16" : "f32";
+}
+
+bool eng_kv_type_parse(const char *s, enum eng_kv_type *out)
+{
+    if (strcmp(s, "f32") == 0) {
+        *out = ENG_KV_F32;
+    } else if (strcmp(s, "f16") == 0) {
+        *out = ENG_KV_F16;
+    } else {
+        return false;
+    }
+    return true;
+}
+
 enum wye_err eng_ctx_create(struct eng_model *m, const struct eng_ctx_params *p,
                             struct eng_ctx **out, char *errbuf, size_t errlen)
 {
@@ -138,6 +160,10 @@ enum wye_err eng_ctx_create(struct eng_model *m, const struct eng_ctx_params *p,
     d.n_seq_max = d.n_seq_max > 0 ? d.n_seq_max : 1;
     d.n_batch = d.n_batch > 0 ? d.n_batch : 64;
     d.n_threads = d.n_threads > 0 ? d.n_threads : 1;
+    if (d.kv_type != ENG_KV_F32 && d.kv_type != ENG_KV_F16) {
+        snprintf(errbuf, errlen, "unknown KV cache type %d", (int)d.kv_type);
+        return WYE_ERR_INVAL;
+    }
     if (d.n_ctx > (1 << 20) || d.n_seq_max > 256 || d.n_batch > 8192) {
         snprintf(errbuf, errlen,
                  "context parameters out of range (n_ctx %d <= 1048576, "
@@ -167,7 +193,8 @@ enum wye_err eng_ctx_create(struct eng_model *m, const struct eng_ctx_params *p,
         }
         c->own_pool = true;
     }
-    e = eng_fwd_init(&c->f, m, c->pool, c->n_ctx, c->n_seq, c->n_batch, c->n_seq, errbuf, errlen);
+    e = eng_fwd_init(&c->f, m, c->pool, c->n_ctx, c->n_seq, c->n_batch, c->n_seq,
+                     d.kv_type == ENG_KV_F16, errbuf, errlen);
     if (e) {
         goto fail_pool;
     }
@@ -345,8 +372,9 @@ static int32_t share_prefix(struct eng_ctx *c, int32_t id, const int32_t *prompt
                          (size_t)h * head;
             size_t dst = ((size_t)id * (size_t)hp->n_layer + (size_t)l) * (size_t)c->n_ctx * kvd +
                          (size_t)h * head;
-            memcpy(c->f.k_cache + dst, c->f.k_cache + src, (size_t)best * hd * sizeof(float));
-            memcpy(c->f.v_cache + dst, c->f.v_cache + src, (size_t)best * hd * sizeof(float));
+            size_t el = c->f.kv_elt, len = (size_t)best * hd * el;
+            memcpy((char *)c->f.k_cache + dst * el, (char *)c->f.k_cache + src * el, len);
+            memcpy((char *)c->f.v_cache + dst * el, (char *)c->f.v_cache + src * el, len);
         }
     }
     memcpy(c->slots[id].kv_tok, c->slots[donor].kv_tok, (size_t)best * sizeof(int32_t));

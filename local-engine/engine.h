@@ -64,6 +64,20 @@ const char *eng_model_chat_family(const struct eng_model *m);
 
 /* ---- contexts ---- */
 
+/* What the KV cache stores. F32 (the default) keeps the reference outputs exact (the
+ * stories260K goldens). F16 halves the cache's memory and the attention's memory traffic (as
+ * llama.cpp does by default) at the price of rounding every key and value to 11 bits: the
+ * stories260K Q8_0 goldens then hold for 100 tokens with the AVX2 kernels but diverge after
+ * 71 with the scalar ones, and F32's position-0 logits move by 2.5e-4. */
+enum eng_kv_type {
+    ENG_KV_F32 = 0,
+    ENG_KV_F16,
+};
+
+const char *eng_kv_type_name(enum eng_kv_type t);
+/* "f32" or "f16" into *out; false for anything else. */
+bool eng_kv_type_parse(const char *s, enum eng_kv_type *out);
+
 struct eng_ctx_params {
     int32_t n_ctx;         /* tokens per sequence (prompt + generated); 0: min(train, 4096) */
     int32_t n_seq_max;     /* sequences that can be active at once; 0: 1 */
@@ -71,6 +85,7 @@ struct eng_ctx_params {
     int32_t n_threads;     /* compute threads incl. the caller when pool is NULL; 0: 1 */
     struct eng_pool *pool; /* borrowed compute pool, or NULL to create one; contexts sharing
                             * a pool must be stepped from one thread (pool runs don't nest) */
+    enum eng_kv_type kv_type; /* 0: ENG_KV_F32 */
 };
 
 /* Creates a context over model m (borrowed; must outlive the context). */
@@ -79,6 +94,7 @@ enum wye_err eng_ctx_create(struct eng_model *m, const struct eng_ctx_params *p,
 void eng_ctx_destroy(struct eng_ctx *c);
 int32_t eng_ctx_n_ctx(const struct eng_ctx *c);
 const struct eng_model *eng_ctx_model(const struct eng_ctx *c);
+bool eng_ctx_kv_f16(const struct eng_ctx *c); /* the KV cache holds F16 */
 
 /* Low level (tests, bench): runs toks at positions [pos0, pos0+n) of sequence slot seq
  * (which no active generation may use; positions before pos0 must have been evaluated),

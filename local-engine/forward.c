@@ -11,24 +11,13 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "local-engine/attention.h"
 #include "local-engine/model_internal.h"
 #include "local-engine/quant.h"
+#include "local-engine/quant_internal.h"
 
 /* Below this many multiply-adds per layer, attention runs on the calling thread alone. */
 #define ATT_POOL_MIN_WORK (64 * 1024)
-/* Largest GQA group whose heads share one attention task. */
-#define ATT_GROUP_MAX 32
-/* Attention runs over a token's positions in chunks of this many: each chunk's softmax part
- * (exp(score - chunk max) * V summed, the max and the sum of the exps) is computed alone and
- * the parts merged in order, so the arithmetic depends on the positions only, never on how
- * the chunks were spread over tasks; up to one chunk it is the plain softmax. */
-#define ATT_CHUNK 64
-/* Up to this many tokens of a pass, when they have too few (token, KV head) tasks to keep
- * every thread busy, get one task per chunk instead (decoding one or two sequences). */
-#define ATT_SPLIT_TOK_MAX 4
-/* Floats of one chunk part of one head: the weighted sum of V, the max, the sum of exps. */
-#define ATT_PART(hd) ((size_t)(hd) + 2)
-
 static size_t align64(size_t n)
 {
     return (n + 63) & ~(size_t)63;
@@ -41,9 +30,11 @@ static size_t act_bytes(const struct eng_wmat *w, int64_t n_tok)
 
 enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct eng_pool *pool,
                           int32_t n_ctx, int32_t n_seq, int32_t n_batch, int32_t n_out_max,
-                          char *errbuf, size_t errlen)
+                          bool kv_f16, char *errbuf, size_t errlen)
 {
     memset(f, 0, sizeof(*f));
+    f->kv_f16 = kv_f16;
+    f->kv_elt = kv_f16 ? sizeof(uint16_t) : sizeof(float);
     const struct eng_hparams *hp = &m->hp;
     f->m = m;
     f->pool = pool;
@@ -65,7 +56,7 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
 
     size_t kv_elems = (size_t)n_seq * (size_t)hp->n_layer * (size_t)n_ctx;
     size_t kv_bytes;
-    if (wye_mul_size(kv_elems, kvd * sizeof(float), &kv_bytes) != 0) {
+    if (wye_mul_size(kv_elems, kvd * f->kv_elt, &kv_bytes) != 0) {
         snprintf(errbuf, errlen, "KV cache of %d sequences x %d tokens is too large", n_seq, n_ctx);
         return WYE_ERR_TOOBIG;
     }
@@ -98,8 +89,8 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         total += align64(sizes[i]);
     }
-    f->k_cache = wye_calloc(kv_bytes / sizeof(float) ? kv_bytes / sizeof(float) : 1, sizeof(float));
-    f->v_cache = wye_calloc(kv_bytes / sizeof(float) ? kv_bytes / sizeof(float) : 1, sizeof(float));
+    f->k_cache = wye_calloc(kv_bytes ? kv_bytes : 1, 1);
+    f->v_cache = wye_calloc(kv_bytes ? kv_bytes : 1, 1);
     f->mem = wye_calloc(1, total + 64);
     if (!f->k_cache || !f->v_cache || !f->mem) {
         snprintf(errbuf, errlen,
@@ -292,51 +283,6 @@ static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, fl
     }
 }
 
-/* 8 floats as one value (GCC/clang vector extension): element-wise IEEE operations, so a
- * lane computes exactly what a scalar float would; 2 SSE or 1 AVX register. */
-typedef float v8f __attribute__((vector_size(32)));
-
-/* Macros, not functions: passing 32-byte vectors by value has no fixed ABI without AVX. */
-#define V8F_LOAD(v, p) memcpy(&(v), (p), sizeof(v8f))
-#define V8F_REDUCE(a)                                                                              \
-    ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
-
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef uint32_t v8u __attribute__((vector_size(32)));
-
-#define V8F_SPLAT(c) ((v8f){(c), (c), (c), (c), (c), (c), (c), (c)})
-
-/* dst[0..8) = e^src[0..8), within 2 ulp of expf (Cephes' expf: x = n ln2 + r with |r| <=
- * ln2 / 2 in two steps, a degree-6 polynomial for e^r, 2^n from the exponent bits); inputs
- * are clamped to [-87.33, 88.37], so results stay normal and finite (NaN: unspecified).
- * Plain vector code with no contraction: the same bits from every caller and kernel path.
- * Softmax and SiLU call it 8 values at a time instead of libm's expf one at a time. */
-static inline __attribute__((always_inline)) void exp8(float *dst, const float *src)
-{
-    v8f x, half = V8F_SPLAT(0.5f), lo = V8F_SPLAT(-87.33f), hi = V8F_SPLAT(88.37f);
-    V8F_LOAD(x, src);
-    v8i m = x < lo;
-    x = (v8f)((m & (v8i)lo) | (~m & (v8i)x));
-    m = x > hi;
-    x = (v8f)((m & (v8i)hi) | (~m & (v8i)x));
-    v8f t = x * V8F_SPLAT(1.44269504088896341f);
-    v8i sign = (v8i)t & (v8i)V8F_SPLAT(-0.0f);
-    v8i n = __builtin_convertvector(t + (v8f)(sign | (v8i)half), v8i); /* round half away */
-    v8f fn = __builtin_convertvector(n, v8f);
-    v8f r = x - fn * V8F_SPLAT(0.693359375f);
-    r = r - fn * V8F_SPLAT(-2.12194440e-4f);
-    v8f y = V8F_SPLAT(1.9875691500e-4f);
-    y = y * r + V8F_SPLAT(1.3981999507e-3f);
-    y = y * r + V8F_SPLAT(8.3334519073e-3f);
-    y = y * r + V8F_SPLAT(4.1665795894e-2f);
-    y = y * r + V8F_SPLAT(1.6666665459e-1f);
-    y = y * r + V8F_SPLAT(5.0000001201e-1f);
-    y = y * (r * r) + r + V8F_SPLAT(1.0f);
-    v8f p2 = (v8f)(((v8u)n + 127u) << 23);
-    y *= p2;
-    memcpy(dst, &y, sizeof(y));
-}
-
 /* g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u for i < n, 8 at a time (a short tail through
  * a padded copy, with the same arithmetic). */
 static inline __attribute__((always_inline)) void silu_mul8(float *g, const float *u)
@@ -425,314 +371,15 @@ static void ffn_swiglu(struct eng_fwd *f, const struct eng_layer *L, int32_t n)
     eng_pool_run(f->pool, swiglu_task, &j, (j.m + j.rpt - 1) / j.rpt);
 }
 
-/* Dot product in 8 interleaved partial sums (the compiler turns them into SIMD lanes; a
- * single running sum cannot be vectorised without reassociating). The order is fixed, so
- * the result does not depend on the batch or the thread. */
-static inline __attribute__((always_inline)) float dot(const float *a, const float *b, int32_t n)
-{
-    float acc[8] = {0};
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        for (int j = 0; j < 8; j++) {
-            acc[j] += a[i + j] * b[i + j];
-        }
-    }
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) {
-        s += a[i] * b[i];
-    }
-    return s;
-}
-
-struct att_job {
-    struct eng_fwd *f;
-    const struct eng_btok *toks;
-    int32_t layer;
-    int32_t heads_per_task; /* 1, or the GQA group size (<= f->att_group) */
-    int32_t units;          /* heads / heads_per_task: the tasks of a token when not split */
-    bool split;             /* one task per (token, unit, chunk); merged by att_merge_split */
-    int64_t task0[ATT_SPLIT_TOK_MAX + 1]; /* split: the first task of each token */
-};
-
-/* dot(q, k + p * ks) for the 4 positions p = 0..3: the same operations in the same order as
- * dot() for each, interleaved so that the 4 addition chains overlap. */
-static inline __attribute__((always_inline)) void dot4(const float *q, const float *k, size_t ks,
-                                                       int32_t n, float *out)
-{
-    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        v8f qv, k0, k1, k2, k3;
-        V8F_LOAD(qv, q + i);
-        V8F_LOAD(k0, k + i);
-        V8F_LOAD(k1, k + ks + i);
-        V8F_LOAD(k2, k + 2 * ks + i);
-        V8F_LOAD(k3, k + 3 * ks + i);
-        a0 += qv * k0;
-        a1 += qv * k1;
-        a2 += qv * k2;
-        a3 += qv * k3;
-    }
-    float s0 = V8F_REDUCE(a0), s1 = V8F_REDUCE(a1), s2 = V8F_REDUCE(a2), s3 = V8F_REDUCE(a3);
-    for (; i < n; i++) {
-        s0 += q[i] * k[i];
-        s1 += q[i] * k[ks + i];
-        s2 += q[i] * k[2 * ks + i];
-        s3 += q[i] * k[3 * ks + i];
-    }
-    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
-}
-
-/* out[0..hd) = sum over positions p in order of w[p] * scale * v[p] (scale 1: plain weights):
- * 64 outputs per pass in 8 registers when wide (AVX2), else 32 in 4; each output element sees
- * the same multiplies and adds in the same order either way. */
-static inline __attribute__((always_inline)) void att_wsum(const float *w, float scale,
-                                                           const float *vc, size_t rs, int32_t n,
-                                                           int32_t hd, bool wide, float *out)
-{
-    int32_t i = 0;
-    for (; wide && i + 64 <= hd; i += 64) {
-        v8f acc[8] = {{0}};
-        for (int32_t p = 0; p < n; p++) {
-            const float *v = vc + (size_t)p * rs + i;
-            float x = w[p] * scale;
-            v8f xv = {x, x, x, x, x, x, x, x};
-            for (int u = 0; u < 8; u++) {
-                v8f vu;
-                V8F_LOAD(vu, v + 8 * u);
-                acc[u] += xv * vu;
-            }
-        }
-        memcpy(out + i, acc, sizeof(acc));
-    }
-    for (; i + 32 <= hd; i += 32) {
-        v8f o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
-        for (int32_t p = 0; p < n; p++) {
-            const float *v = vc + (size_t)p * rs + i;
-            float x = w[p] * scale;
-            v8f xv = {x, x, x, x, x, x, x, x}, v0, v1, v2, v3;
-            V8F_LOAD(v0, v);
-            V8F_LOAD(v1, v + 8);
-            V8F_LOAD(v2, v + 16);
-            V8F_LOAD(v3, v + 24);
-            o0 += xv * v0;
-            o1 += xv * v1;
-            o2 += xv * v2;
-            o3 += xv * v3;
-        }
-        memcpy(out + i, &o0, sizeof(o0));
-        memcpy(out + i + 8, &o1, sizeof(o1));
-        memcpy(out + i + 16, &o2, sizeof(o2));
-        memcpy(out + i + 24, &o3, sizeof(o3));
-    }
-    for (; i < hd; i++) {
-        float acc = 0.0f;
-        for (int32_t p = 0; p < n; p++) {
-            acc += w[p] * scale * vc[(size_t)p * rs + (size_t)i];
-        }
-        out[i] = acc;
-    }
-}
-
-/* Attention of hpt query heads (q: hpt x hd, consecutive) sharing one KV head over the
- * positions [p0, p1) of its keys kc and values vc (rows of hd floats), p1 - p0 <= ATT_CHUNK.
- * Each K row is read once for the group (GQA; V rows once per head, the later ones from
- * cache), and every head's arithmetic is the same whatever the group. Scores go 4 positions
- * at a time (independent chains). Into dst, one head every dst_hs floats: when whole (the
- * chunk is all the positions), the normalized output (hd); otherwise the chunk's part: the
- * unnormalized sum of exp(score - max) * v (hd), the max and the sum of the exps. sc is
- * scratch of hpt x ATT_CHUNK floats. */
-static inline __attribute__((always_inline)) void
-att_chunk(const float *q, const float *kc, const float *vc, int32_t hd, int32_t hpt, int32_t p0,
-          int32_t p1, float *sc, bool wide, bool whole, float *dst, size_t dst_hs)
-{
-    size_t rs = (size_t)hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    int32_t n = p1 - p0;
-    kc += (size_t)p0 * rs;
-    vc += (size_t)p0 * rs;
-    float mx[ATT_GROUP_MAX];
-    for (int32_t g = 0; g < hpt; g++) {
-        mx[g] = -INFINITY;
-    }
-    int32_t p = 0;
-    for (; p + 4 <= n; p += 4) {
-        const float *k = kc + (size_t)p * rs;
-        for (int32_t g = 0; g < hpt; g++) {
-            float d[4], *a = sc + (size_t)g * ATT_CHUNK + p;
-            dot4(q + (size_t)g * (size_t)hd, k, rs, hd, d);
-            for (int u = 0; u < 4; u++) {
-                a[u] = d[u] * scale;
-                mx[g] = a[u] > mx[g] ? a[u] : mx[g];
-            }
-        }
-    }
-    for (; p < n; p++) {
-        for (int32_t g = 0; g < hpt; g++) {
-            float *a = sc + (size_t)g * ATT_CHUNK + p;
-            *a = dot(q + (size_t)g * (size_t)hd, kc + (size_t)p * rs, hd) * scale;
-            mx[g] = *a > mx[g] ? *a : mx[g];
-        }
-    }
-    for (int32_t g = 0; g < hpt; g++) {
-        float *a = sc + (size_t)g * ATT_CHUNK, sum = 0.0f;
-        v8f mv = V8F_SPLAT(mx[g]), av;
-        for (p = 0; p + 8 <= n; p += 8) {
-            V8F_LOAD(av, a + p);
-            av -= mv;
-            exp8(a + p, (const float *)&av);
-        }
-        if (p < n) {
-            float b[8] = {0};
-            memcpy(b, a + p, (size_t)(n - p) * sizeof(float));
-            V8F_LOAD(av, b);
-            av -= mv;
-            exp8(b, (const float *)&av);
-            memcpy(a + p, b, (size_t)(n - p) * sizeof(float));
-        }
-        for (p = 0; p < n; p++) {
-            sum += a[p];
-        }
-        float *d = dst + (size_t)g * dst_hs;
-        if (whole) {
-            att_wsum(a, 1.0f / sum, vc, rs, n, hd, wide, d);
-        } else {
-            att_wsum(a, 1.0f, vc, rs, n, hd, wide, d);
-            d[hd] = mx[g];
-            d[hd + 1] = sum;
-        }
-    }
-}
-
-/* One head's output from its n_ch chunk parts (ATT_PART floats apart, in position order):
- * each part weighted by exp(its max - the overall max), in chunk order. Overwrites the parts'
- * max slots. Plain vector code: the same result from every caller. */
-static inline __attribute__((always_inline)) void att_merge(float *part, int32_t n_ch, int32_t hd,
-                                                            float *out)
-{
-    size_t ps = ATT_PART(hd);
-    float M = -INFINITY, S = 0.0f;
-    for (int32_t c = 0; c < n_ch; c++) {
-        float m = part[(size_t)c * ps + (size_t)hd];
-        M = m > M ? m : M;
-    }
-    for (int32_t c = 0; c < n_ch; c++) {
-        float *pt = part + (size_t)c * ps;
-        float w = expf(pt[hd] - M);
-        pt[hd] = w;
-        S += pt[hd + 1] * w;
-    }
-    float inv = 1.0f / S;
-    int32_t i = 0;
-    for (; i + 8 <= hd; i += 8) {
-        v8f acc = {0}, o;
-        for (int32_t c = 0; c < n_ch; c++) {
-            const float *pt = part + (size_t)c * ps;
-            float w = pt[hd];
-            v8f wv = {w, w, w, w, w, w, w, w};
-            V8F_LOAD(o, pt + i);
-            acc += o * wv;
-        }
-        v8f iv = {inv, inv, inv, inv, inv, inv, inv, inv};
-        acc *= iv;
-        memcpy(out + i, &acc, sizeof(acc));
-    }
-    for (; i < hd; i++) {
-        float acc = 0.0f;
-        for (int32_t c = 0; c < n_ch; c++) {
-            acc += part[(size_t)c * ps + (size_t)i] * part[(size_t)c * ps + (size_t)hd];
-        }
-        out[i] = acc * inv;
-    }
-}
-
-static int32_t att_chunks(int32_t n_pos)
-{
-    return (n_pos + ATT_CHUNK - 1) / ATT_CHUNK;
-}
-
-/* Attention of token t's query heads [h0, h0 + hpt) (one KV head) over chunks [c0, c1) of its
- * positions. Whole (c0 == 0, c1 == all): the output into xb, through the thread's part
- * scratch when there are several chunks. Otherwise (split): the parts into f->att_split. */
-static inline __attribute__((always_inline)) void att_run(const struct att_job *j, int64_t t,
-                                                          int32_t h0, int32_t c0, int32_t c1,
-                                                          int thread, bool wide)
-{
-    struct eng_fwd *f = j->f;
-    const struct eng_hparams *hp = &f->m->hp;
-    int32_t hd = hp->head_dim, hpt = j->heads_per_task;
-    size_t qd = (size_t)hp->n_head * (size_t)hd;
-    int32_t kvh = h0 / (hp->n_head / hp->n_head_kv);
-    const struct eng_btok *bt = &j->toks[t];
-    size_t base =
-        ((((size_t)bt->seq * (size_t)hp->n_layer + (size_t)j->layer) * (size_t)hp->n_head_kv +
-          (size_t)kvh) *
-         (size_t)f->n_ctx) *
-        (size_t)hd;
-    const float *kc = f->k_cache + base, *vc = f->v_cache + base;
-    const float *q = f->q + (size_t)t * qd + (size_t)h0 * (size_t)hd;
-    float *scr = f->att + (size_t)thread * f->att_per_thread;
-    float *out = f->xb + (size_t)t * qd + (size_t)h0 * (size_t)hd;
-    int32_t n = bt->pos + 1, n_ch = att_chunks(n);
-    size_t ps = ATT_PART(hd), hs = (size_t)f->att_chunks_max * ps; /* one head's parts */
-    if (n_ch == 1) {
-        att_chunk(q, kc, vc, hd, hpt, 0, n, scr, wide, true, out, (size_t)hd);
-        return;
-    }
-    float *parts = j->split ? f->att_split + ((size_t)t * (size_t)hp->n_head + (size_t)h0) * hs
-                            : scr + (size_t)ATT_CHUNK * (size_t)f->att_group;
-    for (int32_t c = c0; c < c1; c++) {
-        int32_t p0 = c * ATT_CHUNK, p1 = p0 + ATT_CHUNK < n ? p0 + ATT_CHUNK : n;
-        /* the part of head g, chunk c at g * hs + c * ps */
-        att_chunk(q, kc, vc, hd, hpt, p0, p1, scr, wide, false, parts + (size_t)c * ps, hs);
-    }
-    if (!j->split) {
-        for (int32_t g = 0; g < hpt; g++) {
-            att_merge(parts + (size_t)g * hs, n_ch, hd, out + (size_t)g * (size_t)hd);
-        }
-    }
-}
-
-/* Task -> (token, heads, chunks): (token, unit) when whole, (token, chunk, unit) when split. */
-static inline __attribute__((always_inline)) void att_body(void *arg, int64_t task, int thread,
-                                                           bool wide)
-{
-    const struct att_job *j = arg;
-    int32_t hpt = j->heads_per_task;
-    if (!j->split) {
-        int64_t t = task / j->units;
-        int32_t h0 = (int32_t)(task % j->units) * hpt;
-        att_run(j, t, h0, 0, att_chunks(j->toks[t].pos + 1), thread, wide);
-        return;
-    }
-    int64_t t = 0;
-    while (task >= j->task0[t + 1]) {
-        t++;
-    }
-    /* chunk-major: the short last chunks are taken last */
-    int64_t local = task - j->task0[t];
-    int32_t c = (int32_t)(local / j->units), h0 = (int32_t)(local % j->units) * hpt;
-    att_run(j, t, h0, c, c + 1, thread, wide);
-}
-
 static void att_task(void *arg, int64_t task, int thread)
 {
-    att_body(arg, task, thread, false);
+    att_body(arg, task, thread, false, false);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-/* The same code vectorized 8 floats wide where the kernels are AVX2 (checked at run time):
- * each lane of the dot's partial sums and each output element see the same multiplies and
- * adds in the same order (ISO C mode: no contraction into FMA, and FMA is not enabled
- * here), so the result is bit-identical to att_task's. About twice as fast. */
-__attribute__((target("avx2"))) static void att_task_avx2(void *arg, int64_t task, int thread)
+static void att_task_f16(void *arg, int64_t task, int thread)
 {
-    att_body(arg, task, thread, true);
+    att_body(arg, task, thread, false, true);
 }
-#define ATT_TASK_AVX2 att_task_avx2
-#else
-#define ATT_TASK_AVX2 att_task
-#endif
 
 void eng_exp8(float *dst, const float *src)
 {
@@ -744,21 +391,10 @@ size_t eng_att_head_scratch(int32_t n, int32_t hd)
     return ATT_CHUNK + (size_t)att_chunks(n) * ATT_PART(hd);
 }
 
-void eng_att_head(const float *q, const float *k, const float *v, int32_t n, int32_t hd,
+void eng_att_head(const float *q, const void *k, const void *v, bool f16, int32_t n, int32_t hd,
                   float *scratch, float *out)
 {
-    int32_t n_ch = att_chunks(n);
-    if (n_ch == 1) {
-        att_chunk(q, k, v, hd, 1, 0, n, scratch, false, true, out, (size_t)hd);
-        return;
-    }
-    float *parts = scratch + ATT_CHUNK;
-    for (int32_t c = 0; c < n_ch; c++) {
-        int32_t p0 = c * ATT_CHUNK, p1 = p0 + ATT_CHUNK < n ? p0 + ATT_CHUNK : n;
-        att_chunk(q, k, v, hd, 1, p0, p1, scratch, false, false, parts + (size_t)c * ATT_PART(hd),
-                  ATT_PART(hd));
-    }
-    att_merge(parts, n_ch, hd, out);
+    att_head(q, k, v, n, hd, scratch, out, false, f16);
 }
 
 /* After a split run: every head of the split tokens with several chunks, merged into xb. */
@@ -799,8 +435,9 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
     size_t qd = (size_t)hp->n_head * (size_t)hp->head_dim;
     size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
 
-    void (*att_fn)(void *, int64_t, int) =
-        strcmp(eng_kernels_name(), "avx2") == 0 ? ATT_TASK_AVX2 : att_task;
+    bool avx2 = strcmp(eng_kernels_name(), "avx2") == 0;
+    void (*att_fn)(void *, int64_t, int) = f->kv_f16 ? (avx2 ? eng_att_task_avx2_f16 : att_task_f16)
+                                                     : (avx2 ? eng_att_task_avx2 : att_task);
     int64_t att_work = 0; /* multiply-adds of attention per layer */
     int32_t pos_max = 0;
     for (int32_t t = 0; t < n; t++) {
@@ -836,9 +473,15 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
                           (size_t)toks[t].pos) *
                          hd;
             for (int32_t h = 0; h < hp->n_head_kv; h++) {
-                size_t o = off + (size_t)h * n_ctx * hd;
-                memcpy(f->k_cache + o, k + (size_t)h * hd, hd * sizeof(float));
-                memcpy(f->v_cache + o, f->v + (size_t)t * kvd + (size_t)h * hd, hd * sizeof(float));
+                size_t o = (off + (size_t)h * n_ctx * hd) * f->kv_elt;
+                const float *kh = k + (size_t)h * hd, *vh = f->v + (size_t)t * kvd + (size_t)h * hd;
+                if (f->kv_f16) { /* rounded to nearest even, the same bits on every kernel path */
+                    eng_quantize_row(ENG_TYPE_F16, kh, (char *)f->k_cache + o, (int64_t)hd);
+                    eng_quantize_row(ENG_TYPE_F16, vh, (char *)f->v_cache + o, (int64_t)hd);
+                } else {
+                    memcpy((char *)f->k_cache + o, kh, hd * sizeof(float));
+                    memcpy((char *)f->v_cache + o, vh, hd * sizeof(float));
+                }
             }
         }
         /* Whole GQA groups per task when that still splits evenly enough over the threads

@@ -97,8 +97,10 @@ struct eng_fwd {
     int32_t n_seq;
     int32_t n_batch;   /* tokens per forward pass */
     int32_t n_out_max; /* rows of logits per pass */
-    float *k_cache;    /* (n_seq, n_layer, n_head_kv, n_ctx, head_dim) */
-    float *v_cache;    /* (n_seq, n_layer, n_head_kv, n_ctx, head_dim) */
+    void *k_cache;     /* (n_seq, n_layer, n_head_kv, n_ctx, head_dim), F32 or F16 */
+    void *v_cache;     /* the same layout */
+    bool kv_f16;       /* the cache holds F16 */
+    size_t kv_elt;     /* bytes per cached value: 4 or 2 */
     float *x;          /* (n_batch, n_embd) residual stream */
     float *xb;         /* (n_batch, max(n_embd, q_dim)) normed input / attention output */
     float *q;          /* (n_batch, q_dim) */
@@ -121,7 +123,7 @@ struct eng_fwd {
 
 enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct eng_pool *pool,
                           int32_t n_ctx, int32_t n_seq, int32_t n_batch, int32_t n_out_max,
-                          char *errbuf, size_t errlen);
+                          bool kv_f16, char *errbuf, size_t errlen);
 void eng_fwd_cleanup(struct eng_fwd *f);
 /* Runs toks (n <= n_batch) through the model; each token's K/V lands in its sequence's cache
  * at its position (tokens of one sequence must come in increasing position order, and every
@@ -130,13 +132,16 @@ void eng_fwd_cleanup(struct eng_fwd *f);
 void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n);
 
 /* For tests: one query head's attention over n positions of keys k and values v (rows of hd
- * floats) into out (hd), computed as the forward pass computes it (chunks and their merge
- * included); scratch holds eng_att_head_scratch(n, hd) floats. */
+ * F32 values, or F16 when f16) into out (hd), computed as the forward pass computes it (chunks
+ * and their merge included), by the build for any CPU and by the AVX2/F16C build (call it only
+ * where eng_kernels_name() is "avx2"); scratch holds eng_att_head_scratch(n, hd) floats. */
 size_t eng_att_head_scratch(int32_t n, int32_t hd);
 /* For tests: dst[0..8) = e^src[0..8) as softmax and SiLU compute it. */
 void eng_exp8(float *dst, const float *src);
-void eng_att_head(const float *q, const float *k, const float *v, int32_t n, int32_t hd,
+void eng_att_head(const float *q, const void *k, const void *v, bool f16, int32_t n, int32_t hd,
                   float *scratch, float *out);
+void eng_att_head_avx2(const float *q, const void *k, const void *v, bool f16, int32_t n,
+                       int32_t hd, float *scratch, float *out);
 /* Token embedding row of id into dst (n_embd). */
 void eng_model_embed(const struct eng_model *m, int32_t id, float *dst);
 

@@ -1187,7 +1187,8 @@ enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **ou
                                 .n_seq_max = l->n_seq,
                                 .n_batch = 0,
                                 .n_threads = n_threads,
-                                .pool = NULL};
+                                .pool = NULL,
+                                .kv_type = cfg->engine.kv_f16 ? ENG_KV_F16 : ENG_KV_F32};
     err = eng_ctx_create(l->model, &cp, &l->ctx, msg, sizeof(msg));
     if (err) {
         snprintf(errbuf, errlen, "local model %s: cannot create a context of %d sequences: %s",

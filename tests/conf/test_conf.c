@@ -85,6 +85,7 @@ static void assert_defaults(const struct conf_config *c)
     assert_int_equal(c->engine.n_threads, 0);
     assert_int_equal(c->engine.n_ctx, 0);
     assert_int_equal(c->engine.n_seq_max, 4);
+    assert_false(c->engine.kv_f16);
     assert_null(c->ledger_path);
     assert_int_equal(c->limits.body_bytes_max, 1 << 20);
     assert_int_equal(c->limits.ws_message_bytes_max, 1 << 20);
@@ -131,7 +132,8 @@ static const char full_conf[] =
     "    api_key_env = 'WYE_TEST_KEY_VAR', connect_timeout_ms = 1, first_byte_timeout_ms = 2,\n"
     "    idle_timeout_ms = 3, total_timeout_ms = 4, max_retries = 10, retry_backoff_ms = 0,\n"
     "    max_connections = 5 },\n"
-    "  engine = { model = 'models/tiny.q8.gguf', threads = 2, ctx = 2048, sequences = 8 },\n"
+    "  engine = { model = 'models/tiny.q8.gguf', threads = 2, ctx = 2048, sequences = 8,\n"
+    "             kv_type = 'f16' },\n"
     "  ledger = { path = 'ledger.jsonl' },\n"
     "  limits = { body_bytes_max = 2 * MiB, ws_message_bytes_max = 3 * MiB,\n"
     "    json_depth_max = 8, n_msgs_max = 9, max_tokens_max = 10, streams_per_conn_max = 11,\n"
@@ -165,6 +167,7 @@ static void test_every_key(void **state)
     assert_int_equal(c->engine.n_threads, 2);
     assert_int_equal(c->engine.n_ctx, 2048);
     assert_int_equal(c->engine.n_seq_max, 8);
+    assert_true(c->engine.kv_f16);
     assert_string_equal(c->ledger_path, "ledger.jsonl");
     assert_int_equal(c->limits.body_bytes_max, 2 << 20);
     assert_int_equal(c->limits.ws_message_bytes_max, 3 << 20);
@@ -235,6 +238,10 @@ static void test_validation_errors(void **state)
          "engine.threads: expected an integer, got 1.5"},
         {"return { engine = { sequences = 0 } }", WYE_ERR_INVAL,
          "engine.sequences: 0 is out of range 1..256"},
+        {"return { engine = { kv_type = 'f8' } }", WYE_ERR_INVAL,
+         "engine.kv_type: expected \"f32\" or \"f16\""},
+        {"return { engine = { kv_type = 16 } }", WYE_ERR_INVAL,
+         "engine.kv_type: expected a string, got number"},
         {"return { upstream = { model = 7 } }", WYE_ERR_INVAL,
          "upstream.model: expected a string, got number"},
         {"return { upstream = 5 }", WYE_ERR_INVAL, "upstream: expected a table, got number"},

@@ -22,6 +22,7 @@
 #include "local-engine/eng_cli.h"
 #include "local-engine/engine.h"
 #include "local-engine/model_internal.h"
+#include "local-engine/quant.h"
 #include "local-engine/types.h"
 #include "test_model_util.h"
 
@@ -44,10 +45,16 @@ static struct eng_model *load_stories(void)
     return load_path(path);
 }
 
+/* What mkctx's contexts keep in their KV cache (the F16 variants of some tests set it). */
+static enum eng_kv_type mkctx_kv = ENG_KV_F32;
+
 static struct eng_ctx *mkctx(struct eng_model *m, int32_t n_ctx, int32_t n_seq, int32_t n_batch)
 {
-    struct eng_ctx_params p = {
-        .n_ctx = n_ctx, .n_seq_max = n_seq, .n_batch = n_batch, .n_threads = 1};
+    struct eng_ctx_params p = {.n_ctx = n_ctx,
+                               .n_seq_max = n_seq,
+                               .n_batch = n_batch,
+                               .n_threads = 1,
+                               .kv_type = mkctx_kv};
     struct eng_ctx *c = NULL;
     char err[256] = "";
     if (eng_ctx_create(m, &p, &c, err, sizeof(err)) != WYE_OK) {
@@ -415,9 +422,8 @@ static void test_prefix_reuse(void **state)
 /* A prompt that shares a prefix with what another slot holds (the system prompt of a chat
  * arriving while another runs) copies those K/V rows instead of recomputing them, and gives
  * exactly what a fresh context gives; the running sequence is not disturbed. */
-static void test_prefix_shared_across_slots(void **state)
+static void prefix_shared_across_slots(void)
 {
-    (void)state;
     struct eng_model *m = load_stories();
     struct eng_ctx *c = mkctx(m, 128, 2, 8);
     struct eng_ctx *c1 = mkctx(m, 128, 1, 8);
@@ -456,6 +462,22 @@ static void test_prefix_shared_across_slots(void **state)
     eng_ctx_destroy(c1);
     eng_ctx_destroy(c);
     eng_model_destroy(m);
+}
+
+static void test_prefix_shared_across_slots(void **state)
+{
+    (void)state;
+    prefix_shared_across_slots();
+}
+
+/* The same with an F16 KV cache: the shared prefix's keys and values are copied between
+ * slots as F16, and the answers are still exactly those of fresh contexts. */
+static void test_prefix_shared_f16(void **state)
+{
+    (void)state;
+    mkctx_kv = ENG_KV_F16;
+    prefix_shared_across_slots();
+    mkctx_kv = ENG_KV_F32;
 }
 
 struct chain {
@@ -692,7 +714,7 @@ static void att_logits(struct eng_model *m, int32_t n_threads, const int32_t *id
                        int32_t step, float *out)
 {
     struct eng_ctx_params p = {
-        .n_ctx = 512, .n_seq_max = 1, .n_batch = 512, .n_threads = n_threads};
+        .n_ctx = 512, .n_seq_max = 1, .n_batch = 512, .n_threads = n_threads, .kv_type = mkctx_kv};
     struct eng_ctx *c = NULL;
     char err[256] = "";
     if (eng_ctx_create(m, &p, &c, err, sizeof(err)) != WYE_OK) {
@@ -711,12 +733,13 @@ static void att_logits(struct eng_model *m, int32_t n_threads, const int32_t *id
  * prompt gives each (token, KV head) one task that merges its chunks itself, one thread runs
  * everything in order. 300 positions (5 chunks, enough work to use the pool) of a model with
  * 256-wide attention and F32 weights (whose products give the same bits for one token as for
- * many): the last logits are the same bits whichever way they were computed. */
+ * many): the last logits are the same bits whichever way they were computed, with an F32 and
+ * with an F16 KV cache; the F16 cache moves them by less than 1% of their spread. */
 static void test_attention_paths(void **state)
 {
     (void)state;
     enum { V = 32000, N = 300 };
-    static float one_prompt[V], two_prompt[V], two_decode[V], one_decode[V], two_mixed[V];
+    static float one_prompt[V], two_prompt[V], two_decode[V], one_decode[V], two_mixed[V], f32[V];
     char path[512];
     snprintf(path, sizeof(path), "%s/test_engine_att_%d.gguf", WYE_BINARY_DIR, (int)getpid());
     write_model("tiny-llama-256", ENG_TYPE_F32, path, NULL, NULL);
@@ -725,18 +748,34 @@ static void test_attention_paths(void **state)
     for (int i = 0; i < N; i++) {
         ids[i] = 100 + (37 * i) % 31000;
     }
-    att_logits(m, 1, ids, N, N, one_prompt);
-    att_logits(m, 2, ids, N, N, two_prompt);
-    att_logits(m, 2, ids, N, 1, two_decode);
-    att_logits(m, 1, ids, N, 1, one_decode);
-    att_logits(m, 2, ids, N, 3, two_mixed);
-    assert_memory_equal(one_prompt, two_prompt, sizeof(one_prompt));
-    assert_memory_equal(one_prompt, two_decode, sizeof(one_prompt));
-    assert_memory_equal(one_prompt, one_decode, sizeof(one_prompt));
-    assert_memory_equal(one_prompt, two_mixed, sizeof(one_prompt));
-    for (int i = 0; i < V; i++) {
-        assert_true(isfinite(one_prompt[i]));
+    for (int kv = 0; kv < 2; kv++) {
+        mkctx_kv = kv ? ENG_KV_F16 : ENG_KV_F32;
+        att_logits(m, 1, ids, N, N, one_prompt);
+        att_logits(m, 2, ids, N, N, two_prompt);
+        att_logits(m, 2, ids, N, 1, two_decode);
+        att_logits(m, 1, ids, N, 1, one_decode);
+        att_logits(m, 2, ids, N, 3, two_mixed);
+        assert_memory_equal(one_prompt, two_prompt, sizeof(one_prompt));
+        assert_memory_equal(one_prompt, two_decode, sizeof(one_prompt));
+        assert_memory_equal(one_prompt, one_decode, sizeof(one_prompt));
+        assert_memory_equal(one_prompt, two_mixed, sizeof(one_prompt));
+        for (int i = 0; i < V; i++) {
+            assert_true(isfinite(one_prompt[i]));
+        }
+        if (kv == 0) {
+            memcpy(f32, one_prompt, sizeof(f32));
+        }
     }
+    mkctx_kv = ENG_KV_F32;
+    float lo = f32[0], hi = f32[0], diff = 0.0f;
+    for (int i = 0; i < V; i++) {
+        lo = f32[i] < lo ? f32[i] : lo;
+        hi = f32[i] > hi ? f32[i] : hi;
+        float d = fabsf(f32[i] - one_prompt[i]);
+        diff = d > diff ? d : diff;
+    }
+    print_message("F16 KV: logits move by up to %g (spread %g)\n", (double)diff, (double)(hi - lo));
+    assert_true(diff > 0.0f && diff < 0.01f * (hi - lo));
     eng_model_destroy(m);
     unlink(path);
 }
@@ -744,51 +783,69 @@ static void test_attention_paths(void **state)
 /* One head's attention as the forward pass computes it (chunks of 64 positions, merged) vs
  * softmax(q k / sqrt(hd)) v in double precision, for lengths around the chunk boundaries,
  * head sizes with and without a scalar tail, and scores spread wide enough (up to ~+-20)
- * that a chunk's max matters. */
+ * that a chunk's max matters; with F32 keys and values, then with them rounded to F16 (the
+ * reference sees the rounded values). On an AVX2 CPU the AVX2/F16C build gives the same bits
+ * as the build for any CPU. */
 static void test_attention_reference(void **state)
 {
     (void)state;
     enum { N_MAX = 1000, HD_MAX = 128 };
-    static float q[HD_MAX], k[N_MAX * HD_MAX], v[N_MAX * HD_MAX], out[HD_MAX];
+    static float q[HD_MAX], k[N_MAX * HD_MAX], v[N_MAX * HD_MAX], out[HD_MAX], out2[HD_MAX];
+    static uint16_t kh[N_MAX * HD_MAX], vh[N_MAX * HD_MAX];
     static double w[N_MAX];
     static const int32_t ns[] = {1, 3, 63, 64, 65, 127, 128, 129, 300, 1000};
     static const int32_t hds[] = {64, 48, 128};
+    bool avx2 = strcmp(eng_kernels_name(), "avx2") == 0;
     float *scratch = wye_calloc(eng_att_head_scratch(N_MAX, HD_MAX), sizeof(float));
     assert_non_null(scratch);
     uint64_t rng = 0x9e3779b97f4a7c15u;
-    for (size_t a = 0; a < sizeof(hds) / sizeof(hds[0]); a++) {
-        int32_t hd = hds[a];
-        for (size_t b = 0; b < sizeof(ns) / sizeof(ns[0]); b++) {
-            int32_t n = ns[b];
-            for (int32_t i = 0; i < hd; i++) {
-                q[i] = 2.0f * ktr_sym(&rng);
-            }
-            for (int32_t i = 0; i < n * hd; i++) {
-                k[i] = 2.0f * ktr_sym(&rng);
-                v[i] = ktr_sym(&rng);
-            }
-            eng_att_head(q, k, v, n, hd, scratch, out);
-            double mx = -INFINITY, sum = 0.0;
-            for (int32_t p = 0; p < n; p++) {
-                double d = 0.0;
+    for (int f16 = 0; f16 < 2; f16++) {
+        for (size_t a = 0; a < sizeof(hds) / sizeof(hds[0]); a++) {
+            int32_t hd = hds[a];
+            for (size_t b = 0; b < sizeof(ns) / sizeof(ns[0]); b++) {
+                int32_t n = ns[b];
                 for (int32_t i = 0; i < hd; i++) {
-                    d += (double)q[i] * (double)k[(size_t)p * (size_t)hd + (size_t)i];
+                    q[i] = 2.0f * ktr_sym(&rng);
                 }
-                w[p] = d / sqrt((double)hd);
-                mx = w[p] > mx ? w[p] : mx;
-            }
-            for (int32_t p = 0; p < n; p++) {
-                w[p] = exp(w[p] - mx);
-                sum += w[p];
-            }
-            for (int32_t i = 0; i < hd; i++) {
-                double ref = 0.0;
+                for (int32_t i = 0; i < n * hd; i++) {
+                    k[i] = 2.0f * ktr_sym(&rng);
+                    v[i] = ktr_sym(&rng);
+                }
+                const void *kp = k, *vp = v;
+                if (f16) {
+                    eng_quantize_row(ENG_TYPE_F16, k, kh, (int64_t)n * hd);
+                    eng_quantize_row(ENG_TYPE_F16, v, vh, (int64_t)n * hd);
+                    eng_dequantize_row(ENG_TYPE_F16, kh, k, (int64_t)n * hd);
+                    eng_dequantize_row(ENG_TYPE_F16, vh, v, (int64_t)n * hd);
+                    kp = kh, vp = vh;
+                }
+                eng_att_head(q, kp, vp, f16, n, hd, scratch, out);
+                if (avx2) {
+                    eng_att_head_avx2(q, kp, vp, f16, n, hd, scratch, out2);
+                    assert_memory_equal(out, out2, (size_t)hd * sizeof(float));
+                }
+                double mx = -INFINITY, sum = 0.0;
                 for (int32_t p = 0; p < n; p++) {
-                    ref += w[p] / sum * (double)v[(size_t)p * (size_t)hd + (size_t)i];
+                    double d = 0.0;
+                    for (int32_t i = 0; i < hd; i++) {
+                        d += (double)q[i] * (double)k[(size_t)p * (size_t)hd + (size_t)i];
+                    }
+                    w[p] = d / sqrt((double)hd);
+                    mx = w[p] > mx ? w[p] : mx;
                 }
-                if (fabs((double)out[i] - ref) > 2e-6) {
-                    fail_msg("n %d hd %d out[%d] = %.9g, reference %.9g", n, hd, i, (double)out[i],
-                             ref);
+                for (int32_t p = 0; p < n; p++) {
+                    w[p] = exp(w[p] - mx);
+                    sum += w[p];
+                }
+                for (int32_t i = 0; i < hd; i++) {
+                    double ref = 0.0;
+                    for (int32_t p = 0; p < n; p++) {
+                        ref += w[p] / sum * (double)v[(size_t)p * (size_t)hd + (size_t)i];
+                    }
+                    if (fabs((double)out[i] - ref) > 2e-6) {
+                        fail_msg("%s n %d hd %d out[%d] = %.9g, reference %.9g",
+                                 f16 ? "f16" : "f32", n, hd, i, (double)out[i], ref);
+                    }
                 }
             }
         }
@@ -1021,6 +1078,7 @@ int main(void)
         cmocka_unit_test(test_attention_paths),
         cmocka_unit_test(test_attention_reference),
         cmocka_unit_test(test_exp8),
+        cmocka_unit_test(test_prefix_shared_f16),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
