@@ -175,6 +175,49 @@ static inline __attribute__((always_inline)) void dot4(const float *q, struct kv
     out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
 }
 
+#define V8F_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+
+/* dot_kv(q, k, idx + p * ks) for the 8 positions p = 0..7: each position's 8 lane sums as in
+ * dot_kv, then all 8 reductions at once by transposing (2 + 1 + 1 rounds of shuffles and
+ * adds instead of 8 horizontal sums), each position still getting ((a0 + a4) + (a1 + a5)) +
+ * ((a2 + a6) + (a3 + a7)) and then the scalar tail, so the scores are dot_kv's bits. */
+static inline __attribute__((always_inline)) void dot8(const float *q, struct kv_rows k, size_t idx,
+                                                       size_t ks, int32_t n, float *out, bool f16)
+{
+    v8f a[8] = {{0}};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f qv;
+        V8F_LOAD(qv, q + i);
+        for (int u = 0; u < 8; u++) {
+            v8f kv;
+            kv_load8(&kv, k.base, idx + (size_t)u * ks + (size_t)i, f16);
+            a[u] += qv * kv;
+        }
+    }
+    /* [a_p0 + a_p4, a_p1 + a_p5, a_p2 + a_p6, a_p3 + a_p7] for positions 2j and 2j + 1 */
+    v8f h[4];
+    for (int j = 0; j < 4; j++) {
+        h[j] = V8F_SHUF(a[2 * j], a[2 * j + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+               V8F_SHUF(a[2 * j], a[2 * j + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+    /* (x0 + x1), (x2 + x3) of those, positions 0-3 and 4-7 */
+    v8f c0 = V8F_SHUF(h[0], h[1], 0, 2, 4, 6, 8, 10, 12, 14) +
+             V8F_SHUF(h[0], h[1], 1, 3, 5, 7, 9, 11, 13, 15);
+    v8f c1 = V8F_SHUF(h[2], h[3], 0, 2, 4, 6, 8, 10, 12, 14) +
+             V8F_SHUF(h[2], h[3], 1, 3, 5, 7, 9, 11, 13, 15);
+    v8f r =
+        V8F_SHUF(c0, c1, 0, 2, 4, 6, 8, 10, 12, 14) + V8F_SHUF(c0, c1, 1, 3, 5, 7, 9, 11, 13, 15);
+    float o[8];
+    memcpy(o, &r, sizeof(o));
+    for (; i < n; i++) {
+        for (int u = 0; u < 8; u++) {
+            o[u] += q[i] * kv_at(k.base, idx + (size_t)u * ks + (size_t)i, f16);
+        }
+    }
+    memcpy(out, o, sizeof(o));
+}
+
 /* out[0..hd) = sum over positions p < n in order of w[p] * scale * (V row at element
  * idx + p * rs) (scale 1: plain weights): 64 outputs per pass in 8 registers when wide (AVX2),
  * else 32 in 4; each output element sees the same multiplies and adds in the same order
@@ -231,8 +274,8 @@ static inline __attribute__((always_inline)) void att_wsum(const float *w, float
 /* Attention of hpt query heads (q: hpt x hd, consecutive) sharing one KV head over the
  * positions [p0, p1) of its keys k and values v (rows of hd values), p1 - p0 <= ATT_CHUNK.
  * Each K row is read once for the group (GQA; V rows once per head, the later ones from
- * cache), and every head's arithmetic is the same whatever the group. Scores go 4 positions
- * at a time (independent chains). Into dst, one head every dst_hs floats: when whole (the
+ * cache), and every head's arithmetic is the same whatever the group. Scores go 8 positions
+ * at a time (dot8), then 4. Into dst, one head every dst_hs floats: when whole (the
  * chunk is all the positions), the normalized output (hd); otherwise the chunk's part: the
  * unnormalized sum of exp(score - max) * v (hd), the max and the sum of the exps. sc is
  * scratch of hpt x ATT_CHUNK floats. */
@@ -249,6 +292,16 @@ att_chunk(const float *q, struct kv_rows k, struct kv_rows v, int32_t hd, int32_
         mx[g] = -INFINITY;
     }
     int32_t p = 0;
+    for (; p + 8 <= n; p += 8) {
+        for (int32_t g = 0; g < hpt; g++) {
+            float d[8], *a = sc + (size_t)g * ATT_CHUNK + p;
+            dot8(q + (size_t)g * (size_t)hd, k, k0 + (size_t)p * rs, rs, hd, d, f16);
+            for (int u = 0; u < 8; u++) {
+                a[u] = d[u] * scale;
+                mx[g] = a[u] > mx[g] ? a[u] : mx[g];
+            }
+        }
+    }
     for (; p + 4 <= n; p += 4) {
         for (int32_t g = 0; g < hpt; g++) {
             float d[4], *a = sc + (size_t)g * ATT_CHUNK + p;
