@@ -146,35 +146,6 @@ struct att_job {
     int64_t task0[ATT_SPLIT_TOK_MAX + 1]; /* split: the first task of each token */
 };
 
-/* dot_kv(q, k, idx + p * ks) for the 4 positions p = 0..3: the same operations in the same
- * order as dot_kv for each, interleaved so that the 4 addition chains overlap. */
-static inline __attribute__((always_inline)) void dot4(const float *q, struct kv_rows k, size_t idx,
-                                                       size_t ks, int32_t n, float *out, bool f16)
-{
-    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        v8f qv, k0, k1, k2, k3;
-        V8F_LOAD(qv, q + i);
-        kv_load8(&k0, k.base, idx + (size_t)i, f16);
-        kv_load8(&k1, k.base, idx + ks + (size_t)i, f16);
-        kv_load8(&k2, k.base, idx + 2 * ks + (size_t)i, f16);
-        kv_load8(&k3, k.base, idx + 3 * ks + (size_t)i, f16);
-        a0 += qv * k0;
-        a1 += qv * k1;
-        a2 += qv * k2;
-        a3 += qv * k3;
-    }
-    float s0 = V8F_REDUCE(a0), s1 = V8F_REDUCE(a1), s2 = V8F_REDUCE(a2), s3 = V8F_REDUCE(a3);
-    for (; i < n; i++) {
-        s0 += q[i] * kv_at(k.base, idx + (size_t)i, f16);
-        s1 += q[i] * kv_at(k.base, idx + ks + (size_t)i, f16);
-        s2 += q[i] * kv_at(k.base, idx + 2 * ks + (size_t)i, f16);
-        s3 += q[i] * kv_at(k.base, idx + 3 * ks + (size_t)i, f16);
-    }
-    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
-}
-
 #define V8F_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 
 /* dot_kv(q, k, idx + p * ks) for the 8 positions p = 0..7: each position's 8 lane sums as in
@@ -275,7 +246,7 @@ static inline __attribute__((always_inline)) void att_wsum(const float *w, float
  * positions [p0, p1) of its keys k and values v (rows of hd values), p1 - p0 <= ATT_CHUNK.
  * Each K row is read once for the group (GQA; V rows once per head, the later ones from
  * cache), and every head's arithmetic is the same whatever the group. Scores go 8 positions
- * at a time (dot8), then 4. Into dst, one head every dst_hs floats: when whole (the
+ * at a time (dot8), the rest one by one. Into dst, one head every dst_hs floats: when whole (the
  * chunk is all the positions), the normalized output (hd); otherwise the chunk's part: the
  * unnormalized sum of exp(score - max) * v (hd), the max and the sum of the exps. sc is
  * scratch of hpt x ATT_CHUNK floats. */
@@ -297,16 +268,6 @@ att_chunk(const float *q, struct kv_rows k, struct kv_rows v, int32_t hd, int32_
             float d[8], *a = sc + (size_t)g * ATT_CHUNK + p;
             dot8(q + (size_t)g * (size_t)hd, k, k0 + (size_t)p * rs, rs, hd, d, f16);
             for (int u = 0; u < 8; u++) {
-                a[u] = d[u] * scale;
-                mx[g] = a[u] > mx[g] ? a[u] : mx[g];
-            }
-        }
-    }
-    for (; p + 4 <= n; p += 4) {
-        for (int32_t g = 0; g < hpt; g++) {
-            float d[4], *a = sc + (size_t)g * ATT_CHUNK + p;
-            dot4(q + (size_t)g * (size_t)hd, k, k0 + (size_t)p * rs, rs, hd, d, f16);
-            for (int u = 0; u < 4; u++) {
                 a[u] = d[u] * scale;
                 mx[g] = a[u] > mx[g] ? a[u] : mx[g];
             }
