@@ -1239,8 +1239,10 @@ enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **ou
     atomic_init(&l->n_active, 0);
     atomic_init(&l->n_queued, 0);
     atomic_init(&l->seed_ctr, 0);
-    WYE_INFO("local: model %s (%s): %d sequences of %d tokens, %d compute threads, queue %d",
-             l->name, cfg->engine.model_path, l->n_seq, l->n_ctx, n_threads, queue_max);
+    WYE_INFO("local: model %s (%s): %d sequences of %d tokens (KV cache %s), %d compute threads, "
+             "queue %d",
+             l->name, cfg->engine.model_path, l->n_seq, l->n_ctx,
+             eng_ctx_kv_f16(l->ctx) ? "F16" : "F32", n_threads, queue_max);
     *out = l;
     return WYE_OK;
 
