@@ -83,7 +83,7 @@ for line in open(sys.argv[1]):
 print()
 print("tok/s are medians of the runs, [min-max] after them; ratios are wye / llama.cpp on medians, "
       "and on the best runs in parentheses")
-print("| model | type | wye pp | wye tg | pp/tg | roofline | GB/s read of measured | "
+print("| model | type | wye pp | wye tg | pp/tg | roofline (vs best bw) | GB/s read of measured | "
       "llama.cpp pp | llama.cpp tg | pp ratio | tg ratio |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 def rng(x, k):
@@ -94,7 +94,9 @@ for (shape, typ), r in rows.items():
     cells = [shape, typ]
     if w:
         cells += [rng(w, "pp_tok_s"), rng(w, "tg_tok_s"),
-                  f"{w['pp_tok_s'] / w['tg_tok_s']:.2f}", f"{100 * w['roofline_fraction']:.0f}%",
+                  f"{w['pp_tok_s'] / w['tg_tok_s']:.2f}",
+                  f"{100 * w['roofline_fraction']:.0f}% "
+                  f"({100 * w.get('roofline_fraction_vs_best_membw', w['roofline_fraction']):.0f}%)",
                   f"{w['tg_read_bytes_s'] / 1e9:.1f} of {w['membw_bytes_s'] / 1e9:.1f}"]
     else:
         cells += ["-"] * 5

@@ -1044,7 +1044,14 @@ static void test_cli_bench(void **state)
     assert_true(pp > 0 && tg > 0);
     /* stories260K-q8_0: every matrix incl. the tied 512 x 64 output counted once. */
     assert_non_null(strstr(out, "\"weight_bytes_per_token\": "));
-    assert_non_null(strstr(out, "\"roofline_fraction\": "));
+    /* the median of the runs' fractions, each against the bandwidth measured before it: at
+     * least the median generation against the highest of those figures */
+    const char *f = strstr(out, "\"roofline_fraction\": ");
+    const char *fb = strstr(out, "\"roofline_fraction_vs_best_membw\": ");
+    assert_non_null(f);
+    assert_non_null(fb);
+    assert_true(strtod(f + 21, NULL) >= strtod(fb + 35, NULL));
+    assert_non_null(strstr(out, "\"membw_bytes_s_max\": "));
     const char *b = strstr(out, "\"tg_batch_tok_s\": ");
     assert_non_null(b);
     assert_true(strtod(b + 18, NULL) > 0);
