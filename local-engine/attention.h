@@ -37,8 +37,6 @@ typedef float v8f __attribute__((vector_size(32)));
 
 /* Macros, not functions: passing 32-byte vectors by value has no fixed ABI without AVX. */
 #define V8F_LOAD(v, p) memcpy(&(v), (p), sizeof(v8f))
-#define V8F_REDUCE(a)                                                                              \
-    ((((a)[0] + (a)[4]) + ((a)[1] + (a)[5])) + (((a)[2] + (a)[6]) + ((a)[3] + (a)[7])))
 
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef uint32_t v8u __attribute__((vector_size(32)));
@@ -109,7 +107,7 @@ static inline __attribute__((always_inline)) void exp8(float *dst, const float *
     memcpy(dst, &y, sizeof(y));
 }
 
-/* A head's K or V rows in the cache: F32, or F16 when f16 . */
+/* A head's K or V rows in the cache (F32, or F16 when the f16 arguments say so). */
 struct kv_rows {
     const void *base;
     size_t off; /* element index of the head's position 0 */
