@@ -355,6 +355,30 @@ static inline int32_t att_chunks(int32_t n_pos)
     return (n_pos + ATT_CHUNK - 1) / ATT_CHUNK;
 }
 
+/* hpt query heads (q: hpt x hd) of one KV head over chunks [c0, c1) of their n positions.
+ * With one chunk, the normalized output straight into out (hpt x hd); otherwise each chunk's
+ * part into parts (head g, chunk c at g * hs + c * ATT_PART(hd)), merged into out when merge
+ * (c0 .. c1 are then all the chunks). sc: scratch of hpt x ATT_CHUNK floats. */
+static inline __attribute__((always_inline)) void
+att_heads(const float *q, struct kv_rows k, struct kv_rows v, int32_t n, int32_t hd, int32_t hpt,
+          int32_t c0, int32_t c1, float *sc, float *parts, size_t hs, bool merge, float *out,
+          bool wide, bool f16)
+{
+    int32_t n_ch = att_chunks(n);
+    if (n_ch == 1) {
+        att_chunk(q, k, v, hd, hpt, 0, n, sc, wide, true, out, (size_t)hd, f16);
+        return;
+    }
+    for (int32_t c = c0; c < c1; c++) {
+        int32_t p0 = c * ATT_CHUNK, p1 = p0 + ATT_CHUNK < n ? p0 + ATT_CHUNK : n;
+        att_chunk(q, k, v, hd, hpt, p0, p1, sc, wide, false, parts + (size_t)c * ATT_PART(hd), hs,
+                  f16);
+    }
+    for (int32_t g = 0; merge && g < hpt; g++) {
+        att_merge(parts + (size_t)g * hs, n_ch, hd, out + (size_t)g * (size_t)hd);
+    }
+}
+
 /* Attention of token t's query heads [h0, h0 + hpt) (one KV head) over chunks [c0, c1) of its
  * positions. Whole (c0 == 0, c1 == all): the output into xb, through the thread's part
  * scratch when there are several chunks. Otherwise (split): the parts into f->att_split. */
@@ -364,7 +388,7 @@ static inline __attribute__((always_inline)) void att_run(const struct att_job *
 {
     struct eng_fwd *f = j->f;
     const struct eng_hparams *hp = &f->m->hp;
-    int32_t hd = hp->head_dim, hpt = j->heads_per_task;
+    int32_t hd = hp->head_dim;
     size_t qd = (size_t)hp->n_head * (size_t)hd;
     int32_t kvh = h0 / (hp->n_head / hp->n_head_kv);
     const struct eng_btok *bt = &j->toks[t];
@@ -374,27 +398,13 @@ static inline __attribute__((always_inline)) void att_run(const struct att_job *
          (size_t)f->n_ctx) *
         (size_t)hd;
     struct kv_rows kc = {f->k_cache, base}, vc = {f->v_cache, base};
-    const float *q = f->q + (size_t)t * qd + (size_t)h0 * (size_t)hd;
     float *scr = f->att + (size_t)thread * f->att_per_thread;
-    float *out = f->xb + (size_t)t * qd + (size_t)h0 * (size_t)hd;
-    int32_t n = bt->pos + 1, n_ch = att_chunks(n);
-    size_t ps = ATT_PART(hd), hs = (size_t)f->att_chunks_max * ps; /* one head's parts */
-    if (n_ch == 1) {
-        att_chunk(q, kc, vc, hd, hpt, 0, n, scr, wide, true, out, (size_t)hd, f16);
-        return;
-    }
+    size_t hs = (size_t)f->att_chunks_max * ATT_PART(hd); /* one head's parts */
     float *parts = j->split ? f->att_split + ((size_t)t * (size_t)hp->n_head + (size_t)h0) * hs
                             : scr + (size_t)ATT_CHUNK * (size_t)f->att_group;
-    for (int32_t c = c0; c < c1; c++) {
-        int32_t p0 = c * ATT_CHUNK, p1 = p0 + ATT_CHUNK < n ? p0 + ATT_CHUNK : n;
-        /* the part of head g, chunk c at g * hs + c * ps */
-        att_chunk(q, kc, vc, hd, hpt, p0, p1, scr, wide, false, parts + (size_t)c * ps, hs, f16);
-    }
-    if (!j->split) {
-        for (int32_t g = 0; g < hpt; g++) {
-            att_merge(parts + (size_t)g * hs, n_ch, hd, out + (size_t)g * (size_t)hd);
-        }
-    }
+    att_heads(f->q + (size_t)t * qd + (size_t)h0 * (size_t)hd, kc, vc, bt->pos + 1, hd,
+              j->heads_per_task, c0, c1, scr, parts, hs, !j->split,
+              f->xb + (size_t)t * qd + (size_t)h0 * (size_t)hd, wide, f16);
 }
 
 /* Task -> (token, heads, chunks): (token, unit) when whole, (token, chunk, unit) when split. */
@@ -420,25 +430,15 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
 }
 
 /* One query head over n positions of keys k and values v (rows of hd F32 values, or F16 when
- * f16), chunks and merge included, as the tasks compute it (eng_att_head). */
+ * f16), as the tasks compute it (eng_att_head); scratch: eng_att_head_scratch(n, hd) floats. */
 static inline __attribute__((always_inline)) void att_head(const float *q, const void *k,
                                                            const void *v, int32_t n, int32_t hd,
                                                            float *scratch, float *out, bool wide,
                                                            bool f16)
 {
     struct kv_rows kr = {k, 0}, vr = {v, 0};
-    int32_t n_ch = att_chunks(n);
-    if (n_ch == 1) {
-        att_chunk(q, kr, vr, hd, 1, 0, n, scratch, wide, true, out, (size_t)hd, f16);
-        return;
-    }
-    float *parts = scratch + ATT_CHUNK;
-    for (int32_t c = 0; c < n_ch; c++) {
-        int32_t p0 = c * ATT_CHUNK, p1 = p0 + ATT_CHUNK < n ? p0 + ATT_CHUNK : n;
-        att_chunk(q, kr, vr, hd, 1, p0, p1, scratch, wide, false, parts + (size_t)c * ATT_PART(hd),
-                  ATT_PART(hd), f16);
-    }
-    att_merge(parts, n_ch, hd, out);
+    att_heads(q, kr, vr, n, hd, 1, 0, att_chunks(n), scratch, scratch + ATT_CHUNK, ATT_PART(hd),
+              true, out, wide, f16);
 }
 
 /* The AVX2/F16C build of the attention task (attention_avx2.c), F32 and F16 KV caches. */

@@ -1,11 +1,12 @@
 /* The transformer forward pass (llama / qwen2): RMSNorm, GQA attention over a preallocated
- * F32 KV cache with rope (adjacent pairs for llama, rotated halves for qwen2), SwiGLU FFN,
- * final norm and logits. One call runs a batch of tokens from any number of sequences, each
- * at its own position: the matmuls see all tokens at once (matrix-matrix), attention runs in
- * chunks of positions split per (token, KV head) or, for a few decoding tokens, per (token,
- * KV head, chunk) across the pool (its loops vectorized 8 wide on AVX2 CPUs, with the same
- * results bit for bit). Runs on the engine worker thread that owns the context
- * (plus the pool's threads inside eng_pool_run); allocates nothing after eng_fwd_init. */
+ * KV cache (F32, or F16 on request) with rope (adjacent pairs for llama, rotated halves for
+ * qwen2), SwiGLU FFN, final norm and logits. One call runs a batch of tokens from any number
+ * of sequences, each at its own position: the matmuls see all tokens at once (matrix-matrix),
+ * attention (attention.h) runs in chunks of positions split per (token, KV head) or, for a
+ * few decoding tokens, per (token, KV head, chunk) across the pool (8 floats wide on AVX2
+ * CPUs, with the same results bit for bit). Runs on the engine worker thread that owns the
+ * context (plus the pool's threads inside eng_pool_run); allocates nothing after
+ * eng_fwd_init. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,7 +15,6 @@
 #include "local-engine/attention.h"
 #include "local-engine/model_internal.h"
 #include "local-engine/quant.h"
-#include "local-engine/quant_internal.h"
 
 /* Below this many multiply-adds per layer, attention runs on the calling thread alone. */
 #define ATT_POOL_MIN_WORK (64 * 1024)
