@@ -82,6 +82,16 @@ static void assert_verifies(const char *const *files, size_t n, uint64_t want_re
     wye_buf_cleanup(&rep);
 }
 
+/* The file at p holds exactly the len bytes of want. */
+static void assert_file_is(const char *p, const char *want, size_t want_len)
+{
+    size_t len;
+    char *now = tl_read(p, &len);
+    assert_int_equal(len, want_len);
+    assert_memory_equal(now, want, len);
+    free(now);
+}
+
 static void test_chain_append_verify(void **state)
 {
     (void)state;
@@ -491,11 +501,7 @@ static void test_torn_last_line(void **state)
     assert_non_null(kept);
     assert_string_equal(kept, "{\"seq\":4,\"ts\":\"2026-11-21T10:0\n");
     free(kept);
-    size_t len;
-    char *now = tl_read(path, &len);
-    assert_int_equal(len, good_len);
-    assert_memory_equal(now, good, len);
-    free(now);
+    assert_file_is(path, good, good_len);
     for (int i = 3; i < 5; i++) {
         struct rt_ledger_rec r = tl_rec(i);
         assert_int_equal(rt_ledger_append(l, &r, NULL, NULL), WYE_OK);
@@ -1092,11 +1098,7 @@ static void test_inline_write_failure(void **state)
     assert_int_equal(log.status[3], WYE_ERR_IO);
     assert_non_null(strstr(text, "ledger: write to"));
     free(text);
-    size_t len;
-    char *now = tl_read(path, &len);
-    assert_int_equal(len, good_len);
-    assert_memory_equal(now, good, len);
-    free(now);
+    assert_file_is(path, good, good_len);
     struct rt_ledger_stats st;
     rt_ledger_stats(l, &st);
     assert_int_equal(st.records, 3);
@@ -1111,7 +1113,7 @@ static void test_inline_write_failure(void **state)
     rt_ledger_close(l);
     const char *files[] = {path};
     assert_verifies(files, 1, 4);
-    now = tl_read(path, NULL);
+    char *now = tl_read(path, NULL);
     assert_non_null(strstr(now, "{\"seq\":4,\"ts\":\"2026-11-21T10:00:04.000Z\",\"request_id\":"
                                 "\"req_000004\""));
     free(now);
