@@ -602,6 +602,10 @@ void eng_act_prepare_q4_0r8(struct eng_pool *pool, const float *x, int64_t k, in
     }
 }
 
+/* The fewest tokens that go through the prompt kernel (gemm_q4_0r8_many): its broadcasts
+ * are written once per 4 tokens and 16 blocks and then read by every group of rows. */
+#define R8_MANY_MIN_TOK 32
+
 void eng_matmul_act_rows_q4_0r8(const void *w8, const struct eng_act *a, float *y, int64_t ldy,
                                 int64_t r0, int64_t r1)
 {
@@ -613,6 +617,11 @@ void eng_matmul_act_rows_q4_0r8(const void *w8, const struct eng_act *a, float *
     /* rows per tile: a multiple of 8 that stays in L2 while every token group passes */
     int64_t tile = (int64_t)(ROW_TILE_BYTES / (sizeof(*w) * (size_t)nb)) * 8;
     tile = tile < 8 ? 8 : tile;
+    if (a->xs8 && a->n_tok >= R8_MANY_MIN_TOK && kt->gemm_q4_0r8_many) {
+        kt->gemm_q4_0r8_many(a->k, w + r0 / 8 * nb, r1 - r0, a->xq, a->xq_row_bytes, a->n_tok,
+                             a->xd, a->xs8, y + r0, ldy);
+        return;
+    }
     const char *xb = a->xq;
     for (int64_t rt = r0; rt < r1; rt += tile) {
         int64_t re = rt + tile < r1 ? rt + tile : r1;

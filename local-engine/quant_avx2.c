@@ -29,6 +29,20 @@
 #else
 #define UNROLL_NX
 #endif
+#if defined(__clang__)
+#define UNROLL_8 _Pragma("unroll")
+#elif defined(__GNUC__)
+#define UNROLL_8 _Pragma("GCC unroll 8")
+#else
+#define UNROLL_8
+#endif
+#if defined(__clang__)
+#define UNROLL_8 _Pragma("unroll")
+#elif defined(__GNUC__)
+#define UNROLL_8 _Pragma("GCC unroll 8")
+#else
+#define UNROLL_8
+#endif
 
 ALWAYS_INLINE float hsum_ps(__m256 v)
 {
@@ -1330,6 +1344,239 @@ static void gemm_q4_0r8(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_r
     }
 }
 
+/* ---- repacked Q4_0 against a prompt's tokens: the activations broadcast once ----
+ *
+ * gemm_r8_impl broadcasts each token's 4-byte activation groups again for every group of 8
+ * rows, and with its 8 unpacked weight vectors and 4 accumulators GCC spills in the loop.
+ * For a prompt (R8_MANY_MIN_TOK tokens or more, quant.c) the broadcasts are written once,
+ * R8B_NT tokens by R8B_KC blocks at a time, into a buffer that stays in L1 (struct r8b_act,
+ * with each block's scale and 8 x its sum as vectors too); maddubs takes them from memory
+ * while every group of rows of a tile (ROW_TILE_R8B bytes of weights, in L2) passes over
+ * them, and the 4-token loop is written out in assembly (r8b_group4) so that nothing
+ * spills. Measured on the 2-core Zen 3, alternating with the previous build (BENCHMARKS.md):
+ * TinyLlama Q4_0 prompt of 128 tokens on one thread 62.6 -> 66.1 tok/s (medians of 7); for
+ * 8 tokens the kernel was slower than gemm_r8_impl's tiles, for 16 even (bench_kernels
+ * --batch), hence the threshold. The arithmetic is gemm_r8_impl's, operation for operation (the
+ * block's exact integer dot, then acc = fma(d_w * d_x, dot, acc) in block order; the
+ * accumulators wait in y between chunks of blocks), so a token's values do not depend on
+ * which kernel computed them (test_kernels_r8). */
+struct r8b_act {
+    int8_t q[8][32]; /* q[p]: activation bytes 4p..4p+3 of the block, 8 times */
+    int32_t s8[8];   /* 8 x the sum of the block's 32 values, 8 times */
+    float d[8];      /* the block's scale, 8 times */
+};
+_Static_assert(sizeof(struct r8b_act) == 320, "r8b_act layout");
+
+#define R8B_NT 4
+#define R8B_KC 16 /* 4 tokens x 16 blocks x 320 bytes = 20 KiB */
+#define ROW_TILE_R8B (256 * 1024)
+
+static _Thread_local _Alignas(64) struct r8b_act r8b_buf[R8B_KC * R8B_NT];
+/* The asm's constants: the low nibble mask, then 1 as int16 (madd's pairwise sums). */
+static const struct {
+    _Alignas(32) uint8_t m4[32];
+    int16_t ones[16];
+} r8b_const = {
+    {0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F,
+     0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F,
+     0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F, 0x0F},
+    {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+};
+
+/* Blocks [b0, b0 + bn) of nt tokens into r8b_buf[i * R8B_NT + j]. */
+static void r8b_fill(const unsigned char *x, size_t x_stride, const float *xd, const int32_t *xs8,
+                     int64_t nb, int nt, int64_t b0, int64_t bn)
+{
+    for (int64_t i = 0; i < bn; i++) {
+        for (int j = 0; j < nt; j++) {
+            const struct eng_block_q8_0 *b =
+                (const struct eng_block_q8_0 *)(const void *)(x + (size_t)j * x_stride) + b0 + i;
+            struct r8b_act *o = &r8b_buf[i * R8B_NT + j];
+            for (int p = 0; p < 8; p++) {
+                int32_t v;
+                memcpy(&v, b->qs + 4 * p, 4);
+                _mm256_store_si256((__m256i *)(void *)o->q[p], _mm256_set1_epi32(v));
+            }
+            _mm256_store_si256((__m256i *)(void *)o->s8, _mm256_set1_epi32(xs8[j * nb + b0 + i]));
+            _mm256_store_ps(o->d, _mm256_set1_ps(xd[j * nb + b0 + i]));
+        }
+    }
+}
+
+/* One group of 8 rows (its blocks b0.. in gb) over bn blocks of the NT tokens in r8b_buf;
+ * the accumulators start from y (first false) or zero and end in y[j * ldy + r]. */
+ALWAYS_INLINE void r8b_group(const struct eng_block_q4_0x8 *gb, int64_t bn, bool first, float *y,
+                             int64_t ldy, const int NT)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones16 = _mm256_set1_epi16(1);
+    __m256 acc[R8B_NT];
+    UNROLL_NX
+    for (int j = 0; j < NT; j++) {
+        acc[j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + j * ldy);
+    }
+    for (int64_t i = 0; i < bn; i++) {
+        const char *bp = (const char *)(gb + i);
+        _mm_prefetch(bp + PF_DIST, _MM_HINT_T0);
+        _mm_prefetch(bp + PF_DIST + 64, _MM_HINT_T0);
+        _mm_prefetch(bp + PF_DIST + 128, _MM_HINT_T0);
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)gb[i].d));
+        __m256i u[8];
+        UNROLL_NX
+        for (int q = 0; q < 4; q++) {
+            __m256i c = loadu256(gb[i].qs + 32 * q);
+            u[2 * q] = _mm256_and_si256(c, m4);
+            u[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
+        }
+        UNROLL_NX
+        for (int j = 0; j < NT; j++) {
+            const struct r8b_act *a = &r8b_buf[i * R8B_NT + j];
+            const __m256i *aq = (const __m256i *)(const void *)a->q;
+            __m256i s = _mm256_maddubs_epi16(u[0], _mm256_load_si256(aq));
+            UNROLL_8
+            for (int p = 1; p < 8; p++) {
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(u[p], _mm256_load_si256(aq + p)));
+            }
+            __m256i d = _mm256_sub_epi32(_mm256_madd_epi16(s, ones16),
+                                         _mm256_load_si256((const __m256i *)(const void *)a->s8));
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_load_ps(a->d)), _mm256_cvtepi32_ps(d),
+                                     acc[j]);
+        }
+    }
+    UNROLL_NX
+    for (int j = 0; j < NT; j++) {
+        _mm256_storeu_ps(y + j * ldy, acc[j]);
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* r8b_group for R8B_NT (4) tokens, written out: with the 8 unpacked weight vectors, the 4
+ * accumulators, the block's scales and the two constants live, GCC spills in the loop
+ * (llvm-mca -mcpu=znver3 on its code: 35 cycles per block, 21 stack accesses; this
+ * sequence: 29, none). Operation for operation the intrinsics above: ymm0-7 the unpacked
+ * weights u[0..7], ymm8 the int16 sum then the dot, ymm9 a product, ymm10 the 8 rows'
+ * scales, ymm11 int16 ones; the accumulators in registers of the compiler's choice. */
+#define R8B_TOKEN(J)                                                                               \
+    "vpmaddubsw " #J "*320+0(%[a]), %%ymm0, %%ymm8\n\t"                                            \
+    "vpmaddubsw " #J "*320+32(%[a]), %%ymm1, %%ymm9\n\t"                                           \
+    "vpaddw %%ymm9, %%ymm8, %%ymm8\n\t"                                                            \
+    "vpmaddubsw " #J "*320+64(%[a]), %%ymm2, %%ymm9\n\t"                                           \
+    "vpaddw %%ymm9, %%ymm8, %%ymm8\n\t"                                                            \
+    "vpmaddubsw " #J "*320+96(%[a]), %%ymm3, %%ymm9\n\t"                                           \
+    "vpaddw %%ymm9, %%ymm8, %%ymm8\n\t"                                                            \
+    "vpmaddubsw " #J "*320+128(%[a]), %%ymm4, %%ymm9\n\t"                                          \
+    "vpaddw %%ymm9, %%ymm8, %%ymm8\n\t"                                                            \
+    "vpmaddubsw " #J "*320+160(%[a]), %%ymm5, %%ymm9\n\t"                                          \
+    "vpaddw %%ymm9, %%ymm8, %%ymm8\n\t"                                                            \
+    "vpmaddubsw " #J "*320+192(%[a]), %%ymm6, %%ymm9\n\t"                                          \
+    "vpaddw %%ymm9, %%ymm8, %%ymm8\n\t"                                                            \
+    "vpmaddubsw " #J "*320+224(%[a]), %%ymm7, %%ymm9\n\t"                                          \
+    "vpaddw %%ymm9, %%ymm8, %%ymm8\n\t"                                                            \
+    "vpmaddwd %%ymm11, %%ymm8, %%ymm8\n\t"                                                         \
+    "vpsubd " #J "*320+256(%[a]), %%ymm8, %%ymm8\n\t"                                              \
+    "vcvtdq2ps %%ymm8, %%ymm8\n\t"                                                                 \
+    "vmulps " #J "*320+288(%[a]), %%ymm10, %%ymm9\n\t"                                             \
+    "vfmadd231ps %%ymm9, %%ymm8, %[acc" #J "]\n\t"
+
+static void r8b_group4(const struct eng_block_q4_0x8 *gb, int64_t bn, bool first, float *y,
+                       int64_t ldy)
+{
+    __m256 acc0, acc1, acc2, acc3;
+    if (first) {
+        acc0 = acc1 = acc2 = acc3 = _mm256_setzero_ps();
+    } else {
+        acc0 = _mm256_loadu_ps(y);
+        acc1 = _mm256_loadu_ps(y + ldy);
+        acc2 = _mm256_loadu_ps(y + 2 * ldy);
+        acc3 = _mm256_loadu_ps(y + 3 * ldy);
+    }
+    const struct eng_block_q4_0x8 *w = gb, *end = gb + bn;
+    const struct r8b_act *a = r8b_buf;
+    __asm__ volatile("vmovdqa 32(%[c]), %%ymm11\n\t"
+                     "1:\n\t"
+                     "prefetcht0 2048(%[w])\n\t"
+                     "prefetcht0 2112(%[w])\n\t"
+                     "prefetcht0 2176(%[w])\n\t"
+                     "vcvtph2ps (%[w]), %%ymm10\n\t"
+                     /* u[2q] = qs[32q..] & 15 in ymm(2q), u[2q + 1] = (qs >> 4) & 15 */
+                     "vmovdqu 16(%[w]), %%ymm0\n\t"
+                     "vpsrlw $4, %%ymm0, %%ymm1\n\t"
+                     "vpand (%[c]), %%ymm0, %%ymm0\n\t"
+                     "vpand (%[c]), %%ymm1, %%ymm1\n\t"
+                     "vmovdqu 48(%[w]), %%ymm2\n\t"
+                     "vpsrlw $4, %%ymm2, %%ymm3\n\t"
+                     "vpand (%[c]), %%ymm2, %%ymm2\n\t"
+                     "vpand (%[c]), %%ymm3, %%ymm3\n\t"
+                     "vmovdqu 80(%[w]), %%ymm4\n\t"
+                     "vpsrlw $4, %%ymm4, %%ymm5\n\t"
+                     "vpand (%[c]), %%ymm4, %%ymm4\n\t"
+                     "vpand (%[c]), %%ymm5, %%ymm5\n\t"
+                     "vmovdqu 112(%[w]), %%ymm6\n\t"
+                     "vpsrlw $4, %%ymm6, %%ymm7\n\t"
+                     "vpand (%[c]), %%ymm6, %%ymm6\n\t"
+                     "vpand (%[c]), %%ymm7, %%ymm7\n\t" R8B_TOKEN(0) R8B_TOKEN(1) R8B_TOKEN(2)
+                         R8B_TOKEN(3) "add $144, %[w]\n\t"
+                                      "add $1280, %[a]\n\t"
+                                      "cmp %[w], %[end]\n\t"
+                                      "jne 1b\n\t"
+                     : [w] "+r"(w), [a] "+r"(a), [acc0] "+x"(acc0), [acc1] "+x"(acc1),
+                       [acc2] "+x"(acc2), [acc3] "+x"(acc3)
+                     : [end] "r"(end), [c] "r"(&r8b_const)
+                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+                       "xmm9", "xmm10", "xmm11", "memory", "cc");
+    _mm256_storeu_ps(y, acc0);
+    _mm256_storeu_ps(y + ldy, acc1);
+    _mm256_storeu_ps(y + 2 * ldy, acc2);
+    _mm256_storeu_ps(y + 3 * ldy, acc3);
+}
+#define R8B_GROUP4(gb, bn, first, y, ldy) r8b_group4(gb, bn, first, y, ldy)
+#else
+#define R8B_GROUP4(gb, bn, first, y, ldy) r8b_group(gb, bn, first, y, ldy, R8B_NT)
+#endif
+
+static void r8b_groups(const struct eng_block_q4_0x8 *w, int64_t nb, int64_t g0, int64_t g1,
+                       int64_t b0, int64_t bn, float *y, int64_t ldy, int nt)
+{
+    for (int64_t g = g0; g < g1; g++) {
+        const struct eng_block_q4_0x8 *gb = w + g * nb + b0;
+        float *yg = y + g * 8;
+        switch (nt) {
+        case 1:
+            r8b_group(gb, bn, b0 == 0, yg, ldy, 1);
+            break;
+        case 2:
+            r8b_group(gb, bn, b0 == 0, yg, ldy, 2);
+            break;
+        case 3:
+            r8b_group(gb, bn, b0 == 0, yg, ldy, 3);
+            break;
+        default:
+            R8B_GROUP4(gb, bn, b0 == 0, yg, ldy);
+            break;
+        }
+    }
+}
+
+static void gemm_q4_0r8_many(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
+                             const void *x, size_t x_stride, int64_t n_tok, const float *xd,
+                             const int32_t *xs8, float *y, int64_t ldy)
+{
+    const int64_t nb = k / ENG_QK, groups = n_rows / 8;
+    int64_t tile = (int64_t)(ROW_TILE_R8B / (sizeof(*w) * (size_t)nb));
+    tile = tile < 1 ? 1 : tile;
+    for (int64_t g0 = 0; g0 < groups; g0 += tile) {
+        int64_t g1 = g0 + tile < groups ? g0 + tile : groups;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += R8B_NT) {
+            int nt = n_tok - t0 < R8B_NT ? (int)(n_tok - t0) : R8B_NT;
+            const unsigned char *xt = (const unsigned char *)x + (size_t)t0 * x_stride;
+            for (int64_t b0 = 0; b0 < nb; b0 += R8B_KC) {
+                int64_t bn = nb - b0 < R8B_KC ? nb - b0 : R8B_KC;
+                r8b_fill(xt, x_stride, xd + t0 * nb, xs8 + t0 * nb, nb, nt, b0, bn);
+                r8b_groups(w, nb, g0, g1, b0, bn, y + t0 * ldy, ldy, nt);
+            }
+        }
+    }
+}
+
 static struct eng_kernel_table avx2_table;
 static pthread_once_t avx2_once = PTHREAD_ONCE_INIT;
 
@@ -1362,6 +1609,7 @@ static void avx2_fill(void)
     t->gemm8[ENG_TYPE_Q8_0] = gemm8_q8_0;
     t->gemm8[ENG_TYPE_Q4_0] = gemm8_q4_0;
     t->gemm_q4_0r8 = gemm_q4_0r8;
+    t->gemm_q4_0r8_many = gemm_q4_0r8_many;
     t->dot[ENG_TYPE_Q4_1] = dot_q4_1;
     t->dot[ENG_TYPE_Q5_1] = dot_q5_1;
     t->dot[ENG_TYPE_Q4_K] = dot_q4_K;

@@ -262,6 +262,14 @@ typedef void (*eng_gemm_r8_fn)(int64_t k, const struct eng_block_q4_0x8 *w, int6
                                const void *x, size_t x_stride, int nx, const float *xd,
                                const int32_t *xs8, float *y, int64_t ldy);
 
+/* Repacked Q4_0 (n_rows a multiple of 8) against n_tok >= 1 Q8_0 activation rows x_stride
+ * bytes apart, with their block scales and 8 x their block sums given (xd, xs8: k / 32 per
+ * token): y[j * ldy + r] = dot(row r, token j), the same bits as eng_gemm_r8_fn gives. For
+ * prompts. Optional (NULL: gemm_q4_0r8 takes the tokens 4 at a time). */
+typedef void (*eng_gemm_r8_many_fn)(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
+                                    const void *x, size_t x_stride, int64_t n_tok, const float *xd,
+                                    const int32_t *xs8, float *y, int64_t ldy);
+
 struct eng_kernel_table {
     const char *name;
     eng_dequant_fn dequant[ENG_TYPE__MAX]; /* by type, incl. Q8_0/Q8_1/Q8_K */
@@ -272,6 +280,7 @@ struct eng_kernel_table {
     eng_gemm_fn gemm[ENG_TYPE__MAX];       /* optional, Q8_0-activation types only */
     eng_gemm8_fn gemm8[ENG_TYPE__MAX];     /* optional, only where gemm is set too */
     eng_gemm_r8_fn gemm_q4_0r8;            /* repacked Q4_0 (always set) */
+    eng_gemm_r8_many_fn gemm_q4_0r8_many;  /* repacked Q4_0, prompts (optional) */
 };
 
 /* xd[b] = the scale of Q8_0 block b of x as a float, xsum[b] = the sum of its 32 int8

@@ -5,7 +5,9 @@
  * the same bits whatever the number of tokens beside it and whether its scales and sums are
  * given or computed; eng_matmul_act_rows_q4_0r8 over activations from eng_act_prepare
  * (decode, 4-token and packed batches) and from eng_act_prepare_q4_0r8, with and without a
- * pool, gives exactly the kernel's values; eng_q4_0r8_ok takes only the shapes the kernels handle. */
+ * pool, gives exactly the kernel's values; the AVX2 prompt kernel (any number of tokens, chunks
+ * of blocks, tiles of rows) gives each token the 4-token kernel's bits; eng_q4_0r8_ok takes
+ * only the shapes the kernels handle. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -237,6 +239,92 @@ static void test_matmul_act_rows(void **state)
     free(wq), free(p), free(x), free(xq), free(want), free(y), free(scratch);
 }
 
+/* The prompt kernel (AVX2 only): for 1-5, 9 and 37 tokens, row lengths of 1, 3, 17 and 65
+ * blocks (chunks of 16 blocks, partial ones) and 30 groups of rows (two tiles at 65 blocks),
+ * each (row, token) the bits of the 4-token kernel for that token alone; NaN canaries left
+ * beside the rows and after the tokens. Then through eng_matmul_act_rows_q4_0r8 (which takes
+ * it from 32 tokens on) with and without a pool: the active table's bits. */
+static void test_prompt_kernel(void **state)
+{
+    (void)state;
+    if (!eng_cpu_has_avx2()) {
+        skip();
+    }
+    const struct eng_kernel_table *kt = eng_kernels_avx2();
+    assert_non_null(kt->gemm_q4_0r8_many);
+    enum { M = 240, LDY = 250, T = 37 };
+    static const int64_t ks[] = {32, 96, 544, 2080};
+    static const int ns[] = {1, 2, 3, 4, 5, 9, T};
+    struct eng_pool *pool = eng_pool_create(2);
+    assert_non_null(pool);
+    for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++) {
+        const int64_t k = ks[ki], nb = k / ENG_QK;
+        size_t wrb = eng_type_row_bytes(ENG_TYPE_Q4_0, k),
+               arb = eng_type_row_bytes(ENG_TYPE_Q8_0, k);
+        unsigned char *wq = make_rows(ENG_TYPE_Q4_0, M, k, ki % 2);
+        struct eng_block_q4_0x8 *p = xmalloc(wrb * M);
+        eng_q4_0r8_pack(wq, M, k, p);
+        float *x = xmalloc((size_t)T * (size_t)k * sizeof(float));
+        for (int64_t i = 0; i < T * k; i++) {
+            x[i] = rng_sym() * 3.0f;
+        }
+        unsigned char *xq = xmalloc(arb * T);
+        float *xd = xmalloc((size_t)(T * nb) * sizeof(float));
+        int32_t *xs8 = xmalloc((size_t)(T * nb) * sizeof(int32_t));
+        float *want = xmalloc((size_t)T * LDY * sizeof(float));
+        float *y = xmalloc((size_t)(T + 1) * LDY * sizeof(float));
+        for (int t = 0; t < T; t++) {
+            eng_act_quantize(ENG_TYPE_Q4_0, x + t * k, xq + (size_t)t * arb, k);
+            const struct eng_block_q8_0 *b = (const void *)(xq + (size_t)t * arb);
+            for (int64_t i = 0; i < nb; i++) {
+                int32_t sum = 0;
+                for (int e = 0; e < ENG_QK; e++) {
+                    sum += b[i].qs[e];
+                }
+                xd[t * nb + i] = eng_fp16_to_fp32(b[i].d);
+                xs8[t * nb + i] = 8 * sum;
+            }
+            kt->gemm_q4_0r8(k, p, M, xq + (size_t)t * arb, arb, 1, NULL, NULL, want + t * LDY, LDY);
+        }
+        for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+            memset(y, 0xff, (size_t)(T + 1) * LDY * sizeof(float));
+            kt->gemm_q4_0r8_many(k, p, M, xq, arb, ns[ni], xd, xs8, y, LDY);
+            for (int t = 0; t <= ns[ni]; t++) {
+                for (int r = 0; r < LDY; r++) {
+                    float got = y[t * LDY + r];
+                    if (t == ns[ni] || r >= M) {
+                        assert_true(isnan(got));
+                    } else if (memcmp(&got, &want[t * LDY + r], sizeof(got)) != 0) {
+                        print_error("k=%lld n_tok=%d row %d tok %d: %.9g, alone %.9g\n",
+                                    (long long)k, ns[ni], r, t, got, want[t * LDY + r]);
+                        fail();
+                    }
+                }
+            }
+        }
+        /* the entry point uses the active table (scalar under WYE_KERNELS=scalar) */
+        const struct eng_kernel_table *act = eng_kernels_active();
+        for (int t = 0; t < T; t++) {
+            act->gemm_q4_0r8(k, p, M, xq + (size_t)t * arb, arb, 1, NULL, NULL, want + t * LDY,
+                             LDY);
+        }
+        void *scratch = xmalloc(eng_matmul_scratch_bytes(ENG_TYPE_Q4_0, k, T));
+        for (int pi = 0; pi < 2; pi++) {
+            struct eng_act a;
+            eng_act_prepare_q4_0r8(pi ? pool : NULL, x, k, T, scratch, &a);
+            memset(y, 0xff, (size_t)(T + 1) * LDY * sizeof(float));
+            eng_matmul_act_rows_q4_0r8(p, &a, y, LDY, 16, 232);
+            for (int t = 0; t < T; t++) {
+                assert_memory_equal(y + t * LDY + 16, want + t * LDY + 16, 216 * sizeof(float));
+                assert_true(isnan(y[t * LDY + 15]) && isnan(y[t * LDY + 232]));
+            }
+        }
+        free(scratch);
+        free(wq), free(p), free(x), free(xq), free(xd), free(xs8), free(want), free(y);
+    }
+    eng_pool_destroy(pool);
+}
+
 static void test_shapes(void **state)
 {
     (void)state;
@@ -253,9 +341,8 @@ static void test_shapes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pack_layout),
-        cmocka_unit_test(test_kernels_match_q4_0),
-        cmocka_unit_test(test_matmul_act_rows),
+        cmocka_unit_test(test_pack_layout),     cmocka_unit_test(test_kernels_match_q4_0),
+        cmocka_unit_test(test_matmul_act_rows), cmocka_unit_test(test_prompt_kernel),
         cmocka_unit_test(test_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
