@@ -1351,8 +1351,8 @@ static void gemm_q4_0r8(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_r
  * For a prompt (R8_MANY_MIN_TOK tokens or more, quant.c) the broadcasts are written once,
  * R8B_NT tokens by R8B_KC blocks at a time, into a buffer that stays in L1 (struct r8b_act,
  * with each block's scale and 8 x its sum as vectors too); maddubs takes them from memory
- * while every group of rows of a tile (ROW_TILE_R8B bytes of weights, in L2) passes over
- * them, and the 4-token loop is written out in assembly (r8b_group4) so that nothing
+ * while every group of rows of a tile passes over them (the tile's R8B_KC blocks,
+ * ROW_TILE_R8B bytes of weights, stay in L2 while all the tokens pass), and the 4-token loop is written out in assembly (r8b_group4) so that nothing
  * spills. Measured on the 2-core Zen 3, alternating with the previous build (BENCHMARKS.md):
  * TinyLlama Q4_0 prompt of 128 tokens on one thread 62.6 -> 66.1 tok/s (medians of 7); for
  * 8 tokens the kernel was slower than gemm_r8_impl's tiles, for 16 even (bench_kernels
@@ -1561,15 +1561,15 @@ static void gemm_q4_0r8_many(int64_t k, const struct eng_block_q4_0x8 *w, int64_
                              const int32_t *xs8, float *y, int64_t ldy)
 {
     const int64_t nb = k / ENG_QK, groups = n_rows / 8;
-    int64_t tile = (int64_t)(ROW_TILE_R8B / (sizeof(*w) * (size_t)nb));
-    tile = tile < 1 ? 1 : tile;
+    /* groups per tile: their R8B_KC-block slab stays in L2 while every token passes */
+    const int64_t tile = (int64_t)(ROW_TILE_R8B / (sizeof(*w) * R8B_KC));
     for (int64_t g0 = 0; g0 < groups; g0 += tile) {
         int64_t g1 = g0 + tile < groups ? g0 + tile : groups;
-        for (int64_t t0 = 0; t0 < n_tok; t0 += R8B_NT) {
-            int nt = n_tok - t0 < R8B_NT ? (int)(n_tok - t0) : R8B_NT;
-            const unsigned char *xt = (const unsigned char *)x + (size_t)t0 * x_stride;
-            for (int64_t b0 = 0; b0 < nb; b0 += R8B_KC) {
-                int64_t bn = nb - b0 < R8B_KC ? nb - b0 : R8B_KC;
+        for (int64_t b0 = 0; b0 < nb; b0 += R8B_KC) {
+            int64_t bn = nb - b0 < R8B_KC ? nb - b0 : R8B_KC;
+            for (int64_t t0 = 0; t0 < n_tok; t0 += R8B_NT) {
+                int nt = n_tok - t0 < R8B_NT ? (int)(n_tok - t0) : R8B_NT;
+                const unsigned char *xt = (const unsigned char *)x + (size_t)t0 * x_stride;
                 r8b_fill(xt, x_stride, xd + t0 * nb, xs8 + t0 * nb, nb, nt, b0, bn);
                 r8b_groups(w, nb, g0, g1, b0, bn, y + t0 * ldy, ldy, nt);
             }
