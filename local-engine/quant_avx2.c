@@ -19,28 +19,17 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-/* The loops over the ENG_DOT_NX activation rows must be unrolled (nx is a constant in each
- * instantiation) so that the per-row accumulators live in registers, not on the stack; -O2
- * does not unroll them by itself. */
+/* The loops over the ENG_DOT_NX activation rows (and UNROLL_8: over a block's 8 groups of 4
+ * elements) must be unrolled (nx is a constant in each instantiation) so that the per-row
+ * accumulators live in registers, not on the stack; -O2 does not unroll them by itself. */
 #if defined(__clang__)
 #define UNROLL_NX _Pragma("unroll")
+#define UNROLL_8 _Pragma("unroll")
 #elif defined(__GNUC__)
 #define UNROLL_NX _Pragma("GCC unroll 4")
+#define UNROLL_8 _Pragma("GCC unroll 8")
 #else
 #define UNROLL_NX
-#endif
-#if defined(__clang__)
-#define UNROLL_8 _Pragma("unroll")
-#elif defined(__GNUC__)
-#define UNROLL_8 _Pragma("GCC unroll 8")
-#else
-#define UNROLL_8
-#endif
-#if defined(__clang__)
-#define UNROLL_8 _Pragma("unroll")
-#elif defined(__GNUC__)
-#define UNROLL_8 _Pragma("GCC unroll 8")
-#else
 #define UNROLL_8
 #endif
 
@@ -1261,6 +1250,23 @@ ALWAYS_INLINE __m256 r8_block_token(const __m256i u[8], const int8_t *xq, int32_
     return _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(d), acc);
 }
 
+/* Prefetches ahead along the rows, unpacks block b's nibbles into u (u[2q]: elements 8q..8q+3
+ * of the 8 rows, u[2q + 1]: 8q+4..8q+7; values 0..15) and returns its 8 scales. */
+ALWAYS_INLINE __m256 r8_unpack(const struct eng_block_q4_0x8 *b, __m256i m4, __m256i u[8])
+{
+    const char *bp = (const char *)b;
+    _mm_prefetch(bp + PF_DIST, _MM_HINT_T0);
+    _mm_prefetch(bp + PF_DIST + 64, _MM_HINT_T0);
+    _mm_prefetch(bp + PF_DIST + 128, _MM_HINT_T0);
+    UNROLL_NX
+    for (int q = 0; q < 4; q++) {
+        __m256i c = loadu256(b->qs + 32 * q);
+        u[2 * q] = _mm256_and_si256(c, m4);
+        u[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
+    }
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)b->d));
+}
+
 ALWAYS_INLINE void gemm_r8_impl(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_rows,
                                 const void *x, size_t x_stride, const int nx, const float *xd,
                                 const int32_t *xs8, float *y, int64_t ldy)
@@ -1301,18 +1307,8 @@ ALWAYS_INLINE void gemm_r8_impl(int64_t k, const struct eng_block_q4_0x8 *w, int
             acc[j] = _mm256_setzero_ps();
         }
         for (int64_t i = 0; i < nb; i++) {
-            const char *bp = (const char *)(gb + i);
-            _mm_prefetch(bp + PF_DIST, _MM_HINT_T0);
-            _mm_prefetch(bp + PF_DIST + 64, _MM_HINT_T0);
-            _mm_prefetch(bp + PF_DIST + 128, _MM_HINT_T0);
-            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)gb[i].d));
             __m256i u[8];
-            UNROLL_NX
-            for (int q = 0; q < 4; q++) {
-                __m256i c = loadu256(gb[i].qs + 32 * q);
-                u[2 * q] = _mm256_and_si256(c, m4);
-                u[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
-            }
+            __m256 dw = r8_unpack(gb + i, m4, u);
             UNROLL_NX
             for (int j = 0; j < nx; j++) {
                 acc[j] = r8_block_token(u, xb[j][i].qs, sum8[j][i], dw, dx[j][i], acc[j]);
@@ -1415,18 +1411,8 @@ ALWAYS_INLINE void r8b_group(const struct eng_block_q4_0x8 *gb, int64_t bn, bool
         acc[j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + j * ldy);
     }
     for (int64_t i = 0; i < bn; i++) {
-        const char *bp = (const char *)(gb + i);
-        _mm_prefetch(bp + PF_DIST, _MM_HINT_T0);
-        _mm_prefetch(bp + PF_DIST + 64, _MM_HINT_T0);
-        _mm_prefetch(bp + PF_DIST + 128, _MM_HINT_T0);
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)gb[i].d));
         __m256i u[8];
-        UNROLL_NX
-        for (int q = 0; q < 4; q++) {
-            __m256i c = loadu256(gb[i].qs + 32 * q);
-            u[2 * q] = _mm256_and_si256(c, m4);
-            u[2 * q + 1] = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
-        }
+        __m256 dw = r8_unpack(gb + i, m4, u);
         UNROLL_NX
         for (int j = 0; j < NT; j++) {
             const struct r8b_act *a = &r8b_buf[i * R8B_NT + j];

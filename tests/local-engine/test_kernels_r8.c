@@ -107,6 +107,21 @@ static double magnitude(const unsigned char *wrow, const unsigned char *xrow, in
     return s;
 }
 
+/* A Q8_0 row's block scales as floats and 8 x its block sums, as eng_act_prepare_q4_0r8 keeps
+ * them. */
+static void scales_sums(const unsigned char *row, int64_t nb, float *xd, int32_t *xs8)
+{
+    const struct eng_block_q8_0 *b = (const void *)row;
+    for (int64_t i = 0; i < nb; i++) {
+        int32_t sum = 0;
+        for (int e = 0; e < ENG_QK; e++) {
+            sum += b[i].qs[e];
+        }
+        xd[i] = eng_fp16_to_fp32(b[i].d);
+        xs8[i] = 8 * sum;
+    }
+}
+
 /* The table's kernel over 3 groups against nx tokens vs the reference Q4_0 dot, canaries
  * around the tile, and each token's bits equal to a call with that token alone. */
 static void kernel_case(const struct eng_kernel_table *kt, int64_t k, int nx, int extreme)
@@ -127,15 +142,7 @@ static void kernel_case(const struct eng_kernel_table *kt, int64_t k, int nx, in
     float *xd = xmalloc((size_t)(ENG_DOT_NX * nb) * sizeof(float));
     int32_t *xs8 = xmalloc((size_t)(ENG_DOT_NX * nb) * sizeof(int32_t));
     for (int j = 0; j < ENG_DOT_NX; j++) {
-        const struct eng_block_q8_0 *b = (const void *)(xq + (size_t)j * arb);
-        for (int64_t i = 0; i < nb; i++) {
-            int32_t sum = 0;
-            for (int e = 0; e < ENG_QK; e++) {
-                sum += b[i].qs[e];
-            }
-            xd[j * nb + i] = eng_fp16_to_fp32(b[i].d);
-            xs8[j * nb + i] = 8 * sum;
-        }
+        scales_sums(xq + (size_t)j * arb, nb, xd + j * nb, xs8 + j * nb);
     }
     float given[ENG_DOT_NX * LDY];
     memcpy(given, y, sizeof(given));
@@ -275,15 +282,7 @@ static void test_prompt_kernel(void **state)
         float *y = xmalloc((size_t)(T + 1) * LDY * sizeof(float));
         for (int t = 0; t < T; t++) {
             eng_act_quantize(ENG_TYPE_Q4_0, x + t * k, xq + (size_t)t * arb, k);
-            const struct eng_block_q8_0 *b = (const void *)(xq + (size_t)t * arb);
-            for (int64_t i = 0; i < nb; i++) {
-                int32_t sum = 0;
-                for (int e = 0; e < ENG_QK; e++) {
-                    sum += b[i].qs[e];
-                }
-                xd[t * nb + i] = eng_fp16_to_fp32(b[i].d);
-                xs8[t * nb + i] = 8 * sum;
-            }
+            scales_sums(xq + (size_t)t * arb, nb, xd + t * nb, xs8 + t * nb);
             kt->gemm_q4_0r8(k, p, M, xq + (size_t)t * arb, arb, 1, NULL, NULL, want + t * LDY, LDY);
         }
         for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
