@@ -614,14 +614,14 @@ void eng_matmul_act_rows_q4_0r8(const void *w8, const struct eng_act *a, float *
     const struct eng_kernel_table *kt = eng_kernels_active();
     const int64_t nb = a->k / ENG_QK;
     const struct eng_block_q4_0x8 *w = w8;
-    /* rows per tile: a multiple of 8 that stays in L2 while every token group passes */
-    int64_t tile = (int64_t)(ROW_TILE_BYTES / (sizeof(*w) * (size_t)nb)) * 8;
-    tile = tile < 8 ? 8 : tile;
     if (a->xs8 && a->n_tok >= R8_MANY_MIN_TOK && kt->gemm_q4_0r8_many) {
         kt->gemm_q4_0r8_many(a->k, w + r0 / 8 * nb, r1 - r0, a->xq, a->xq_row_bytes, a->n_tok,
                              a->xd, a->xs8, y + r0, ldy);
         return;
     }
+    /* rows per tile: a multiple of 8 that stays in L2 while every token group passes */
+    int64_t tile = (int64_t)(ROW_TILE_BYTES / (sizeof(*w) * (size_t)nb)) * 8;
+    tile = tile < 8 ? 8 : tile;
     const char *xb = a->xq;
     for (int64_t rt = r0; rt < r1; rt += tile) {
         int64_t re = rt + tile < r1 ? rt + tile : r1;

@@ -1343,19 +1343,19 @@ static void gemm_q4_0r8(int64_t k, const struct eng_block_q4_0x8 *w, int64_t n_r
 /* ---- repacked Q4_0 against a prompt's tokens: the activations broadcast once ----
  *
  * gemm_r8_impl broadcasts each token's 4-byte activation groups again for every group of 8
- * rows, and with its 8 unpacked weight vectors and 4 accumulators GCC spills in the loop.
- * For a prompt (R8_MANY_MIN_TOK tokens or more, quant.c) the broadcasts are written once,
- * R8B_NT tokens by R8B_KC blocks at a time, into a buffer that stays in L1 (struct r8b_act,
- * with each block's scale and 8 x its sum as vectors too); maddubs takes them from memory
- * while every group of rows of a tile passes over them (the tile's R8B_KC blocks,
- * ROW_TILE_R8B bytes of weights, stay in L2 while all the tokens pass), and the 4-token loop is written out in assembly (r8b_group4) so that nothing
- * spills. Measured on the 2-core Zen 3, alternating with the previous build (BENCHMARKS.md):
- * TinyLlama Q4_0 prompt of 128 tokens on one thread 62.6 -> 66.1 tok/s (medians of 7); for
- * 8 tokens the kernel was slower than gemm_r8_impl's tiles, for 16 even (bench_kernels
- * --batch), hence the threshold. The arithmetic is gemm_r8_impl's, operation for operation (the
- * block's exact integer dot, then acc = fma(d_w * d_x, dot, acc) in block order; the
- * accumulators wait in y between chunks of blocks), so a token's values do not depend on
- * which kernel computed them (test_kernels_r8). */
+ * rows, and with its 8 unpacked weight vectors and 4 accumulators GCC spills in the loop. For
+ * a prompt (R8_MANY_MIN_TOK tokens or more, quant.c) the broadcasts are written once, R8B_NT
+ * tokens by R8B_KC blocks at a time, into a buffer that stays in L1 (struct r8b_act, with each
+ * block's scale and 8 x its sum as vectors too); maddubs takes them from memory while every
+ * group of rows of a tile passes over them (the tile's R8B_KC blocks, ROW_TILE_R8B bytes of
+ * weights, stay in L2 while all the tokens pass), and the 4-token loop is written out in
+ * assembly (r8b_group4) so that nothing spills. Measured on the 2-core Zen 3, alternating with
+ * the previous build (BENCHMARKS.md): TinyLlama Q4_0 prompt of 128 tokens on one thread 62.6
+ * -> 66.1 tok/s (medians of 7); for 8 tokens the kernel was slower than gemm_r8_impl's tiles,
+ * for 16 even (bench_kernels --batch), hence the threshold. The arithmetic is gemm_r8_impl's,
+ * operation for operation (the block's exact integer dot, then acc = fma(d_w * d_x, dot, acc)
+ * in block order; the accumulators wait in y between chunks of blocks), so a token's values do
+ * not depend on which kernel computed them (test_kernels_r8). */
 struct r8b_act {
     int8_t q[8][32]; /* q[p]: activation bytes 4p..4p+3 of the block, 8 times */
     int32_t s8[8];   /* 8 x the sum of the block's 32 values, 8 times */
@@ -1463,6 +1463,8 @@ ALWAYS_INLINE void r8b_group(const struct eng_block_q4_0x8 *gb, int64_t bn, bool
     "vmulps " #J "*320+288(%[a]), %%ymm10, %%ymm9\n\t"                                             \
     "vfmadd231ps %%ymm9, %%ymm8, %[acc" #J "]\n\t"
 
+_Static_assert(R8B_NT == 4, "r8b_group4 is written out for 4 tokens");
+
 static void r8b_group4(const struct eng_block_q4_0x8 *gb, int64_t bn, bool first, float *y,
                        int64_t ldy)
 {
@@ -1477,38 +1479,44 @@ static void r8b_group4(const struct eng_block_q4_0x8 *gb, int64_t bn, bool first
     }
     const struct eng_block_q4_0x8 *w = gb, *end = gb + bn;
     const struct r8b_act *a = r8b_buf;
-    __asm__ volatile("vmovdqa 32(%[c]), %%ymm11\n\t"
-                     "1:\n\t"
-                     "prefetcht0 2048(%[w])\n\t"
-                     "prefetcht0 2112(%[w])\n\t"
-                     "prefetcht0 2176(%[w])\n\t"
-                     "vcvtph2ps (%[w]), %%ymm10\n\t"
-                     /* u[2q] = qs[32q..] & 15 in ymm(2q), u[2q + 1] = (qs >> 4) & 15 */
-                     "vmovdqu 16(%[w]), %%ymm0\n\t"
-                     "vpsrlw $4, %%ymm0, %%ymm1\n\t"
-                     "vpand (%[c]), %%ymm0, %%ymm0\n\t"
-                     "vpand (%[c]), %%ymm1, %%ymm1\n\t"
-                     "vmovdqu 48(%[w]), %%ymm2\n\t"
-                     "vpsrlw $4, %%ymm2, %%ymm3\n\t"
-                     "vpand (%[c]), %%ymm2, %%ymm2\n\t"
-                     "vpand (%[c]), %%ymm3, %%ymm3\n\t"
-                     "vmovdqu 80(%[w]), %%ymm4\n\t"
-                     "vpsrlw $4, %%ymm4, %%ymm5\n\t"
-                     "vpand (%[c]), %%ymm4, %%ymm4\n\t"
-                     "vpand (%[c]), %%ymm5, %%ymm5\n\t"
-                     "vmovdqu 112(%[w]), %%ymm6\n\t"
-                     "vpsrlw $4, %%ymm6, %%ymm7\n\t"
-                     "vpand (%[c]), %%ymm6, %%ymm6\n\t"
-                     "vpand (%[c]), %%ymm7, %%ymm7\n\t" R8B_TOKEN(0) R8B_TOKEN(1) R8B_TOKEN(2)
-                         R8B_TOKEN(3) "add $144, %[w]\n\t"
-                                      "add $1280, %[a]\n\t"
-                                      "cmp %[w], %[end]\n\t"
-                                      "jne 1b\n\t"
-                     : [w] "+r"(w), [a] "+r"(a), [acc0] "+x"(acc0), [acc1] "+x"(acc1),
-                       [acc2] "+x"(acc2), [acc3] "+x"(acc3)
-                     : [end] "r"(end), [c] "r"(&r8b_const)
-                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
-                       "xmm9", "xmm10", "xmm11", "memory", "cc");
+    /* clang-format off */
+    __asm__ volatile(
+        "vmovdqa 32(%[c]), %%ymm11\n\t"
+        "1:\n\t"
+        "prefetcht0 %c[pf](%[w])\n\t"
+        "prefetcht0 %c[pf]+64(%[w])\n\t"
+        "prefetcht0 %c[pf]+128(%[w])\n\t"
+        "vcvtph2ps (%[w]), %%ymm10\n\t"
+        /* u[2q] = qs[32q..] & 15 in ymm(2q), u[2q + 1] = (qs >> 4) & 15 */
+        "vmovdqu 16(%[w]), %%ymm0\n\t"
+        "vpsrlw $4, %%ymm0, %%ymm1\n\t"
+        "vpand (%[c]), %%ymm0, %%ymm0\n\t"
+        "vpand (%[c]), %%ymm1, %%ymm1\n\t"
+        "vmovdqu 48(%[w]), %%ymm2\n\t"
+        "vpsrlw $4, %%ymm2, %%ymm3\n\t"
+        "vpand (%[c]), %%ymm2, %%ymm2\n\t"
+        "vpand (%[c]), %%ymm3, %%ymm3\n\t"
+        "vmovdqu 80(%[w]), %%ymm4\n\t"
+        "vpsrlw $4, %%ymm4, %%ymm5\n\t"
+        "vpand (%[c]), %%ymm4, %%ymm4\n\t"
+        "vpand (%[c]), %%ymm5, %%ymm5\n\t"
+        "vmovdqu 112(%[w]), %%ymm6\n\t"
+        "vpsrlw $4, %%ymm6, %%ymm7\n\t"
+        "vpand (%[c]), %%ymm6, %%ymm6\n\t"
+        "vpand (%[c]), %%ymm7, %%ymm7\n\t"
+        R8B_TOKEN(0) R8B_TOKEN(1) R8B_TOKEN(2) R8B_TOKEN(3)
+        "add %[wstep], %[w]\n\t"
+        "add %[astep], %[a]\n\t"
+        "cmp %[w], %[end]\n\t"
+        "jne 1b\n\t"
+        : [w] "+r"(w), [a] "+r"(a), [acc0] "+x"(acc0), [acc1] "+x"(acc1), [acc2] "+x"(acc2),
+          [acc3] "+x"(acc3)
+        : [end] "r"(end), [c] "r"(&r8b_const), [pf] "i"(PF_DIST),
+          [wstep] "i"(sizeof(struct eng_block_q4_0x8)),
+          [astep] "i"(R8B_NT * sizeof(struct r8b_act))
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "memory", "cc");
+    /* clang-format on */
     _mm256_storeu_ps(y, acc0);
     _mm256_storeu_ps(y + ldy, acc1);
     _mm256_storeu_ps(y + 2 * ldy, acc2);
