@@ -2,19 +2,23 @@
  * the pool's own worker threads.
  *
  * DESIGN: a run writes its job (fn, arg, base) into one of two slots (by run parity), resets
- * the done counter, stores a 64-bit ticket {run number, n_tasks, next task = 0} (release) and
- * bumps the 32-bit generation (seq_cst). Every thread takes tasks with fetch_add on the
- * ticket and decides from the value it got back alone: an index below that value's n_tasks
- * is a task of that run (whose caller cannot finish, hence cannot reuse the slot, before the
- * task is counted done); anything else means "nothing left". So the caller waits only for
- * tasks that were taken (done == n_tasks, acquire; each thread releases its count once it
- * finds nothing left), never for a worker that was
- * descheduled and has not started: a late worker finds the counter exhausted and goes back
- * to waiting. Workers spin on the generation for up to SPIN_NS after their last task (pausing,
- * then yielding the CPU), then sleep on it with FUTEX_WAIT after announcing themselves in
- * n_sleeping; the caller issues FUTEX_WAKE only when someone sleeps. (Both sides use seq_cst
- * on gen and n_sleeping: either the caller sees the sleeper and wakes it, or the sleeper sees
- * the new generation and does not sleep.) */
+ * the done counter, splits the tasks into one contiguous share per thread and stores each
+ * share as a 64-bit ticket {run number, end, next = start} (release) on the thread's own
+ * cache line, then bumps the 32-bit generation (seq_cst). A thread takes tasks with
+ * fetch_add on its own ticket first, then on the others' (helping a slower or descheduled
+ * thread, task by task), and decides from the value it got back alone: an index below that
+ * value's end is a task of that run (whose caller cannot finish, hence cannot reuse the slot
+ * or the tickets, before the task is counted done); anything else means "nothing left
+ * there". Own shares keep the counters uncontended and each thread's rows contiguous, which
+ * the small matrices of small models notice (docs/engine.md); the helping keeps the
+ * balance of one shared counter. The caller waits only for tasks that were taken
+ * (done == n_tasks, acquire; each thread releases its count once it finds nothing left),
+ * never for a worker that was descheduled and has not started: a late worker finds the
+ * tickets exhausted and goes back to waiting. Workers spin on the generation for up to
+ * SPIN_NS after their last task (pausing, then yielding the CPU), then sleep on it with
+ * FUTEX_WAIT after announcing themselves in n_sleeping; the caller issues FUTEX_WAKE only
+ * when someone sleeps. (Both sides use seq_cst on gen and n_sleeping: either the caller sees
+ * the sleeper and wakes it, or the sleeper sees the new generation and does not sleep.) */
 #include <assert.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -43,9 +47,10 @@
 /* How long a waiting thread spins before it yields the CPU between checks. */
 #define PURE_SPIN_NS 20000
 
-/* The ticket: [63:48] run number (its low bit picks the job slot), [47:24] n_tasks,
- * [23:0] next task. next passes n_tasks by at most two per thread per run (a late worker's
- * empty take can land on the next run's ticket), so it never carries into n_tasks. */
+/* A ticket: [63:48] run number (its low bit picks the job slot), [47:24] end of the share,
+ * [23:0] next task (indices into the run's tasks). next passes end by at most two per thread
+ * per run (each thread's one empty take per ticket, and a late worker's empty take can land
+ * on the next run's ticket), so it never carries into end. */
 #define TICKET_N_SHIFT 24
 #define TICKET_RUN_SHIFT 48
 #define TICKET_FIELD_MASK ((UINT64_C(1) << 24) - 1)
@@ -62,6 +67,13 @@ struct job_slot {
     int64_t base; /* task number of ticket index 0 */
 };
 
+/* One thread's share of a run. Padded (not aligned: the array comes from calloc) so that no
+ * two tickets share a cache line. */
+struct ticket {
+    _Atomic uint64_t t;
+    char pad[64 - sizeof(uint64_t)];
+};
+
 struct eng_pool {
     int n_threads;
     int n_started;          /* workers actually created (cleanup) */
@@ -70,7 +82,7 @@ struct eng_pool {
     struct job_slot slots[2]; /* written by the caller only while no task of that slot runs */
     unsigned runs;            /* caller only */
 
-    _Alignas(64) _Atomic uint64_t ticket;
+    struct ticket *tickets;                 /* (n_threads): thread t's share is tickets[t] */
     _Alignas(64) atomic_int_least64_t done; /* tasks of the current run finished */
     _Alignas(64) atomic_uint gen;           /* bumped per run; the futex word */
     atomic_int n_sleeping;                  /* workers in (or about to be in) FUTEX_WAIT */
@@ -134,23 +146,28 @@ static unsigned wait_generation(struct eng_pool *pool, unsigned seen)
     return g;
 }
 
-/* Takes and runs tasks of whichever run the ticket holds until none is left, then adds how
- * many it ran to done in one release (one contended atomic per thread and run instead of
- * one per task). The run cannot end, so the ticket cannot move to another run, while this
- * thread holds tasks it has run but not yet counted. */
+/* Takes and runs tasks of whichever run the tickets hold, its own share first and then
+ * what is left of the others', until none is left, then adds how many it ran to done in one
+ * release (one contended atomic per thread and run instead of one per task). The run cannot
+ * end, so no ticket can move to another run, while this thread holds tasks it has run but
+ * not yet counted. */
 static void work(struct eng_pool *pool, int thread)
 {
     int64_t n_done = 0;
-    for (;;) {
-        uint64_t t = atomic_fetch_add_explicit(&pool->ticket, 1, memory_order_acq_rel);
-        uint64_t idx = t & TICKET_FIELD_MASK;
-        uint64_t n = (t >> TICKET_N_SHIFT) & TICKET_FIELD_MASK;
-        if (idx >= n) {
-            break;
+    int nth = pool->n_threads;
+    for (int i = 0; i < nth; i++) {
+        _Atomic uint64_t *tk = &pool->tickets[(thread + i) % nth].t;
+        for (;;) {
+            uint64_t t = atomic_fetch_add_explicit(tk, 1, memory_order_acq_rel);
+            uint64_t idx = t & TICKET_FIELD_MASK;
+            uint64_t end = (t >> TICKET_N_SHIFT) & TICKET_FIELD_MASK;
+            if (idx >= end) {
+                break;
+            }
+            const struct job_slot *job = &pool->slots[(t >> TICKET_RUN_SHIFT) & 1];
+            job->fn(job->arg, job->base + (int64_t)idx, thread);
+            n_done++;
         }
-        const struct job_slot *job = &pool->slots[(t >> TICKET_RUN_SHIFT) & 1];
-        job->fn(job->arg, job->base + (int64_t)idx, thread);
-        n_done++;
     }
     if (n_done > 0) {
         atomic_fetch_add_explicit(&pool->done, n_done, memory_order_release);
@@ -228,7 +245,13 @@ struct eng_pool *eng_pool_create(int n_threads)
         goto fail;
     }
     pool->n_threads = n_threads;
-    atomic_init(&pool->ticket, 0); /* n_tasks 0: nothing to take */
+    pool->tickets = wye_calloc((size_t)n_threads, sizeof(*pool->tickets));
+    if (!pool->tickets) {
+        goto fail_arrays;
+    }
+    for (int i = 0; i < n_threads; i++) {
+        atomic_init(&pool->tickets[i].t, 0); /* end 0: nothing to take */
+    }
     atomic_init(&pool->done, 0);
     atomic_init(&pool->gen, 0);
     atomic_init(&pool->n_sleeping, 0);
@@ -260,6 +283,7 @@ fail_threads:
 fail_arrays:
     wye_free(pool->workers);
     wye_free(pool->threads);
+    wye_free(pool->tickets);
     wye_free(pool);
 fail:
     return NULL;
@@ -273,12 +297,20 @@ void eng_pool_destroy(struct eng_pool *pool)
     stop_workers(pool);
     wye_free(pool->workers);
     wye_free(pool->threads);
+    wye_free(pool->tickets);
     wye_free(pool);
 }
 
 int eng_pool_size(const struct eng_pool *pool)
 {
     return pool ? pool->n_threads : 1;
+}
+
+static atomic_bool one_share; /* eng_pool_bench_one_share */
+
+void eng_pool_bench_one_share(bool on)
+{
+    atomic_store_explicit(&one_share, on, memory_order_relaxed);
 }
 
 static void run_batch(struct eng_pool *pool, void (*fn)(void *, int64_t, int), void *arg,
@@ -290,8 +322,16 @@ static void run_batch(struct eng_pool *pool, void (*fn)(void *, int64_t, int), v
     job->arg = arg;
     job->base = base;
     atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
-    uint64_t t = ((uint64_t)(run & 0xffffu) << TICKET_RUN_SHIFT) | ((uint64_t)n << TICKET_N_SHIFT);
-    atomic_store_explicit(&pool->ticket, t, memory_order_release);
+    uint64_t r = (uint64_t)(run & 0xffffu) << TICKET_RUN_SHIFT;
+    int nth = pool->n_threads;
+    bool one = atomic_load_explicit(&one_share, memory_order_relaxed);
+    for (int i = 0; i < nth; i++) {
+        /* thread i's share: [n i / nth, n (i + 1) / nth) (n < 2^23: no overflow) */
+        int64_t start = one ? 0 : n * i / nth;
+        int64_t end = one ? (i == 0 ? n : 0) : n * (i + 1) / nth;
+        uint64_t t = r | ((uint64_t)end << TICKET_N_SHIFT) | (uint64_t)start;
+        atomic_store_explicit(&pool->tickets[i].t, t, memory_order_release);
+    }
     publish(pool);
     work(pool, 0);
     wait_done(pool, n);

@@ -1,10 +1,11 @@
 /* The compute pool: persistent worker threads that split one job (matmul rows, heads, ...)
- * by handing out task indices through an atomic counter. Workers spin briefly on a
- * generation counter after a job and then sleep on a futex, so back-to-back jobs (hundreds
- * per token) start within a microsecond or so. */
+ * by handing out task indices through atomic counters, one contiguous share per thread.
+ * Workers spin briefly on a generation counter after a job and then sleep on a futex, so
+ * back-to-back jobs (hundreds per token) start within a microsecond or so. */
 #ifndef WYE_ENGINE_POOL_H
 #define WYE_ENGINE_POOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct eng_pool;
@@ -21,10 +22,16 @@ void eng_pool_destroy(struct eng_pool *pool);
 int eng_pool_size(const struct eng_pool *pool);
 /* Runs fn(arg, task, thread) for every task in [0, n_tasks) across the pool's threads (the
  * caller takes part as thread 0; thread < eng_pool_size) and returns when all are done, with
- * every task's writes visible to the caller. Each task runs exactly once; tasks are handed
- * out in increasing order through an atomic counter. Not reentrant; one caller thread at a
- * time. pool may be NULL (runs everything on the caller). */
+ * every task's writes visible to the caller. Each task runs exactly once, on any thread:
+ * every thread takes the tasks of its own contiguous share in increasing order, then helps
+ * with what is left of the others'. Not reentrant; one caller thread at a time. pool may be
+ * NULL (runs everything on the caller). */
 void eng_pool_run(struct eng_pool *pool, void (*fn)(void *arg, int64_t task, int thread),
                   void *arg, int64_t n_tasks);
+
+/* For benchmarks only (bench_kernels --pool-ab): true makes every pool's runs hand all tasks
+ * out of one counter shared by all threads, as the pool did before the per-thread shares;
+ * false (the default) restores the shares. Takes effect at the next run. */
+void eng_pool_bench_one_share(bool on);
 
 #endif
