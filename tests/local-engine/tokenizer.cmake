@@ -5,6 +5,8 @@ target_link_libraries(wye_tok_test INTERFACE wye_engine wye_common)
 wye_test(test_tokenizer test_tokenizer.c wye_tok_test)
 wye_test(test_tokenizer_vocab test_tokenizer_vocab.c wye_tok_test)
 wye_test(test_tokenizer_detok test_tokenizer_detok.c wye_tok_test)
+# Against tiktoken's ids for 400 random strings (the corpus and its generator: tiktoken/).
+wye_test(test_tokenizer_tiktoken test_tokenizer_tiktoken.c wye_tok_test PkgConfig::CJSON)
 wye_test(test_chat_template test_chat_template.c wye_tok_test)
 
 # Development helper for tok_pretok_fuzz.py (needs the third-party `regex` module, so it is

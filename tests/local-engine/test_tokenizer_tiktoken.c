@@ -1,0 +1,138 @@
+/* The byte-level BPE tokenizers against an independent implementation: 400 random strings
+ * (scripts, contractions, digit runs, whitespace and newline mixes, marks, emoji) with the ids
+ * OpenAI's tiktoken gives them for the Llama-3, Qwen2 and GPT-2 vocabularies
+ * (tokenizer_tiktoken_cases.jsonl, written by tiktoken/diff.mjs from the tokenizer files in
+ * ../shared/tokenizers and tiktoken's own GPT-2 table, each with its original pre-tokenizer
+ * regex). wye encodes every string with the matching vocab GGUF of ../shared/vocab, no
+ * BOS/EOS, special-token text as plain text, and must produce the same ids. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "local-engine/gguf.h"
+#include "local-engine/tokenizer.h"
+
+#define CASES WYE_SOURCE_DIR "/tests/local-engine/tokenizer_tiktoken_cases.jsonl"
+#define IDS_MAX 1024
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    char *p = NULL;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long n = ftell(f);
+        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (p = malloc((size_t)n + 1)) != NULL) {
+            if (fread(p, 1, (size_t)n, f) == (size_t)n) {
+                p[n] = '\0';
+            } else {
+                free(p);
+                p = NULL;
+            }
+        }
+    }
+    fclose(f);
+    return p;
+}
+
+static struct eng_tokenizer *load(const char *vocab)
+{
+    char path[512], err[256];
+    snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-%s.gguf", WYE_SHARED_DIR, vocab);
+    struct eng_gguf *g = NULL;
+    if (eng_gguf_open(path, &g, err, sizeof(err)) != WYE_OK) {
+        fail_msg("cannot open %s: %s", path, err);
+    }
+    struct eng_tokenizer *t = NULL;
+    enum wye_err e = eng_tokenizer_load(g, &t, err, sizeof(err));
+    eng_gguf_close(g);
+    if (e != WYE_OK) {
+        fail_msg("cannot load the tokenizer of %s: %s", path, err);
+    }
+    return t;
+}
+
+/* Every case's `key` ids against wye's encoding with the vocab; returns the mismatches. */
+static int run(const char *key, const char *vocab)
+{
+    char *all = read_file(CASES);
+    assert_non_null(all);
+    struct eng_tokenizer *t = load(vocab);
+    int n_cases = 0, fails = 0;
+    for (char *line = all; *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) {
+            *nl = '\0';
+        }
+        cJSON *c = cJSON_Parse(line);
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(c, "s");
+        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(c, key);
+        assert_true(cJSON_IsString(s) && cJSON_IsArray(ids));
+        int32_t got[IDS_MAX];
+        size_t n_got = 0;
+        enum wye_err e = eng_tokenize(t, s->valuestring, strlen(s->valuestring), false, false, got,
+                                      IDS_MAX, &n_got);
+        size_t n_want = (size_t)cJSON_GetArraySize(ids);
+        bool same = e == WYE_OK && n_got == n_want;
+        for (size_t i = 0; same && i < n_want; i++) {
+            same = got[i] == (int32_t)cJSON_GetArrayItem(ids, (int)i)->valuedouble;
+        }
+        if (!same) {
+            fails++;
+            char *text = cJSON_PrintUnformatted(s), *want = cJSON_PrintUnformatted(ids);
+            printf("FAIL %s case %d %s\n  tiktoken %s\n  wye     ", key, n_cases + 1, text, want);
+            for (size_t i = 0; i < n_got && i < IDS_MAX; i++) {
+                printf(" %d", got[i]);
+            }
+            printf(" (%s)\n", wye_err_str(e));
+            cJSON_free(text);
+            cJSON_free(want);
+        }
+        n_cases++;
+        cJSON_Delete(c);
+        line = nl ? nl + 1 : line + strlen(line);
+    }
+    printf("%s: %d cases, %d mismatches\n", key, n_cases, fails);
+    assert_true(n_cases >= 400); /* the whole corpus was read */
+    eng_tokenizer_destroy(t);
+    free(all);
+    return fails;
+}
+
+static void test_llama3(void **state)
+{
+    (void)state;
+    assert_int_equal(run("llama3", "llama-bpe"), 0);
+}
+
+static void test_qwen2(void **state)
+{
+    (void)state;
+    assert_int_equal(run("qwen2", "qwen2"), 0);
+}
+
+static void test_gpt2(void **state)
+{
+    (void)state;
+    assert_int_equal(run("gpt2", "gpt-2"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_llama3),
+        cmocka_unit_test(test_qwen2),
+        cmocka_unit_test(test_gpt2),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
