@@ -200,20 +200,20 @@ int eng_cli_bench(int argc, char **argv)
     /* the median generation against the highest bandwidth figure: the stricter reading */
     double frac_best = bw[r - 1] > 0 ? achieved / bw[r - 1] : 0.0;
     if (json) {
-        printf(
-            "{\"model\": \"%s\", \"arch\": \"%s\", \"kernels\": \"%s\", \"threads\": %ld, "
-            "\"pp_tokens\": %ld, \"tg_tokens\": %ld, \"runs\": %ld, "
-            "\"pp_tok_s\": %.2f, \"pp_tok_s_min\": %.2f, \"pp_tok_s_max\": %.2f, "
-            "\"tg_tok_s\": %.2f, \"tg_tok_s_min\": %.2f, \"tg_tok_s_max\": %.2f, "
-            "\"weight_bytes_per_token\": %.0f, \"tg_read_bytes_s\": %.0f, "
-            "\"membw_bytes_s\": %.0f, \"membw_bytes_s_min\": %.0f, \"membw_bytes_s_max\": %.0f, "
-            "\"roofline_fraction\": %.3f, \"roofline_fraction_min\": %.3f, "
-            "\"roofline_fraction_max\": %.3f, \"roofline_fraction_vs_best_membw\": %.3f, "
-            "\"seqs\": %ld, \"tg_batch_tok_s\": %.2f, \"repacked_bytes\": %zu, \"kv\": \"%s\"}\n",
-            path, info.arch, eng_kernels_name(), t, p, n, r, pp_med, pp[0], pp[r - 1], tg_med,
-            tg[0], tg[r - 1], bytes_tok, achieved, membw, bw[0], bw[r - 1], frac, fr[0], fr[r - 1],
-            frac_best, n_seq, n_seq > 1 ? tgb[r / 2] : tg_med, info.repacked_bytes,
-            eng_kv_type_name(kv));
+        printf("{\"model\": \"%s\", \"arch\": \"%s\", \"kernels\": \"%s\", \"threads\": %ld, "
+               "\"pp_tokens\": %ld, \"tg_tokens\": %ld, \"runs\": %ld, "
+               "\"pp_tok_s\": %.2f, \"pp_tok_s_min\": %.2f, \"pp_tok_s_max\": %.2f, "
+               "\"tg_tok_s\": %.2f, \"tg_tok_s_min\": %.2f, \"tg_tok_s_max\": %.2f, "
+               "\"weight_bytes_per_token\": %.0f, \"tg_read_bytes_s\": %.0f, "
+               "\"membw_bytes_s\": %.0f, \"membw_bytes_s_min\": %.0f, \"membw_bytes_s_max\": %.0f, "
+               "\"roofline_fraction\": %.3f, \"roofline_fraction_min\": %.3f, "
+               "\"roofline_fraction_max\": %.3f, \"roofline_fraction_vs_best_membw\": %.3f, "
+               "\"seqs\": %ld, \"tg_batch_tok_s\": %.2f, \"repacked_bytes\": %zu, "
+               "\"copied_bytes\": %zu, \"kv\": \"%s\"}\n",
+               path, info.arch, eng_kernels_name(), t, p, n, r, pp_med, pp[0], pp[r - 1], tg_med,
+               tg[0], tg[r - 1], bytes_tok, achieved, membw, bw[0], bw[r - 1], frac, fr[0],
+               fr[r - 1], frac_best, n_seq, n_seq > 1 ? tgb[r / 2] : tg_med, info.repacked_bytes,
+               info.copied_bytes, eng_kv_type_name(kv));
     } else {
         printf("model %s (%s, %d layers, n_embd %d), kernels %s%s, %ld threads, %ld runs, "
                "KV cache %s\n",

@@ -41,6 +41,8 @@ struct eng_model_info {
     int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, n_ff;
     size_t matrix_bytes; /* weight bytes read per generated token (all matrices incl. output) */
     size_t repacked_bytes; /* of those, Q4_0 repacked for the AVX2 kernels (eng_q4_0r8_pack) */
+    size_t copied_bytes;   /* the others copied out of the file into huge pages (64-byte padded
+                            * each; 0 with WYE_NO_WEIGHT_COPY=1) */
     bool vocab_only;
 };
 void eng_model_get_info(const struct eng_model *m, struct eng_model_info *out);

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -336,7 +337,7 @@ static enum wye_err load_tensors(struct loader *L)
     return load_rope(L);
 }
 
-#define R8_ALIGN ((size_t)2 << 20) /* a huge page */
+#define HUGE_PAGE ((size_t)2 << 20)
 
 /* The model's i-th matrix: 0 the output, then each layer's seven. */
 static struct eng_wmat *mat_at(struct eng_model *m, size_t i)
@@ -351,23 +352,41 @@ static struct eng_wmat *mat_at(struct eng_model *m, size_t i)
 
 static bool repackable(const struct eng_wmat *w)
 {
-    return w->type == ENG_TYPE_Q4_0 && eng_q4_0r8_ok(w->m, w->k);
+    return eng_q4_0r8_wanted() && w->type == ENG_TYPE_Q4_0 && eng_q4_0r8_ok(w->m, w->k);
+}
+
+static size_t round64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
 }
 
 /* Rows per repack task: 2 MiB of TinyLlama's rows, enough tasks to share between threads. */
 #define R8_TASK_ROWS 2048
+/* Bytes per copy task. */
+#define COPY_TASK_BYTES ((size_t)2 << 20)
 
-struct repack_job {
+struct place_job {
     struct eng_model *m;
     size_t n_mats;
+    unsigned char **dst; /* (n_mats): where each copied matrix goes, or NULL */
+    int64_t repack_tasks;
 };
 
-/* Task t: the t-th run of R8_TASK_ROWS rows, counting through the repackable matrices. */
-static void repack_task(void *arg, int64_t task, int thread)
+static void drop_file_pages(const struct eng_model *m, const struct eng_wmat *w, const void *p,
+                            size_t n)
+{
+    if (w->data != m->tok_embd.data) { /* embedding lookups still read the file's rows */
+        eng_gguf_drop_pages(m->g, p, n);
+    }
+}
+
+/* Task t: first the runs of R8_TASK_ROWS rows of the repacked matrices, then the
+ * COPY_TASK_BYTES pieces of the copied ones, counting through the matrices in order. */
+static void place_task(void *arg, int64_t task, int thread)
 {
     (void)thread;
-    const struct repack_job *j = arg;
-    for (size_t i = 0; i < j->n_mats; i++) {
+    const struct place_job *j = arg;
+    for (size_t i = 0; i < j->n_mats && task < j->repack_tasks; i++) {
         struct eng_wmat *w = mat_at(j->m, i);
         if (!w->r8) {
             continue;
@@ -381,59 +400,100 @@ static void repack_task(void *arg, int64_t task, int thread)
         int64_t rows = m8 - r0 < R8_TASK_ROWS ? m8 - r0 : R8_TASK_ROWS;
         const unsigned char *src = (const unsigned char *)w->data + (size_t)r0 * w->row_bytes;
         eng_q4_0r8_pack(src, rows, w->k, (unsigned char *)(uintptr_t)w->r8 + (size_t)r0 * w->row_bytes);
-        if (w->data != j->m->tok_embd.data) {
-            eng_gguf_drop_pages(j->m->g, src, (size_t)rows * w->row_bytes);
+        drop_file_pages(j->m, w, src, (size_t)rows * w->row_bytes);
+        return;
+    }
+    task -= j->repack_tasks;
+    for (size_t i = 0; i < j->n_mats; i++) {
+        const struct eng_wmat *w = mat_at(j->m, i);
+        if (!j->dst[i]) {
+            continue;
         }
+        size_t len = w->row_bytes * (size_t)w->m;
+        int64_t tasks = (int64_t)((len + COPY_TASK_BYTES - 1) / COPY_TASK_BYTES);
+        if (task >= tasks) {
+            task -= tasks;
+            continue;
+        }
+        size_t off = (size_t)task * COPY_TASK_BYTES;
+        size_t n = len - off < COPY_TASK_BYTES ? len - off : COPY_TASK_BYTES;
+        memcpy(j->dst[i] + off, (const unsigned char *)w->data + off, n);
+        drop_file_pages(j->m, w, (const unsigned char *)w->data + off, n);
         return;
     }
 }
 
-/* Repacks every Q4_0 matrix the AVX2 kernels can take (all but its last m % 8 rows, which
- * stay in the file's layout) into one buffer (eng_q4_0r8_pack), on
- * a pool of the machine's threads, and drops the file's pages of those the forward pass no
- * longer reads (all but the token embeddings, which lookups still read row by row). Only an
- * optimisation: without memory for the buffer the model computes from the file's layout. */
-static void repack_q4_0(struct eng_model *m)
+/* Moves every weight matrix the forward pass streams out of the file's mapping into one
+ * anonymous buffer in huge pages (2 MiB-aligned, MADV_HUGEPAGE): the Q4_0 matrices the AVX2
+ * kernels can take repacked by 8 rows (eng_q4_0r8_pack; all but their last m % 8 rows, which
+ * stay in the file's layout), every other matrix copied as it is. The file's pages are 4 KiB
+ * ones: streaming ~1 GB of them per token costs a TLB miss every 4 KiB and stops the hardware
+ * prefetchers at every page boundary, and Q8_0 decoding measured 7-13% faster per token from
+ * the copy (docs/engine.md). Done on a pool of the machine's threads; the file's pages of
+ * what moved are dropped (all but the token embeddings, which lookups still read row by row),
+ * so the model's memory stays its size. WYE_NO_WEIGHT_COPY=1 leaves the matrices that need no
+ * repacking in the file's mapping (whose page cache several processes can share). Only an
+ * optimisation: without memory for the buffer the model computes from the file. */
+static void place_weights(struct eng_model *m)
 {
-    if (!eng_q4_0r8_wanted()) {
-        return;
-    }
-    size_t n = 1 + 7 * (size_t)m->hp.n_layer, total = 0;
-    int64_t tasks = 0;
+    const char *no_copy = getenv("WYE_NO_WEIGHT_COPY");
+    bool copy = !(no_copy && strcmp(no_copy, "1") == 0);
+    size_t n = 1 + 7 * (size_t)m->hp.n_layer, r8_total = 0, copy_total = 0;
+    int64_t repack_tasks = 0, copy_tasks = 0;
     for (size_t i = 0; i < n; i++) {
         const struct eng_wmat *w = mat_at(m, i);
+        size_t len = w->row_bytes * (size_t)w->m;
         if (repackable(w)) {
-            total += w->row_bytes * (size_t)(w->m / 8 * 8);
-            tasks += (w->m / 8 * 8 + R8_TASK_ROWS - 1) / R8_TASK_ROWS;
+            r8_total += w->row_bytes * (size_t)(w->m / 8 * 8);
+            repack_tasks += (w->m / 8 * 8 + R8_TASK_ROWS - 1) / R8_TASK_ROWS;
+        } else if (copy && w->data && len > 0) {
+            copy_total += round64(len);
+            copy_tasks += (int64_t)((len + COPY_TASK_BYTES - 1) / COPY_TASK_BYTES);
         }
     }
-    if (total == 0) {
+    size_t total = round64(r8_total) + copy_total;
+    unsigned char **dst = wye_calloc(n, sizeof(*dst));
+    if (total == 0 || !dst) {
+        wye_free(dst);
         return;
     }
-    /* Its own mapping, in huge pages where the kernel allows: ~500x fewer page faults to fill
-     * it and fewer TLB misses when streaming it. */
-    size_t len = (total + R8_ALIGN - 1) & ~(R8_ALIGN - 1);
+    /* one huge page more than needed, to start on a huge page boundary */
+    size_t len = ((total + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)) + HUGE_PAGE;
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
+        wye_free(dst);
         return;
     }
-    (void)madvise(p, len, MADV_HUGEPAGE); /* advice: without it, small pages */
-    m->r8 = p;
-    m->r8_bytes = total;
-    m->r8_len = len;
-    unsigned char *at = m->r8;
+    unsigned char *at = (unsigned char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
+    (void)madvise(at, len - (size_t)(at - (unsigned char *)p), MADV_HUGEPAGE); /* advice only */
+    m->wbuf = p;
+    m->wbuf_len = len;
+    m->r8_bytes = r8_total;
+    m->copied_bytes = copy_total;
+    unsigned char *copy_at = at + round64(r8_total);
     for (size_t i = 0; i < n; i++) {
         struct eng_wmat *w = mat_at(m, i);
+        size_t mlen = w->row_bytes * (size_t)w->m;
         if (repackable(w)) {
             w->r8 = at;
             at += w->row_bytes * (size_t)(w->m / 8 * 8);
+        } else if (copy && w->data && mlen > 0) {
+            dst[i] = copy_at;
+            copy_at += round64(mlen);
         }
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     struct eng_pool *pool = eng_pool_create(cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus);
-    struct repack_job j = {.m = m, .n_mats = n};
-    eng_pool_run(pool, repack_task, &j, tasks); /* a NULL pool (no threads) runs them here */
+    struct place_job j = {.m = m, .n_mats = n, .dst = dst, .repack_tasks = repack_tasks};
+    /* a NULL pool (no threads) runs them here */
+    eng_pool_run(pool, place_task, &j, repack_tasks + copy_tasks);
     eng_pool_destroy(pool);
+    for (size_t i = 0; i < n; i++) {
+        if (dst[i]) {
+            mat_at(m, i)->data = dst[i];
+        }
+    }
+    wye_free(dst);
     (void)mprotect(p, len, PROT_READ); /* shared read-only from here on, as the file's weights */
 }
 
@@ -496,7 +556,7 @@ static enum wye_err load_common(const char *path, bool vocab_only, struct eng_mo
         if ((e = load_hparams(&L)) || (e = load_tensors(&L))) {
             goto fail_model;
         }
-        repack_q4_0(m);
+        place_weights(m);
     }
     *out = m;
     return WYE_OK;
@@ -523,8 +583,8 @@ void eng_model_destroy(struct eng_model *m)
     }
     wye_free(m->rope_inv_freq);
     wye_free(m->layers);
-    if (m->r8) {
-        munmap(m->r8, m->r8_len);
+    if (m->wbuf) {
+        munmap(m->wbuf, m->wbuf_len);
     }
     wye_free(m->vecs);
     eng_tokenizer_destroy(m->tok);
@@ -546,6 +606,7 @@ void eng_model_get_info(const struct eng_model *m, struct eng_model_info *out)
     out->n_ff = m->hp.n_ff;
     out->matrix_bytes = m->matrix_bytes;
     out->repacked_bytes = m->r8_bytes;
+    out->copied_bytes = m->copied_bytes;
 }
 
 void eng_model_embed(const struct eng_model *m, int32_t id, float *dst)

@@ -67,8 +67,10 @@ struct eng_model {
     bool tied;
     const float *output_norm; /* (n_embd) */
     struct eng_layer *layers; /* (n_layer) owned */
-    void *r8;                 /* owned: every repacked Q4_0 matrix, or NULL */
-    size_t r8_bytes, r8_len;  /* used, mapped */
+    void *wbuf;               /* owned: the matrices in huge pages (place_weights), or NULL */
+    size_t wbuf_len;          /* mapped */
+    size_t r8_bytes;          /* of wbuf: the repacked Q4_0 matrices */
+    size_t copied_bytes;      /* of wbuf: the other matrices, copied from the file */
     float *rope_inv_freq;     /* (n_rot/2) owned: angle of pair i at pos p = p * inv_freq[i] */
     float *vecs;              /* owned: every norm/bias vector converted to F32 */
     size_t matrix_bytes;      /* bytes of every matrix read per token (incl. output) */

@@ -271,6 +271,41 @@ static void test_llama2_tiny_random(void **state)
     eng_model_destroy(m);
 }
 
+/* At load every matrix that is not repacked is copied out of the file into huge pages
+ * (WYE_NO_WEIGHT_COPY=1 leaves it in the file's mapping): the same bytes through the same
+ * kernels, so a prompt's logits are the same bits either way. */
+static void test_weight_copy(void **state)
+{
+    (void)state;
+    static float logits[2][512];
+    for (int copy = 0; copy < 2; copy++) {
+        if (copy) {
+            unsetenv("WYE_NO_WEIGHT_COPY");
+        } else {
+            setenv("WYE_NO_WEIGHT_COPY", "1", 1);
+        }
+        struct eng_model *m = load("stories260K-q8_0.gguf");
+        struct eng_model_info info;
+        eng_model_get_info(m, &info);
+        assert_int_equal(info.repacked_bytes, 0);
+        if (copy) {
+            /* every matrix, each padded to 64 bytes */
+            assert_true(info.copied_bytes >= info.matrix_bytes);
+            assert_true(info.copied_bytes <
+                        info.matrix_bytes + 64 * (1 + 7 * (size_t)info.n_layer));
+        } else {
+            assert_int_equal(info.copied_bytes, 0);
+        }
+        struct eng_ctx *c = mkctx(m, 128, 1, 16, 2);
+        assert_int_equal(eng_ctx_eval(c, 0, 0, gold[0].prompt_ids, gold[0].n_prompt, logits[copy]),
+                         WYE_OK);
+        eng_ctx_destroy(c);
+        eng_model_destroy(m);
+    }
+    unsetenv("WYE_NO_WEIGHT_COPY");
+    assert_memory_equal(logits[0], logits[1], sizeof(logits[0]));
+}
+
 /* With the AVX2 kernels the Q4_0 matrices are repacked by 8 rows at load (WYE_NO_REPACK=1
  * keeps the file's layout; a matrix's last m % 8 rows, here 4 of the FFN's 172, stay in it):
  * the same integer dots summed in another order, so a prompt's last
@@ -316,7 +351,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gold_f32),           cmocka_unit_test(test_gold_q8_0),
         cmocka_unit_test(test_gold_q4_0),          cmocka_unit_test(test_gold_batched),
-        cmocka_unit_test(test_llama2_tiny_random), cmocka_unit_test(test_q4_0_repacked),
+        cmocka_unit_test(test_llama2_tiny_random), cmocka_unit_test(test_weight_copy),
+        cmocka_unit_test(test_q4_0_repacked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
