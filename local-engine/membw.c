@@ -1,9 +1,12 @@
 /* Memory read bandwidth, for the roofline that `wye bench` compares the decode matmuls with:
  * the pool's threads stream through a buffer much larger than the caches with 16-byte loads
  * (SSE2 is in baseline x86-64, and a single core issues far more than DRAM delivers), best
- * of a few repetitions. Runs on the calling thread and the pool's workers. */
+ * of a few repetitions. The buffer is in huge pages where the kernel allows, as the model's
+ * weights are (model.c, place_weights), so that neither side pays TLB misses the other does
+ * not. Runs on the calling thread and the pool's workers. */
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #if defined(__SSE2__)
@@ -77,14 +80,19 @@ double eng_membw_measure(struct eng_pool *pool, size_t bytes)
     if (chunk == 0) {
         return 0.0;
     }
+    const size_t huge = (size_t)2 << 20;
+    size_t len = (chunk * (size_t)n_tasks + huge - 1) / huge * huge + huge;
     struct membw_job *job = wye_calloc(1, sizeof(*job));
-    unsigned char *raw = wye_malloc(chunk * (size_t)n_tasks + 64);
-    if (!job || !raw) {
-        wye_free(raw);
+    void *raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!job || raw == MAP_FAILED) {
+        if (raw != MAP_FAILED) {
+            munmap(raw, len);
+        }
         wye_free(job);
         return 0.0;
     }
-    job->buf = raw + (64 - ((uintptr_t)raw & 63)) % 64;
+    job->buf = (unsigned char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
+    (void)madvise(job->buf, chunk * (size_t)n_tasks, MADV_HUGEPAGE); /* advice only */
     job->chunk = chunk;
     eng_pool_run(pool, touch_task, job, n_tasks); /* fault the pages in first */
     double best = 0.0;
@@ -103,7 +111,7 @@ double eng_membw_measure(struct eng_pool *pool, size_t bytes)
     if (total == 0) {
         best = 0.0;
     }
-    wye_free(raw);
+    munmap(raw, len);
     wye_free(job);
     return best;
 }
