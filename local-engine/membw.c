@@ -6,7 +6,6 @@
  * not. Runs on the calling thread and the pool's workers. */
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #if defined(__SSE2__)
@@ -14,6 +13,7 @@
 #endif
 
 #include "common/alloc.h"
+#include "local-engine/hugemem.h"
 #include "local-engine/pool.h"
 #include "local-engine/quant.h"
 
@@ -80,19 +80,13 @@ double eng_membw_measure(struct eng_pool *pool, size_t bytes)
     if (chunk == 0) {
         return 0.0;
     }
-    const size_t huge = (size_t)2 << 20;
-    size_t len = (chunk * (size_t)n_tasks + huge - 1) / huge * huge + huge;
     struct membw_job *job = wye_calloc(1, sizeof(*job));
-    void *raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (!job || raw == MAP_FAILED) {
-        if (raw != MAP_FAILED) {
-            munmap(raw, len);
-        }
+    struct eng_hugemem mem;
+    if (!job || !eng_hugemem_alloc(chunk * (size_t)n_tasks, &mem)) {
         wye_free(job);
         return 0.0;
     }
-    job->buf = (unsigned char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
-    (void)madvise(job->buf, chunk * (size_t)n_tasks, MADV_HUGEPAGE); /* advice only */
+    job->buf = mem.p;
     job->chunk = chunk;
     eng_pool_run(pool, touch_task, job, n_tasks); /* fault the pages in first */
     double best = 0.0;
@@ -111,7 +105,7 @@ double eng_membw_measure(struct eng_pool *pool, size_t bytes)
     if (total == 0) {
         best = 0.0;
     }
-    munmap(raw, len);
+    eng_hugemem_free(&mem);
     wye_free(job);
     return best;
 }

@@ -14,6 +14,7 @@
 #include "common/alloc.h"
 #include "common/buf.h"
 #include "common/log.h"
+#include "local-engine/hugemem.h"
 #include "local-engine/model_internal.h"
 #include "local-engine/pool.h"
 #include "local-engine/quant.h"
@@ -337,8 +338,6 @@ static enum wye_err load_tensors(struct loader *L)
     return load_rope(L);
 }
 
-#define HUGE_PAGE ((size_t)2 << 20)
-
 /* The model's i-th matrix: 0 the output, then each layer's seven. */
 static struct eng_wmat *mat_at(struct eng_model *m, size_t i)
 {
@@ -365,6 +364,27 @@ static size_t round64(size_t n)
 /* Bytes per copy task. */
 #define COPY_TASK_BYTES ((size_t)2 << 20)
 
+/* Where place_weights puts a matrix, and how many load tasks that takes. */
+enum placement { STAYS, REPACKED, COPIED };
+
+static enum placement placement_of(const struct eng_wmat *w, bool copy)
+{
+    if (repackable(w)) {
+        return REPACKED;
+    }
+    return copy && w->data && w->row_bytes * (size_t)w->m > 0 ? COPIED : STAYS;
+}
+
+static int64_t repack_tasks_of(const struct eng_wmat *w)
+{
+    return (w->m / 8 * 8 + R8_TASK_ROWS - 1) / R8_TASK_ROWS;
+}
+
+static int64_t copy_tasks_of(const struct eng_wmat *w)
+{
+    return (int64_t)((w->row_bytes * (size_t)w->m + COPY_TASK_BYTES - 1) / COPY_TASK_BYTES);
+}
+
 struct place_job {
     struct eng_model *m;
     size_t n_mats;
@@ -386,48 +406,41 @@ static void place_task(void *arg, int64_t task, int thread)
 {
     (void)thread;
     const struct place_job *j = arg;
-    for (size_t i = 0; i < j->n_mats && task < j->repack_tasks; i++) {
-        struct eng_wmat *w = mat_at(j->m, i);
-        if (!w->r8) {
-            continue;
-        }
-        int64_t m8 = w->m / 8 * 8, tasks = (m8 + R8_TASK_ROWS - 1) / R8_TASK_ROWS;
-        if (task >= tasks) {
-            task -= tasks;
-            continue;
-        }
-        int64_t r0 = task * R8_TASK_ROWS;
-        int64_t rows = m8 - r0 < R8_TASK_ROWS ? m8 - r0 : R8_TASK_ROWS;
-        const unsigned char *src = (const unsigned char *)w->data + (size_t)r0 * w->row_bytes;
-        eng_q4_0r8_pack(src, rows, w->k, (unsigned char *)(uintptr_t)w->r8 + (size_t)r0 * w->row_bytes);
-        drop_file_pages(j->m, w, src, (size_t)rows * w->row_bytes);
-        return;
-    }
-    task -= j->repack_tasks;
+    bool repack = task < j->repack_tasks;
+    task -= repack ? 0 : j->repack_tasks;
     for (size_t i = 0; i < j->n_mats; i++) {
-        const struct eng_wmat *w = mat_at(j->m, i);
-        if (!j->dst[i]) {
+        struct eng_wmat *w = mat_at(j->m, i);
+        if (repack ? !w->r8 : !j->dst[i]) {
             continue;
         }
-        size_t len = w->row_bytes * (size_t)w->m;
-        int64_t tasks = (int64_t)((len + COPY_TASK_BYTES - 1) / COPY_TASK_BYTES);
+        int64_t tasks = repack ? repack_tasks_of(w) : copy_tasks_of(w);
         if (task >= tasks) {
             task -= tasks;
             continue;
         }
-        size_t off = (size_t)task * COPY_TASK_BYTES;
-        size_t n = len - off < COPY_TASK_BYTES ? len - off : COPY_TASK_BYTES;
-        memcpy(j->dst[i] + off, (const unsigned char *)w->data + off, n);
-        drop_file_pages(j->m, w, (const unsigned char *)w->data + off, n);
+        const unsigned char *file = w->data;
+        if (repack) {
+            int64_t m8 = w->m / 8 * 8, r0 = task * R8_TASK_ROWS;
+            int64_t rows = m8 - r0 < R8_TASK_ROWS ? m8 - r0 : R8_TASK_ROWS;
+            const unsigned char *src = file + (size_t)r0 * w->row_bytes;
+            eng_q4_0r8_pack(src, rows, w->k,
+                            (unsigned char *)(uintptr_t)w->r8 + (size_t)r0 * w->row_bytes);
+            drop_file_pages(j->m, w, src, (size_t)rows * w->row_bytes);
+        } else {
+            size_t len = w->row_bytes * (size_t)w->m, off = (size_t)task * COPY_TASK_BYTES;
+            size_t n = len - off < COPY_TASK_BYTES ? len - off : COPY_TASK_BYTES;
+            memcpy(j->dst[i] + off, file + off, n);
+            drop_file_pages(j->m, w, file + off, n);
+        }
         return;
     }
 }
 
 /* Moves every weight matrix the forward pass streams out of the file's mapping into one
- * anonymous buffer in huge pages (2 MiB-aligned, MADV_HUGEPAGE): the Q4_0 matrices the AVX2
- * kernels can take repacked by 8 rows (eng_q4_0r8_pack; all but their last m % 8 rows, which
- * stay in the file's layout), every other matrix copied as it is. The file's pages are 4 KiB
- * ones: streaming ~1 GB of them per token costs a TLB miss every 4 KiB and stops the hardware
+ * anonymous buffer in huge pages (hugemem.h): the Q4_0 matrices the AVX2 kernels can take
+ * repacked by 8 rows (eng_q4_0r8_pack; all but their last m % 8 rows, which stay in the
+ * file's layout), every other matrix copied as it is. The file's pages are 4 KiB ones:
+ * streaming ~1 GB of them per token costs a TLB miss every 4 KiB and stops the hardware
  * prefetchers at every page boundary, and Q8_0 decoding measured 7-13% faster per token from
  * the copy (docs/engine.md). Done on a pool of the machine's threads; the file's pages of
  * what moved are dropped (all but the token embeddings, which lookups still read row by row),
@@ -440,46 +453,37 @@ static void place_weights(struct eng_model *m)
     bool copy = !(no_copy && strcmp(no_copy, "1") == 0);
     size_t n = 1 + 7 * (size_t)m->hp.n_layer, r8_total = 0, copy_total = 0;
     int64_t repack_tasks = 0, copy_tasks = 0;
+    enum placement *where = wye_calloc(n, sizeof(*where));
+    unsigned char **dst = wye_calloc(n, sizeof(*dst));
+    if (!where || !dst) {
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) {
         const struct eng_wmat *w = mat_at(m, i);
-        size_t len = w->row_bytes * (size_t)w->m;
-        if (repackable(w)) {
+        where[i] = placement_of(w, copy);
+        if (where[i] == REPACKED) {
             r8_total += w->row_bytes * (size_t)(w->m / 8 * 8);
-            repack_tasks += (w->m / 8 * 8 + R8_TASK_ROWS - 1) / R8_TASK_ROWS;
-        } else if (copy && w->data && len > 0) {
-            copy_total += round64(len);
-            copy_tasks += (int64_t)((len + COPY_TASK_BYTES - 1) / COPY_TASK_BYTES);
+            repack_tasks += repack_tasks_of(w);
+        } else if (where[i] == COPIED) {
+            copy_total += round64(w->row_bytes * (size_t)w->m);
+            copy_tasks += copy_tasks_of(w);
         }
     }
     size_t total = round64(r8_total) + copy_total;
-    unsigned char **dst = wye_calloc(n, sizeof(*dst));
-    if (total == 0 || !dst) {
-        wye_free(dst);
-        return;
+    if (total == 0 || !eng_hugemem_alloc(total, &m->wbuf)) {
+        goto done;
     }
-    /* one huge page more than needed, to start on a huge page boundary */
-    size_t len = ((total + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)) + HUGE_PAGE;
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        wye_free(dst);
-        return;
-    }
-    unsigned char *at = (unsigned char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
-    (void)madvise(at, len - (size_t)(at - (unsigned char *)p), MADV_HUGEPAGE); /* advice only */
-    m->wbuf = p;
-    m->wbuf_len = len;
     m->r8_bytes = r8_total;
     m->copied_bytes = copy_total;
-    unsigned char *copy_at = at + round64(r8_total);
+    unsigned char *r8_at = m->wbuf.p, *copy_at = m->wbuf.p + round64(r8_total);
     for (size_t i = 0; i < n; i++) {
         struct eng_wmat *w = mat_at(m, i);
-        size_t mlen = w->row_bytes * (size_t)w->m;
-        if (repackable(w)) {
-            w->r8 = at;
-            at += w->row_bytes * (size_t)(w->m / 8 * 8);
-        } else if (copy && w->data && mlen > 0) {
+        if (where[i] == REPACKED) {
+            w->r8 = r8_at;
+            r8_at += w->row_bytes * (size_t)(w->m / 8 * 8);
+        } else if (where[i] == COPIED) {
             dst[i] = copy_at;
-            copy_at += round64(mlen);
+            copy_at += round64(w->row_bytes * (size_t)w->m);
         }
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -493,8 +497,11 @@ static void place_weights(struct eng_model *m)
             mat_at(m, i)->data = dst[i];
         }
     }
+    /* shared read-only from here on, as the file's weights */
+    (void)mprotect(m->wbuf.map, m->wbuf.map_len, PROT_READ);
+done:
+    wye_free(where);
     wye_free(dst);
-    (void)mprotect(p, len, PROT_READ); /* shared read-only from here on, as the file's weights */
 }
 
 static enum wye_err load_common(const char *path, bool vocab_only, struct eng_model **out,
@@ -583,9 +590,7 @@ void eng_model_destroy(struct eng_model *m)
     }
     wye_free(m->rope_inv_freq);
     wye_free(m->layers);
-    if (m->wbuf) {
-        munmap(m->wbuf, m->wbuf_len);
-    }
+    eng_hugemem_free(&m->wbuf);
     wye_free(m->vecs);
     eng_tokenizer_destroy(m->tok);
     eng_gguf_close(m->g);

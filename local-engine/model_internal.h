@@ -14,6 +14,7 @@
 #include "local-engine/chat_template.h"
 #include "local-engine/engine.h"
 #include "local-engine/gguf.h"
+#include "local-engine/hugemem.h"
 #include "local-engine/pool.h"
 #include "local-engine/sampler.h"
 #include "local-engine/tokenizer.h"
@@ -67,8 +68,7 @@ struct eng_model {
     bool tied;
     const float *output_norm; /* (n_embd) */
     struct eng_layer *layers; /* (n_layer) owned */
-    void *wbuf;               /* owned: the matrices in huge pages (place_weights), or NULL */
-    size_t wbuf_len;          /* mapped */
+    struct eng_hugemem wbuf;  /* owned: the matrices in huge pages (place_weights), or none */
     size_t r8_bytes;          /* of wbuf: the repacked Q4_0 matrices */
     size_t copied_bytes;      /* of wbuf: the other matrices, copied from the file */
     float *rope_inv_freq;     /* (n_rot/2) owned: angle of pair i at pos p = p * inv_freq[i] */
