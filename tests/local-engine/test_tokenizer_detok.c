@@ -12,21 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "local-engine/gguf.h"
 #include "local-engine/tokenizer.h"
 #include "local-engine/unicode.h"
-
-static struct eng_tokenizer *load(const char *name)
-{
-    char path[512], err[256];
-    snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-%s.gguf", WYE_SHARED_DIR, name);
-    struct eng_gguf *g = NULL;
-    assert_int_equal(eng_gguf_open(path, &g, err, sizeof(err)), WYE_OK);
-    struct eng_tokenizer *t = NULL;
-    assert_int_equal(eng_tokenizer_load(g, &t, err, sizeof(err)), WYE_OK);
-    eng_gguf_close(g);
-    return t;
-}
+#include "tests/local-engine/test_tok_util.h"
 
 static bool valid_utf8(const char *s, size_t n)
 {
@@ -83,7 +71,7 @@ static void test_round_trip(void **state)
     (void)state;
     static const char *const vocabs[] = {"llama-spm", "qwen2", "llama-bpe", "gpt-2", "phi-3"};
     for (size_t v = 0; v < 5; v++) {
-        struct eng_tokenizer *t = load(vocabs[v]);
+        struct eng_tokenizer *t = tok_test_load_vocab(vocabs[v]);
         size_t held_total = 0;
         for (size_t c = 0; c < 2; c++) {
             int32_t ids[256];
@@ -110,7 +98,7 @@ static void test_round_trip(void **state)
 static void test_spm_details(void **state)
 {
     (void)state;
-    struct eng_tokenizer *t = load("llama-spm");
+    struct eng_tokenizer *t = tok_test_load_vocab("llama-spm");
     int32_t ids[16];
     size_t n, len;
     char out[256];
@@ -168,7 +156,7 @@ static void test_spm_details(void **state)
 static void test_bpe_specials(void **state)
 {
     (void)state;
-    struct eng_tokenizer *t = load("qwen2");
+    struct eng_tokenizer *t = tok_test_load_vocab("qwen2");
     const char *chat = "<|im_start|>user\nHi<|im_end|>\n";
     int32_t ids[32];
     size_t n, len;
@@ -186,7 +174,7 @@ static void test_bpe_specials(void **state)
 
     /* Phi-3: "</s>" is a user-defined token (matched even as plain text) that swallows the
      * whitespace after it; the text after it gets SPM's prefix space again. */
-    t = load("phi-3");
+    t = tok_test_load_vocab("phi-3");
     assert_int_equal(eng_tokenize(t, "Hi</s>  there", 13, false, false, ids, 32, &n), WYE_OK);
     int32_t hi = eng_tok_find(t, "\xe2\x96\x81Hi", 5);
     int32_t there = eng_tok_find(t, "\xe2\x96\x81there", 8);
@@ -199,7 +187,7 @@ static void test_bpe_specials(void **state)
     assert_true(eng_tok_is_eog(t, 32000)); /* <|endoftext|>, the eos */
     eng_tokenizer_destroy(t);
 
-    t = load("llama-bpe");
+    t = tok_test_load_vocab("llama-bpe");
     assert_true(eng_tok_add_bos(t));
     assert_true(eng_tok_is_eog(t, 128009)); /* <|eot_id|> */
     assert_true(eng_tok_is_eog(t, 128001)); /* <|end_of_text|> */
@@ -222,7 +210,7 @@ static void test_random_bytes(void **state)
     static const char *const vocabs[] = {"llama-spm", "qwen2", "llama-bpe", "gpt-2", "phi-3"};
     uint64_t rng = 0x9E3779B97F4A7C15ull;
     for (size_t v = 0; v < 5; v++) {
-        struct eng_tokenizer *t = load(vocabs[v]);
+        struct eng_tokenizer *t = tok_test_load_vocab(vocabs[v]);
         bool spm = strcmp(eng_tok_model_name(t), "llama") == 0;
         size_t cap = eng_detok_out_max(t);
         char *delta = malloc(cap);

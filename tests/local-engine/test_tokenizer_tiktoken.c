@@ -17,57 +17,18 @@
 #include <string.h>
 
 #include "common/err.h"
-#include "local-engine/gguf.h"
 #include "local-engine/tokenizer.h"
+#include "tests/local-engine/test_tok_util.h"
 
 #define CASES WYE_SOURCE_DIR "/tests/local-engine/tokenizer_tiktoken_cases.jsonl"
 #define IDS_MAX 1024
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    char *p = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (p = malloc((size_t)n + 1)) != NULL) {
-            if (fread(p, 1, (size_t)n, f) == (size_t)n) {
-                p[n] = '\0';
-            } else {
-                free(p);
-                p = NULL;
-            }
-        }
-    }
-    fclose(f);
-    return p;
-}
-
-static struct eng_tokenizer *load(const char *vocab)
-{
-    char path[512], err[256];
-    snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-%s.gguf", WYE_SHARED_DIR, vocab);
-    struct eng_gguf *g = NULL;
-    if (eng_gguf_open(path, &g, err, sizeof(err)) != WYE_OK) {
-        fail_msg("cannot open %s: %s", path, err);
-    }
-    struct eng_tokenizer *t = NULL;
-    enum wye_err e = eng_tokenizer_load(g, &t, err, sizeof(err));
-    eng_gguf_close(g);
-    if (e != WYE_OK) {
-        fail_msg("cannot load the tokenizer of %s: %s", path, err);
-    }
-    return t;
-}
-
 /* Every case's `key` ids against wye's encoding with the vocab; returns the mismatches. */
 static int run(const char *key, const char *vocab)
 {
-    char *all = read_file(CASES);
+    char *all = tok_test_read_file(CASES, NULL);
     assert_non_null(all);
-    struct eng_tokenizer *t = load(vocab);
+    struct eng_tokenizer *t = tok_test_load_vocab(vocab);
     int n_cases = 0, fails = 0;
     for (char *line = all; *line;) {
         char *nl = strchr(line, '\n');

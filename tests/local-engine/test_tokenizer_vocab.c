@@ -14,32 +14,10 @@
 #include <time.h>
 
 #include "common/alloc.h"
-#include "local-engine/gguf.h"
 #include "local-engine/tokenizer.h"
+#include "tests/local-engine/test_tok_util.h"
 
 #define SEP "\n__ggml_vocab_test__\n"
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)n + 1);
-    if (p != NULL && fread(p, 1, (size_t)n, f) != (size_t)n) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    if (p != NULL) {
-        p[n] = '\0';
-        *len = (size_t)n;
-    }
-    return p;
-}
 
 static void print_escaped(const char *s, size_t n)
 {
@@ -60,31 +38,18 @@ static void print_escaped(const char *s, size_t n)
 /* Runs every case of vocab name; returns the number of failing cases. */
 static int run_vocab(const char *name)
 {
-    char path[512], err[256];
-    snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-%s.gguf", WYE_SHARED_DIR, name);
-    struct eng_gguf *g = NULL;
-    enum wye_err e = eng_gguf_open(path, &g, err, sizeof(err));
-    if (e) {
-        printf("cannot open %s: %s\n", path, err);
-        return 1;
-    }
-    struct eng_tokenizer *t = NULL;
+    char path[512];
     clock_t c0 = clock();
-    e = eng_tokenizer_load(g, &t, err, sizeof(err));
+    struct eng_tokenizer *t = tok_test_load_vocab(name);
     clock_t c1 = clock();
-    eng_gguf_close(g); /* the tokenizer copies what it needs */
-    if (e) {
-        printf("cannot load tokenizer of %s: %s\n", name, err);
-        return 1;
-    }
     printf("%s: %d tokens, model %s, pre %s, loaded in %.1f ms\n", name, eng_tok_n_vocab(t),
            eng_tok_model_name(t), eng_tok_pre_name(t), 1000.0 * (double)(c1 - c0) / CLOCKS_PER_SEC);
 
     size_t inp_len, out_len;
     snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-%s.gguf.inp", WYE_SHARED_DIR, name);
-    char *inp = read_file(path, &inp_len);
+    char *inp = tok_test_read_file(path, &inp_len);
     snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-%s.gguf.out", WYE_SHARED_DIR, name);
-    char *outs = read_file(path, &out_len);
+    char *outs = tok_test_read_file(path, &out_len);
     assert_non_null(inp);
     assert_non_null(outs);
 
@@ -116,7 +81,7 @@ static int run_vocab(const char *name)
         }
         int32_t got[512];
         size_t n_got = 0;
-        e = eng_tokenize(t, ip, clen, false, false, got, 512, &n_got);
+        enum wye_err e = eng_tokenize(t, ip, clen, false, false, got, 512, &n_got);
         n_cases++;
         if (e || n_got != n_want || memcmp(got, want, n_want * sizeof(int32_t)) != 0) {
             fails++;

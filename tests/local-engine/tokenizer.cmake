@@ -1,6 +1,7 @@
 # Tokenizers, streaming detokenizer and chat templates, tested against the engine library.
-add_library(wye_tok_test INTERFACE)
-target_link_libraries(wye_tok_test INTERFACE wye_engine wye_common)
+add_library(wye_tok_test STATIC ${CMAKE_CURRENT_LIST_DIR}/test_tok_util.c)
+target_link_libraries(wye_tok_test PUBLIC wye_engine wye_common ${CMOCKA_LIB})
+target_compile_definitions(wye_tok_test PRIVATE WYE_SHARED_DIR="${WYE_SHARED}")
 
 wye_test(test_tokenizer test_tokenizer.c wye_tok_test)
 wye_test(test_tokenizer_vocab test_tokenizer_vocab.c wye_tok_test)
