@@ -271,6 +271,27 @@ static void test_llama2_tiny_random(void **state)
     eng_model_destroy(m);
 }
 
+/* The last logits (512) of gold prompt 0 with file loaded while the environment switch var is
+ * set to 1 (set) or not; returns the model's info. The switch is unset again afterwards. */
+static struct eng_model_info prompt_logits_with(const char *file, const char *var, bool set,
+                                                float *logits)
+{
+    if (set) {
+        setenv(var, "1", 1);
+    } else {
+        unsetenv(var);
+    }
+    struct eng_model *m = load(file);
+    unsetenv(var);
+    struct eng_model_info info;
+    eng_model_get_info(m, &info);
+    struct eng_ctx *c = mkctx(m, 128, 1, 16, 2);
+    assert_int_equal(eng_ctx_eval(c, 0, 0, gold[0].prompt_ids, gold[0].n_prompt, logits), WYE_OK);
+    eng_ctx_destroy(c);
+    eng_model_destroy(m);
+    return info;
+}
+
 /* At load every matrix that is not repacked is copied out of the file into huge pages
  * (WYE_NO_WEIGHT_COPY=1 leaves it in the file's mapping): the same bytes through the same
  * kernels, so a prompt's logits are the same bits either way. */
@@ -279,14 +300,8 @@ static void test_weight_copy(void **state)
     (void)state;
     static float logits[2][512];
     for (int copy = 0; copy < 2; copy++) {
-        if (copy) {
-            unsetenv("WYE_NO_WEIGHT_COPY");
-        } else {
-            setenv("WYE_NO_WEIGHT_COPY", "1", 1);
-        }
-        struct eng_model *m = load("stories260K-q8_0.gguf");
-        struct eng_model_info info;
-        eng_model_get_info(m, &info);
+        struct eng_model_info info =
+            prompt_logits_with("stories260K-q8_0.gguf", "WYE_NO_WEIGHT_COPY", !copy, logits[copy]);
         assert_int_equal(info.repacked_bytes, 0);
         if (copy) {
             /* every matrix, each padded to 64 bytes */
@@ -296,13 +311,7 @@ static void test_weight_copy(void **state)
         } else {
             assert_int_equal(info.copied_bytes, 0);
         }
-        struct eng_ctx *c = mkctx(m, 128, 1, 16, 2);
-        assert_int_equal(eng_ctx_eval(c, 0, 0, gold[0].prompt_ids, gold[0].n_prompt, logits[copy]),
-                         WYE_OK);
-        eng_ctx_destroy(c);
-        eng_model_destroy(m);
     }
-    unsetenv("WYE_NO_WEIGHT_COPY");
     assert_memory_equal(logits[0], logits[1], sizeof(logits[0]));
 }
 
@@ -315,25 +324,14 @@ static void test_q4_0_repacked(void **state)
     (void)state;
     static float logits[2][512];
     for (int repack = 0; repack < 2; repack++) {
-        if (repack) {
-            unsetenv("WYE_NO_REPACK");
-        } else {
-            setenv("WYE_NO_REPACK", "1", 1);
-        }
-        struct eng_model *m = load("stories260K-q4_0.gguf");
-        struct eng_model_info info;
-        eng_model_get_info(m, &info);
+        struct eng_model_info info =
+            prompt_logits_with("stories260K-q4_0.gguf", "WYE_NO_REPACK", !repack, logits[repack]);
         if (!repack || !eng_q4_0r8_wanted()) {
             assert_int_equal(info.repacked_bytes, 0);
         } else {
             /* all Q4_0 rows but the last 4 of the FFN's 172 (and the F32 matrices) */
             assert_true(info.repacked_bytes > 0 && info.repacked_bytes < info.matrix_bytes);
         }
-        struct eng_ctx *c = mkctx(m, 128, 1, 16, 2);
-        assert_int_equal(eng_ctx_eval(c, 0, 0, gold[0].prompt_ids, gold[0].n_prompt, logits[repack]),
-                         WYE_OK);
-        eng_ctx_destroy(c);
-        eng_model_destroy(m);
     }
     int best[2] = {0, 0};
     for (int j = 0; j < 512; j++) {
