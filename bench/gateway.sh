@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # What the gateway adds: p50/p99 latency and time to first byte of chat requests sent
 # (a) straight to the stand-in upstream (tests/stub's wye-stub-upstream), (b) through wye, and
-# (c) through the Portkey AI gateway (npm @portkey-ai/gateway, when npm can install it), at 1,
-# 16 and 64 concurrent clients, all in one run so the ratios are comparable on a noisy machine.
+# (c) through the Portkey AI gateway (npm @portkey-ai/gateway, when npm can install it), and
+# (d) through nginx as a plain reverse proxy (when installed: apt-get install nginx-light), at
+# 1, 16 and 64 concurrent clients, all in one run so the ratios are comparable on a noisy
+# machine. nginx parses nothing and forwards bytes on one worker process: what it adds is the
+# floor for any gateway in front of this upstream on this machine (an extra hop, its sockets
+# and wake-ups, its share of the CPUs).
 # Streamed requests for all three targets, then non-streamed ones (stream:false) for all three.
 # Then how many concurrent WebSocket streams one wye process holds, and its memory per stream.
 #
-# usage: bash bench/gateway.sh [--requests N] [--no-portkey] [--ws-streams N,N,...]
-#                              [--ws-idle M] [--build DIR] [--paced D] [--quick]
+# usage: bash bench/gateway.sh [--requests N] [--no-portkey] [--no-nginx]
+#                              [--ws-streams N,N,...] [--ws-idle M] [--build DIR] [--paced D]
+#                              [--quick]
 #   --requests N     measured requests per point (default 2000; 200 warm-up ones before each)
 #   --ws-streams L   stream counts for the WebSocket capacity runs, a fresh wye for each
 #                    (default 250,1000; the stub upstream holds at most 1024 connections)
@@ -29,6 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=2000
 portkey=1
+nginx=1
 ws_list=250,1000
 ws_idle=10000
 build=build-bench
@@ -37,12 +43,13 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --requests) requests=$2; shift 2 ;;
     --no-portkey) portkey=0; shift ;;
+    --no-nginx) nginx=0; shift ;;
     --ws-streams) ws_list=$2; shift 2 ;;
     --ws-idle) ws_idle=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --paced) paced=$2; shift 2 ;;
     --quick) requests=200; ws_list=100; ws_idle=500; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -120,6 +127,48 @@ EOF
   fi
 fi
 
+# nginx 1.22 (Debian's nginx-light) as a reverse proxy with the settings a streaming proxy
+# needs: HTTP/1.1 keep-alive to the upstream, no response or request buffering (each SSE
+# chunk is forwarded when it arrives), no access log; one worker process, like wye's one lws
+# thread (wye's upstream and ledger threads come on top of that).
+ngx_port=""
+if [ $nginx = 1 ] && command -v nginx >/dev/null; then
+  ngx_port=$(free_port)
+  mkdir -p "$tmp/nginx"
+  cat > "$tmp/nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/nginx/body;
+    proxy_temp_path $tmp/nginx/proxy;
+    upstream stub { server 127.0.0.1:$up_port; keepalive 256; }
+    server {
+        listen 127.0.0.1:$ngx_port;
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://stub;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }
+    }
+}
+EOF
+  nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" 2>"$tmp/nginx/stderr.log" &
+  ngx_pid=$!
+  pids+=($ngx_pid)
+  wait_port "$ngx_port"
+elif [ $nginx = 1 ]; then
+  echo "nginx: not installed (apt-get install nginx-light); skipping the plain-proxy floor" >&2
+fi
+
 client=$build/wye-bench-http
 prompt="one two three four five six seven eight"
 pk_hdr=(--header "x-portkey-provider: openai" --header "x-portkey-custom-host: http://127.0.0.1:$up_port/v1"
@@ -160,10 +209,19 @@ for stream in 1 0; do
     if [ -n "$pk_port" ]; then
       point portkey $stream $c http://127.0.0.1:$pk_port/v1/chat/completions --model stub "${pk_hdr[@]}"
     fi
+    if [ -n "$ngx_port" ]; then
+      point nginx $stream $c http://127.0.0.1:$ngx_port/v1/chat/completions --model stub
+    fi
   done
 done
 if [ -n "$pk_port" ]; then
   kill "$pk_pid" 2>/dev/null || true
+fi
+# nginx keeps up to 256 idle connections to the stub, which would take stub connection slots
+# from the WebSocket runs below
+if [ -n "$ngx_port" ]; then
+  kill "$ngx_pid" 2>/dev/null || true
+  wait "$ngx_pid" 2>/dev/null || true
 fi
 kill "$wye_pid" 2>/dev/null || true
 wait "$wye_pid" 2>/dev/null || true
@@ -204,10 +262,11 @@ for stream in (True, False):
           "system time per measured request)")
     print("| conc | direct p50 / p99 / ttfb p50 | wye p50 / p99 / ttfb p50 | wye adds p50 / p99 | "
           "portkey p50 / p99 / ttfb p50 | portkey adds p50 / p99 | wye added / portkey added p50 / p99 | "
-          "req/s d/w/p | failed d/w/p | TCP connections d/w/p | wye CPU µs/req |")
-    print("|---:|---|---|---|---|---|---|---|---|---|---:|")
+          "nginx p50 / p99 | nginx adds p50 / p99 | "
+          "req/s d/w/p/n | failed d/w/p/n | TCP connections d/w/p/n | wye CPU µs/req |")
+    print("|---:|---|---|---|---|---|---|---|---|---|---|---|---:|")
     for c in (1, 16, 64):
-        d, w, p = (pts.get((stream, c, k)) for k in ("direct", "wye", "portkey"))
+        d, w, p, n = (pts.get((stream, c, k)) for k in ("direct", "wye", "portkey", "nginx"))
         if not d:
             continue
         def trip(x):
@@ -219,11 +278,12 @@ for stream in (True, False):
             if w and p and p[k] - d[k] > 0:
                 return f"{(w[k] - d[k]) / (p[k] - d[k]):.3f}"
             return "-"
-        fails = "/".join(str(x["failed"]) if x else "-" for x in (d, w, p))
-        rps = "/".join(f"{x['req_per_s']:.0f}" if x else "-" for x in (d, w, p))
-        conns = "/".join(str(x.get("connects", "-")) if x else "-" for x in (d, w, p))
+        fails = "/".join(str(x["failed"]) if x else "-" for x in (d, w, p, n))
+        rps = "/".join(f"{x['req_per_s']:.0f}" if x else "-" for x in (d, w, p, n))
+        conns = "/".join(str(x.get("connects", "-")) if x else "-" for x in (d, w, p, n))
+        ngx = f"{f(n['lat_p50_ms'])} / {f(n['lat_p99_ms'])}" if n else "-"
         print(f"| {c} | {trip(d)} | {trip(w)} | {add(w)} | {trip(p)} | {add(p)} | "
-              f"{ratio('lat_p50_ms')} / {ratio('lat_p99_ms')} | {rps} | {fails} | {conns} | "
+              f"{ratio('lat_p50_ms')} / {ratio('lat_p99_ms')} | {ngx} | {add(n)} | {rps} | {fails} | {conns} | "
               f"{cpu.get((stream, c), '-')} |")
 for r in ws:
     print()
