@@ -9,6 +9,7 @@
  * reference until the host answers them, and answers for ended runs are dropped.
  * Host calls themselves are in agent_calls.c, the public API in agent_rt.c.
  * Threads: agent_op_* any thread; the rest the run's worker. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -848,6 +849,9 @@ static void handle_msg(struct agent_worker *wk, struct wye_qnode *n)
 void *agent_worker_main(void *arg)
 {
     struct agent_worker *wk = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "wye-agent-%d", wk->index % 10000 + 1);
+    (void)pthread_setname_np(pthread_self(), name);
     int64_t give_up_ns = 0;
     for (;;) {
         struct wye_qnode *n = wye_queue_pop(&wk->inbox, 20 * 1000000LL);

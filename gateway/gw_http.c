@@ -14,6 +14,7 @@
  * checks the query and queues a job; the worker reads the ledger files and hands the JSON back
  * through a gw_stream, so the lws thread never touches the disk. */
 #include <cJSON.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,7 @@ static void summary_run(struct gw_server *srv, struct gw_summary_job *job)
 static void *summary_main(void *arg)
 {
     struct gw_server *srv = arg;
+    (void)pthread_setname_np(pthread_self(), "wye-summary");
     struct wye_qnode *n;
     /* NULL once the queue is closed and empty: what was queued is answered first */
     while ((n = wye_queue_pop(&srv->summary_q, -1)) != NULL) {

@@ -14,6 +14,7 @@
  * joined after it: it is a producer like the backends, so the lws thread never reads files. */
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -315,6 +316,7 @@ fail_free:
 static void *service_main(void *arg)
 {
     struct gw_server *srv = arg;
+    (void)pthread_setname_np(pthread_self(), "wye-lws");
     lws_sul_schedule(srv->ctx, 0, &srv->sul_tick, tick, (lws_usec_t)srv->tick_ms * 1000);
     while (!atomic_load(&srv->stop)) {
         if (lws_service(srv->ctx, 0) < 0) {

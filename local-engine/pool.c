@@ -26,6 +26,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -178,6 +179,9 @@ static void *worker_main(void *p)
 {
     struct worker *w = p;
     struct eng_pool *pool = w->pool;
+    char name[16];
+    snprintf(name, sizeof(name), "wye-pool-%d", w->id % 100000);
+    (void)pthread_setname_np(pthread_self(), name);
     unsigned seen = 0; /* the generation at creation */
     for (;;) {
         seen = wait_generation(pool, seen);

@@ -581,6 +581,7 @@ static int64_t writer_timeout(struct rt_ledger *l)
 static void *writer_main(void *arg)
 {
     struct rt_ledger *l = arg;
+    (void)pthread_setname_np(pthread_self(), "wye-ledger");
     for (;;) {
         struct wye_qnode *node = wye_queue_pop(&l->q, writer_timeout(l));
         if (!node) {

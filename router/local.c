@@ -680,6 +680,7 @@ static void lc_cancel_all(struct rt_local *l)
 static void *lc_main(void *arg)
 {
     struct rt_local *l = arg;
+    (void)pthread_setname_np(pthread_self(), "wye-local");
     while (lc_wait(l)) {
         lc_check_sinks(l);
         lc_admit(l);

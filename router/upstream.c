@@ -626,6 +626,7 @@ static long check_deadlines(struct rt_upstream *up)
 static void *up_main(void *arg)
 {
     struct rt_upstream *up = arg;
+    (void)pthread_setname_np(pthread_self(), "wye-upstream");
     /* Each SSE chunk's JSON tree lives in this arena (see rt_xfer_on_event); without it
      * (out of memory) chunks are parsed with malloc, as everywhere else. */
     (void)wye_cjson_arena_init(RT_CHUNK_ARENA_BYTES);

@@ -1,6 +1,7 @@
 /* `wye serve` (gw_cli_serve): --help exits 0, bad flags exit 2 naming the problem, and a real
  * run in a child process logs "listening on http://HOST:PORT", serves /healthz, /v1/models and
- * chat requests (502 naming the unreachable upstream), and exits 0 on SIGTERM. */
+ * chat requests (502 naming the unreachable upstream), names its threads, and exits 0 on
+ * SIGTERM. */
 /* cmocka.h needs these first. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -78,6 +79,37 @@ static void test_flags(void **state)
     assert_int_equal(run_child(nofile, 3, out, sizeof(out)), 2);
 }
 
+/* The names of pid's threads, one per line, into out. */
+static void thread_names(pid_t pid, char *out, size_t cap)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    size_t len = 0;
+    out[0] = '\0';
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        char comm[400], name[32] = "";
+        snprintf(comm, sizeof(comm), "%s/%s/comm", path, e->d_name);
+        FILE *f = fopen(comm, "r");
+        if (f) {
+            if (!fgets(name, sizeof(name), f)) {
+                name[0] = '\0';
+            }
+            fclose(f);
+        }
+        int n = snprintf(out + len, cap - len, "%s", name);
+        if (n > 0 && (size_t)n < cap - len) {
+            len += (size_t)n;
+        }
+    }
+    closedir(d);
+}
+
 /* Removes dir and the files the server left in it (the ledger and its key). */
 static void remove_dir(const char *dir)
 {
@@ -145,6 +177,13 @@ static void test_run_and_sigterm(void **state)
     assert_int_equal(hc_request(port, "GET", "/metrics", NULL, NULL, &r, T_MS), 200);
     assert_non_null(strstr(r.body.data, "wye_upstream_errors_total"));
     hc_resp_cleanup(&r);
+    /* every long-lived thread is named for top -H, perf and gdb */
+    char names[4096];
+    thread_names(pid, names, sizeof(names));
+    if (!strstr(names, "wye-lws\n") || !strstr(names, "wye-upstream\n") ||
+        !strstr(names, "wye-ledger\n")) {
+        fail_msg("thread names of wye serve:\n%s", names);
+    }
     assert_int_equal(kill(pid, SIGTERM), 0);
     int status = 0;
     if (!sc_wait_exit(pid, &status, T_MS)) {

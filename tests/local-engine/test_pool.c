@@ -4,11 +4,14 @@
  * task's writes (plain stores, published by the run); a thread whose own share is held up
  * gets the rest of it done by the others; NULL and 1-thread pools run inline;
  * create/destroy cycles join their workers; the benchmarks' one-counter mode is as exact. */
+/* cmocka.h needs these first. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -112,6 +115,38 @@ static void test_workers_participate(void **state)
         eng_pool_run(pool, busy_task, NULL, 256);
     }
     assert_true(atomic_load(&worker_tasks) > 0);
+    eng_pool_destroy(pool);
+}
+
+/* Each worker names its thread "wye-pool-N" (N its thread number), for top -H, perf and gdb. */
+static char worker_names[3][16];
+static atomic_int named_workers;
+
+static void name_task(void *arg, int64_t task, int thread)
+{
+    (void)arg;
+    (void)task;
+    if (thread > 0 && thread < 3 && worker_names[thread][0] == '\0') {
+        /* no cmocka asserts off the test's thread: a failure leaves the name empty */
+        if (pthread_getname_np(pthread_self(), worker_names[thread], 16) == 0) {
+            atomic_fetch_add(&named_workers, 1);
+        }
+    }
+    for (volatile int i = 0; i < 2000; i++) {
+    }
+}
+
+static void test_worker_names(void **state)
+{
+    (void)state;
+    struct eng_pool *pool = eng_pool_create(3);
+    assert_non_null(pool);
+    int64_t t0 = wye_now_ns();
+    while (atomic_load(&named_workers) < 2 && wye_now_ns() - t0 < 5 * WYE_NS_PER_S) {
+        eng_pool_run(pool, name_task, NULL, 64);
+    }
+    assert_string_equal(worker_names[1], "wye-pool-1");
+    assert_string_equal(worker_names[2], "wye-pool-2");
     eng_pool_destroy(pool);
 }
 
@@ -297,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_rapid_runs),
         cmocka_unit_test(test_many_tasks),
         cmocka_unit_test(test_workers_participate),
+        cmocka_unit_test(test_worker_names),
         cmocka_unit_test(test_run_waits_for_tasks),
         cmocka_unit_test(test_huge_task_count),
         cmocka_unit_test(test_sleep_wake),
