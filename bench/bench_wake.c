@@ -15,16 +15,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 struct pipes {
     int ping[2], pong[2]; /* [0] read end, [1] write end */
 };
-
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* Sleeps in poll() until fd is readable, then reads one byte; -1 on error or end of file. */
 static int wait_byte(int fd, char *c)
@@ -65,11 +60,11 @@ static int measure(const struct pipes *p, int n, long pause_us, long long *rt)
                                   .tv_nsec = (pause_us % 1000000) * 1000};
             nanosleep(&ts, NULL);
         }
-        long long t0 = now_ns();
+        long long t0 = wye_now_ns();
         if (write(p->ping[1], &c, 1) != 1 || wait_byte(p->pong[0], &c) != 0) {
             return -1;
         }
-        rt[i] = now_ns() - t0;
+        rt[i] = wye_now_ns() - t0;
     }
     qsort(rt, (size_t)n, sizeof(*rt), cmp_ll);
     printf("pause %6ld us: round trip p50 %7.1f  p90 %7.1f  p99 %7.1f us (%d round trips)\n",
