@@ -283,40 +283,13 @@ static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, fl
     }
 }
 
-/* g[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u for i < n, 8 at a time (a short tail through
- * a padded copy, with the same arithmetic). */
-static inline __attribute__((always_inline)) void silu_mul8(float *g, const float *u)
-{
-    v8f gv, uv, ev, ng;
-    V8F_LOAD(gv, g);
-    V8F_LOAD(uv, u);
-    ng = -gv;
-    exp8((float *)&ev, (const float *)&ng);
-    gv = gv / (V8F_SPLAT(1.0f) + ev) * uv;
-    memcpy(g, &gv, sizeof(gv));
-}
-
-static void silu_mul(float *g, const float *u, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        silu_mul8(g + i, u + i);
-    }
-    if (i < n) {
-        float gb[8] = {0}, ub[8] = {0};
-        memcpy(gb, g + i, (size_t)(n - i) * sizeof(float));
-        memcpy(ub, u + i, (size_t)(n - i) * sizeof(float));
-        silu_mul8(gb, ub);
-        memcpy(g + i, gb, (size_t)(n - i) * sizeof(float));
-    }
-}
-
 /* The FFN's gate and up products and SwiGLU in one pool run: each task computes the same
  * rows of both matrices and then hb = silu(gate) * up on them, so the activation function
  * is split across the threads too instead of running on the caller after a join. Every
  * element is computed exactly as matmul_multi + the SwiGLU loop compute it. */
 struct swiglu_job {
     const struct eng_wmat *gate, *up;
+    void (*silu)(float *g, const float *u, int64_t n); /* eng_silu_mul or its AVX2 build */
     float *g, *u; /* (n_tok x m): silu(gate) * up ends up in g */
     int64_t m, rpt;
     int32_t n_tok;
@@ -330,7 +303,7 @@ static void swiglu_rows(const struct swiglu_job *j, int64_t r0, int64_t r1)
     wmat_rows(uw, &j->a, j->u, r0, r1);
     for (int32_t t = 0; t < j->n_tok; t++) {
         float *g = j->g + (size_t)t * (size_t)j->m, *u = j->u + (size_t)t * (size_t)j->m;
-        silu_mul(g + r0, u + r0, r1 - r0);
+        j->silu(g + r0, u + r0, r1 - r0);
     }
 }
 
@@ -342,10 +315,17 @@ static void swiglu_task(void *arg, int64_t task, int thread)
     swiglu_rows(j, r0, r0 + j->rpt < j->m ? r0 + j->rpt : j->m);
 }
 
+void eng_silu_mul(float *g, const float *u, int64_t n)
+{
+    silu_mul(g, u, n);
+}
+
 /* f->hb = silu(xb W_gate^T) * (xb W_up^T) for n tokens (f->hb2 is scratch). */
 static void ffn_swiglu(struct eng_fwd *f, const struct eng_layer *L, int32_t n)
 {
     const struct eng_wmat *gw = &L->w_gate, *uw = &L->w_up;
+    void (*silu)(float *, const float *, int64_t) =
+        strcmp(eng_kernels_name(), "avx2") == 0 ? eng_silu_mul_avx2 : eng_silu_mul;
     if (eng_act_type_of(gw->type) != eng_act_type_of(uw->type) || gw->k != uw->k ||
         gw->m != uw->m) {
         const struct eng_wmat *gu[2] = {gw, uw};
@@ -353,11 +333,12 @@ static void ffn_swiglu(struct eng_fwd *f, const struct eng_layer *L, int32_t n)
         matmul_multi(f, gu, gu_y, 2, f->xb, n);
         for (int32_t t = 0; t < n; t++) {
             size_t o = (size_t)t * (size_t)gw->m;
-            silu_mul(f->hb + o, f->hb2 + o, gw->m);
+            silu(f->hb + o, f->hb2 + o, gw->m);
         }
         return;
     }
-    struct swiglu_job j = {.gate = gw, .up = uw, .g = f->hb, .u = f->hb2, .m = gw->m, .n_tok = n};
+    struct swiglu_job j = {
+        .gate = gw, .up = uw, .silu = silu, .g = f->hb, .u = f->hb2, .m = gw->m, .n_tok = n};
     const struct eng_wmat *gu[2] = {gw, uw};
     act_prepare(f, gu, 2, f->xb, n, &j.a);
     int nth = eng_pool_size(f->pool);

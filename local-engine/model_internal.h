@@ -140,6 +140,10 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n);
 size_t eng_att_head_scratch(int32_t n, int32_t hd);
 /* For tests: dst[0..8) = e^src[0..8) as softmax and SiLU compute it. */
 void eng_exp8(float *dst, const float *src);
+/* g[i] = silu(g[i]) * u[i] for i < n as the FFN computes it, by the build for any CPU and by
+ * the AVX2 build (only where eng_kernels_name() is "avx2"); the same bits. */
+void eng_silu_mul(float *g, const float *u, int64_t n);
+void eng_silu_mul_avx2(float *g, const float *u, int64_t n);
 void eng_att_head(const float *q, const void *k, const void *v, bool f16, int32_t n, int32_t hd,
                   float *scratch, float *out);
 void eng_att_head_avx2(const float *q, const void *k, const void *v, bool f16, int32_t n,
