@@ -1,7 +1,7 @@
 /* The attention of the forward pass (forward.c), as static inline code included twice: by
  * forward.c for any CPU and by attention_avx2.c, compiled for AVX2/F16C (ATT_F16C defined),
  * for the CPUs whose kernels are AVX2. Every operation is an element-wise IEEE one written
- * with GCC/clang vector extensions in ISO C mode (no contraction into FMA), so both builds
+ * with GCC/clang vector extensions and no contraction into FMA (-ffp-contract=off), so both builds
  * compute the same bits. */
 #ifndef WYE_LOCAL_ENGINE_ATTENTION_H
 #define WYE_LOCAL_ENGINE_ATTENTION_H

@@ -1,8 +1,8 @@
 /* The attention task compiled for AVX2 and F16C (this file alone, with quant_avx2.c, gets
- * -mavx2 -mfma -mf16c; ISO C mode keeps FMA out of the vector expressions): the code of
- * attention.h 8 floats per register and F16 keys and values widened by vcvtph2ps, the same
- * bits as forward.c's build, and SwiGLU's silu(g) * u likewise. Chosen by forward.c when the
- * kernels are AVX2. */
+ * -mavx2 -mfma -mf16c; -ffp-contract=off, set for the whole build, keeps FMA out of the vector
+ * expressions): the code of attention.h 8 floats per register and F16 keys and values widened by
+ * vcvtph2ps, the same bits as forward.c's build, and SwiGLU's silu(g) * u likewise. Chosen by
+ * forward.c when the kernels are AVX2. */
 #define ATT_F16C 1
 #include "local-engine/attention.h"
 

@@ -356,7 +356,7 @@ static void mk_usage(FILE *out)
 int eng_cli_mkmodel(int argc, char **argv)
 {
     struct eng_mkmodel_opts o = {.type = ENG_TYPE_Q8_0, .seed = 1};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -398,7 +398,6 @@ int eng_cli_mkmodel(int argc, char **argv)
             mk_usage(stderr);
             return 2;
         }
-        i++;
     }
     if (!o.shape || !o.out_path) {
         mk_usage(stderr);

@@ -690,9 +690,14 @@ ALWAYS_INLINE __m256i g8_block(const char *wr, int64_t i, const struct eng_block
         __m256i av = _mm256_sign_epi8(wv, wv);
         s0 = _mm256_setzero_si256();
         s1 = s0;
+        /* the shuffles' controls must be immediates even where the loop is not unrolled (-O0) */
+        const __m256i wb[4] = {_mm256_shuffle_epi32(wv, 0x00), _mm256_shuffle_epi32(wv, 0x55),
+                               _mm256_shuffle_epi32(wv, 0xAA), _mm256_shuffle_epi32(wv, 0xFF)};
+        const __m256i ab[4] = {_mm256_shuffle_epi32(av, 0x00), _mm256_shuffle_epi32(av, 0x55),
+                               _mm256_shuffle_epi32(av, 0xAA), _mm256_shuffle_epi32(av, 0xFF)};
         UNROLL_NX for (int j = 0; j < 4; j++) {
-            __m256i wj = _mm256_shuffle_epi32(wv, j * 0x55);
-            __m256i aj = _mm256_shuffle_epi32(av, j * 0x55);
+            __m256i wj = wb[j];
+            __m256i aj = ab[j];
             __m256i p0 =
                 _mm256_maddubs_epi16(aj, _mm256_sign_epi8(_mm256_load_si256(xg + 2 * j), wj));
             __m256i p1 =

@@ -349,17 +349,8 @@ struct vocab {
 };
 
 /* SPM: <unk> <s> </s> <0x00>..<0xFF>, then scored pieces. */
-static const char *const spm_pieces[] = {"\xe2\x96\x81",
-                                         "a",
-                                         "b",
-                                         "c",
-                                         "\xe2\x96\x81"
-                                         "a",
-                                         "ab",
-                                         "bc",
-                                         "abc",
-                                         "aa",
-                                         "<tool>"};
+static const char *const spm_pieces[] = {"\xe2\x96\x81", "a",  "b",   "c",  "\u2581a",
+                                         "ab",           "bc", "abc", "aa", "<tool>"};
 static const float spm_scores[] = {-1, -2, -2, -2, -3, -1, -0.5f, -0.2f, -1, 0};
 #define SPM_FIRST 259
 
