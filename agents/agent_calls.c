@@ -139,11 +139,14 @@ static void call_http(struct agent_task *t, struct agent_waiter w, const cJSON *
         .n_headers = nh,
         .body = cJSON_IsString(body) ? body->valuestring : NULL,
         .body_len = cJSON_IsString(body) ? strlen(body->valuestring) : 0,
-        .timeout_ms = cJSON_IsNumber(to) ? (int)(to->valuedouble * 1000) : 10000,
+        .timeout_ms = 10000,
         .max_bytes = rt->http_max_bytes,
     };
-    if (req.timeout_ms <= 0 || req.timeout_ms > 120000) {
-        req.timeout_ms = 10000;
+    /* seconds, from the script: anything outside (0, 120] (NaN, 1e300, which no int holds)
+     * keeps the default */
+    double to_s = cJSON_IsNumber(to) ? to->valuedouble : 0.0;
+    if (to_s > 0.0 && to_s <= 120.0 && (int)(to_s * 1000) > 0) {
+        req.timeout_ms = (int)(to_s * 1000);
     }
     struct agent_op *op = agent_op_new(run, AGENT_OP_HTTP, w);
     enum wye_err err = op ? rt->ops.http(rt->host, &req, op, eb, sizeof(eb)) : WYE_ERR_NOMEM;

@@ -31,6 +31,7 @@ struct fake {
     int n_held;
     int release_at; /* answer every held http op once this many wait */
     int n_chat, n_http, n_events;
+    int last_timeout_ms; /* of the last http request */
     char last_tool_content[512];
     /* the outcome */
     bool done;
@@ -72,6 +73,7 @@ static enum wye_err fake_http(void *ctx, const struct agent_http_req *req, struc
     (void)errlen;
     pthread_mutex_lock(&f->lock);
     f->n_http++;
+    f->last_timeout_ms = req->timeout_ms;
     if (strstr(req->url, "/now")) {
         pthread_mutex_unlock(&f->lock);
         struct agent_http_result r = {
@@ -629,6 +631,41 @@ static void test_cancel_and_reload(void **state)
     rmdir(dir);
 }
 
+/* wye.http.request's timeout (seconds) from a script: within (0, 120] it is used, anything else
+ * (1e300, which no int holds, negative, too long) keeps the 10 s default. */
+static void test_http_timeout_from_script(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/wye-agents-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[300];
+    snprintf(path, sizeof(path), "%s/a.lua", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("tool { name = 'fetch', run = function(a, ctx) return wye.http.request{url="
+          "'http://h.test/now', timeout = a.t}.body end }\n"
+          "agent { name = 'one', tools = {'fetch'}, allow_hosts = {'h.test'} }\n",
+          fp);
+    fclose(fp);
+    struct env *e = env_new(dir, 0, 0);
+    const struct {
+        const char *t;
+        int ms;
+    } cases[] = {{"0.5", 500},  {"120", 120000}, {"1e300", 10000},
+                 {"-5", 10000}, {"121", 10000},  {"0.0001", 10000}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char script[128];
+        snprintf(script, sizeof(script), "{\"calls\":[[\"fetch\",{\"t\":%s}]]}", cases[i].t);
+        e->f.last_timeout_ms = -1;
+        run(e, "one", script);
+        assert_int_equal(e->f.err, WYE_OK);
+        assert_int_equal(e->f.last_timeout_ms, cases[i].ms);
+    }
+    env_free(e);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void write_text(const char *path, const char *text)
 {
     FILE *fp = fopen(path, "w");
@@ -735,6 +772,7 @@ int main(void)
         cmocka_unit_test(test_workflows),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_cancel_and_reload),
+        cmocka_unit_test(test_http_timeout_from_script),
         cmocka_unit_test(test_reload_keeps_previous),
         cmocka_unit_test(test_deltas),
         cmocka_unit_test(test_run_ids_across_restarts),
