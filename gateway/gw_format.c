@@ -4,6 +4,8 @@
  * queued as one chunk each; error bodies for refused requests are formatted on the lws thread. */
 #include <cJSON.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -273,7 +275,18 @@ static enum wye_err tools_accumulate(struct gw_stream *s, const cJSON *arr)
     cJSON_ArrayForEach(tc, arr)
     {
         const cJSON *idx = cJSON_GetObjectItemCaseSensitive(tc, "index");
-        int index = cJSON_IsNumber(idx) ? (int)idx->valuedouble : 0;
+        int index = 0;
+        if (cJSON_IsNumber(idx)) {
+            /* the backend picks this number: converting one no int holds is undefined, and
+             * no real call has a negative, fractional or huge index */
+            if (!(idx->valuedouble >= 0 && idx->valuedouble <= INT_MAX) ||
+                idx->valuedouble != floor(idx->valuedouble)) {
+                wye_log(WYE_LOG_WARN, s->reqid,
+                        "backend sent a tool call whose index is no int from 0 up; dropped");
+                continue;
+            }
+            index = (int)idx->valuedouble;
+        }
         struct gw_tool *t = NULL;
         for (int i = 0; i < acc->n; i++) {
             if (acc->t[i].index == index) {

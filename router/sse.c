@@ -13,6 +13,8 @@
 enum { ST_NAME, ST_VALUE_START, ST_VALUE };
 enum { FIELD_OTHER, FIELD_DATA, FIELD_EVENT };
 
+#define RT_USAGE_COUNT_MAX 9007199254740992.0 /* 2^53: every integer up to it is exact */
+
 enum wye_err rt_sse_init(struct rt_sse *p, size_t cap)
 {
     memset(p, 0, sizeof(*p));
@@ -205,21 +207,36 @@ void rt_chunk_cleanup(struct rt_chunk *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* A token count as sent: absent (0), or a number from 0 to 2^53. Larger values are no count an
+ * API reports, and would not convert to int64_t (undefined behaviour for a double past it). */
+static bool read_count(const cJSON *v, int64_t *out)
+{
+    if (!v) {
+        *out = 0;
+        return true;
+    }
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= RT_USAGE_COUNT_MAX)) {
+        return false;
+    }
+    *out = (int64_t)v->valuedouble;
+    return true;
+}
+
 static enum wye_err read_usage(const cJSON *u, struct rt_chunk *out, char *errbuf, size_t errlen)
 {
     if (!u || cJSON_IsNull(u)) {
         return WYE_OK;
     }
-    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens");
-    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens");
-    if (!cJSON_IsObject(u) || (pt && !cJSON_IsNumber(pt)) || (ct && !cJSON_IsNumber(ct)) ||
-        (pt && pt->valuedouble < 0) || (ct && ct->valuedouble < 0)) {
-        snprintf(errbuf, errlen, "'usage' must be an object with non-negative token counts");
+    int64_t pt, ct;
+    if (!cJSON_IsObject(u) ||
+        !read_count(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens"), &pt) ||
+        !read_count(cJSON_GetObjectItemCaseSensitive(u, "completion_tokens"), &ct)) {
+        snprintf(errbuf, errlen, "'usage' must be an object with token counts from 0 to 2^53");
         return WYE_ERR_PARSE;
     }
     out->has_usage = true;
-    out->usage.prompt_tokens = pt ? (int64_t)pt->valuedouble : 0;
-    out->usage.completion_tokens = ct ? (int64_t)ct->valuedouble : 0;
+    out->usage.prompt_tokens = pt;
+    out->usage.completion_tokens = ct;
     out->usage.estimated = false;
     return WYE_OK;
 }

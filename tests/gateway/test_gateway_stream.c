@@ -277,6 +277,59 @@ static void test_formats_under_oom(void **state)
     }
 }
 
+/* stream:false assembles tool calls by the backend's "index": one no int holds (or negative,
+ * or fractional) drops that call instead of converting it (undefined behaviour, found by
+ * fuzz_gw_format), and the calls with good indexes come out whole. */
+static void test_tool_index_out_of_range(void **state)
+{
+    (void)state;
+    struct wye_chat_req *req = make_req();
+    assert_non_null(req);
+    struct gw_stream *s = gw_stream_create(srv, GW_KIND_JSON, req);
+    wye_chat_req_destroy(req);
+    assert_non_null(s);
+    struct wye_sink sink = gw_stream_sink(s);
+    sink.ops->start(sink.ctx, &(struct wye_start){.route = "remote", .model = "m", .score = -1});
+    static const char *const deltas[] = {
+        "[{\"index\":0,\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"arguments\":\"{\\\"x\\\":\"}}]",
+        "[{\"index\":1e10,\"id\":\"big\",\"function\":{\"name\":\"g\"}},"
+        "{\"index\":-1,\"id\":\"neg\",\"function\":{\"name\":\"h\"}},"
+        "{\"index\":0.5,\"id\":\"frac\",\"function\":{\"name\":\"i\"}},"
+        "{\"index\":-1e300,\"function\":{\"name\":\"j\"}}]",
+        "[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]",
+    };
+    for (size_t i = 0; i < sizeof(deltas) / sizeof(deltas[0]); i++) {
+        struct wye_event ev = {
+            .type = WYE_EV_TOOL_DELTA, .data = deltas[i], .len = strlen(deltas[i])};
+        assert_int_equal(sink.ops->emit(sink.ctx, &ev), WYE_OK);
+    }
+    gw_stream_ref(s);
+    struct wye_result res = {.err = WYE_OK};
+    sink.ops->finish(sink.ctx, &res);
+    struct wye_buf out;
+    wye_buf_init(&out, 1 << 20);
+    assert_true(drain(s, &out));
+    gw_stream_unref(s);
+    drop_ready();
+    gw_stream_release(s);
+    cJSON *j = cJSON_Parse(out.data);
+    assert_non_null(j);
+    cJSON *msg = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0), "message");
+    cJSON *calls = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+    assert_int_equal(cJSON_GetArraySize(calls), 1);
+    cJSON *call = cJSON_GetArrayItem(calls, 0);
+    cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(call, "id")->valuestring, "a");
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(call, "index")->valueint, 0);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring, "f");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(fn, "arguments")->valuestring,
+                        "{\"x\":1}");
+    cJSON_Delete(j);
+    wye_buf_cleanup(&out);
+}
+
 int main(void)
 {
     wye_alloc_install_cjson_hooks();
@@ -287,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_backpressure_and_credit),
         cmocka_unit_test(test_pop_upto_and_pool),
         cmocka_unit_test(test_formats_under_oom),
+        cmocka_unit_test(test_tool_index_out_of_range),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -244,6 +244,36 @@ static void test_chunks(void **state)
     }
 }
 
+/* Token counts an upstream cannot mean (past 2^53, or as large as a double goes) are refused:
+ * converting them to int64_t was undefined behaviour (found by fuzz_sse). */
+static void test_usage_counts_bounded(void **state)
+{
+    (void)state;
+    struct rt_chunk c;
+    char eb[160];
+    static const char *const bad[] = {
+        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1e300,\"completion_tokens\":1}}",
+        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":9.3e18}}",
+        "{\"choices\":[],\"usage\":{\"completion_tokens\":9007199254740994}}",
+        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1e999}}",
+        "{\"choices\":[],\"usage\":{\"prompt_tokens\":-1e-9}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        eb[0] = '\0';
+        assert_int_equal(rt_chunk_parse(bad[i], strlen(bad[i]), false, &c, eb, sizeof(eb)),
+                         WYE_ERR_PARSE);
+        assert_non_null(strstr(eb, "'usage' must be an object with token counts"));
+        rt_chunk_cleanup(&c);
+    }
+    const char *j = "{\"choices\":[],\"usage\":{\"prompt_tokens\":9007199254740992,"
+                    "\"completion_tokens\":0}}";
+    assert_int_equal(rt_chunk_parse(j, strlen(j), true, &c, eb, sizeof(eb)), WYE_OK);
+    assert_true(c.has_usage);
+    assert_true(c.usage.prompt_tokens == INT64_C(9007199254740992));
+    assert_int_equal(c.usage.completion_tokens, 0);
+    rt_chunk_cleanup(&c);
+}
+
 static void test_error_bodies(void **state)
 {
     (void)state;
@@ -319,7 +349,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_split),    cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_chunks),         cmocka_unit_test(test_error_bodies),
-        cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_alloc_failures), cmocka_unit_test(test_usage_counts_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
