@@ -412,7 +412,13 @@ void gw_agents_http(struct lws *wsi, struct gw_server *srv, struct gw_pss *pss)
         http_error(wsi, srv, pss, 400, "json_depth_max", eb);
         return;
     }
-    cJSON *root = pss->body.len ? cJSON_ParseWithLength(pss->body.data, pss->body.len) : NULL;
+    size_t pos = 0;
+    cJSON *root = pss->body.len ? gw_json_parse(pss->body.data, pss->body.len, &pos) : NULL;
+    if (!root && pss->body.len) {
+        snprintf(eb, sizeof(eb), "malformed JSON in the request body near byte %zu", pos);
+        http_error(wsi, srv, pss, 400, "invalid_json", eb);
+        return;
+    }
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "input");
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "stream");
     if (!cJSON_IsObject(root) || !cJSON_IsString(in) || (st && !cJSON_IsBool(st))) {

@@ -69,6 +69,24 @@ bool gw_json_too_deep(const char *p, size_t n, int limit)
     return false;
 }
 
+cJSON *gw_json_parse(const char *p, size_t n, size_t *pos)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(p, n, &end, false);
+    size_t i = end && end >= p ? (size_t)(end - p) : 0;
+    if (root) {
+        while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r')) {
+            i++;
+        }
+        if (i == n) {
+            return root;
+        }
+        cJSON_Delete(root);
+    }
+    *pos = i;
+    return NULL;
+}
+
 const char *gw_status_error_type(int status)
 {
     switch (status) {

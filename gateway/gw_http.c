@@ -329,10 +329,9 @@ static void handle_chat(struct lws *wsi, struct gw_server *srv, struct gw_pss *p
                       "JSON nesting deeper than the limit of %d (json_depth_max)", cap);
         return;
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(pss->body.data, pss->body.len, &end, false);
+    size_t pos = 0;
+    cJSON *root = gw_json_parse(pss->body.data, pss->body.len, &pos);
     if (!root) {
-        size_t pos = end && end >= pss->body.data ? (size_t)(end - pss->body.data) : 0;
         respond_error(wsi, srv, pss, 400, "invalid_json",
                       "malformed JSON in the request body near byte %zu", pos);
         return;

@@ -180,6 +180,10 @@ void gw_tool_acc_destroy(struct gw_tool_acc *t);
 /* True when the JSON text nests brackets deeper than limit (strings skipped). A guard run
  * before cJSON, which recurses once per level. */
 bool gw_json_too_deep(const char *p, size_t n, int limit);
+/* Parses p[0..n) as one JSON value followed by nothing but JSON whitespace (cJSON alone stops
+ * after the first value and ignores what follows: '{"a":1} junk'). NULL when malformed, with
+ * *pos the offset of the first byte that is not part of a well-formed text. */
+struct cJSON *gw_json_parse(const char *p, size_t n, size_t *pos);
 /* WS: {"type":"error","id":...,"error":{...}} into b; status picks the error type. id may be
  * NULL. */
 enum wye_err gw_fmt_ws_error(struct wye_buf *b, int status, const char *id, const char *code,

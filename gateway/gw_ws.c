@@ -394,16 +394,15 @@ static void handle_message(struct gw_ws_conn *c)
 {
     struct gw_server *srv = c->srv;
     int cap = srv->cfg->limits.json_depth_max > 0 ? srv->cfg->limits.json_depth_max : 64;
-    const char *end = NULL;
     /* cJSON recurses per nesting level: refuse absurd nesting before parsing. */
     if (gw_json_too_deep(c->rx.data, c->rx.len, cap + 2)) {
         send_error(c, NULL, "json_depth_max",
                    "JSON nesting deeper than the limit of %d (json_depth_max)", cap);
         return;
     }
-    cJSON *root = cJSON_ParseWithLengthOpts(c->rx.data, c->rx.len, &end, false);
+    size_t pos = 0;
+    cJSON *root = gw_json_parse(c->rx.data, c->rx.len, &pos);
     if (!root) {
-        size_t pos = end && end >= c->rx.data ? (size_t)(end - c->rx.data) : 0;
         send_error(c, NULL, "invalid_json", "malformed JSON in the event near byte %zu", pos);
         return;
     }

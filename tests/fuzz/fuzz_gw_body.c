@@ -1,6 +1,6 @@
 /* libFuzzer entry point for what the gateway does with a request body before any backend sees
  * it, as far as it runs without a connection: the nesting guard (gw_json_too_deep, which must
- * catch every body cJSON would parse deeper than the guard's limit), cJSON, and the chat
+ * catch every body cJSON would parse deeper than the guard's limit), gw_json_parse, and the chat
  * request builder with the default limits, once as an HTTP body (gw_http.c handle_chat) and
  * once as a WebSocket response.create event (gw_ws.c handle_message/handle_create: the request
  * in "response", or the event itself less "type" and "id"). The rest of those handlers answers
@@ -57,13 +57,12 @@ static cJSON *guarded_parse(const char *p, size_t n, int limit)
     bool deep = gw_json_too_deep(p, n, limit);
     /* a looser limit never refuses what a tighter one let through */
     CHECK(!deep || gw_json_too_deep(p, n, limit - 1));
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(p, n, &end, false);
+    size_t pos = n + 1;
+    cJSON *root = gw_json_parse(p, n, &pos);
     if (!root) {
-        CHECK(end == NULL || (end >= p && end <= p + n));
+        CHECK(pos <= n); /* where it went wrong is inside the body */
         return NULL;
     }
-    CHECK(end && end > p && end <= p + n);
     if (deep) {
         cJSON_Delete(root); /* the handlers answer 400 before parsing */
         return NULL;

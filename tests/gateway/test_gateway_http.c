@@ -592,6 +592,14 @@ static void test_malformed(void **state)
     assert_error(&r, 400, "malformed JSON");
     assert_non_null(strstr(r.body.data, "near byte"));
     hc_resp_cleanup(&r);
+    /* a whole object and then more: cJSON alone would stop after the object */
+    hc_resp_init(&r);
+    assert_int_equal(hc_request(gwt_group->port, "POST", "/v1/chat/completions",
+                                "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]} x", NULL,
+                                &r, T_MS),
+                     400);
+    assert_error(&r, 400, "malformed JSON in the request body near byte 46");
+    hc_resp_cleanup(&r);
     hc_resp_init(&r);
     assert_int_equal(hc_request(gwt_group->port, "POST", "/v1/chat/completions",
                                 "{\"messages\":\"hi\"}", NULL, &r, T_MS),

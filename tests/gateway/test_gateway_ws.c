@@ -321,6 +321,8 @@ static void test_malformed(void **state)
     expect_error(&c, NULL, "binary_frame", "binary messages are not supported");
     assert_true(wsc_send_text(&c, "this is not json"));
     expect_error(&c, NULL, "invalid_json", "malformed JSON");
+    assert_true(wsc_send_text(&c, "{\"type\":\"response.cancel\",\"id\":\"q\"} {}\n"));
+    expect_error(&c, NULL, "invalid_json", "malformed JSON in the event near byte 36");
     assert_true(wsc_send_text(&c, "[1,2,3]"));
     expect_error(&c, NULL, "invalid_event", "'type'");
     assert_true(wsc_send_text(&c, "{\"type\":\"session.update\",\"id\":\"x\"}"));
