@@ -95,6 +95,21 @@ static bool py_space(uint32_t cp)
     return eng_uc_is_space(cp) || (cp >= 0x1C && cp <= 0x1F);
 }
 
+/* The length of s[0..n) without its trailing whitespace (Python str.rstrip()). */
+static size_t rstrip_len(const char *s, size_t n)
+{
+    size_t e = 0, i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t l = eng_utf8_decode(s + i, n - i, &cp);
+        i += l;
+        if (cp == ENG_UC_INVALID || !py_space(cp)) {
+            e = i;
+        }
+    }
+    return e;
+}
+
 /* Appends s with leading and trailing whitespace removed (Python str.strip()). */
 static void put_strip(struct w *w, const char *s)
 {
@@ -107,16 +122,7 @@ static void put_strip(struct w *w, const char *s)
         }
         a += l;
     }
-    size_t e = a, i = a;
-    while (i < n) {
-        uint32_t cp;
-        size_t l = eng_utf8_decode(s + i, n - i, &cp);
-        i += l;
-        if (cp == ENG_UC_INVALID || !py_space(cp)) {
-            e = i;
-        }
-    }
-    put(w, s + a, e - a);
+    put(w, s + a, rstrip_len(s + a, n - a));
 }
 
 /* Appends s as the tojson filter of transformers' chat templates renders a string
@@ -283,6 +289,22 @@ static void fmt_llama3_0(struct w *w, const struct wye_chat_msg *m, size_t n, bo
     }
 }
 
+/* Appends the strip() of the first turn's content with the system text folded in:
+ * '<<SYS>>\n' + sys + '\n<</SYS>>\n\n' + content. Written piece by piece: that text starts
+ * with '<', so only the end is stripped, and only content's end, or the "\n\n" too when
+ * content is all whitespace ('>' stops it there). */
+static void put_llama2_sys(struct w *w, const char *sys, const char *content)
+{
+    puts_(w, "<<SYS>>\n");
+    puts_(w, sys);
+    puts_(w, "\n<</SYS>>");
+    size_t n = rstrip_len(content, strlen(content));
+    if (n > 0) {
+        puts_(w, "\n\n");
+        put(w, content, n);
+    }
+}
+
 /* Llama-2-chat: the system text wraps into the first turn; each user turn is
  * "<s>[INST] ... [/INST]", each answer " ... </s>". Other roles render nothing. */
 static void fmt_llama2(struct w *w, const struct wye_chat_msg *m, size_t n, const char *bos)
@@ -294,30 +316,21 @@ static void fmt_llama2(struct w *w, const struct wye_chat_msg *m, size_t n, cons
         i = 1;
     }
     for (size_t k = 0; i < n; i++, k++) {
-        struct wye_buf tmp;
-        const char *content = m[i].content;
-        if (k == 0 && sys != NULL) {
-            /* content = '<<SYS>>\n' + system + '\n<</SYS>>\n\n' + message, then stripped */
-            wye_buf_init(&tmp, w->b->max);
-            enum wye_err e = wye_buf_printf(&tmp, "<<SYS>>\n%s\n<</SYS>>\n\n%s", sys, content);
-            if (e && w->err == WYE_OK) {
-                w->err = e;
-            }
-            content = tmp.data != NULL ? tmp.data : "";
-        } else {
-            wye_buf_init(&tmp, 0);
-        }
+        bool with_sys = k == 0 && sys != NULL;
         if (m[i].role == WYE_ROLE_USER) {
             puts_(w, bos);
             puts_(w, "[INST] ");
-            put_strip(w, content);
-            puts_(w, " [/INST]");
         } else if (m[i].role == WYE_ROLE_ASSISTANT) {
             puts_(w, " ");
-            put_strip(w, content);
-            puts_(w, " </s>");
+        } else {
+            continue;
         }
-        wye_buf_cleanup(&tmp);
+        if (with_sys) {
+            put_llama2_sys(w, sys, m[i].content);
+        } else {
+            put_strip(w, m[i].content);
+        }
+        puts_(w, m[i].role == WYE_ROLE_USER ? " [/INST]" : " </s>");
     }
 }
 

@@ -123,11 +123,52 @@ static void test_format(void **state)
     wye_buf_cleanup(&b);
 }
 
+/* Llama-2 folds the system text into the first turn and strips the result: a conversation
+ * whose rendering fits the cap renders, however long the unstripped turn would be (the fold
+ * went through a scratch buffer capped like the output: fuzz_chat_template found the
+ * spurious TOOBIG). */
+static void test_format_llama2_cap(void **state)
+{
+    (void)state;
+    char padded[128];
+    snprintf(padded, sizeof(padded), "Hi%60s", "");
+    struct wye_chat_msg msgs[] = {
+        {WYE_ROLE_SYSTEM, (char *)"Be brief."},
+        {WYE_ROLE_USER, padded},
+    };
+    static const char want[] = "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]";
+    struct wye_buf b;
+    wye_buf_init(&b, strlen(want));
+    assert_int_equal(eng_chat_format(ENG_CHAT_LLAMA2, msgs, 2, true, "<s>", &b), WYE_OK);
+    assert_string_equal(b.data, want);
+    wye_buf_cleanup(&b);
+
+    /* All-whitespace content: the blank lines after <</SYS>> are stripped too. */
+    msgs[1].content = (char *)" \n\t ";
+    static const char want_blank[] = "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>> [/INST]";
+    wye_buf_init(&b, strlen(want_blank));
+    assert_int_equal(eng_chat_format(ENG_CHAT_LLAMA2, msgs, 2, true, "<s>", &b), WYE_OK);
+    assert_string_equal(b.data, want_blank);
+    wye_buf_cleanup(&b);
+
+    /* A second system message renders nothing, and folding it must not need room either. */
+    struct wye_chat_msg two_sys[] = {
+        {WYE_ROLE_SYSTEM, (char *)"sys"},
+        {WYE_ROLE_SYSTEM, (char *)"sys again"},
+        {WYE_ROLE_ASSISTANT, (char *)"first answer"},
+    };
+    wye_buf_init(&b, strlen(" first answer </s>"));
+    assert_int_equal(eng_chat_format(ENG_CHAT_LLAMA2, two_sys, 3, true, NULL, &b), WYE_OK);
+    assert_string_equal(b.data, " first answer </s>");
+    wye_buf_cleanup(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detect),
         cmocka_unit_test(test_format),
+        cmocka_unit_test(test_format_llama2_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
