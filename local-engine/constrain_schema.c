@@ -14,6 +14,7 @@
 
 #include "common/alloc.h"
 #include "local-engine/constrain_internal.h"
+#include "local-engine/unicode.h"
 
 #define CC_SCHEMA_BYTES_MAX (1u << 20)
 #define CC_NODES_MAX 4096 /* node ids are 16 bits in frames */
@@ -261,6 +262,21 @@ static bool value_has_type(const cJSON *v, const char *type)
     return strcmp(type, "array") == 0 && cJSON_IsArray(v);
 }
 
+/* Whether v holds a number a double cannot hold (1e400): cJSON prints it as null, which would
+ * turn the value into a null literal. Recursion is bounded by cJSON's nesting limit. */
+static bool has_nonfinite(const cJSON *v)
+{
+    if (cJSON_IsNumber(v)) {
+        return !isfinite(v->valuedouble);
+    }
+    for (const cJSON *k = v->child; k; k = k->next) {
+        if (has_nonfinite(k)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* enum / const: the canonical (unformatted) text of each value whose type is allowed. */
 static enum wye_err compile_enum(struct cc *cc, const cJSON *s, const char *path, uint32_t *out)
 {
@@ -291,6 +307,12 @@ static enum wye_err compile_enum(struct cc *cc, const cJSON *s, const char *path
     for (; v && !e; v = en ? v->next : NULL) {
         if (type && !value_has_type(v, type->valuestring)) {
             continue;
+        }
+        if (has_nonfinite(v)) {
+            e = fail(cc, WYE_ERR_UNSUPPORTED, path,
+                     "an '%s' value has a number beyond the range of a double",
+                     en ? "enum" : "const");
+            break;
         }
         char *t = cJSON_PrintUnformatted(v);
         if (!t) {
@@ -935,8 +957,24 @@ static enum wye_err compile(struct cc *cc, const cJSON *s, const char *path, int
     if (ref) {
         return compile_ref(cc, ref, path, depth, out);
     }
-    if (cJSON_GetObjectItemCaseSensitive(s, "enum") ||
-        cJSON_GetObjectItemCaseSensitive(s, "const")) {
+    /* enum/const (with type) and anyOf/oneOf use none of the other keywords, which would
+     * still constrain the value (minLength beside enum, required beside anyOf, oneOf beside
+     * anyOf): refuse them, as beside $ref, rather than write values the schema rejects. */
+    const char *branch = cJSON_HasObjectItem(s, "enum")    ? "enum"
+                         : cJSON_HasObjectItem(s, "const") ? "const"
+                         : cJSON_HasObjectItem(s, "anyOf") ? "anyOf"
+                         : cJSON_HasObjectItem(s, "oneOf") ? "oneOf"
+                                                           : NULL;
+    bool literal = branch && (branch[0] == 'e' || branch[0] == 'c');
+    for (const cJSON *k = branch ? s->child : NULL; k; k = k->next) {
+        const char *kw = k->string;
+        if (strcmp(kw, branch) != 0 && strcmp(kw, "type") != 0 &&
+            !(literal && (strcmp(kw, "enum") == 0 || strcmp(kw, "const") == 0)) &&
+            !in_list(kw, annotations, sizeof(annotations) / sizeof(annotations[0]))) {
+            return fail(cc, WYE_ERR_UNSUPPORTED, path, "'%s' beside '%s'", kw, branch);
+        }
+    }
+    if (literal) {
         return compile_enum(cc, s, path, out);
     }
     const cJSON *any = cJSON_GetObjectItemCaseSensitive(s, "anyOf");
@@ -1202,12 +1240,20 @@ static enum wye_err finish(struct cc *cc, uint32_t top)
         }
     }
     for (uint32_t i = 0; i < c->n_nodes; i++) {
-        if (c->nodes[i].minlen == CN_UNBOUNDED) {
-            return fail(cc, WYE_ERR_INVAL, "",
-                        "no finite JSON text satisfies the schema (a recursive '$ref' that is "
-                        "always required?)%s",
+        if (c->nodes[i].minlen != CN_UNBOUNDED) {
+            continue;
+        }
+        /* Unknown (a cycle never closed) needs recursion; otherwise the sums saturated. */
+        if (!cc->recursive) {
+            return fail(cc, WYE_ERR_TOOBIG, "",
+                        "a part of the schema has no value shorter than 4 GiB (minItems and "
+                        "minLength multiply)%s",
                         "");
         }
+        return fail(cc, WYE_ERR_INVAL, "",
+                    "no finite JSON text satisfies the schema (a recursive '$ref' that is "
+                    "always required?, or a part with no value shorter than 4 GiB)%s",
+                    "");
     }
     /* Frames the shortest value of each node takes: a push is allowed only if they fit, so
      * that a shortest completion always exists within the stack. */
@@ -1296,6 +1342,35 @@ void eng_constraint_destroy(struct eng_constraint *c)
     wye_free(c);
 }
 
+/* JSON text is UTF-8 (RFC 8259), and cJSON takes any bytes, so check; and no string may hold
+ * a NUL (\u0000), where cJSON ends its strings: a key, const or enum value would silently
+ * lose its tail and the matcher would demand a different text than the schema. */
+static enum wye_err check_text(struct cc *cc, const char *s, size_t n)
+{
+    bool in_str = false;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t l = eng_utf8_decode(s + i, n - i, &cp);
+        if (cp == ENG_UC_INVALID) {
+            return fail(cc, WYE_ERR_PARSE, "", "the schema is not valid UTF-8 (byte %zu)", i);
+        }
+        if (in_str && s[i] == '\\' && i + 1 < n) {
+            if (n - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0) {
+                return fail(cc, WYE_ERR_UNSUPPORTED, "",
+                            "a string holding a NUL character (\\u0000, byte %zu)", i);
+            }
+            /* An escaped quote or backslash does not end or start anything. */
+            i += s[i + 1] == '"' || s[i + 1] == '\\' ? 2 : 1;
+            continue;
+        }
+        if (s[i] == '"') {
+            in_str = !in_str;
+        }
+        i += l;
+    }
+    return WYE_OK;
+}
+
 static enum wye_err start(struct cc *cc, char *errbuf, size_t errlen)
 {
     memset(cc, 0, sizeof(*cc));
@@ -1325,6 +1400,9 @@ enum wye_err eng_constraint_compile(const char *schema, size_t len, struct eng_c
     }
     if (len > CC_SCHEMA_BYTES_MAX) {
         e = fail(&cc, WYE_ERR_TOOBIG, "", "the schema is larger than %s", "1 MiB");
+        goto fail;
+    }
+    if ((e = check_text(&cc, schema, len))) {
         goto fail;
     }
     doc = cJSON_ParseWithLength(schema, len);

@@ -296,6 +296,38 @@ static void test_bad_schemas(void **state)
         {"{\"type\":\"array\",\"minItems\":1e300}", WYE_ERR_TOOBIG, "'minItems'"},
         {"{\"type\":\"integer\",\"enum\":[1e300]}", WYE_ERR_INVAL, "no 'enum' value"},
         {"{\"type\":\"array\",\"prefixItems\":[{}]}", WYE_ERR_UNSUPPORTED, "'prefixItems'"},
+        /* cJSON prints a number beyond the double range as null: the literal would have been
+         * a null even under "type":"number" (fuzz_schema found it). */
+        {"{\"type\":\"number\",\"enum\":[\"a\",1e400,null]}", WYE_ERR_UNSUPPORTED,
+         "'enum' value has a number beyond the range of a double"},
+        {"{\"const\":{\"a\":[1,-1e999]}}", WYE_ERR_UNSUPPORTED, "'const' value has a number"},
+        /* Not UTF-8: literals and keys would force invalid UTF-8 out of the model. */
+        {"{\"const\":\"\xff\"}", WYE_ERR_PARSE, "not valid UTF-8 (byte 10)"},
+        {"{\"enum\":[\"\xe2\x82\"]}", WYE_ERR_PARSE, "not valid UTF-8"},
+        /* A NUL ends cJSON's strings: the key or value would lose its tail. */
+        {"{\"const\":\"a\\u0000b\"}", WYE_ERR_UNSUPPORTED, "NUL character"},
+        {"{\"properties\":{\"k\\u0000x\":{}},\"required\":[\"k\"]}", WYE_ERR_UNSUPPORTED,
+         "NUL character"},
+        /* Keywords enum/const and anyOf/oneOf would leave unused while they still constrain
+         * the value: "a" broke minLength (fuzz_schema's validator found it). */
+        {"{\"enum\":[\"a\",\"abc\"],\"minLength\":2}", WYE_ERR_UNSUPPORTED,
+         "'minLength' beside 'enum'"},
+        {"{\"type\":\"array\",\"const\":[1],\"minItems\":2}", WYE_ERR_UNSUPPORTED,
+         "'minItems' beside 'const'"},
+        {"{\"enum\":[1],\"anyOf\":[{\"type\":\"string\"}]}", WYE_ERR_UNSUPPORTED,
+         "'anyOf' beside 'enum'"},
+        {"{\"anyOf\":[{\"type\":\"object\"}],\"required\":[\"a\"],\"properties\":{\"a\":{}}}",
+         WYE_ERR_UNSUPPORTED, "'required' beside 'anyOf'"},
+        {"{\"anyOf\":[{\"type\":\"null\"}],\"oneOf\":[{\"type\":\"string\"}]}", WYE_ERR_UNSUPPORTED,
+         "'oneOf' beside 'anyOf'"},
+        {"{\"oneOf\":[{\"type\":\"string\"},{\"type\":\"null\"}],\"maxLength\":1}",
+         WYE_ERR_UNSUPPORTED, "'maxLength' beside 'oneOf'"},
+        {"{\"enum\":[1],\"const\":1}", WYE_ERR_UNSUPPORTED, "'enum' together with 'const'"},
+        /* 4096^3 items: too big, not "no finite text" (the sums saturate to the same value
+         * as "unknown"; only a recursive schema can leave a node unknown). */
+        {"{\"properties\":{\"a\":{\"items\":{\"items\":{\"items\":{\"type\":\"integer\"},"
+         "\"minItems\":4096},\"minItems\":4096},\"minItems\":4096}}}",
+         WYE_ERR_TOOBIG, "no value shorter than 4 GiB"},
     };
     for (size_t i = 0; i < N(cases); i++) {
         struct eng_constraint *c = (struct eng_constraint *)1;
@@ -322,6 +354,20 @@ static void test_bad_schemas(void **state)
     assert_int_equal(eng_constraint_compile(deep, strlen(deep), &c, err, sizeof(err)),
                      WYE_ERR_TOOBIG);
     assert_non_null(strstr(err, "deeper"));
+
+    /* What those checks must still let through: an escaped backslash before "u0000", an
+     * escaped quote, characters beyond ASCII, a large finite number. */
+    c = compile("{\"enum\":[\"\\\\u0000\",\"\\\"\",\"\xc3\xa9\xf0\x9f\x98\x80\",1e300]}");
+    static const char *const good[] = {"\"\\\\u0000\"", "\"\\\"\"", "\"\xc3\xa9\xf0\x9f\x98\x80\"",
+                                       "1e+300"};
+    static const char *const bad[] = {"null", "\"\""};
+    check_table(c, good, N(good), bad, N(bad));
+    eng_constraint_destroy(c);
+    /* and annotations and type beside enum, annotations beside anyOf. */
+    c = compile("{\"type\":\"string\",\"enum\":[\"a\",1],\"title\":\"t\",\"default\":\"a\"}");
+    eng_constraint_destroy(c);
+    c = compile("{\"anyOf\":[{\"type\":\"null\"}],\"description\":\"d\",\"$defs\":{}}");
+    eng_constraint_destroy(c);
 }
 
 static bool random_step(const struct eng_constraint *c, struct eng_cstate *st, uint64_t *rng);
