@@ -87,6 +87,27 @@ cJSON *gw_json_parse(const char *p, size_t n, size_t *pos)
     return NULL;
 }
 
+enum wye_err gw_ws_create_body(cJSON *root, cJSON **body)
+{
+    *body = NULL;
+    cJSON *resp = cJSON_GetObjectItemCaseSensitive(root, "response");
+    if (resp && !cJSON_IsNull(resp)) {
+        if (!cJSON_IsObject(resp)) {
+            return WYE_ERR_INVAL;
+        }
+        *body = cJSON_DetachItemViaPointer(root, resp);
+        return WYE_OK;
+    }
+    *body = cJSON_Duplicate(root, true);
+    if (!*body) {
+        return WYE_ERR_NOMEM;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(*body, "type");
+    cJSON_DeleteItemFromObjectCaseSensitive(*body, "id");
+    cJSON_DeleteItemFromObjectCaseSensitive(*body, "response");
+    return WYE_OK;
+}
+
 const char *gw_status_error_type(int status)
 {
     switch (status) {

@@ -184,6 +184,10 @@ bool gw_json_too_deep(const char *p, size_t n, int limit);
  * after the first value and ignores what follows: '{"a":1} junk'). NULL when malformed, with
  * *pos the offset of the first byte that is not part of a well-formed text. */
 struct cJSON *gw_json_parse(const char *p, size_t n, size_t *pos);
+/* The chat request of a WebSocket response.create event root: its "response" object (detached
+ * from root), or a copy of the event less "type", "id" and "response". INVAL when "response"
+ * is there but not an object; NOMEM. */
+enum wye_err gw_ws_create_body(struct cJSON *root, struct cJSON **body);
 /* WS: {"type":"error","id":...,"error":{...}} into b; status picks the error type. id may be
  * NULL. */
 enum wye_err gw_fmt_ws_error(struct wye_buf *b, int status, const char *id, const char *code,

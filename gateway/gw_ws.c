@@ -246,24 +246,14 @@ static void handle_create(struct gw_ws_conn *c, cJSON *root, const char *id)
                    max);
         return;
     }
-    cJSON *body;
-    cJSON *resp = cJSON_GetObjectItemCaseSensitive(root, "response");
-    if (resp && !cJSON_IsNull(resp)) {
-        if (!cJSON_IsObject(resp)) {
+    cJSON *body = NULL;
+    enum wye_err berr = gw_ws_create_body(root, &body);
+    if (berr) {
+        if (berr == WYE_ERR_NOMEM) {
+            send_error(c, id, "internal_error", "out of memory");
+        } else {
             send_error(c, id, "invalid_request", "'response' must be an object");
-            return;
         }
-        body = cJSON_DetachItemViaPointer(root, resp);
-    } else {
-        body = cJSON_Duplicate(root, true);
-        if (body) {
-            cJSON_DeleteItemFromObjectCaseSensitive(body, "type");
-            cJSON_DeleteItemFromObjectCaseSensitive(body, "id");
-            cJSON_DeleteItemFromObjectCaseSensitive(body, "response");
-        }
-    }
-    if (!body) {
-        send_error(c, id, "internal_error", "out of memory");
         return;
     }
     struct wye_chat_limits lim;

@@ -584,6 +584,14 @@ static void test_limits(void **state)
     env_free(e);
 }
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_true(fputs(text, fp) >= 0);
+    assert_int_equal(fclose(fp), 0);
+}
+
 static void test_cancel_and_reload(void **state)
 {
     (void)state;
@@ -591,13 +599,9 @@ static void test_cancel_and_reload(void **state)
     assert_non_null(mkdtemp(dir));
     char path[300];
     snprintf(path, sizeof(path), "%s/a.lua", dir);
-    FILE *fp = fopen(path, "w");
-    assert_non_null(fp);
-    fputs("tool { name = 'fetch', run = function(a, ctx) return wye.http.request{url="
-          "'http://h.test/x'}.body end }\n"
-          "agent { name = 'one', tools = {'fetch'}, allow_hosts = {'h.test'} }\n",
-          fp);
-    fclose(fp);
+    write_text(path, "tool { name = 'fetch', run = function(a, ctx) return wye.http.request{url="
+                     "'http://h.test/x'}.body end }\n"
+                     "agent { name = 'one', tools = {'fetch'}, allow_hosts = {'h.test'} }\n");
     struct env *e = env_new(dir, 0, 0);
     uint64_t id = submit(e, "one", "{\"calls\":[[\"fetch\",{}]]}");
     /* wait until the tool is parked on its request */
@@ -613,9 +617,7 @@ static void test_cancel_and_reload(void **state)
     assert_int_equal(e->f.n_http, 1);
     /* a reload while the run is parked: the run keeps its registry */
     snprintf(path, sizeof(path), "%s/b.lua", dir);
-    fp = fopen(path, "w");
-    fputs("workflow('two', function(ctx, input) return 'two:' .. input end)\n", fp);
-    fclose(fp);
+    write_text(path, "workflow('two', function(ctx, input) return 'two:' .. input end)\n");
     char eb[256];
     assert_int_equal(agent_rt_reload(e->rt, eb, sizeof(eb)), WYE_OK);
     agent_rt_cancel(e->rt, id);
@@ -640,13 +642,9 @@ static void test_http_timeout_from_script(void **state)
     assert_non_null(mkdtemp(dir));
     char path[300];
     snprintf(path, sizeof(path), "%s/a.lua", dir);
-    FILE *fp = fopen(path, "w");
-    assert_non_null(fp);
-    fputs("tool { name = 'fetch', run = function(a, ctx) return wye.http.request{url="
-          "'http://h.test/now', timeout = a.t}.body end }\n"
-          "agent { name = 'one', tools = {'fetch'}, allow_hosts = {'h.test'} }\n",
-          fp);
-    fclose(fp);
+    write_text(path, "tool { name = 'fetch', run = function(a, ctx) return wye.http.request{url="
+                     "'http://h.test/now', timeout = a.t}.body end }\n"
+                     "agent { name = 'one', tools = {'fetch'}, allow_hosts = {'h.test'} }\n");
     struct env *e = env_new(dir, 0, 0);
     const struct {
         const char *t;
@@ -664,14 +662,6 @@ static void test_http_timeout_from_script(void **state)
     env_free(e);
     unlink(path);
     rmdir(dir);
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *fp = fopen(path, "w");
-    assert_non_null(fp);
-    assert_true(fputs(text, fp) >= 0);
-    assert_int_equal(fclose(fp), 0);
 }
 
 static char *list_errors(struct env *e)

@@ -14,32 +14,12 @@
 #include "common/chat.h"
 #include "local-engine/chat_template.h"
 #include "local-engine/unicode.h"
+#include "tests/fuzz/fuzz_engine_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_chat_template: %s:%d: check failed: %s\n", __FILE__, __LINE__,   \
-                    #cond);                                                                        \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
 #define OUT_MAX (1u << 22)
 #define PREFIX "kept before the conversation"
-
-static bool valid_utf8(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        i += eng_utf8_decode(s + i, n - i, &cp);
-        if (cp == ENG_UC_INVALID) {
-            return false;
-        }
-    }
-    return true;
-}
 
 /* Renders with out's cap set to max after an optional prefix; checks the error contract. */
 static enum wye_err render(enum eng_chat_family f, const struct wye_chat_msg *m, size_t n, bool gen,
@@ -100,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         msgs[k].role = (enum wye_role)role;
         msgs[k].content = plen > 0 ? piece + 1 : piece;
         bad_role |= role > WYE_ROLE_TOOL;
-        utf8 &= valid_utf8(msgs[k].content, strlen(msgs[k].content));
+        utf8 &= fz_valid_utf8(msgs[k].content, strlen(msgs[k].content));
     }
     if (flags & 16u) {
         msgs[n - 1].content = NULL; /* refused (INVAL) like an unknown role */
@@ -121,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         }
         if (utf8) {
-            CHECK(valid_utf8(out.data ? out.data : "", out.len));
+            CHECK(fz_valid_utf8(out.data ? out.data : "", out.len));
         }
         /* Exactly the room it needs is enough; one byte less is TOOBIG. */
         struct wye_buf again;

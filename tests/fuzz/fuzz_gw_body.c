@@ -14,17 +14,10 @@
 #include "common/alloc.h"
 #include "common/chat.h"
 #include "gateway/gw_internal.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);           \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* conf's defaults (conf.c): json_depth_max 64, n_msgs_max 1024, max_tokens_max 32768 */
 #define DEPTH_MAX 64
@@ -105,18 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (cJSON_IsObject(root) && cJSON_IsString(type) &&
         strcmp(type->valuestring, "response.create") == 0 && cJSON_IsString(id)) {
         cJSON *body = NULL;
-        cJSON *resp = cJSON_GetObjectItemCaseSensitive(root, "response");
-        if (resp && !cJSON_IsNull(resp)) {
-            body = cJSON_IsObject(resp) ? cJSON_DetachItemViaPointer(root, resp) : NULL;
-        } else {
-            body = cJSON_Duplicate(root, true);
-            if (body) {
-                cJSON_DeleteItemFromObjectCaseSensitive(body, "type");
-                cJSON_DeleteItemFromObjectCaseSensitive(body, "id");
-                cJSON_DeleteItemFromObjectCaseSensitive(body, "response");
-            }
-        }
-        if (body) {
+        if (gw_ws_create_body(root, &body) == WYE_OK) {
             build(body);
         }
     }

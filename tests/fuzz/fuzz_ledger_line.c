@@ -22,17 +22,10 @@
 #include "common/crypto.h"
 #include "router/ledger_internal.h"
 #include "tests/fuzz/fuzz_gateway.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);           \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define TS_MS_MAX INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
 #define N_FIELDS 9

@@ -23,16 +23,9 @@
 
 #include "local-engine/constrain.h"
 #include "local-engine/unicode.h"
+#include "tests/fuzz/fuzz_engine_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_schema: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);  \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define UNBOUNDED UINT32_MAX
 #define CLOSE_WALK_MAX 512 /* longest shortest-completion walked byte by byte */
@@ -207,18 +200,6 @@ static void vocab_free(struct vocab *v)
 
 /* ---- checks ---- */
 
-static bool valid_utf8(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        i += eng_utf8_decode(s + i, n - i, &cp);
-        if (cp == ENG_UC_INVALID) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Feeds a token's bytes to a copy of st; the completion afterwards, or UNBOUNDED if refused. */
 static uint32_t after_token(const struct eng_constraint *c, const struct vocab *v,
                             const struct eng_cstate *st, int32_t id, struct eng_cstate *out)
@@ -324,7 +305,7 @@ static bool close_walk(const struct eng_constraint *c, struct eng_cstate *st, ch
         k--;
     }
     cJSON *doc = cJSON_ParseWithLength(text, *len);
-    if (doc == NULL || !valid_utf8(text, *len)) {
+    if (doc == NULL || !fz_valid_utf8(text, *len)) {
         fprintf(stderr, "fuzz_schema: accepted text is not UTF-8 JSON: \"%.*s\"\n", (int)*len,
                 text);
         abort();

@@ -19,17 +19,10 @@
 #include "common/alloc.h"
 #include "router/sse.h"
 #include "tests/fuzz/fuzz_gateway.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);           \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define PROD_CAP ((size_t)256 << 10) /* RT_SSE_EVENT_MAX (router/rt_internal.h) */
 #define ARENA_BYTES ((size_t)16 << 10)

@@ -18,6 +18,7 @@
 #include "local-engine/tok_internal.h"
 #include "local-engine/tokenizer.h"
 #include "local-engine/unicode.h"
+#include "tests/fuzz/fuzz_engine_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -39,15 +40,6 @@ static struct eng_tokenizer *toks[N_TOKS];
 #define F_DETOK_SPECIAL 0x20u
 #define F_NOT_FIRST 0x40u
 #define F_IDS 0x80u
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_tokenizer: %s:%d: check failed: %s\n", __FILE__, __LINE__,       \
-                    #cond);                                                                        \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* GPT-2's vocabulary with tokenizer.ggml.pre set to pre: its tokenizer.* keys but the
  * pre-tokenizer's copied into a new file image. */
@@ -107,18 +99,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         eng_gguf_close(g);
     }
     return 0;
-}
-
-static bool valid_utf8(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        i += eng_utf8_decode(s + i, n - i, &cp);
-        if (cp == ENG_UC_INVALID) {
-            return false;
-        }
-    }
-    return true;
 }
 
 /* Growable output of a detokenizer run. */
@@ -188,7 +168,7 @@ static void detok_run(const struct eng_tokenizer *t, const int32_t *ids, size_t 
         CHECK(k != SIZE_MAX);
         CHECK(k <= cap);
         CHECK(d.n_pending <= 3);
-        CHECK(valid_utf8(delta, k));
+        CHECK(fz_valid_utf8(delta, k));
         text_add(out, delta, k);
     }
     struct eng_detok before = d;
@@ -198,7 +178,7 @@ static void detok_run(const struct eng_tokenizer *t, const int32_t *ids, size_t 
         k = eng_detok_flush(&d, delta, cap);
     }
     CHECK(k <= 3 && k <= cap && d.n_pending == 0);
-    CHECK(valid_utf8(delta, k));
+    CHECK(fz_valid_utf8(delta, k));
     text_add(out, delta, k);
     free(delta);
     free(piece);
@@ -247,7 +227,7 @@ static void fuzz_text(const struct eng_tokenizer *t, unsigned flags, const char 
      * which only the first piece of a stream drops; and a "\u2581" in the text is a space
      * to SentencePiece, as it is in llama.cpp). */
     bool spm = t->kind == TOK_KIND_SPM;
-    if (all_plain(t, ids, n) && valid_utf8(text, len) &&
+    if (all_plain(t, ids, n) && fz_valid_utf8(text, len) &&
         !(spm && memmem(text, len, "\xe2\x96\x81", 3) != NULL)) {
         bool prefix = spm && t->add_space_prefix && len > 0 && !first;
         size_t want = len + (prefix ? 1 : 0);

@@ -329,6 +329,8 @@ static void test_malformed(void **state)
     expect_error(&c, "x", "unknown_event", "unknown event type 'session.update'");
     assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"messages\":[]}"));
     expect_error(&c, NULL, "missing_id", "needs a string 'id'");
+    assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":\"r5\",\"response\":5}"));
+    expect_error(&c, "r5", "invalid_request", "'response' must be an object");
     assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":42}"));
     expect_error(&c, NULL, "invalid_id", "'id' must be a string");
     assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":\"m\",\"response\":"
