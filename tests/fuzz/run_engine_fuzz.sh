@@ -2,7 +2,7 @@
 # Builds the engine fuzzers with clang, writes fresh seed corpora and fuzzes each target for N
 # seconds, one after the other (niced).
 # Usage: tests/fuzz/run_engine_fuzz.sh [SECONDS=20] [TARGET...]
-#   TARGET: fuzz_tokenizer, fuzz_chat_template, fuzz_schema (default: all three)
+#   TARGET: fuzz_tokenizer, fuzz_chat_template, fuzz_schema, fuzz_tok_load (default: all four)
 #   BUILD=dir overrides build-fuzz; WYE_FUZZ_VOCAB_DIR overrides ../shared/vocab.
 # Crash inputs, if any, are written to the current directory as crash-*/timeout-*/leak-*.
 set -eu
@@ -10,7 +10,7 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD:-$src/build-fuzz}
 secs=${1:-20}
 [ $# -gt 0 ] && shift
-targets=${*:-fuzz_tokenizer fuzz_chat_template fuzz_schema}
+targets=${*:-fuzz_tokenizer fuzz_chat_template fuzz_schema fuzz_tok_load}
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_C_COMPILER=clang -DWYE_FUZZ=ON >/dev/null
 # shellcheck disable=SC2086
 ninja -C "$build" $targets
@@ -23,6 +23,7 @@ for t in $targets; do
     fuzz_tokenizer) seed=$seeds/tokenizer max_len=16384 ;;
     fuzz_chat_template) seed=$seeds/chat_template max_len=16384 ;;
     fuzz_schema) seed=$seeds/schema max_len=4096 dict=-dict=$seeds/schema.dict ;;
+    fuzz_tok_load) seed=$seeds/tok_load max_len=4096; mkdir -p "$seed" ;; # recipes: no seeds
     *) echo "unknown target $t" >&2; exit 2 ;;
     esac
     # shellcheck disable=SC2086
