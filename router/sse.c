@@ -207,6 +207,18 @@ void rt_chunk_cleanup(struct rt_chunk *c)
     memset(c, 0, sizeof(*c));
 }
 
+const char *rt_finish_reason(const char *s)
+{
+    static const char *const known[] = {"stop", "length", "tool_calls", "content_filter",
+                                        "function_call"};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (strcmp(s, known[i]) == 0) {
+            return known[i];
+        }
+    }
+    return "stop";
+}
+
 /* A token count as sent: absent (0), or a number from 0 to 2^53. Larger values are no count an
  * API reports, and would not convert to int64_t (undefined behaviour for a double past it). */
 static bool read_count(const cJSON *v, int64_t *out)

@@ -73,6 +73,9 @@ enum wye_err rt_chunk_parse(const char *json, size_t len, bool full, struct rt_c
                             char *errbuf, size_t errlen);
 /* Frees what out owns and zeroes it. */
 void rt_chunk_cleanup(struct rt_chunk *c);
+/* A chunk's finish_reason as one of OpenAI's, in static storage (it outlives the chunk):
+ * "stop", "length", "tool_calls", "content_filter" or "function_call"; anything else "stop". */
+const char *rt_finish_reason(const char *s);
 /* Extracts a readable message from an HTTP error body ({"error":{"message":...}}, or a short
  * plain-text body) into out (always NUL-terminated; "" when nothing useful). */
 void rt_error_body_message(const char *body, size_t len, char *out, size_t outlen);

@@ -14,18 +14,6 @@
 #include "router/rt_internal.h"
 #include "router/sse.h"
 
-static const char *static_reason(const char *s)
-{
-    static const char *const known[] = {"stop", "length", "tool_calls", "content_filter",
-                                        "function_call"};
-    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-        if (strcmp(s, known[i]) == 0) {
-            return known[i];
-        }
-    }
-    return "stop";
-}
-
 static const char *model_name(const struct up_xfer *x)
 {
     const char *m = x->up->cfg->model ? x->up->cfg->model : x->req->model;
@@ -250,7 +238,7 @@ static enum wye_err emit_chunk(struct up_xfer *x, struct rt_chunk *c)
         v = emit_one(x, WYE_EV_USAGE, NULL, 0, v);
     }
     if (c->finish_reason) {
-        x->finish_reason = static_reason(c->finish_reason);
+        x->finish_reason = rt_finish_reason(c->finish_reason);
     }
     return v;
 }

@@ -57,18 +57,6 @@ struct producer {
     struct wye_usage usage;
 };
 
-static const char *static_reason(const char *s)
-{
-    static const char *const known[] = {"stop", "length", "tool_calls", "content_filter",
-                                        "function_call"};
-    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-        if (strcmp(s, known[i]) == 0) {
-            return known[i];
-        }
-    }
-    return "stop";
-}
-
 /* The lws thread's part: take everything queued. */
 static void drain(struct producer *pr)
 {
@@ -134,7 +122,7 @@ static enum wye_err on_event(void *arg, const struct rt_sse_event *ev)
         err = emit(pr, WYE_EV_USAGE, NULL, 0);
     }
     if (c.finish_reason) {
-        pr->finish_reason = static_reason(c.finish_reason);
+        pr->finish_reason = rt_finish_reason(c.finish_reason);
     }
     rt_chunk_cleanup(&c);
     return err;

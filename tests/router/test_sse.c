@@ -246,6 +246,24 @@ static void test_chunks(void **state)
 
 /* Token counts an upstream cannot mean (past 2^53, or as large as a double goes) are refused:
  * converting them to int64_t was undefined behaviour (found by fuzz_sse). */
+/* finish_reason: OpenAI's five as themselves, in storage that outlives the chunk; anything
+ * else "stop". */
+static void test_finish_reason(void **state)
+{
+    (void)state;
+    static const char *const known[] = {"stop", "length", "tool_calls", "content_filter",
+                                        "function_call"};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        char copy[32];
+        snprintf(copy, sizeof(copy), "%s", known[i]);
+        const char *r = rt_finish_reason(copy);
+        assert_string_equal(r, known[i]);
+        assert_ptr_not_equal(r, copy);
+    }
+    assert_string_equal(rt_finish_reason("eos"), "stop");
+    assert_string_equal(rt_finish_reason(""), "stop");
+}
+
 static void test_usage_counts_bounded(void **state)
 {
     (void)state;
@@ -350,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_every_split),    cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_chunks),         cmocka_unit_test(test_error_bodies),
         cmocka_unit_test(test_alloc_failures), cmocka_unit_test(test_usage_counts_bounded),
+        cmocka_unit_test(test_finish_reason),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
