@@ -210,6 +210,20 @@ static bool in_list(const char *k, const char *const *list, size_t n)
     return false;
 }
 
+/* Refuses every keyword of s beside kw but the annotations and the n_also in also: the
+ * compiler reads none of them for kw, and they would still constrain the value. */
+static enum wye_err alone_beside(struct cc *cc, const cJSON *s, const char *path, const char *kw,
+                                 const char *const *also, size_t n_also)
+{
+    for (const cJSON *k = s->child; k; k = k->next) {
+        if (strcmp(k->string, kw) != 0 && !in_list(k->string, also, n_also) &&
+            !in_list(k->string, annotations, sizeof(annotations) / sizeof(annotations[0]))) {
+            return fail(cc, WYE_ERR_UNSUPPORTED, path, "'%s' beside '%s'", k->string, kw);
+        }
+    }
+    return WYE_OK;
+}
+
 static void sub_path(char *dst, const char *path, const char *a, const char *b)
 {
     snprintf(dst, CC_PATH_MAX, "%s/%s%s%s", path[0] ? path : "#", a, b ? "/" : "", b ? b : "");
@@ -948,14 +962,9 @@ static enum wye_err compile(struct cc *cc, const cJSON *s, const char *path, int
         }
     }
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(s, "$ref");
-    for (const cJSON *k = ref ? s->child : NULL; k; k = k->next) {
-        if (strcmp(k->string, "$ref") != 0 &&
-            !in_list(k->string, annotations, sizeof(annotations) / sizeof(annotations[0]))) {
-            return fail(cc, WYE_ERR_UNSUPPORTED, path, "'%s' beside '$ref'", k->string);
-        }
-    }
     if (ref) {
-        return compile_ref(cc, ref, path, depth, out);
+        enum wye_err e = alone_beside(cc, s, path, "$ref", NULL, 0);
+        return e ? e : compile_ref(cc, ref, path, depth, out);
     }
     /* enum/const (with type) and anyOf/oneOf use none of the other keywords, which would
      * still constrain the value (minLength beside enum, required beside anyOf, oneOf beside
@@ -966,12 +975,11 @@ static enum wye_err compile(struct cc *cc, const cJSON *s, const char *path, int
                          : cJSON_HasObjectItem(s, "oneOf") ? "oneOf"
                                                            : NULL;
     bool literal = branch && (branch[0] == 'e' || branch[0] == 'c');
-    for (const cJSON *k = branch ? s->child : NULL; k; k = k->next) {
-        const char *kw = k->string;
-        if (strcmp(kw, branch) != 0 && strcmp(kw, "type") != 0 &&
-            !(literal && (strcmp(kw, "enum") == 0 || strcmp(kw, "const") == 0)) &&
-            !in_list(kw, annotations, sizeof(annotations) / sizeof(annotations[0]))) {
-            return fail(cc, WYE_ERR_UNSUPPORTED, path, "'%s' beside '%s'", kw, branch);
+    static const char *const literal_also[] = {"type", "enum", "const"};
+    if (branch) {
+        enum wye_err e = alone_beside(cc, s, path, branch, literal_also, literal ? 3 : 1);
+        if (e) {
+            return e;
         }
     }
     if (literal) {

@@ -28,6 +28,9 @@ static size_t act_bytes(const struct eng_wmat *w, int64_t n_tok)
     return eng_matmul_scratch_bytes(w->type, w->k, n_tok);
 }
 
+static void att_task(void *arg, int64_t task, int thread);
+static void att_task_f16(void *arg, int64_t task, int thread);
+
 enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct eng_pool *pool,
                           int32_t n_ctx, int32_t n_seq, int32_t n_batch, int32_t n_out_max,
                           bool kv_f16, char *errbuf, size_t errlen)
@@ -35,6 +38,11 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
     memset(f, 0, sizeof(*f));
     f->kv_f16 = kv_f16;
     f->kv_elt = kv_f16 ? sizeof(uint16_t) : sizeof(float);
+    /* attention.h's vector code built for AVX2 where the kernels are, else the generic build */
+    bool avx2 = strcmp(eng_kernels_name(), "avx2") == 0;
+    f->att_fn = kv_f16 ? (avx2 ? eng_att_task_avx2_f16 : att_task_f16)
+                       : (avx2 ? eng_att_task_avx2 : att_task);
+    f->silu = avx2 ? eng_silu_mul_avx2 : eng_silu_mul;
     const struct eng_hparams *hp = &m->hp;
     f->m = m;
     f->pool = pool;
@@ -324,8 +332,6 @@ void eng_silu_mul(float *g, const float *u, int64_t n)
 static void ffn_swiglu(struct eng_fwd *f, const struct eng_layer *L, int32_t n)
 {
     const struct eng_wmat *gw = &L->w_gate, *uw = &L->w_up;
-    void (*silu)(float *, const float *, int64_t) =
-        strcmp(eng_kernels_name(), "avx2") == 0 ? eng_silu_mul_avx2 : eng_silu_mul;
     if (eng_act_type_of(gw->type) != eng_act_type_of(uw->type) || gw->k != uw->k ||
         gw->m != uw->m) {
         const struct eng_wmat *gu[2] = {gw, uw};
@@ -333,12 +339,12 @@ static void ffn_swiglu(struct eng_fwd *f, const struct eng_layer *L, int32_t n)
         matmul_multi(f, gu, gu_y, 2, f->xb, n);
         for (int32_t t = 0; t < n; t++) {
             size_t o = (size_t)t * (size_t)gw->m;
-            silu(f->hb + o, f->hb2 + o, gw->m);
+            f->silu(f->hb + o, f->hb2 + o, gw->m);
         }
         return;
     }
     struct swiglu_job j = {
-        .gate = gw, .up = uw, .silu = silu, .g = f->hb, .u = f->hb2, .m = gw->m, .n_tok = n};
+        .gate = gw, .up = uw, .silu = f->silu, .g = f->hb, .u = f->hb2, .m = gw->m, .n_tok = n};
     const struct eng_wmat *gu[2] = {gw, uw};
     act_prepare(f, gu, 2, f->xb, n, &j.a);
     int nth = eng_pool_size(f->pool);
@@ -416,9 +422,6 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
     size_t qd = (size_t)hp->n_head * (size_t)hp->head_dim;
     size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
 
-    bool avx2 = strcmp(eng_kernels_name(), "avx2") == 0;
-    void (*att_fn)(void *, int64_t, int) = f->kv_f16 ? (avx2 ? eng_att_task_avx2_f16 : att_task_f16)
-                                                     : (avx2 ? eng_att_task_avx2 : att_task);
     int64_t att_work = 0; /* multiply-adds of attention per layer */
     int32_t pos_max = 0;
     for (int32_t t = 0; t < n; t++) {
@@ -494,10 +497,10 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
         if (att_work < ATT_POOL_MIN_WORK) {
             /* Too little work to be worth waking the pool (tiny models, short contexts). */
             for (int64_t task = 0; task < n_tasks; task++) {
-                att_fn(&job, task, 0);
+                f->att_fn(&job, task, 0);
             }
         } else {
-            eng_pool_run(f->pool, att_fn, &job, n_tasks);
+            eng_pool_run(f->pool, f->att_fn, &job, n_tasks);
         }
         if (split) {
             att_merge_split(&job, n);

@@ -121,6 +121,9 @@ struct eng_fwd {
     float *rope_cs;         /* (n_batch, n_rot / 2, 2) cos and sin of each token's angles */
     void *xq;               /* activation quantization scratch */
     void *mem;              /* the one allocation behind the scratch above */
+    /* attention.h's code for this CPU, chosen once (its AVX2 build or the generic one) */
+    void (*att_fn)(void *arg, int64_t task, int thread);
+    void (*silu)(float *g, const float *u, int64_t n);
 };
 
 enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct eng_pool *pool,

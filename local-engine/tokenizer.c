@@ -400,12 +400,18 @@ static bool ci_contains(const char *s, size_t n, const char *needle)
 static enum wye_err load_specials(struct eng_tokenizer *t, const struct eng_gguf *g)
 {
     static const char *const eog_texts[] = {
-        "<|eot_id|>",      "<|im_end|>",
-        "<|end|>",         "<end_of_turn>",
-        "<|endoftext|>",   "<|eom_id|>",
-        "<EOT>",           "_<EOT>",
-        "<|end_of_text|>", "<|return|>",
-        "<|call|>",        "<\uff5cend\u2581of\u2581sentence\uff5c>", /* <｜end▁of▁sentence｜> */
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "<|eom_id|>",
+        "<EOT>",
+        "_<EOT>",
+        "<|end_of_text|>",
+        "<|return|>",
+        "<|call|>",
+        "<\uff5cend\u2581of\u2581sentence\uff5c>", /* DeepSeek's fullwidth-bar end of sentence */
     };
     size_t n = 0;
     for (int32_t i = 0; i < t->n_vocab; i++) {

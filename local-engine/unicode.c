@@ -153,3 +153,15 @@ size_t eng_utf8_complete_prefix(const char *s, size_t n)
     }
     return n;
 }
+
+bool eng_utf8_valid(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        i += eng_utf8_decode(s + i, n - i, &cp);
+        if (cp == ENG_UC_INVALID) {
+            return false;
+        }
+    }
+    return true;
+}

@@ -35,5 +35,7 @@ size_t eng_utf8_encode(uint32_t cp, char *out);
 /* The length of the longest prefix of s[0..n) that does not end inside an incomplete but
  * still possibly valid UTF-8 sequence (invalid bytes count as complete). */
 size_t eng_utf8_complete_prefix(const char *s, size_t n);
+/* Whether s[0..n) is well-formed UTF-8 throughout (eng_utf8_decode finds no invalid byte). */
+bool eng_utf8_valid(const char *s, size_t n);
 
 #endif

@@ -14,7 +14,7 @@
 #include "common/chat.h"
 #include "local-engine/chat_template.h"
 #include "local-engine/unicode.h"
-#include "tests/fuzz/fuzz_engine_util.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -80,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         msgs[k].role = (enum wye_role)role;
         msgs[k].content = plen > 0 ? piece + 1 : piece;
         bad_role |= role > WYE_ROLE_TOOL;
-        utf8 &= fz_valid_utf8(msgs[k].content, strlen(msgs[k].content));
+        utf8 &= eng_utf8_valid(msgs[k].content, strlen(msgs[k].content));
     }
     if (flags & 16u) {
         msgs[n - 1].content = NULL; /* refused (INVAL) like an unknown role */
@@ -101,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         }
         if (utf8) {
-            CHECK(fz_valid_utf8(out.data ? out.data : "", out.len));
+            CHECK(eng_utf8_valid(out.data ? out.data : "", out.len));
         }
         /* Exactly the room it needs is enough; one byte less is TOOBIG. */
         struct wye_buf again;

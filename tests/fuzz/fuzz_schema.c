@@ -23,7 +23,7 @@
 
 #include "local-engine/constrain.h"
 #include "local-engine/unicode.h"
-#include "tests/fuzz/fuzz_engine_util.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -305,7 +305,7 @@ static bool close_walk(const struct eng_constraint *c, struct eng_cstate *st, ch
         k--;
     }
     cJSON *doc = cJSON_ParseWithLength(text, *len);
-    if (doc == NULL || !fz_valid_utf8(text, *len)) {
+    if (doc == NULL || !eng_utf8_valid(text, *len)) {
         fprintf(stderr, "fuzz_schema: accepted text is not UTF-8 JSON: \"%.*s\"\n", (int)*len,
                 text);
         abort();

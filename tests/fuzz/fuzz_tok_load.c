@@ -17,7 +17,8 @@
 #include "local-engine/gguf.h"
 #include "local-engine/gguf_write.h"
 #include "local-engine/tokenizer.h"
-#include "tests/fuzz/fuzz_engine_util.h"
+#include "local-engine/unicode.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -91,10 +92,10 @@ static void exercise(const struct eng_tokenizer *t, const char *text, size_t len
         CHECK(pl <= pmax);
         size_t k = eng_detok_push(&d, ids[i], out, omax);
         CHECK(k != SIZE_MAX && k <= omax);
-        CHECK(fz_valid_utf8(out, k));
+        CHECK(eng_utf8_valid(out, k));
     }
     size_t k = eng_detok_flush(&d, out, omax + 4);
-    CHECK(k != SIZE_MAX && fz_valid_utf8(out, k));
+    CHECK(k != SIZE_MAX && eng_utf8_valid(out, k));
     wye_free(piece);
     wye_free(out);
 }
@@ -111,10 +112,10 @@ static void decode_all(const struct eng_tokenizer *t)
         CHECK(eng_token_to_piece(t, id, piece, pmax + 1, true) <= pmax);
         CHECK(eng_token_to_piece(t, id, piece, pmax + 1, false) <= pmax);
         size_t k = eng_detok_push(&d, id, out, omax);
-        CHECK(k != SIZE_MAX && k <= omax && fz_valid_utf8(out, k));
+        CHECK(k != SIZE_MAX && k <= omax && eng_utf8_valid(out, k));
     }
     size_t k = eng_detok_flush(&d, out, omax + 4);
-    CHECK(k != SIZE_MAX && fz_valid_utf8(out, k));
+    CHECK(k != SIZE_MAX && eng_utf8_valid(out, k));
     wye_free(piece);
     wye_free(out);
 }

@@ -18,7 +18,7 @@
 #include "local-engine/tok_internal.h"
 #include "local-engine/tokenizer.h"
 #include "local-engine/unicode.h"
-#include "tests/fuzz/fuzz_engine_util.h"
+#include "tests/fuzz/fuzz_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -168,7 +168,7 @@ static void detok_run(const struct eng_tokenizer *t, const int32_t *ids, size_t 
         CHECK(k != SIZE_MAX);
         CHECK(k <= cap);
         CHECK(d.n_pending <= 3);
-        CHECK(fz_valid_utf8(delta, k));
+        CHECK(eng_utf8_valid(delta, k));
         text_add(out, delta, k);
     }
     struct eng_detok before = d;
@@ -178,7 +178,7 @@ static void detok_run(const struct eng_tokenizer *t, const int32_t *ids, size_t 
         k = eng_detok_flush(&d, delta, cap);
     }
     CHECK(k <= 3 && k <= cap && d.n_pending == 0);
-    CHECK(fz_valid_utf8(delta, k));
+    CHECK(eng_utf8_valid(delta, k));
     text_add(out, delta, k);
     free(delta);
     free(piece);
@@ -227,7 +227,7 @@ static void fuzz_text(const struct eng_tokenizer *t, unsigned flags, const char 
      * which only the first piece of a stream drops; and a "\u2581" in the text is a space
      * to SentencePiece, as it is in llama.cpp). */
     bool spm = t->kind == TOK_KIND_SPM;
-    if (all_plain(t, ids, n) && fz_valid_utf8(text, len) &&
+    if (all_plain(t, ids, n) && eng_utf8_valid(text, len) &&
         !(spm && memmem(text, len, "\xe2\x96\x81", 3) != NULL)) {
         bool prefix = spm && t->add_space_prefix && len > 0 && !first;
         size_t want = len + (prefix ? 1 : 0);

@@ -50,7 +50,14 @@ static void test_unicode(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(eng_utf8_decode(bad[i], strlen(bad[i]), &cp), 1);
         assert_int_equal(cp, ENG_UC_INVALID);
+        char text[16];
+        snprintf(text, sizeof(text), "ok%s!", bad[i]); /* valid around it */
+        assert_false(eng_utf8_valid(text, strlen(text)));
     }
+    assert_true(eng_utf8_valid("", 0));
+    assert_true(eng_utf8_valid("a\xc3\xa9\xe2\x82\xac\xf0\x9f\xa6\x99z", 11));
+    assert_true(eng_utf8_valid("a\0b", 3));      /* NUL is a character */
+    assert_false(eng_utf8_valid("\xc3\xa9", 1)); /* cut inside a sequence */
     char buf[4];
     assert_int_equal(eng_utf8_encode(0x20AC, buf), 3);
     assert_memory_equal(buf, "\xe2\x82\xac", 3);

@@ -16,18 +16,6 @@
 #include "local-engine/unicode.h"
 #include "tests/local-engine/test_tok_util.h"
 
-static bool valid_utf8(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        i += eng_utf8_decode(s + i, n - i, &cp);
-        if (cp == ENG_UC_INVALID) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static const char *const texts[] = {
     "Gr\xc3\xbc\xc3\x9f"
     "e, \xe4\xb8\x96\xe7\x95\x8c! \xf0\x9f\xa6\x99\xf0\x9f\x9a\x80 na\xc3\xafve "
@@ -50,7 +38,7 @@ static size_t stream(const struct eng_tokenizer *t, const int32_t *ids, size_t n
     for (size_t i = 0; i < n; i++) {
         size_t k = eng_detok_push(&d, ids[i], delta, cap);
         assert_true(k <= cap);
-        assert_true(valid_utf8(delta, k));
+        assert_true(eng_utf8_valid(delta, k));
         assert_int_equal(eng_utf8_complete_prefix(delta, k), k);
         if (d.n_pending > 0) {
             held++;
@@ -235,10 +223,10 @@ static void test_random_bytes(void **state)
                 bl += eng_token_to_piece(t, ids[i], back + bl, sizeof(back) - bl, false);
                 size_t k = eng_detok_push(&d, ids[i], delta, cap);
                 assert_true(k <= cap);
-                assert_true(valid_utf8(delta, k));
+                assert_true(eng_utf8_valid(delta, k));
             }
             size_t k = eng_detok_flush(&d, delta, cap);
-            assert_true(valid_utf8(delta, k));
+            assert_true(eng_utf8_valid(delta, k));
             size_t skip = spm && len > 0 ? 1 : 0; /* the prefix space */
             if (bl != len + skip || memcmp(back + skip, in, len) != 0) {
                 printf("%s: pieces differ for input", vocabs[v]);
