@@ -1,29 +1,36 @@
 /* The local backend: one engine worker thread runs every local chat request on one eng_ctx.
  *
- * DESIGN. rt_local_submit (any thread) tokenizes the request with the model's chat template into a
- * pooled job, checks that prompt + max_tokens fits the context, and pushes the job on a bounded
- * admission queue (running + waiting <= n_seq_max + queue_max, else AGAIN; queue_max 0: no waiting
- * at all). The worker loop: look at every running sequence's sink (a wakeup note -> credit or
- * cancel; cancelled() -> eng_batch_remove), move queued jobs into free engine slots
- * (eng_batch_add), then eng_batch_step while anything is runnable: continuous batching, sequences
- * join and leave between steps. Idle, it sleeps on a condvar (woken by submit and by sink wakeups;
- * a 100 ms poll only while sequences are paused). The engine's callbacks turn text into
- * WYE_EV_DELTA; AGAIN from the sink pauses the sequence (ENG_CB_PAUSE) until its wakeup, and the
- * few bytes the engine flushes while paused (end of the answer) wait in the job's stash, so nothing
- * is emitted past AGAIN and nothing is lost. A sequence that ends while its sink is full is parked
- * until the wakeup, then gets its usage and finish. Jobs are pooled and only freed by destroy, so a
- * late wakeup always touches valid memory (at worst it wakes the worker once). Nothing in the token
- * loop allocates: the text is the engine's buffer. A request's response_format (json_schema /
- * json_object) becomes the job's engine constraint, compiled once per distinct schema through the
- * backend's eng_constraint_cache, and dropped when the job returns to the pool (after on_done).
- * Tools: a request with OpenAI `tools` is rendered in the model's text tool format (Hermes
- * <tool_call> or Llama 3 JSON, by chat-template family) with agent_toolfmt_render, and its
- * tools compile to one tagged-union constraint applied lazily: free text until the trigger,
- * the call's JSON constrained, free text again (eng_gen_params.trigger). Content streams as
- * deltas; each call goes out whole as a tool_calls delta when its JSON closes.
- * Threads: the engine worker (loop, callbacks, every sink call but wake); submit, stats and
- * count on any thread; the wakeup on the consumer's thread (it only sets a flag and signals);
- * create/start/stop/destroy on the owner's thread. */
+ * DESIGN. Preparing a request (the tool prompt, tokenizing it with the model's chat template into
+ * a pooled job, checking that prompt + max_tokens fits the context, the sampling parameters and
+ * the response_format constraint) costs time that grows with the prompt: ~1 us of CPU per byte,
+ * a second for the largest body the gateway takes. rt_local_submit_async (the router, so any
+ * thread that must not block: the lws and upstream threads) only reserves an admission slot
+ * (running + preparing + waiting <= n_seq_max + queue_max, else AGAIN at once; queue_max 0: no
+ * waiting at all) and hands the job to the backend's preparation thread, which prepares it and
+ * queues it for the worker, or hands the request back through the caller's refusal callback
+ * (TOOBIG, INVAL, ...) so that the router can still send it elsewhere. rt_local_submit does the
+ * same preparation on the caller's thread (the CLI, tests, benchmarks). The worker loop: look at
+ * every running sequence's sink (a wakeup note -> credit or cancel; cancelled() ->
+ * eng_batch_remove), move queued jobs into free engine slots (eng_batch_add), then eng_batch_step
+ * while anything is runnable: continuous batching, sequences join and leave between steps. Idle, it
+ * sleeps on a condvar (woken by submit and by sink wakeups; a 100 ms poll only while sequences are
+ * paused). The engine's callbacks turn text into WYE_EV_DELTA; AGAIN from the sink pauses the
+ * sequence (ENG_CB_PAUSE) until its wakeup, and the few bytes the engine flushes while paused (end
+ * of the answer) wait in the job's stash, so nothing is emitted past AGAIN and nothing is lost. A
+ * sequence that ends while its sink is full is parked until the wakeup, then gets its usage and
+ * finish. Jobs are pooled and only freed by destroy, so a late wakeup always touches valid memory
+ * (at worst it wakes the worker once). Nothing in the token loop allocates: the text is the
+ * engine's buffer. A request's response_format (json_schema / json_object) becomes the job's engine
+ * constraint, compiled once per distinct schema through the backend's eng_constraint_cache, and
+ * dropped when the job returns to the pool (after on_done). Tools: a request with OpenAI `tools` is
+ * rendered in the model's text tool format (Hermes <tool_call> or Llama 3 JSON, by chat-template
+ * family) with agent_toolfmt_render, and its tools compile to one tagged-union constraint applied
+ * lazily: free text until the trigger, the call's JSON constrained, free text again
+ * (eng_gen_params.trigger). Content streams as deltas; each call goes out whole as a tool_calls
+ * delta when its JSON closes. Threads: the engine worker (loop, callbacks, every sink call but
+ * wake); the preparation thread (lc_prep_one: refusals, and finish() of a request cancelled before
+ * it was prepared); submit, stats and count on any thread; the wakeup on the consumer's thread (it
+ * only sets a flag and signals); create/start/stop/destroy on the owner's thread. */
 #include "router/local.h"
 
 #include <errno.h>
@@ -75,6 +82,8 @@ struct lc_job {
     struct eng_constraint *constraint; /* response_format (a reference), or NULL */
     struct wye_chat_req *req;
     struct wye_sink sink;
+    rt_local_refused_fn refused; /* rt_local_submit_async: how a refusal goes back */
+    void *refused_arg;
     atomic_bool cancel; /* the engine's cancel flag for this sequence (set on stop) */
     atomic_bool woken;  /* the sink's wakeup fired; any thread sets, the worker clears */
     /* worker thread only */
@@ -111,6 +120,10 @@ struct rt_local {
     int queue_max;      /* cfg->router.queue_max: requests that may wait for a sequence */
     size_t admit_max;   /* running + waiting: n_seq + queue_max */
     struct wye_queue q; /* admitted jobs waiting for a slot (FIFO) */
+    /* admitted by rt_local_submit_async, waiting for the preparation thread (FIFO) */
+    struct wye_queue prep_q;
+    pthread_t prep_thread;
+    bool prep_started; /* owner's thread */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool signaled;     /* guarded by mu: something for the worker to look at */
@@ -126,6 +139,7 @@ struct rt_local {
     struct lc_job *parked;                /* ended while the sink was full; worker only */
     struct eng_constraint_cache *schemas; /* response_format constraints (thread-safe) */
     atomic_uint_fast64_t n_requests, n_gen, n_prompt, n_queue_full, n_active, n_queued;
+    atomic_uint_fast64_t n_preparing;
     atomic_uint_fast64_t seed_ctr;
 };
 
@@ -998,6 +1012,115 @@ static void lc_queue_full_msg(const struct rt_local *l, char *errbuf, size_t err
              (int)l->n_seq, l->queue_max, l->queue_max);
 }
 
+/* The work that grows with the prompt: the tool prompt, the tokens (and whether they fit),
+ * the sampling parameters and the response_format constraint, into j. errbuf names a refusal. */
+static enum wye_err lc_prepare(struct rt_local *l, struct lc_job *j, const struct wye_chat_req *req,
+                               char *errbuf, size_t errlen)
+{
+    size_t n = 0;
+    char *rendered = NULL;
+    enum wye_err err = lc_tools(l, j, req, &rendered, errbuf, errlen);
+    if (err) {
+        return err;
+    }
+    if (rendered) {
+        err = lc_tokenize_rendered(l, j, rendered, &n, errbuf, errlen);
+        wye_free(rendered);
+        if (err == WYE_ERR_TOOBIG) {
+            snprintf(errbuf, errlen,
+                     "the prompt with the tool definitions exceeds the local model's context "
+                     "length (%d tokens)",
+                     l->n_ctx);
+            return err;
+        }
+    } else {
+        err = eng_model_tokenize_chat(l->model, req->msgs, req->n_msgs, j->toks, (size_t)l->n_ctx,
+                                      &n, errbuf, errlen);
+    }
+    if (err == WYE_ERR_TOOBIG) {
+        int64_t count = rt_local_count_prompt_tokens(l, req);
+        snprintf(errbuf, errlen,
+                 "the prompt (%lld tokens) exceeds the local model's context length (%d tokens)",
+                 (long long)count, l->n_ctx);
+        return err;
+    }
+    if (err) {
+        return err;
+    }
+    if (n == 0) {
+        snprintf(errbuf, errlen, "the prompt is empty");
+        return WYE_ERR_INVAL;
+    }
+    j->n_toks = n;
+    if (j->t_first) {
+        err = lc_tools_prefill(l, j, errbuf, errlen);
+        if (err) {
+            return err;
+        }
+    }
+    err = lc_params(l, j, req, errbuf, errlen);
+    if (err) {
+        return err;
+    }
+    if (j->tfmt != AGENT_TOOLFMT_OPENAI) {
+        lc_tools_params(j);
+        return WYE_OK;
+    }
+    return lc_response_format(l, j, req, errbuf, errlen);
+}
+
+/* Gives a prepared job its request and sink and clears what the worker keeps per run. */
+static void lc_job_arm(struct lc_job *j, struct wye_chat_req *req, struct wye_sink sink)
+{
+    j->req = req;
+    j->sink = sink;
+    j->state = LC_QUEUED;
+    j->seq = -1;
+    j->started = j->blocked = j->sink_gone = false;
+    j->fail = WYE_OK;
+    j->n_stash = 0;
+    j->next_parked = NULL;
+    memset(&j->res, 0, sizeof(j->res));
+    atomic_store(&j->cancel, false);
+    atomic_store(&j->woken, false);
+}
+
+/* Queues an armed job for the worker. reserved: its admission is already counted (async
+ * submit), so only stopping can refuse it. */
+static enum wye_err lc_enqueue(struct rt_local *l, struct lc_job *j, bool reserved, char *errbuf,
+                               size_t errlen)
+{
+    enum wye_err err;
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping) {
+        err = WYE_ERR_CANCELED;
+        snprintf(errbuf, errlen, "the local model is shutting down");
+    } else if (!reserved && l->n_admitted >= l->admit_max) {
+        err = WYE_ERR_AGAIN;
+        atomic_fetch_add(&l->n_queue_full, 1);
+        lc_queue_full_msg(l, errbuf, errlen);
+    } else {
+        err = wye_queue_push(&l->q, &j->node, NULL);
+        if (!err) {
+            l->n_admitted += reserved ? 0 : 1;
+            atomic_fetch_add(&l->n_queued, 1);
+            atomic_fetch_add(&l->n_requests, 1);
+        } else {
+            snprintf(errbuf, errlen, "the local model's queue refused the request: %s",
+                     wye_err_str(err));
+        }
+    }
+    bool was = l->signaled;
+    if (!err) {
+        l->signaled = true;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (!err && !was) {
+        pthread_cond_signal(&l->cv);
+    }
+    return err;
+}
+
 enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struct wye_sink sink,
                              char *errbuf, size_t errlen)
 {
@@ -1025,72 +1148,37 @@ enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struc
         snprintf(errbuf, errlen, "out of memory");
         return WYE_ERR_NOMEM;
     }
-    size_t n = 0;
-    char *rendered = NULL;
-    enum wye_err err = lc_tools(l, j, req, &rendered, errbuf, errlen);
-    if (err) {
-        goto refuse;
-    }
-    if (rendered) {
-        err = lc_tokenize_rendered(l, j, rendered, &n, errbuf, errlen);
-        wye_free(rendered);
-        if (err == WYE_ERR_TOOBIG) {
-            snprintf(errbuf, errlen,
-                     "the prompt with the tool definitions exceeds the local model's context "
-                     "length (%d tokens)",
-                     l->n_ctx);
-            goto refuse;
-        }
-    } else {
-        err = eng_model_tokenize_chat(l->model, req->msgs, req->n_msgs, j->toks, (size_t)l->n_ctx,
-                                      &n, errbuf, errlen);
-    }
-    if (err == WYE_ERR_TOOBIG) {
-        int64_t count = rt_local_count_prompt_tokens(l, req);
-        snprintf(errbuf, errlen,
-                 "the prompt (%lld tokens) exceeds the local model's context length (%d tokens)",
-                 (long long)count, l->n_ctx);
-        goto refuse;
+    enum wye_err err = lc_prepare(l, j, req, errbuf, errlen);
+    if (!err) {
+        lc_job_arm(j, req, sink);
+        err = lc_enqueue(l, j, false, errbuf, errlen);
     }
     if (err) {
-        goto refuse;
+        job_put(l, j);
     }
-    if (n == 0) {
-        snprintf(errbuf, errlen, "the prompt is empty");
-        err = WYE_ERR_INVAL;
-        goto refuse;
-    }
-    j->n_toks = n;
-    if (j->t_first) {
-        err = lc_tools_prefill(l, j, errbuf, errlen);
-        if (err) {
-            goto refuse;
-        }
-    }
-    err = lc_params(l, j, req, errbuf, errlen);
-    if (err) {
-        goto refuse;
-    }
-    if (j->tfmt != AGENT_TOOLFMT_OPENAI) {
-        lc_tools_params(j);
-    } else {
-        err = lc_response_format(l, j, req, errbuf, errlen);
-        if (err) {
-            goto refuse;
-        }
-    }
-    j->req = req;
-    j->sink = sink;
-    j->state = LC_QUEUED;
-    j->seq = -1;
-    j->started = j->blocked = j->sink_gone = false;
-    j->fail = WYE_OK;
-    j->n_stash = 0;
-    j->next_parked = NULL;
-    memset(&j->res, 0, sizeof(j->res));
-    atomic_store(&j->cancel, false);
-    atomic_store(&j->woken, false);
+    return err;
+}
 
+enum wye_err rt_local_submit_async(struct rt_local *l, struct wye_chat_req *req,
+                                   struct wye_sink sink, rt_local_refused_fn refused, void *arg,
+                                   char *errbuf, size_t errlen)
+{
+    char scratch[8];
+    if (!errbuf || errlen == 0) {
+        errbuf = scratch;
+        errlen = sizeof(scratch);
+    }
+    errbuf[0] = '\0';
+    if (!req || !sink.ops || !refused) {
+        snprintf(errbuf, errlen, "no request, sink or refusal callback");
+        return WYE_ERR_INVAL;
+    }
+    struct lc_job *j = job_get(l);
+    if (!j) {
+        snprintf(errbuf, errlen, "out of memory");
+        return WYE_ERR_NOMEM;
+    }
+    enum wye_err err = WYE_OK;
     pthread_mutex_lock(&l->mu);
     if (l->stopping) {
         err = WYE_ERR_CANCELED;
@@ -1100,32 +1188,81 @@ enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struc
         atomic_fetch_add(&l->n_queue_full, 1);
         lc_queue_full_msg(l, errbuf, errlen);
     } else {
-        err = wye_queue_push(&l->q, &j->node, NULL);
-        if (!err) {
-            l->n_admitted++;
-            atomic_fetch_add(&l->n_queued, 1);
-            atomic_fetch_add(&l->n_requests, 1);
-        } else {
+        j->req = req;
+        j->sink = sink;
+        j->refused = refused;
+        j->refused_arg = arg;
+        /* unbounded, and closed by stop only after it set stopping under mu: cannot fail */
+        err = wye_queue_push(&l->prep_q, &j->node, NULL);
+        if (err) {
             snprintf(errbuf, errlen, "the local model's queue refused the request: %s",
                      wye_err_str(err));
+        } else {
+            l->n_admitted++; /* reserved now: the preparation never finds the queue full */
+            atomic_fetch_add(&l->n_preparing, 1);
         }
-    }
-    bool was = l->signaled;
-    if (!err) {
-        l->signaled = true;
     }
     pthread_mutex_unlock(&l->mu);
     if (err) {
-        goto refuse;
+        job_put(l, j);
     }
-    if (!was) {
-        pthread_cond_signal(&l->cv);
-    }
-    return WYE_OK;
-
-refuse:
-    job_put(l, j);
     return err;
+}
+
+/* ---- the preparation thread ---- */
+
+/* Hands an admitted job's request back through its refusal callback. */
+static void lc_prep_refuse(struct rt_local *l, struct lc_job *j, enum wye_err err, const char *msg)
+{
+    struct wye_chat_req *req = j->req;
+    rt_local_refused_fn fn = j->refused;
+    void *arg = j->refused_arg;
+    job_put(l, j);
+    pthread_mutex_lock(&l->mu);
+    l->n_admitted--;
+    pthread_mutex_unlock(&l->mu);
+    fn(arg, req, err, msg);
+}
+
+static void lc_prep_one(struct rt_local *l, struct lc_job *j)
+{
+    char eb[512] = "";
+    struct wye_chat_req *req = j->req;
+    struct wye_sink sink = j->sink;
+    pthread_mutex_lock(&l->mu);
+    bool stopping = l->stopping;
+    pthread_mutex_unlock(&l->mu);
+    enum wye_err err = WYE_ERR_CANCELED;
+    if (stopping) {
+        snprintf(eb, sizeof(eb), "the local model is shutting down");
+    } else if (sink.ops->cancelled(sink.ctx)) {
+        /* accepted, so it ends like any cancelled request: finish() alone */
+        atomic_fetch_sub(&l->n_preparing, 1);
+        lc_job_arm(j, req, sink);
+        lc_finish_cancelled(j);
+        return;
+    } else {
+        err = lc_prepare(l, j, req, eb, sizeof(eb));
+    }
+    if (!err) {
+        lc_job_arm(j, req, sink);
+        err = lc_enqueue(l, j, true, eb, sizeof(eb));
+    }
+    atomic_fetch_sub(&l->n_preparing, 1);
+    if (err) {
+        lc_prep_refuse(l, j, err, eb[0] ? eb : wye_err_str(err));
+    }
+}
+
+static void *lc_prep_main(void *arg)
+{
+    struct rt_local *l = arg;
+    (void)pthread_setname_np(pthread_self(), "wye-local-prep");
+    struct wye_qnode *n;
+    while ((n = wye_queue_pop(&l->prep_q, -1)) != NULL) {
+        lc_prep_one(l, WYE_CONTAINER_OF(n, struct lc_job, node));
+    }
+    return NULL;
 }
 
 int64_t rt_local_count_prompt_tokens(const struct rt_local *l, const struct wye_chat_req *req)
@@ -1212,6 +1349,10 @@ enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **ou
         snprintf(errbuf, errlen, "cannot create the admission queue");
         goto fail_queue;
     }
+    if (wye_queue_init(&l->prep_q, 0) != WYE_OK) {
+        snprintf(errbuf, errlen, "cannot create the preparation queue");
+        goto fail_prep_queue;
+    }
     if (pthread_mutex_init(&l->mu, NULL) != 0) {
         snprintf(errbuf, errlen, "cannot create a mutex");
         goto fail_mu;
@@ -1239,6 +1380,7 @@ enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **ou
     atomic_init(&l->n_queue_full, 0);
     atomic_init(&l->n_active, 0);
     atomic_init(&l->n_queued, 0);
+    atomic_init(&l->n_preparing, 0);
     atomic_init(&l->seed_ctr, 0);
     WYE_INFO("local: model %s (%s): %d sequences of %d tokens (KV cache %s), %d compute threads, "
              "queue %d",
@@ -1254,6 +1396,8 @@ fail_pool_mu:
 fail_cv:
     pthread_mutex_destroy(&l->mu);
 fail_mu:
+    wye_queue_cleanup(&l->prep_q);
+fail_prep_queue:
     wye_queue_cleanup(&l->q);
 fail_queue:
     wye_free(l->running);
@@ -1268,14 +1412,22 @@ fail_model:
 
 enum wye_err rt_local_start(struct rt_local *l)
 {
-    if (l->thread_started || l->stopped) {
+    if (l->thread_started || l->prep_started || l->stopped) {
         return WYE_ERR_INVAL;
     }
-    int rc = pthread_create(&l->thread, NULL, lc_main, l);
+    int rc = pthread_create(&l->prep_thread, NULL, lc_prep_main, l);
+    if (rc != 0) {
+        char eb[128];
+        WYE_ERROR("local: cannot start the preparation thread: %s",
+                  wye_strerror(rc, eb, sizeof(eb)));
+        return WYE_ERR_IO;
+    }
+    l->prep_started = true;
+    rc = pthread_create(&l->thread, NULL, lc_main, l);
     if (rc != 0) {
         char eb[128];
         WYE_ERROR("local: cannot start the engine worker: %s", wye_strerror(rc, eb, sizeof(eb)));
-        return WYE_ERR_IO;
+        return WYE_ERR_IO; /* stop joins the preparation thread */
     }
     l->thread_started = true;
     return WYE_OK;
@@ -1290,6 +1442,18 @@ void rt_local_stop(struct rt_local *l)
     l->stopping = true;
     pthread_mutex_unlock(&l->mu);
     pthread_cond_signal(&l->cv);
+    /* jobs still waiting for preparation are refused (CANCELED) before the worker goes */
+    wye_queue_close(&l->prep_q);
+    if (l->prep_started) {
+        pthread_join(l->prep_thread, NULL);
+    } else {
+        struct wye_qnode *n = wye_queue_take_all(&l->prep_q);
+        while (n) {
+            struct wye_qnode *next = n->next;
+            lc_prep_one(l, WYE_CONTAINER_OF(n, struct lc_job, node));
+            n = next;
+        }
+    }
     if (l->thread_started) {
         pthread_join(l->thread, NULL);
     } else {
@@ -1317,6 +1481,7 @@ void rt_local_destroy(struct rt_local *l)
     pthread_mutex_destroy(&l->pool_mu);
     pthread_cond_destroy(&l->cv);
     pthread_mutex_destroy(&l->mu);
+    wye_queue_cleanup(&l->prep_q);
     wye_queue_cleanup(&l->q);
     wye_free(l->running);
     eng_ctx_destroy(l->ctx);
@@ -1343,4 +1508,5 @@ void rt_local_stats(struct rt_local *l, struct rt_local_stats *out)
     out->queue_full = atomic_load(&l->n_queue_full);
     out->active = atomic_load(&l->n_active);
     out->queued = atomic_load(&l->n_queued);
+    out->preparing = atomic_load(&l->n_preparing);
 }

@@ -32,6 +32,7 @@ struct rt_local_stats {
     uint64_t queue_full;       /* submits refused with AGAIN */
     uint64_t active;           /* sequences in the engine now */
     uint64_t queued;           /* accepted, waiting for a sequence slot */
+    uint64_t preparing;        /* accepted by submit_async, not yet tokenized and queued */
 };
 
 #define RT_LOCAL_MAX_TOKENS_DEFAULT 256 /* max_tokens 0: this many, bounded by the context */
@@ -40,9 +41,10 @@ struct rt_local_stats {
 /* Loads cfg->engine.model_path (cfg borrowed; must outlive). errbuf names the problem. */
 enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **out, char *errbuf,
                              size_t errlen);
-/* Starts the engine worker thread. */
+/* Starts the engine worker thread and the preparation thread. */
 enum wye_err rt_local_start(struct rt_local *l);
-/* Every in-flight/queued request finishes CANCELED; joins. Idempotent. */
+/* Every in-flight/queued request finishes CANCELED, and one still waiting for preparation is
+ * refused with CANCELED; joins. Idempotent. */
 void rt_local_stop(struct rt_local *l);
 /* NULL is a no-op; stops first if needed. */
 void rt_local_destroy(struct rt_local *l);
@@ -58,9 +60,25 @@ int32_t rt_local_n_ctx(const struct rt_local *l);
  * errbuf names router.queue_max. TOOBIG: the prompt plus max_tokens
  * exceeds the context, or too many/too long stop strings (errbuf names the numbers). INVAL: an
  * empty prompt, a response_format or tools schema outside the constrained subset (naming the
- * tool and keyword), a bad tool_choice. CANCELED: the backend is stopping. Any thread. */
+ * tool and keyword), a bad tool_choice. CANCELED: the backend is stopping. Any thread, but it
+ * tokenizes there: the router uses rt_local_submit_async. */
 enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struct wye_sink sink,
                              char *errbuf, size_t errlen);
+/* How rt_local_submit_async hands back a request it accepted and then could not queue: on the
+ * backend's preparation thread (or the owner's, from stop), with the same err and message
+ * rt_local_submit would have returned (CANCELED when the backend stops first). The callee owns
+ * req again; the sink was never called. */
+typedef void (*rt_local_refused_fn)(void *arg, struct wye_chat_req *req, enum wye_err err,
+                                    const char *msg);
+
+/* rt_local_submit without the work that grows with the prompt on the caller's thread: AGAIN
+ * (admission full), CANCELED (stopping) and INVAL (arguments) come back at once with req not
+ * consumed; OK means req is taken and the preparation thread will either queue it (the sink
+ * then gets the protocol above) or call refused(arg, ...) exactly once. Any thread; never
+ * blocks on the model. */
+enum wye_err rt_local_submit_async(struct rt_local *l, struct wye_chat_req *req,
+                                   struct wye_sink sink, rt_local_refused_fn refused, void *arg,
+                                   char *errbuf, size_t errlen);
 /* Exact prompt token count of a request under the model's chat template; -1 on error. */
 int64_t rt_local_count_prompt_tokens(const struct rt_local *l, const struct wye_chat_req *req);
 /* Copies the counters. Any thread. */

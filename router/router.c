@@ -69,7 +69,7 @@ static uint64_t local_waiting(void *arg)
     struct rt_local_stats st;
     rt_local_stats(rt->local, &st);
     int n_seq = rt->cfg->engine.n_seq_max > 0 ? rt->cfg->engine.n_seq_max : 4;
-    uint64_t busy = st.active + st.queued;
+    uint64_t busy = st.active + st.queued + st.preparing;
     return busy > (uint64_t)n_seq ? busy - (uint64_t)n_seq : 0;
 }
 
@@ -126,6 +126,13 @@ static bool remote_budget_ok(struct rt_key *key)
                     rt_keys_remote_allowed(key, wye_wall_ms()) == RT_KEY_OK);
 }
 
+bool rt_router_local_to_remote(struct rt_router *rt, struct rt_key *key, bool is_auto,
+                               enum wye_err err)
+{
+    return rt->up && !atomic_load(&rt->stopping) && remote_budget_ok(key) &&
+           (err == WYE_ERR_AGAIN || (err == WYE_ERR_TOOBIG && is_auto));
+}
+
 enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req, struct wye_sink sink,
                               char *errbuf, size_t errlen)
 {
@@ -156,13 +163,14 @@ enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req, st
         return WYE_ERR_NOMEM;
     }
     if (d.route == RT_ROUTE_LOCAL) {
-        err = rt_local_submit(rt->local, req, rt_routed_sink(r), errbuf, errlen);
+        /* tokenizing is left to the local backend's own thread: this may be the lws thread;
+         * a prompt that does not fit comes back through rt_routed_local_refused */
+        err = rt_local_submit_async(rt->local, req, rt_routed_sink(r), rt_routed_local_refused, r,
+                                    errbuf, errlen);
         if (!err) {
             return WYE_OK;
         }
-        bool can_remote = rt->up && remote_budget_ok(key) &&
-                          (err == WYE_ERR_AGAIN || (err == WYE_ERR_TOOBIG && d.is_auto));
-        if (!can_remote) {
+        if (!rt_router_local_to_remote(rt, key, d.is_auto, err)) {
             rt_routed_discard(r);
             wye_chat_req_destroy(req);
             /* a full admission queue is a limit the client hit (429, errbuf names
@@ -304,6 +312,18 @@ enum wye_err rt_router_metrics(struct rt_router *rt, struct wye_buf *out)
             (uint64_t)atomic_load(&rt->fallbacks_to_remote),
             (uint64_t)atomic_load(&rt->ledger_dropped),
             (uint64_t)atomic_load(&rt->ledger_write_errors));
+    }
+    if (!err && rt->local) {
+        struct rt_local_stats st;
+        rt_local_stats(rt->local, &st);
+        err = wye_buf_printf(out,
+                             "# HELP wye_local_requests Requests in the local backend now: being "
+                             "tokenized, waiting for a sequence, decoding.\n"
+                             "# TYPE wye_local_requests gauge\n"
+                             "wye_local_requests{state=\"preparing\"} %" PRIu64 "\n"
+                             "wye_local_requests{state=\"queued\"} %" PRIu64 "\n"
+                             "wye_local_requests{state=\"running\"} %" PRIu64 "\n",
+                             st.preparing, st.queued, st.active);
     }
     if (!err && rt->policy) {
         err = wye_buf_printf(out,

@@ -35,6 +35,11 @@ struct rt_router {
 
 struct rt_routed;
 
+/* Whether a request the local backend refused with err (AGAIN: its queue is full; TOOBIG: the
+ * prompt does not fit, for an "auto" request) may go to the remote API instead. */
+bool rt_router_local_to_remote(struct rt_router *rt, struct rt_key *key, bool is_auto,
+                               enum wye_err err);
+
 /* Wraps sink for req (borrowed; copied what the record needs) and decision d (copied). NULL on
  * allocation failure. */
 struct rt_routed *rt_routed_create(struct rt_router *rt, const struct wye_chat_req *req,
@@ -46,6 +51,11 @@ void rt_routed_discard(struct rt_routed *r);
 struct wye_sink rt_routed_sink(struct rt_routed *r);
 /* The wrapper now answers on route (after a submit-time fallback, with its reason). */
 void rt_routed_set_route(struct rt_routed *r, enum rt_route route, const char *fallback_detail);
+/* rt_local_submit_async's refusal callback for a wrapper (arg) submitted locally: the request
+ * goes remote when rt_router_local_to_remote allows, else the client's sink gets the refusal
+ * (finish alone, no ledger record: as if refused at submit). */
+void rt_routed_local_refused(void *arg, struct wye_chat_req *req, enum wye_err err,
+                             const char *msg);
 /* The wrapper keeps req (a borrowed upstream submit): it may resubmit it locally and frees it
  * at the end. */
 void rt_routed_keep_req(struct rt_routed *r, struct wye_chat_req *req);

@@ -5,9 +5,9 @@
  * prices.default_remote for what a local answer would have cost remotely); charges the key's
  * remote spend; feeds the breaker and EWMAs; appends the ledger record and passes finish to
  * the client only once the ledger reports the record written (so an answer the client saw
- * complete is always in the ledger). Runs on the producers' threads (upstream, engine worker);
- * the final finish runs there too when the ledger writes the record inline (the usual case),
- * else on the ledger writer thread. */
+ * complete is always in the ledger). Runs on the producers' threads (upstream, engine worker,
+ * and the local backend's preparation thread for its refusals); the final finish runs there too
+ * when the ledger writes the record inline (the usual case), else on the ledger writer thread. */
 #include <math.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,6 +21,7 @@
 #include "router/local.h"
 #include "router/price.h"
 #include "router/rt_route_internal.h"
+#include "router/upstream.h"
 
 #define MSG_MAX 320
 #define MODEL_MAX 128
@@ -35,6 +36,10 @@ struct rt_routed {
     enum rt_route route;      /* the backend answering now */
     bool started;
     bool reported; /* the remote failure already went to the breaker (fallback) */
+    /* the remote failure behind a fallback to the local model, answered if that is refused */
+    enum wye_err fb_err;
+    int fb_status;
+    char fb_msg[MSG_MAX];
     char req_id[WYE_REQID_LEN + 1];
     char key_name[80];
     bool has_key_name;
@@ -149,6 +154,8 @@ static void rs_set_wakeup(void *ctx, void (*wake)(void *arg), void *arg)
 }
 
 static void rs_finish(void *ctx, const struct wye_result *res);
+static void fallback_refused(void *arg, struct wye_chat_req *req, enum wye_err err,
+                             const char *msg);
 
 static const struct wye_sink_ops routed_ops = {
     .start = rs_start,
@@ -339,26 +346,81 @@ static void rs_finish(void *ctx, const struct wye_result *res)
         }
         struct wye_chat_req *req = r->req;
         r->req = NULL;
-        enum rt_route was = r->route;
         rt_routed_set_route(r, RT_ROUTE_LOCAL, detail);
         char eb[256];
-        char req_id[sizeof(r->req_id)];
-        memcpy(req_id, r->req_id, sizeof(req_id));
-        /* once submitted, r belongs to the engine worker, which may finish and free it before
-         * rt_local_submit returns: set up everything first, touch r only if it was refused */
+        /* once submitted, r belongs to the local backend, which may finish (or refuse) and free
+         * it before rt_local_submit_async returns: set up everything first, touch r only if it
+         * was refused at once */
         r->reported = false; /* the local answer reports for itself */
+        r->fb_err = res->err;
+        r->fb_status = res->http_status;
+        copy_str(r->fb_msg, sizeof(r->fb_msg), res->message);
+        wye_log(WYE_LOG_WARN, r->req_id, "router: %s before the first byte; answering locally",
+                detail);
         atomic_fetch_add(&rt->fallbacks_to_local, 1); /* counted before the answer can end */
-        enum wye_err err = rt_local_submit(rt->local, req, rt_routed_sink(r), eb, sizeof(eb));
-        if (!err) {
-            wye_log(WYE_LOG_WARN, req_id, "router: %s before the first byte; answering locally",
-                    detail);
-            return;
+        enum wye_err err = rt_local_submit_async(rt->local, req, rt_routed_sink(r),
+                                                 fallback_refused, r, eb, sizeof(eb));
+        if (err) {
+            fallback_refused(r, req, err, eb);
         }
-        wye_log(WYE_LOG_WARN, req_id, "router: local fallback refused: %s", eb);
-        atomic_fetch_sub(&rt->fallbacks_to_local, 1);
-        r->reported = true;
-        r->req = req;
-        r->route = was;
+        return;
     }
     conclude(r, res);
+}
+
+/* The local model refused the fallback (refusal callback, or at once from rs_finish): the
+ * client gets the remote failure it would have had without one. */
+static void fallback_refused(void *arg, struct wye_chat_req *req, enum wye_err err, const char *msg)
+{
+    struct rt_routed *r = arg;
+    (void)err;
+    wye_log(WYE_LOG_WARN, r->req_id, "router: local fallback refused: %s", msg);
+    atomic_fetch_sub(&r->rt->fallbacks_to_local, 1);
+    r->reported = true;
+    r->req = req;
+    r->route = RT_ROUTE_REMOTE;
+    char m[MSG_MAX];
+    memcpy(m, r->fb_msg, sizeof(m));
+    struct wye_result res = {
+        .err = r->fb_err, .http_status = r->fb_status, .message = m[0] ? m : NULL};
+    conclude(r, &res);
+}
+
+void rt_routed_local_refused(void *arg, struct wye_chat_req *req, enum wye_err err, const char *msg)
+{
+    struct rt_routed *r = arg;
+    struct rt_router *rt = r->rt;
+    char eb[MSG_MAX];
+    /* a full local queue is a limit the client hit (429 naming router.queue_max) */
+    enum wye_err shown = err == WYE_ERR_AGAIN ? WYE_ERR_LIMIT : err;
+    if (rt_router_local_to_remote(rt, r->key, r->d.is_auto, err)) {
+        rt_routed_set_route(r, RT_ROUTE_REMOTE,
+                            err == WYE_ERR_AGAIN ? "local queue full" : "local context too small");
+        atomic_fetch_add(&rt->fallbacks_to_remote, 1);
+        wye_log(WYE_LOG_INFO, r->req_id, "router: %s; answering remotely", msg);
+        r->req = req;
+        enum wye_err e =
+            rt_upstream_submit_borrowed(rt->up, req, rt_routed_sink(r), eb, sizeof(eb));
+        if (!e) {
+            return;
+        }
+        r->req = NULL;
+        shown = e;
+        msg = eb;
+        if (r->d.probe) {
+            rt_policy_probe_release(rt->policy);
+        }
+    }
+    /* what rt_router_submit returns for the same refusal, as the answer's end */
+    char m[MSG_MAX];
+    copy_str(m, sizeof(m), msg);
+    struct wye_result res = {
+        .err = shown,
+        .message = m[0] ? m : NULL,
+        .finish_reason = "error",
+    };
+    struct wye_sink c = r->client;
+    wye_chat_req_destroy(req);
+    wye_free(r);
+    c.ops->finish(c.ctx, &res);
 }

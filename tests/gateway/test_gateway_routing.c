@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <cJSON.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,9 @@
     "bound, and finally implement a C++ class template with unit tests for matrix "                \
     "multiplication, handling edge cases like empty matrices and overflow. First, analyze the "    \
     "constraints; then compare the approach with Gaussian quadrature and justify each step."
+
+#define BIG_BODY_MAX (4 << 20)
+#define BIG_PROMPT_BYTES (3u << 20)
 
 struct srv {
     pid_t pid;
@@ -73,8 +77,9 @@ static void srv_setup(struct srv *s)
         "  prices = { models = { [\"stub-model\"] = { input_per_1m = 10, output_per_1m = 20 } },\n"
         "             default_remote = { input_per_1m = 1, output_per_1m = 2 } },\n"
         "  router = { threshold = 0.5 },\n"
+        "  limits = { body_bytes_max = %d },\n"
         "}\n",
-        stub_upstream_port(s->stub), WYE_SHARED_DIR, s->ledger);
+        stub_upstream_port(s->stub), WYE_SHARED_DIR, s->ledger, BIG_BODY_MAX);
     fclose(f);
 }
 
@@ -392,12 +397,90 @@ static void test_crash_keeps_completed(void **state)
     srv_teardown(&s);
 }
 
+/* Tokenizing a prompt costs ~1 us of CPU per byte: seconds for the largest bodies. It runs on
+ * the local backend's preparation thread, never on the lws thread (ARCHITECTURE: the event loop
+ * never blocks): while a 3 MiB prompt for the 512-token local model is being tokenized, other
+ * clients are served (GET /metrics shows it "preparing" and the chat has no answer yet); then
+ * the chat gets 400 naming the context length. */
+static void test_long_prompt_off_event_loop(void **state)
+{
+    (void)state;
+    struct srv s;
+    srv_setup(&s);
+    srv_start(&s);
+    static const char words[] = "once upon a time there was a little dog named bob. ";
+    size_t body_cap = BIG_PROMPT_BYTES + 512;
+    char *body = wye_malloc(body_cap);
+    assert_non_null(body);
+    size_t n = (size_t)snprintf(body, body_cap,
+                                "{\"model\":\"tiny\",\"max_tokens\":8,\"messages\":[{\"role\":"
+                                "\"user\",\"content\":\"");
+    while (n + sizeof(words) < BIG_PROMPT_BYTES) {
+        memcpy(body + n, words, sizeof(words) - 1);
+        n += sizeof(words) - 1;
+    }
+    n += (size_t)snprintf(body + n, body_cap - n, "\"}]}");
+    char head[256];
+    int hn = snprintf(head, sizeof(head),
+                      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      "application/json\r\nContent-Length: %zu\r\n\r\n",
+                      n);
+    int fd = hc_connect(s.port, 0);
+    assert_true(fd >= 0);
+    assert_true(hc_send_all(fd, head, (size_t)hn, T_MS));
+    assert_true(hc_send_all(fd, body, n, T_MS));
+    wye_free(body);
+
+    /* served while the prompt is tokenized, and the chat still unanswered at that point */
+    bool seen = false;
+    int64_t t_end = wye_now_ns() + (int64_t)T_MS * 1000000;
+    while (!seen && wye_now_ns() < t_end) {
+        struct hc_resp m;
+        hc_resp_init(&m);
+        assert_int_equal(hc_request(s.port, "GET", "/metrics", NULL, NULL, &m, T_MS), 200);
+        seen = m.body.data && strstr(m.body.data, "wye_local_requests{state=\"preparing\"} 1\n");
+        hc_resp_cleanup(&m);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int answered = poll(&pfd, 1, 0);
+        if (!seen && answered > 0) {
+            fail_msg("the chat was answered before any /metrics showed it being prepared");
+        }
+        assert_int_equal(answered, 0);
+    }
+    assert_true(seen);
+
+    struct hc_resp r;
+    hc_resp_init(&r);
+    assert_int_equal(hc_read_response(fd, &r, T_MS), 400);
+    if (!r.body.data ||
+        !strstr(r.body.data, "exceeds the local model's context length (512 tokens)")) {
+        fail_msg("unexpected answer: %s", r.body.data ? r.body.data : "(none)");
+    }
+    hc_resp_cleanup(&r);
+    close(fd);
+
+    /* the backend is free again: a short chat goes through */
+    char route[16], score[32], id[64];
+    bool done = false;
+    assert_int_equal(http_stream(s.port, "tiny", "hi", route, score, id, &done), 200);
+    assert_true(done);
+    assert_string_equal(route, "local");
+    struct hc_resp m;
+    hc_resp_init(&m);
+    assert_int_equal(hc_request(s.port, "GET", "/metrics", NULL, NULL, &m, T_MS), 200);
+    assert_non_null(strstr(m.body.data, "wye_local_requests{state=\"preparing\"} 0\n"));
+    hc_resp_cleanup(&m);
+    srv_kill(&s, SIGTERM);
+    srv_teardown(&s);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auto_http_ws_summary),
         cmocka_unit_test(test_crash_keeps_completed),
+        cmocka_unit_test(test_long_prompt_off_event_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

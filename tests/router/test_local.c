@@ -761,6 +761,174 @@ static void test_stop_never_started(void **state)
     }
 }
 
+/* What rt_local_submit_async hands back. */
+struct refusal {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    enum wye_err err;
+    char msg[512];
+    struct wye_chat_req *req;
+};
+
+static void refusal_init(struct refusal *r)
+{
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+}
+
+static void refusal_cleanup(struct refusal *r)
+{
+    wye_chat_req_destroy(r->req);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+}
+
+static void on_refused(void *arg, struct wye_chat_req *req, enum wye_err err, const char *msg)
+{
+    struct refusal *r = arg;
+    pthread_mutex_lock(&r->mu);
+    r->n++;
+    r->err = err;
+    snprintf(r->msg, sizeof(r->msg), "%s", msg);
+    wye_chat_req_destroy(r->req); /* keep the last one */
+    r->req = req;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static bool refusal_wait(struct refusal *r, int ms)
+{
+    int64_t t_end = wye_now_ns() + (int64_t)ms * WYE_NS_PER_MS;
+    pthread_mutex_lock(&r->mu);
+    while (r->n == 0 && wye_now_ns() < t_end) {
+        pthread_mutex_unlock(&r->mu);
+        wye_sleep_ms(1);
+        pthread_mutex_lock(&r->mu);
+    }
+    bool got = r->n > 0;
+    pthread_mutex_unlock(&r->mu);
+    return got;
+}
+
+/* rt_local_submit_async (the router's way in): what rt_local_submit refuses comes back through
+ * the callback with the same code and message and the request handed back, the sink untouched;
+ * an accepted request answers exactly as with rt_local_submit; the admission slot is taken at
+ * once; a request cancelled before its preparation gets finish() alone. */
+static void test_submit_async(void **state)
+{
+    (void)state;
+    struct ref r0;
+    reference(stories_path, prompts[0], 32, NULL, &r0);
+    struct conf_config cfg;
+    cfg_init(&cfg, stories_path, 1, 128, 0); /* one sequence, no waiting */
+    struct rt_local *l = mklocal(&cfg);
+    char err[512] = "";
+
+    /* too long for the context: TOOBIG, the message rt_local_submit gives */
+    char big[2048] = "";
+    for (int i = 0; i < 60; i++) {
+        strcat(big, "the cat sat. ");
+    }
+    struct wye_chat_req *req = mkreq(big, 8, NULL);
+    int64_t n_prompt = rt_local_count_prompt_tokens(l, req);
+    struct fsink f;
+    fsink_init(&f);
+    struct refusal rf;
+    refusal_init(&rf);
+    assert_int_equal(
+        rt_local_submit_async(l, req, fsink_sink(&f), on_refused, &rf, err, sizeof(err)), WYE_OK);
+    assert_true(refusal_wait(&rf, WAIT_MS));
+    assert_int_equal(rf.n, 1);
+    assert_int_equal(rf.err, WYE_ERR_TOOBIG);
+    char want[256];
+    snprintf(want, sizeof(want),
+             "the prompt (%lld tokens) exceeds the local model's context length (128 tokens)",
+             (long long)n_prompt);
+    assert_true(n_prompt > 128);
+    assert_string_equal(rf.msg, want);
+    assert_ptr_equal(rf.req, req); /* handed back whole */
+    assert_string_equal(rf.req->msgs[0].content, big);
+    assert_int_equal(f.n_start + f.n_finish + f.n_events, 0);
+    refusal_cleanup(&rf);
+    fsink_cleanup(&f);
+
+    /* accepted: the same answer as rt_local_submit's; while it holds the only slot (its sink
+     * full), the next submit is refused at once (AGAIN, not consumed) */
+    fsink_init(&f);
+    f.again_every = 1;
+    refusal_init(&rf);
+    assert_int_equal(rt_local_submit_async(l, mkreq(prompts[0], 32, NULL), fsink_sink(&f),
+                                           on_refused, &rf, err, sizeof(err)),
+                     WYE_OK);
+    struct fsink g;
+    fsink_init(&g);
+    req = mkreq(prompts[1], 8, NULL);
+    assert_int_equal(
+        rt_local_submit_async(l, req, fsink_sink(&g), on_refused, &rf, err, sizeof(err)),
+        WYE_ERR_AGAIN);
+    assert_non_null(strstr(err, "router.queue_max = 0"));
+    wye_chat_req_destroy(req);
+    assert_int_equal(rf.n, 0);
+    pump(&f, 1);
+    expect_same(&f, &r0);
+    assert_int_equal(rf.n, 0);
+    assert_int_equal(g.n_start + g.n_finish + g.n_events, 0);
+    fsink_cleanup(&f);
+    fsink_cleanup(&g);
+
+    /* cancelled before it was prepared: finish(CANCELED) alone, no refusal */
+    fsink_init(&f);
+    fsink_cancel(&f, false);
+    assert_int_equal(rt_local_submit_async(l, mkreq(prompts[2], 8, NULL), fsink_sink(&f),
+                                           on_refused, &rf, err, sizeof(err)),
+                     WYE_OK);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    assert_int_equal(f.res.err, WYE_ERR_CANCELED);
+    assert_int_equal(f.n_start, 0);
+    assert_int_equal(rf.n, 0);
+    struct rt_local_stats st;
+    rt_local_stats(l, &st);
+    assert_int_equal(st.preparing + st.queued + st.active, 0);
+    fsink_cleanup(&f);
+    refusal_cleanup(&rf);
+    rt_local_destroy(l);
+}
+
+/* Stop refuses (CANCELED) what still waits for preparation; here the backend never started,
+ * so nothing was prepared and the refusals run on the caller's thread. */
+static void test_async_stop_refuses(void **state)
+{
+    (void)state;
+    struct conf_config cfg;
+    cfg_init(&cfg, stories_path, 1, 128, 4);
+    struct rt_local *l = NULL;
+    char err[512] = "";
+    assert_int_equal(rt_local_create(&cfg, &l, err, sizeof(err)), WYE_OK);
+    struct fsink fs[2];
+    struct refusal rf;
+    refusal_init(&rf);
+    for (int i = 0; i < 2; i++) {
+        fsink_init(&fs[i]);
+        assert_int_equal(rt_local_submit_async(l, mkreq(prompts[i], 8, NULL), fsink_sink(&fs[i]),
+                                               on_refused, &rf, err, sizeof(err)),
+                         WYE_OK);
+    }
+    struct rt_local_stats st;
+    rt_local_stats(l, &st);
+    assert_int_equal(st.preparing, 2);
+    rt_local_destroy(l);
+    assert_int_equal(rf.n, 2);
+    assert_int_equal(rf.err, WYE_ERR_CANCELED);
+    assert_string_equal(rf.msg, "the local model is shutting down");
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(fs[i].n_start + fs[i].n_finish + fs[i].n_events, 0);
+        fsink_cleanup(&fs[i]);
+    }
+    refusal_cleanup(&rf);
+}
+
 /* Every allocation of create and submit may fail: NOMEM comes back (the request not
  * consumed), nothing crashes or leaks (LeakSanitizer checks the sanitizer build). */
 static void test_alloc_failure(void **state)
@@ -885,6 +1053,8 @@ int main(void)
         cmocka_unit_test(test_stop_in_flight),
         cmocka_unit_test(test_seeded_sampling),
         cmocka_unit_test(test_stop_never_started),
+        cmocka_unit_test(test_submit_async),
+        cmocka_unit_test(test_async_stop_refuses),
         cmocka_unit_test(test_alloc_failure),
         cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_tiny_qwen2),

@@ -377,12 +377,46 @@ static void test_fallback_remote_to_local(void **state)
     free(reasons);
     cJSON_Delete(rec);
     fsink_cleanup(&f);
+    /* the local model cannot take it either (max_tokens past its 512-token context; refused
+     * on its preparation thread): the client gets the upstream's failure, never started, and
+     * the record says remote / error */
+    char id[32], eb[512] = "";
+    fsink_init(&f);
+    assert_int_equal(submit(&r, "stub-model", "#stub status=500", "\"max_tokens\":4000", NULL, &f,
+                            id, eb, sizeof(eb)),
+                     WYE_OK);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    assert_int_equal(f.violations, 0);
+    assert_int_equal(f.n_start, 0);
+    assert_int_equal(f.res.err, WYE_ERR_UPSTREAM);
+    assert_int_equal(f.res.http_status, 502); /* the upstream's 500, as the client sees it */
+    rec = record(&r, id);
+    assert_non_null(rec);
+    assert_string_equal(str(rec, "route"), "remote");
+    assert_string_equal(str(rec, "status"), "error");
+    cJSON_Delete(rec);
+    fsink_cleanup(&f);
     struct rt_route_stats st;
     rt_router_route_stats(r.e.rt, &st);
     assert_int_equal(st.fallbacks_to_local, 2);
     assert_int_equal(st.requests[0], 2);
-    assert_int_equal(st.requests[1], 0);
-    renv_stop(&r, 2);
+    assert_int_equal(st.requests[1], 1);
+
+    /* an explicit local request that does not fit: refused after submit returned (the
+     * tokenizing is not done on the caller's thread), as finish alone with 400's TOOBIG and
+     * the message naming the context; no record, like a refusal at submit */
+    fsink_init(&f);
+    assert_int_equal(
+        submit(&r, "tiny-local", "hi", "\"max_tokens\":4000", NULL, &f, id, eb, sizeof(eb)),
+        WYE_OK);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    assert_int_equal(f.violations, 0);
+    assert_int_equal(f.n_start + f.n_events, 0);
+    assert_int_equal(f.res.err, WYE_ERR_TOOBIG);
+    assert_non_null(strstr(f.msg, "exceeds the local model's context length (512 tokens)"));
+    assert_null(record(&r, id));
+    fsink_cleanup(&f);
+    renv_stop(&r, 3);
 }
 
 static void unblock_all(struct fsink *f)
