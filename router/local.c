@@ -1038,10 +1038,17 @@ static enum wye_err lc_prepare(struct rt_local *l, struct lc_job *j, const struc
                                       &n, errbuf, errlen);
     }
     if (err == WYE_ERR_TOOBIG) {
-        int64_t count = rt_local_count_prompt_tokens(l, req);
-        snprintf(errbuf, errlen,
-                 "the prompt (%lld tokens) exceeds the local model's context length (%d tokens)",
-                 (long long)count, l->n_ctx);
+        /* the tokenizer counts past its cap, so the count costs no second pass; n stays 0
+         * when the text was too long to tokenize at all */
+        if (n > (size_t)l->n_ctx) {
+            snprintf(errbuf, errlen,
+                     "the prompt (%zu tokens) exceeds the local model's context length (%d "
+                     "tokens)",
+                     n, l->n_ctx);
+        } else {
+            snprintf(errbuf, errlen,
+                     "the prompt exceeds the local model's context length (%d tokens)", l->n_ctx);
+        }
         return err;
     }
     if (err) {

@@ -643,6 +643,18 @@ static void test_context_overflow(void **state)
              (long long)n_prompt);
     assert_string_equal(err, want);
     wye_chat_req_destroy(req);
+    /* a prompt too long for the tokenizer to take at all (over its 4 MiB per call): no count
+     * to give, but still the context named (it once said "(-1 tokens)") */
+    size_t huge_len = (5u << 20);
+    char *huge = wye_malloc(huge_len + 1);
+    assert_non_null(huge);
+    memset(huge, 'a', huge_len);
+    huge[huge_len] = '\0';
+    req = mkreq(huge, 8, NULL);
+    wye_free(huge);
+    assert_int_equal(rt_local_submit(l, req, fsink_sink(&f), err, sizeof(err)), WYE_ERR_TOOBIG);
+    assert_string_equal(err, "the prompt exceeds the local model's context length (64 tokens)");
+    wye_chat_req_destroy(req);
     /* a stop string longer than the engine takes */
     char longstop[80];
     memset(longstop, 'x', 70);
