@@ -1092,24 +1092,41 @@ static void lc_job_arm(struct lc_job *j, struct wye_chat_req *req, struct wye_si
     atomic_store(&j->woken, false);
 }
 
-/* Queues an armed job for the worker. reserved: its admission is already counted (async
- * submit), so only stopping can refuse it. */
-static enum wye_err lc_enqueue(struct rt_local *l, struct lc_job *j, bool reserved, char *errbuf,
-                               size_t errlen)
+/* Takes an admission slot (running + preparing + waiting <= admit_max). l->mu held. */
+static enum wye_err lc_reserve_locked(struct rt_local *l, char *errbuf, size_t errlen)
 {
-    enum wye_err err;
+    if (l->stopping) {
+        snprintf(errbuf, errlen, "the local model is shutting down");
+        return WYE_ERR_CANCELED;
+    }
+    if (l->n_admitted >= l->admit_max) {
+        atomic_fetch_add(&l->n_queue_full, 1);
+        lc_queue_full_msg(l, errbuf, errlen);
+        return WYE_ERR_AGAIN;
+    }
+    l->n_admitted++;
+    return WYE_OK;
+}
+
+/* Gives back the slot of a job that never reached the worker. */
+static void lc_release(struct rt_local *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->n_admitted--;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Queues an armed job, whose slot is taken, for the worker; only stopping refuses it. */
+static enum wye_err lc_enqueue(struct rt_local *l, struct lc_job *j, char *errbuf, size_t errlen)
+{
+    enum wye_err err = WYE_OK;
     pthread_mutex_lock(&l->mu);
     if (l->stopping) {
         err = WYE_ERR_CANCELED;
         snprintf(errbuf, errlen, "the local model is shutting down");
-    } else if (!reserved && l->n_admitted >= l->admit_max) {
-        err = WYE_ERR_AGAIN;
-        atomic_fetch_add(&l->n_queue_full, 1);
-        lc_queue_full_msg(l, errbuf, errlen);
     } else {
-        err = wye_queue_push(&l->q, &j->node, NULL);
+        err = wye_queue_push(&l->q, &j->node, NULL); /* holds admit_max: cannot be full */
         if (!err) {
-            l->n_admitted += reserved ? 0 : 1;
             atomic_fetch_add(&l->n_queued, 1);
             atomic_fetch_add(&l->n_requests, 1);
         } else {
@@ -1128,40 +1145,55 @@ static enum wye_err lc_enqueue(struct rt_local *l, struct lc_job *j, bool reserv
     return err;
 }
 
+/* The checks both submits start with; errbuf may be NULL (scratch then takes the message). */
+static struct lc_job *lc_submit_begin(struct rt_local *l, const struct wye_chat_req *req,
+                                      struct wye_sink sink, char **errbuf, size_t *errlen,
+                                      char *scratch, size_t scratch_len, enum wye_err *err)
+{
+    if (!*errbuf || *errlen == 0) {
+        *errbuf = scratch;
+        *errlen = scratch_len;
+    }
+    (*errbuf)[0] = '\0';
+    if (!req || !sink.ops) {
+        snprintf(*errbuf, *errlen, "no request or no sink");
+        *err = WYE_ERR_INVAL;
+        return NULL;
+    }
+    struct lc_job *j = job_get(l);
+    if (!j) {
+        snprintf(*errbuf, *errlen, "out of memory");
+        *err = WYE_ERR_NOMEM;
+    }
+    return j;
+}
+
 enum wye_err rt_local_submit(struct rt_local *l, struct wye_chat_req *req, struct wye_sink sink,
                              char *errbuf, size_t errlen)
 {
     char scratch[8];
-    if (!errbuf || errlen == 0) {
-        errbuf = scratch;
-        errlen = sizeof(scratch);
-    }
-    errbuf[0] = '\0';
-    if (!req || !sink.ops) {
-        snprintf(errbuf, errlen, "no request or no sink");
-        return WYE_ERR_INVAL;
-    }
-    /* a cheap early refusal, so that a full backend costs the caller no tokenizing */
-    pthread_mutex_lock(&l->mu);
-    bool full = l->n_admitted >= l->admit_max;
-    pthread_mutex_unlock(&l->mu);
-    if (full) {
-        atomic_fetch_add(&l->n_queue_full, 1);
-        lc_queue_full_msg(l, errbuf, errlen);
-        return WYE_ERR_AGAIN;
-    }
-    struct lc_job *j = job_get(l);
+    enum wye_err err = WYE_OK;
+    struct lc_job *j =
+        lc_submit_begin(l, req, sink, &errbuf, &errlen, scratch, sizeof(scratch), &err);
     if (!j) {
-        snprintf(errbuf, errlen, "out of memory");
-        return WYE_ERR_NOMEM;
+        return err;
     }
-    enum wye_err err = lc_prepare(l, j, req, errbuf, errlen);
+    /* the slot first, so that a full backend costs the caller no tokenizing */
+    pthread_mutex_lock(&l->mu);
+    err = lc_reserve_locked(l, errbuf, errlen);
+    pthread_mutex_unlock(&l->mu);
+    if (err) {
+        job_put(l, j);
+        return err;
+    }
+    err = lc_prepare(l, j, req, errbuf, errlen);
     if (!err) {
         lc_job_arm(j, req, sink);
-        err = lc_enqueue(l, j, false, errbuf, errlen);
+        err = lc_enqueue(l, j, errbuf, errlen);
     }
     if (err) {
         job_put(l, j);
+        lc_release(l);
     }
     return err;
 }
@@ -1171,41 +1203,31 @@ enum wye_err rt_local_submit_async(struct rt_local *l, struct wye_chat_req *req,
                                    char *errbuf, size_t errlen)
 {
     char scratch[8];
-    if (!errbuf || errlen == 0) {
-        errbuf = scratch;
-        errlen = sizeof(scratch);
+    enum wye_err err = WYE_OK;
+    struct lc_job *j =
+        lc_submit_begin(l, req, sink, &errbuf, &errlen, scratch, sizeof(scratch), &err);
+    if (!j) {
+        return err;
     }
-    errbuf[0] = '\0';
-    if (!req || !sink.ops || !refused) {
-        snprintf(errbuf, errlen, "no request, sink or refusal callback");
+    if (!refused) {
+        job_put(l, j);
+        snprintf(errbuf, errlen, "no refusal callback");
         return WYE_ERR_INVAL;
     }
-    struct lc_job *j = job_get(l);
-    if (!j) {
-        snprintf(errbuf, errlen, "out of memory");
-        return WYE_ERR_NOMEM;
-    }
-    enum wye_err err = WYE_OK;
+    j->req = req;
+    j->sink = sink;
+    j->refused = refused;
+    j->refused_arg = arg;
     pthread_mutex_lock(&l->mu);
-    if (l->stopping) {
-        err = WYE_ERR_CANCELED;
-        snprintf(errbuf, errlen, "the local model is shutting down");
-    } else if (l->n_admitted >= l->admit_max) {
-        err = WYE_ERR_AGAIN;
-        atomic_fetch_add(&l->n_queue_full, 1);
-        lc_queue_full_msg(l, errbuf, errlen);
-    } else {
-        j->req = req;
-        j->sink = sink;
-        j->refused = refused;
-        j->refused_arg = arg;
+    err = lc_reserve_locked(l, errbuf, errlen);
+    if (!err) {
         /* unbounded, and closed by stop only after it set stopping under mu: cannot fail */
         err = wye_queue_push(&l->prep_q, &j->node, NULL);
         if (err) {
+            l->n_admitted--;
             snprintf(errbuf, errlen, "the local model's queue refused the request: %s",
                      wye_err_str(err));
         } else {
-            l->n_admitted++; /* reserved now: the preparation never finds the queue full */
             atomic_fetch_add(&l->n_preparing, 1);
         }
     }
@@ -1225,9 +1247,7 @@ static void lc_prep_refuse(struct rt_local *l, struct lc_job *j, enum wye_err er
     rt_local_refused_fn fn = j->refused;
     void *arg = j->refused_arg;
     job_put(l, j);
-    pthread_mutex_lock(&l->mu);
-    l->n_admitted--;
-    pthread_mutex_unlock(&l->mu);
+    lc_release(l);
     fn(arg, req, err, msg);
 }
 
@@ -1253,7 +1273,7 @@ static void lc_prep_one(struct rt_local *l, struct lc_job *j)
     }
     if (!err) {
         lc_job_arm(j, req, sink);
-        err = lc_enqueue(l, j, true, eb, sizeof(eb));
+        err = lc_enqueue(l, j, eb, sizeof(eb));
     }
     atomic_fetch_sub(&l->n_preparing, 1);
     if (err) {
