@@ -459,6 +459,39 @@ static void test_long_prompt_off_event_loop(void **state)
     hc_resp_cleanup(&r);
     close(fd);
 
+    /* over WebSocket the refusal, found after response.created, ends the answer as
+     * response.done "failed" with the HTTP API's error (docs/protocol.md) */
+    struct wsc c;
+    assert_int_equal(wsc_connect(&c, s.port, "/v1/ws", NULL, 0, T_MS), 101);
+    assert_true(wsc_send_text(&c, "{\"type\":\"response.create\",\"id\":\"big\",\"response\":{"
+                                  "\"model\":\"tiny\",\"max_tokens\":4000,"
+                                  "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}}"));
+    bool created = false, failed = false;
+    for (int i = 0; i < 8 && !failed; i++) {
+        char *msg = NULL;
+        assert_int_equal(wsc_recv(&c, &msg, NULL, NULL, T_MS), WSC_TEXT);
+        cJSON *j = cJSON_Parse(msg);
+        const char *type = cJSON_GetObjectItem(j, "type")->valuestring;
+        if (strcmp(type, "response.created") == 0) {
+            created = true;
+        } else if (strcmp(type, "response.done") == 0) {
+            assert_string_equal(cJSON_GetObjectItem(j, "status")->valuestring, "failed");
+            const cJSON *e = cJSON_GetObjectItem(j, "error");
+            assert_string_equal(cJSON_GetObjectItem(e, "code")->valuestring, "invalid_request");
+            const char *m = cJSON_GetObjectItem(e, "message")->valuestring;
+            if (!strstr(m, "exceeds the local model's context length (512 tokens)")) {
+                fail_msg("unexpected message: %s", msg);
+            }
+            failed = true;
+        } else {
+            fail_msg("unexpected event: %s", msg);
+        }
+        cJSON_Delete(j);
+        wye_free(msg);
+    }
+    assert_true(created && failed);
+    wsc_close(&c);
+
     /* the backend is free again: a short chat goes through */
     char route[16], score[32], id[64];
     bool done = false;
