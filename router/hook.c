@@ -4,7 +4,8 @@
  * wrapped so that it may define a global `route` or return the function; it is compiled once
  * at creation to report syntax errors early, and each call runs it in a fresh run (a coroutine
  * with its own globals), so nothing a hook leaves behind leaks into the next request.
- * Runs on the caller's thread (the lws thread); one call at a time per hook. */
+ * Runs on the router's hook thread (router.c), never on the lws thread; one call at a time per
+ * hook. */
 #include <stdio.h>
 #include <string.h>
 

@@ -475,6 +475,11 @@ void rt_policy_ewma(struct rt_policy *p, enum rt_route route, double *latency_ms
     pthread_mutex_unlock(&p->mu);
 }
 
+bool rt_policy_has_hook(const struct rt_policy *p)
+{
+    return p->hook != NULL;
+}
+
 uint64_t rt_policy_hook_errors(struct rt_policy *p)
 {
     return atomic_load(&p->hook_errors);

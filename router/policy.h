@@ -65,7 +65,9 @@ double rt_policy_threshold(const struct conf_router *rc, const struct rt_score_m
 /* Decides the route of req (borrowed) for key (NULL: no key constraints). OK: *out holds the
  * decision. NOTFOUND: unknown model; LIMIT: over the remote budget in refuse mode; AUTH: the
  * key may use no available route; errbuf names the problem. Any thread (the lws thread, agent
- * workers); hook calls are serialised by a lock. */
+ * workers, the router's hook thread: rt_router_submit sends "auto" requests there when a hook
+ * is configured, so the hook never runs on the lws thread); hook calls are serialised by a
+ * lock. */
 enum wye_err rt_policy_decide(struct rt_policy *p, const struct wye_chat_req *req,
                               struct rt_key *key, struct rt_decision *out, char *errbuf,
                               size_t errlen);
@@ -85,6 +87,9 @@ enum rt_breaker_state rt_policy_breaker_state(struct rt_policy *p);
 void rt_policy_ewma(struct rt_policy *p, enum rt_route route, double *latency_ms, double *ttft_ms);
 /* Hook calls that failed (error, timeout, memory, bad answer) since creation. Any thread. */
 uint64_t rt_policy_hook_errors(struct rt_policy *p);
+/* Whether a Lua route hook is configured (it runs for "auto" requests when both routes
+ * exist). */
+bool rt_policy_has_hook(const struct rt_policy *p);
 /* "local" / "remote". */
 const char *rt_route_name(enum rt_route r);
 

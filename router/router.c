@@ -2,7 +2,8 @@
  * hands it to a backend through the sink wrapper (rt_routed.c): the local engine (local.h) or
  * the remote upstream (upstream.c). A full local queue falls back to the remote at submit time;
  * an upstream failure before the first byte falls back to the local model in the wrapper.
- * Submit runs on the caller's thread (the lws thread) and only decides and queues. */
+ * Submit runs on the caller's thread (the lws thread) and only decides and queues; with a Lua
+ * route hook configured, "auto" requests are decided on the router's hook thread instead. */
 #include "router/router.h"
 
 #include <inttypes.h>
@@ -60,6 +61,80 @@ struct rt_policy *rt_router_policy(struct rt_router *rt)
     return rt->policy;
 }
 
+/* ---- the hook thread ----
+ * The Lua route hook may run for up to router.hook_timeout_ms (10 s at most) per call, one call
+ * at a time: on the lws thread that would stall every connection (ARCHITECTURE: no Lua
+ * there). With a hook configured, rt_router_submit queues each "auto" request for this thread,
+ * which decides and submits it; a refusal then ends the answer through its sink (finish
+ * alone), as the async local refusals do. */
+
+static enum wye_err route_now(struct rt_router *rt, struct wye_chat_req *req, struct wye_sink sink,
+                              char *errbuf, size_t errlen);
+
+struct hook_job {
+    struct wye_qnode node;
+    struct wye_chat_req *req;
+    struct wye_sink sink;
+};
+
+#define HOOK_QUEUE_MAX 4096 /* auto requests waiting for the hook */
+
+static bool hook_applies(const struct rt_router *rt, const struct wye_chat_req *req)
+{
+    return rt->hook_started && rt->local && rt->up &&
+           (!req->model || strcmp(req->model, "auto") == 0);
+}
+
+/* Ends a request the hook thread could not route, as rt_router_submit's return would have. */
+static void hook_refuse(struct wye_sink sink, enum wye_err err, const char *msg)
+{
+    struct wye_result res = {.err = err, .message = msg[0] ? msg : NULL, .finish_reason = "error"};
+    sink.ops->finish(sink.ctx, &res);
+}
+
+static void hook_run(struct rt_router *rt, struct hook_job *job)
+{
+    char eb[512] = "";
+    enum wye_err err;
+    if (atomic_load(&rt->stopping)) {
+        snprintf(eb, sizeof(eb), "the gateway is shutting down");
+        wye_chat_req_destroy(job->req);
+        err = WYE_ERR_CANCELED;
+    } else if (job->sink.ops->cancelled(job->sink.ctx)) {
+        snprintf(eb, sizeof(eb), "the request was cancelled");
+        wye_chat_req_destroy(job->req);
+        err = WYE_ERR_CANCELED;
+    } else {
+        err = route_now(rt, job->req, job->sink, eb, sizeof(eb)); /* consumes req */
+    }
+    if (err) {
+        hook_refuse(job->sink, err, eb);
+    }
+    atomic_fetch_sub(&rt->hook_pending, 1);
+    wye_free(job);
+}
+
+static void *hook_main(void *arg)
+{
+    struct rt_router *rt = arg;
+    (void)pthread_setname_np(pthread_self(), "wye-route-hook");
+    struct wye_qnode *n;
+    while ((n = wye_queue_pop(&rt->hook_q, -1)) != NULL) {
+        hook_run(rt, WYE_CONTAINER_OF(n, struct hook_job, node));
+    }
+    return NULL;
+}
+
+static void hook_stop(struct rt_router *rt)
+{
+    if (!rt->hook_started || rt->hook_joined) {
+        return;
+    }
+    wye_queue_close(&rt->hook_q); /* the thread ends what is queued (stopping: CANCELED) */
+    pthread_join(rt->hook_thread, NULL);
+    rt->hook_joined = true;
+}
+
 /* The policy's view of the local admission queue: requests beyond what the sequences can take
  * at once (a request just submitted to a free sequence does not count). Atomic loads; the lws
  * thread, agent workers. */
@@ -95,6 +170,21 @@ enum wye_err rt_router_start(struct rt_router *rt)
             return err;
         }
     }
+    if (rt_policy_has_hook(rt->policy) && rt->local && rt->up && !rt->hook_started) {
+        if (wye_queue_init(&rt->hook_q, HOOK_QUEUE_MAX) != WYE_OK) {
+            WYE_ERROR("router: cannot create the route hook's queue");
+            return WYE_ERR_NOMEM;
+        }
+        int rc = pthread_create(&rt->hook_thread, NULL, hook_main, rt);
+        if (rc != 0) {
+            char eb[128];
+            WYE_ERROR("router: cannot start the route hook's thread: %s",
+                      wye_strerror(rc, eb, sizeof(eb)));
+            wye_queue_cleanup(&rt->hook_q);
+            return WYE_ERR_IO;
+        }
+        rt->hook_started = true;
+    }
     return rt->up ? rt_upstream_start(rt->up) : WYE_OK;
 }
 
@@ -104,6 +194,7 @@ void rt_router_stop(struct rt_router *rt)
         return;
     }
     atomic_store(&rt->stopping, true); /* no more fallbacks */
+    hook_stop(rt);
     if (rt->up) {
         rt_upstream_stop(rt->up);
     }
@@ -115,6 +206,9 @@ void rt_router_destroy(struct rt_router *rt)
         return;
     }
     rt_router_stop(rt);
+    if (rt->hook_started) {
+        wye_queue_cleanup(&rt->hook_q);
+    }
     rt_upstream_destroy(rt->up);
     rt_policy_destroy(rt->policy);
     wye_free(rt);
@@ -133,19 +227,11 @@ bool rt_router_local_to_remote(struct rt_router *rt, struct rt_key *key, bool is
            (err == WYE_ERR_AGAIN || (err == WYE_ERR_TOOBIG && is_auto));
 }
 
-enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req, struct wye_sink sink,
+/* Decides where req goes and hands it to that backend: rt_router_submit's work after its
+ * checks, on the caller's thread or the hook thread. */
+static enum wye_err route_now(struct rt_router *rt, struct wye_chat_req *req, struct wye_sink sink,
                               char *errbuf, size_t errlen)
 {
-    if (!rt->policy) {
-        snprintf(errbuf, errlen, "the router is not started");
-        wye_chat_req_destroy(req);
-        return WYE_ERR_AGAIN;
-    }
-    if (atomic_load(&rt->stopping)) {
-        snprintf(errbuf, errlen, "the gateway is shutting down");
-        wye_chat_req_destroy(req);
-        return WYE_ERR_CANCELED;
-    }
     struct rt_key *key = rt->keys && req->key_name ? rt_keys_find(rt->keys, req->key_name) : NULL;
     struct rt_decision d;
     enum wye_err err = rt_policy_decide(rt->policy, req, key, &d, errbuf, errlen);
@@ -191,6 +277,45 @@ enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req, st
         }
         rt_routed_discard(r);
         wye_chat_req_destroy(req);
+    }
+    return err;
+}
+
+enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req, struct wye_sink sink,
+                              char *errbuf, size_t errlen)
+{
+    if (!rt->policy) {
+        snprintf(errbuf, errlen, "the router is not started");
+        wye_chat_req_destroy(req);
+        return WYE_ERR_AGAIN;
+    }
+    if (atomic_load(&rt->stopping)) {
+        snprintf(errbuf, errlen, "the gateway is shutting down");
+        wye_chat_req_destroy(req);
+        return WYE_ERR_CANCELED;
+    }
+    if (!hook_applies(rt, req)) {
+        return route_now(rt, req, sink, errbuf, errlen);
+    }
+    struct hook_job *job = wye_calloc(1, sizeof(*job));
+    if (!job) {
+        snprintf(errbuf, errlen, "out of memory");
+        wye_chat_req_destroy(req);
+        return WYE_ERR_NOMEM;
+    }
+    job->req = req;
+    job->sink = sink;
+    atomic_fetch_add(&rt->hook_pending, 1);
+    enum wye_err err = wye_queue_push(&rt->hook_q, &job->node, NULL);
+    if (err) {
+        atomic_fetch_sub(&rt->hook_pending, 1);
+        wye_free(job);
+        wye_chat_req_destroy(req);
+        if (err == WYE_ERR_AGAIN) {
+            snprintf(errbuf, errlen, "%d requests are waiting for the route hook", HOOK_QUEUE_MAX);
+        } else {
+            snprintf(errbuf, errlen, "the gateway is shutting down");
+        }
     }
     return err;
 }
@@ -324,6 +449,14 @@ enum wye_err rt_router_metrics(struct rt_router *rt, struct wye_buf *out)
                              "wye_local_requests{state=\"queued\"} %" PRIu64 "\n"
                              "wye_local_requests{state=\"running\"} %" PRIu64 "\n",
                              st.preparing, st.queued, st.active);
+    }
+    if (!err && rt->hook_started) {
+        err = wye_buf_printf(out,
+                             "# HELP wye_router_hook_pending Auto requests waiting for the Lua "
+                             "route hook's thread or being decided there.\n"
+                             "# TYPE wye_router_hook_pending gauge\n"
+                             "wye_router_hook_pending %" PRIu64 "\n",
+                             (uint64_t)atomic_load(&rt->hook_pending));
     }
     if (!err && rt->policy) {
         err = wye_buf_printf(out,

@@ -70,8 +70,11 @@ void rt_router_destroy(struct rt_router *rt);
  * refused, the sink is untouched, and errbuf names the problem: NOTFOUND an unknown model,
  * AUTH a route the key may not use, LIMIT a spent remote budget (over_budget "refuse") or a
  * full local admission queue with no remote to fall back to (errbuf names router.queue_max;
- * HTTP 429), TOOBIG/INVAL what the local backend refuses, CANCELED shutting down. Refusals
- * write no ledger record. Any thread (the lws thread, agent workers). */
+ * HTTP 429), CANCELED shutting down, AGAIN too many requests waiting for the route hook.
+ * Refusals found after OK end the answer through finish alone, with the same codes: what the
+ * local backend refuses once it has tokenized the prompt (TOOBIG, INVAL), and with a Lua
+ * route hook configured, every refusal of an "auto" request (decided on the hook thread).
+ * Refusals write no ledger record. Any thread (the lws thread, agent workers). */
 enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req,
                               struct wye_sink sink, char *errbuf, size_t errlen);
 /* Appends the JSON array of models (OpenAI /v1/models "data" entries) to out. */

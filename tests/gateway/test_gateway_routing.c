@@ -43,6 +43,9 @@
 #define BIG_BODY_MAX (4 << 20)
 #define BIG_PROMPT_BYTES (3u << 20)
 
+/* more keys of the router table in the next srv_setup's config, each after ", " */
+static const char *g_router_extra = "";
+
 struct srv {
     pid_t pid;
     int port;
@@ -76,10 +79,10 @@ static void srv_setup(struct srv *s)
         "  ledger = { path = \"%s\", fsync = \"always\" },\n"
         "  prices = { models = { [\"stub-model\"] = { input_per_1m = 10, output_per_1m = 20 } },\n"
         "             default_remote = { input_per_1m = 1, output_per_1m = 2 } },\n"
-        "  router = { threshold = 0.5 },\n"
+        "  router = { threshold = 0.5%s },\n"
         "  limits = { body_bytes_max = %d },\n"
         "}\n",
-        stub_upstream_port(s->stub), WYE_SHARED_DIR, s->ledger, BIG_BODY_MAX);
+        stub_upstream_port(s->stub), WYE_SHARED_DIR, s->ledger, g_router_extra, BIG_BODY_MAX);
     fclose(f);
 }
 
@@ -507,6 +510,83 @@ static void test_long_prompt_off_event_loop(void **state)
     srv_teardown(&s);
 }
 
+/* A Lua route hook runs on its own thread, never on the lws thread: while one call spins (until
+ * its instruction cap or router.hook_timeout_ms stops it), GET /metrics is served and shows the
+ * request waiting for the hook, and the chat is not answered yet; then it is routed by score
+ * (the hook's failure in its reasons). A hook that answers has its route applied. */
+static void test_hook_off_event_loop(void **state)
+{
+    (void)state;
+    struct srv s;
+    g_router_extra = ", hook_timeout_ms = 5000, hook = [[\n"
+                     "function route(request, features, score)\n"
+                     "  if request.text:find('spin please', 1, true) then\n"
+                     "    local i = 0\n"
+                     "    while true do i = i + 1 end\n"
+                     "  end\n"
+                     "  if request.text:find('go local', 1, true) then return 'local' end\n"
+                     "  return nil\n"
+                     "end ]]";
+    srv_setup(&s);
+    g_router_extra = "";
+    srv_start(&s);
+
+    /* the hook's verdict applies: a prompt the score sends remote goes local */
+    char route[16], score[32], id[64];
+    bool done = false;
+    assert_int_equal(http_stream(s.port, "auto", HIGH_PROMPT " go local", route, score, id, &done),
+                     200);
+    assert_true(done);
+    assert_string_equal(route, "local");
+    assert_true(atof(score) >= 0.5);
+
+    int fd = hc_connect(s.port, 0);
+    assert_true(fd >= 0);
+    char *b = chat_body("auto", "spin please", true, 8);
+    char req[8192];
+    int n = snprintf(req, sizeof(req),
+                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(b), b);
+    wye_free(b);
+    assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
+    bool seen = false;
+    int64_t t_end = wye_now_ns() + (int64_t)T_MS * 1000000;
+    while (!seen && wye_now_ns() < t_end) {
+        struct hc_resp m;
+        hc_resp_init(&m);
+        assert_int_equal(hc_request(s.port, "GET", "/metrics", NULL, NULL, &m, T_MS), 200);
+        seen = m.body.data && strstr(m.body.data, "wye_router_hook_pending 1\n");
+        hc_resp_cleanup(&m);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int answered = poll(&pfd, 1, 0);
+        if (!seen && answered > 0) {
+            fail_msg("the chat was answered before any /metrics showed it waiting for the hook");
+        }
+        assert_int_equal(answered, 0);
+    }
+    assert_true(seen);
+    struct hc_resp r;
+    hc_resp_init(&r);
+    assert_int_equal(hc_read_response(fd, &r, T_MS), 200);
+    char hv[64];
+    assert_non_null(hc_header(&r, "x-wye-route", hv, sizeof(hv)));
+    assert_string_equal(hv, "local"); /* by score */
+    assert_non_null(r.body.data);
+    assert_non_null(strstr(r.body.data, "data: [DONE]"));
+    hc_resp_cleanup(&r);
+    close(fd);
+
+    struct hc_resp m;
+    hc_resp_init(&m);
+    assert_int_equal(hc_request(s.port, "GET", "/metrics", NULL, NULL, &m, T_MS), 200);
+    assert_non_null(strstr(m.body.data, "wye_router_hook_pending 0\n"));
+    assert_non_null(strstr(m.body.data, "wye_router_hook_errors_total 1\n"));
+    hc_resp_cleanup(&m);
+    srv_kill(&s, SIGTERM);
+    srv_teardown(&s);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -514,6 +594,7 @@ int main(void)
         cmocka_unit_test(test_auto_http_ws_summary),
         cmocka_unit_test(test_crash_keeps_completed),
         cmocka_unit_test(test_long_prompt_off_event_loop),
+        cmocka_unit_test(test_hook_off_event_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
