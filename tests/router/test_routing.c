@@ -62,6 +62,7 @@ static double g_threshold = 0.5;  /* router.threshold of the next renv_start */
 static int g_latency_target;      /* router.latency_target_ms of the next renv_start */
 static int g_first_byte_ms = 400; /* upstream.first_byte_timeout_ms of the next renv_start */
 static int64_t g_now;             /* the breaker's clock in test_breaker_router */
+static const char *g_hook;        /* router.hook of the next renv_start */
 static int64_t test_clock(void *arg)
 {
     (void)arg;
@@ -86,6 +87,9 @@ static void renv_start(struct renv *r, int n_seq, int queue, double budget_day,
     cfg->router.breaker_failures = g_threshold < 0.5 ? 2 : 1000;
     cfg->router.breaker_cooldown_ms = 1000;
     cfg->router.latency_target_ms = g_latency_target;
+    cfg->router.hook = (char *)g_hook;
+    cfg->router.hook_timeout_ms = 300;
+    cfg->router.hook_memory_kb = 1024;
     r->price =
         (struct conf_price){.model = (char *)"stub-model", .input_per_1m = 10, .output_per_1m = 20};
     cfg->prices.models = &r->price;
@@ -784,6 +788,72 @@ static void test_upstream_slow_router(void **state)
     renv_stop(&r, 7);
 }
 
+/* With a Lua route hook, "auto" requests are decided on the router's hook thread: submit
+ * returns at once (never runs the hook), the hook's verdict applies, and stopping the router
+ * while requests wait for a spinning hook ends each of them exactly once (the one in the hook
+ * is routed by score when the hook's time runs out, or cancelled; the queued ones CANCELED),
+ * without a hang. An explicit model name skips the hook thread. */
+static void test_hook_thread(void **state)
+{
+    (void)state;
+    struct renv r;
+    g_hook = "function route(request, features, score)\n"
+             "  if request.text:find('spin', 1, true) then while true do end end\n"
+             "  return 'remote'\n"
+             "end";
+    renv_start(&r, 2, 4, -1, CONF_OVER_BUDGET_LOCAL);
+    g_hook = NULL;
+    struct fsink f;
+    cJSON *rec = run_ok(&r, "auto", "hi", "\"max_tokens\":8", NULL, &f, "remote");
+    char *rs = cJSON_PrintUnformatted(cJSON_GetObjectItem(rec, "reasons"));
+    assert_non_null(strstr(rs, "\"hook\""));
+    free(rs);
+    cJSON_Delete(rec);
+    fsink_cleanup(&f);
+    rec = run_ok(&r, "tiny-local", "hi spin", "\"max_tokens\":8", NULL, &f, "local");
+    cJSON_Delete(rec);
+    fsink_cleanup(&f);
+
+    enum { N = 3 };
+    struct fsink fs[N];
+    char ids[N][32], eb[256];
+    for (int i = 0; i < N; i++) {
+        fsink_init(&fs[i]);
+        assert_int_equal(
+            submit(&r, "auto", "spin", "\"max_tokens\":8", NULL, &fs[i], ids[i], eb, sizeof(eb)),
+            WYE_OK);
+    }
+    rt_router_stop(r.e.rt);
+    for (int i = 0; i < N; i++) {
+        assert_true(fsink_wait_finish(&fs[i], WAIT_MS));
+        assert_int_equal(fs[i].n_finish, 1);
+        assert_int_equal(fs[i].violations, 0);
+    }
+    /* the first may have reached the hook before the stop (then a backend answered or
+     * cancelled it, with a record); the others never left the queue: CANCELED, no record */
+    cJSON *first = record(&r, ids[0]);
+    uint64_t n_records = 2 + (first != NULL);
+    cJSON_Delete(first);
+    if (!first) {
+        assert_int_equal(fs[0].res.err, WYE_ERR_CANCELED);
+    }
+    for (int i = 1; i < N; i++) {
+        assert_int_equal(fs[i].res.err, WYE_ERR_CANCELED);
+        assert_string_equal(fs[i].msg, "the gateway is shutting down");
+        assert_int_equal(fs[i].n_start, 0);
+        assert_null(record(&r, ids[i]));
+    }
+    for (int i = 0; i < N; i++) {
+        fsink_cleanup(&fs[i]);
+    }
+    struct wye_buf m;
+    wye_buf_init(&m, 1 << 16);
+    assert_int_equal(rt_router_metrics(r.e.rt, &m), WYE_OK);
+    assert_non_null(strstr(m.data, "wye_router_hook_pending 0\n"));
+    wye_buf_cleanup(&m);
+    renv_stop(&r, n_records);
+}
+
 int main(void)
 {
     wye_log_set_level(WYE_LOG_ERROR);
@@ -806,6 +876,7 @@ int main(void)
         cmocka_unit_test(test_stop_with_inflight),
         cmocka_unit_test(test_breaker_router),
         cmocka_unit_test(test_upstream_slow_router),
+        cmocka_unit_test(test_hook_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
