@@ -400,6 +400,30 @@ static void test_crash_keeps_completed(void **state)
     srv_teardown(&s);
 }
 
+/* Polls GET /metrics until it shows line (the chat on fd still being worked on off the lws
+ * thread); fails if the chat is answered first, as it would be if the lws thread did that
+ * work itself (then no /metrics could be served meanwhile). */
+static void metrics_while_unanswered(int port, int fd, const char *line)
+{
+    bool seen = false;
+    int64_t t_end = wye_now_ns() + (int64_t)T_MS * 1000000;
+    while (!seen && wye_now_ns() < t_end) {
+        struct hc_resp m;
+        hc_resp_init(&m);
+        assert_int_equal(hc_request(port, "GET", "/metrics", NULL, NULL, &m, T_MS), 200);
+        seen = m.body.data && strstr(m.body.data, line);
+        hc_resp_cleanup(&m);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int answered = poll(&pfd, 1, 0);
+        if (!seen && answered > 0) {
+            fail_msg("the chat was answered before any /metrics showed '%.*s'",
+                     (int)strcspn(line, "\n"), line);
+        }
+        assert_int_equal(answered, 0);
+    }
+    assert_true(seen);
+}
+
 /* Tokenizing a prompt costs ~1 us of CPU per byte: seconds for the largest bodies. It runs on
  * the local backend's preparation thread, never on the lws thread (ARCHITECTURE: the event loop
  * never blocks): while a 3 MiB prompt for the 512-token local model is being tokenized, other
@@ -435,22 +459,7 @@ static void test_long_prompt_off_event_loop(void **state)
     wye_free(body);
 
     /* served while the prompt is tokenized, and the chat still unanswered at that point */
-    bool seen = false;
-    int64_t t_end = wye_now_ns() + (int64_t)T_MS * 1000000;
-    while (!seen && wye_now_ns() < t_end) {
-        struct hc_resp m;
-        hc_resp_init(&m);
-        assert_int_equal(hc_request(s.port, "GET", "/metrics", NULL, NULL, &m, T_MS), 200);
-        seen = m.body.data && strstr(m.body.data, "wye_local_requests{state=\"preparing\"} 1\n");
-        hc_resp_cleanup(&m);
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int answered = poll(&pfd, 1, 0);
-        if (!seen && answered > 0) {
-            fail_msg("the chat was answered before any /metrics showed it being prepared");
-        }
-        assert_int_equal(answered, 0);
-    }
-    assert_true(seen);
+    metrics_while_unanswered(s.port, fd, "wye_local_requests{state=\"preparing\"} 1\n");
 
     struct hc_resp r;
     hc_resp_init(&r);
@@ -550,22 +559,7 @@ static void test_hook_off_event_loop(void **state)
                      strlen(b), b);
     wye_free(b);
     assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
-    bool seen = false;
-    int64_t t_end = wye_now_ns() + (int64_t)T_MS * 1000000;
-    while (!seen && wye_now_ns() < t_end) {
-        struct hc_resp m;
-        hc_resp_init(&m);
-        assert_int_equal(hc_request(s.port, "GET", "/metrics", NULL, NULL, &m, T_MS), 200);
-        seen = m.body.data && strstr(m.body.data, "wye_router_hook_pending 1\n");
-        hc_resp_cleanup(&m);
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int answered = poll(&pfd, 1, 0);
-        if (!seen && answered > 0) {
-            fail_msg("the chat was answered before any /metrics showed it waiting for the hook");
-        }
-        assert_int_equal(answered, 0);
-    }
-    assert_true(seen);
+    metrics_while_unanswered(s.port, fd, "wye_router_hook_pending 1\n");
     struct hc_resp r;
     hc_resp_init(&r);
     assert_int_equal(hc_read_response(fd, &r, T_MS), 200);
