@@ -1292,32 +1292,6 @@ static void *lc_prep_main(void *arg)
     return NULL;
 }
 
-int64_t rt_local_count_prompt_tokens(const struct rt_local *l, const struct wye_chat_req *req)
-{
-    if (!l || !req) {
-        return -1;
-    }
-    /* a token is at least one byte of the rendered text; the template adds a few per message */
-    size_t cap = 256;
-    for (size_t i = 0; i < req->n_msgs; i++) {
-        size_t len = req->msgs[i].content ? strlen(req->msgs[i].content) : 0;
-        if (cap > SIZE_MAX / 2 - len - 64) {
-            return -1;
-        }
-        cap += len + 64;
-    }
-    int32_t *ids = wye_calloc(cap, sizeof(int32_t));
-    if (!ids) {
-        return -1;
-    }
-    size_t n = 0;
-    char err[256];
-    enum wye_err e =
-        eng_model_tokenize_chat(l->model, req->msgs, req->n_msgs, ids, cap, &n, err, sizeof(err));
-    wye_free(ids);
-    return e ? -1 : (int64_t)n;
-}
-
 /* ---- lifecycle ---- */
 
 enum wye_err rt_local_create(const struct conf_config *cfg, struct rt_local **out, char *errbuf,

@@ -79,8 +79,6 @@ typedef void (*rt_local_refused_fn)(void *arg, struct wye_chat_req *req, enum wy
 enum wye_err rt_local_submit_async(struct rt_local *l, struct wye_chat_req *req,
                                    struct wye_sink sink, rt_local_refused_fn refused, void *arg,
                                    char *errbuf, size_t errlen);
-/* Exact prompt token count of a request under the model's chat template; -1 on error. */
-int64_t rt_local_count_prompt_tokens(const struct rt_local *l, const struct wye_chat_req *req);
 /* Copies the counters. Any thread. */
 void rt_local_stats(struct rt_local *l, struct rt_local_stats *out);
 

@@ -337,11 +337,11 @@ static void test_auto_http_ws_summary(void **state)
 }
 
 /* Sends a streamed request and leaves it in flight; returns the connection. */
-static int start_inflight(int port, const char *content)
+static int start_inflight(int port, const char *model, const char *content, int max_tokens)
 {
     int fd = hc_connect(port, 0);
     assert_true(fd >= 0);
-    char *b = chat_body("stub-model", content, true, 64);
+    char *b = chat_body(model, content, true, max_tokens);
     char req[8192];
     int n = snprintf(req, sizeof(req),
                      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
@@ -369,8 +369,8 @@ static void test_crash_keeps_completed(void **state)
         assert_true(done);
         assert_true(ids[i][0] != '\0');
     }
-    int fd1 = start_inflight(s.port, "#stub n=100 delay_ms=200");
-    int fd2 = start_inflight(s.port, "#stub stall_after=1");
+    int fd1 = start_inflight(s.port, "stub-model", "#stub n=100 delay_ms=200", 64);
+    int fd2 = start_inflight(s.port, "stub-model", "#stub stall_after=1", 64);
     assert_true(stub_upstream_wait_active(s.stub, 2, T_MS));
     srv_kill(&s, SIGKILL);
     close(fd1);
@@ -549,16 +549,7 @@ static void test_hook_off_event_loop(void **state)
     assert_string_equal(route, "local");
     assert_true(atof(score) >= 0.5);
 
-    int fd = hc_connect(s.port, 0);
-    assert_true(fd >= 0);
-    char *b = chat_body("auto", "spin please", true, 8);
-    char req[8192];
-    int n = snprintf(req, sizeof(req),
-                     "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                     "application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                     strlen(b), b);
-    wye_free(b);
-    assert_true(hc_send_all(fd, req, (size_t)n, T_MS));
+    int fd = start_inflight(s.port, "auto", "spin please", 8);
     metrics_while_unanswered(s.port, fd, "wye_router_hook_pending 1\n");
     struct hc_resp r;
     hc_resp_init(&r);
