@@ -81,8 +81,8 @@ struct hook_job {
 
 static bool hook_applies(const struct rt_router *rt, const struct wye_chat_req *req)
 {
-    return rt->hook_started && rt->local && rt->up &&
-           (!req->model || strcmp(req->model, "auto") == 0);
+    /* started only with both routes present: the hook runs for "auto" requests alone */
+    return rt->hook_started && (!req->model || strcmp(req->model, "auto") == 0);
 }
 
 /* Ends a request the hook thread could not route, as rt_router_submit's return would have. */
