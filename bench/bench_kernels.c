@@ -31,6 +31,9 @@
  *            per-thread shares against one shared counter (eng_pool_bench_one_share), one
  *            decoded token at a time, switching every token (ABBA order) so that both see
  *            the same moments of a shared machine: mean and median ms per token of each
+ *        bench_kernels --kv-ab MODEL [STEPS (256)] [THREADS (2)] [PROMPT (16)]   the same
+ *            alternation between two contexts decoding the same tokens, one with its KV
+ *            cache in ordinary pages (WYE_KV_SMALL_PAGES=1) and one in huge pages
  *        bench_kernels --fixed TYPE [decode|prompt]   a small fixed single-threaded workload
  *            (8 decode matmuls, or one of 16 tokens) for instruction counts under callgrind:
  *            valgrind --tool=callgrind --toggle-collect=eng_matmul bench_kernels --fixed Q4_0 */
@@ -428,22 +431,23 @@ static int bench_model(const char *path, int n_seq, int steps, int nth, int n_pr
     return 0;
 }
 
-/* --pool-ab: decode steps tokens after a prompt of n_prompt, alternating the pool's task
- * hand-out (per-thread shares / one shared counter) token by token in ABBA order. */
-static int bench_pool_ab(const char *path, int steps, int nth, int n_prompt)
+/* --pool-ab and --kv-ab: decode steps tokens after a prompt of n_prompt, alternating token by
+ * token in ABBA order between A and B: the pool's task hand-out (per-thread shares / one
+ * shared counter), or two contexts whose KV caches are in ordinary / huge pages. */
+static int bench_pool_ab(const char *path, int steps, int nth, int n_prompt, bool kv)
 {
     enum { AB_STEPS_MAX = 4096, AB_PROMPT_MAX = 1024 };
     if (steps < 4 || steps > AB_STEPS_MAX || nth < 2 || nth > MAX_THREADS || n_prompt < 1 ||
         n_prompt > AB_PROMPT_MAX) {
         fprintf(stderr,
-                "bench_kernels: --pool-ab MODEL [STEPS (4..%d)] [THREADS (2..%d)] "
+                "bench_kernels: %s MODEL [STEPS (4..%d)] [THREADS (2..%d)] "
                 "[PROMPT (1..%d)]\n",
-                AB_STEPS_MAX, MAX_THREADS, AB_PROMPT_MAX);
+                kv ? "--kv-ab" : "--pool-ab", AB_STEPS_MAX, MAX_THREADS, AB_PROMPT_MAX);
         return 1;
     }
     char err[512];
     struct eng_model *m = NULL;
-    struct eng_ctx *c = NULL;
+    struct eng_ctx *ctx[2] = {NULL, NULL}; /* A, B (--kv-ab: small pages, huge pages) */
     struct eng_pool *pool = NULL;
     int32_t *toks = NULL;
     float *logits = NULL; /* asked for, so that each step includes the output matrix */
@@ -466,23 +470,31 @@ static int bench_pool_ab(const char *path, int steps, int nth, int n_prompt)
     }
     struct eng_ctx_params cp = {
         .n_ctx = n_prompt + steps, .n_seq_max = 1, .n_batch = n_prompt, .pool = pool};
-    if (eng_ctx_create(m, &cp, &c, err, sizeof(err)) != WYE_OK) {
-        fprintf(stderr, "bench_kernels: %s\n", err);
-        goto done;
-    }
     for (int i = 0; i < n_prompt + steps; i++) {
         toks[i] = 1 + (int32_t)((37u * (unsigned)i + 11u) % (unsigned)(info.n_vocab - 1));
     }
-    if (eng_ctx_eval(c, 0, 0, toks, (size_t)n_prompt, NULL) != WYE_OK) {
-        fprintf(stderr, "bench_kernels: the prompt failed\n");
-        goto done;
+    for (int k = 0; k < (kv ? 2 : 1); k++) {
+        if (kv && k == 0) {
+            setenv("WYE_KV_SMALL_PAGES", "1", 1);
+        }
+        enum wye_err e = eng_ctx_create(m, &cp, &ctx[k], err, sizeof(err));
+        unsetenv("WYE_KV_SMALL_PAGES");
+        if (e != WYE_OK) {
+            fprintf(stderr, "bench_kernels: %s\n", err);
+            goto done;
+        }
+        if (eng_ctx_eval(ctx[k], 0, 0, toks, (size_t)n_prompt, NULL) != WYE_OK) {
+            fprintf(stderr, "bench_kernels: the prompt failed\n");
+            goto done;
+        }
     }
     int n[2] = {0, 0};
     for (int s = 0; s < steps; s++) {
         int one = ((s + 1) / 2) % 2; /* 0 1 1 0 0 1 1 0 ...: ABBA */
-        eng_pool_bench_one_share(one != 0);
+        eng_pool_bench_one_share(!kv && one != 0);
         double w0 = now_s();
-        enum wye_err e = eng_ctx_eval(c, 0, n_prompt + s, toks + n_prompt + s, 1, logits);
+        enum wye_err e =
+            eng_ctx_eval(ctx[kv ? one : 0], 0, n_prompt + s, toks + n_prompt + s, 1, logits);
         t_ms[one][n[one]++] = (now_s() - w0) * 1e3;
         if (e != WYE_OK) {
             fprintf(stderr, "bench_kernels: step %d failed: %s\n", s, wye_err_str(e));
@@ -498,15 +510,17 @@ static int bench_pool_ab(const char *path, int steps, int nth, int n_prompt)
         qsort(t_ms[k], (size_t)n[k], sizeof(double), cmp_double);
         med[k] = t_ms[k][n[k] / 2];
     }
-    printf("%s: %d threads, %d tokens after %d: ms per token, per-thread shares mean %.3f "
-           "median %.3f; one shared counter mean %.3f median %.3f; shares / shared: mean %.3f "
-           "median %.3f\n",
-           path, nth, steps, n_prompt, mean[0], med[0], mean[1], med[1], mean[0] / mean[1],
+    const char *a = kv ? "KV in small pages" : "per-thread shares";
+    const char *b = kv ? "KV in huge pages" : "one shared counter";
+    printf("%s: %d threads, %d tokens after %d: ms per token, %s mean %.3f median %.3f; %s "
+           "mean %.3f median %.3f; A / B: mean %.3f median %.3f\n",
+           path, nth, steps, n_prompt, a, mean[0], med[0], b, mean[1], med[1], mean[0] / mean[1],
            med[0] / med[1]);
     rc = 0;
 done:
     eng_pool_bench_one_share(false);
-    eng_ctx_destroy(c);
+    eng_ctx_destroy(ctx[0]);
+    eng_ctx_destroy(ctx[1]);
     eng_pool_destroy(pool);
     eng_model_destroy(m);
     free(toks);
@@ -590,9 +604,9 @@ int main(int argc, char **argv)
     } else if (argc > 3 && strcmp(argv[1], "--model") == 0) {
         rc = bench_model(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 8,
                          argc > 5 ? atoi(argv[5]) : 1, argc > 6 ? atoi(argv[6]) : 8);
-    } else if (argc > 2 && strcmp(argv[1], "--pool-ab") == 0) {
+    } else if (argc > 2 && (strcmp(argv[1], "--pool-ab") == 0 || strcmp(argv[1], "--kv-ab") == 0)) {
         rc = bench_pool_ab(argv[2], argc > 3 ? atoi(argv[3]) : 256, argc > 4 ? atoi(argv[4]) : 2,
-                           argc > 5 ? atoi(argv[5]) : 16);
+                           argc > 5 ? atoi(argv[5]) : 16, strcmp(argv[1], "--kv-ab") == 0);
     } else if (argc > 3 && strcmp(argv[1], "--hot") == 0) {
         rc = bench_hot(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 2000,
                        argc > 5 ? atoi(argv[5]) : 0, x, y, scratch, row);

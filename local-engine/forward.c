@@ -9,6 +9,7 @@
  * eng_fwd_init. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -97,8 +98,21 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         total += align64(sizes[i]);
     }
-    f->k_cache = wye_calloc(kv_bytes ? kv_bytes : 1, 1);
-    f->v_cache = wye_calloc(kv_bytes ? kv_bytes : 1, 1);
+    /* The caches in huge pages, like the weights: a decoding token reads every cached
+     * position of every layer, and with 4 KiB pages that read crossed a page every 4 KiB
+     * (SmolLM2-135M decoding at positions 128-384 took 5-7% longer per token; docs/engine.md).
+     * Each (sequence, layer, KV head) row block starts a new page only when n_ctx x head_dim
+     * values fill one, so a sequence's first token can touch one 2 MiB page per block.
+     * WYE_KV_SMALL_PAGES=1 puts them in ordinary malloc'd memory (for A/B measurements). */
+    const char *small = getenv("WYE_KV_SMALL_PAGES");
+    size_t kvb = kv_bytes ? kv_bytes : 1;
+    if (small && strcmp(small, "1") == 0) {
+        f->k_cache = wye_calloc(kvb, 1);
+        f->v_cache = wye_calloc(kvb, 1);
+    } else if (eng_hugemem_alloc(kvb, &f->k_mem) && eng_hugemem_alloc(kvb, &f->v_mem)) {
+        f->k_cache = f->k_mem.p;
+        f->v_cache = f->v_mem.p;
+    }
     f->mem = wye_calloc(1, total + 64);
     if (!f->k_cache || !f->v_cache || !f->mem) {
         snprintf(errbuf, errlen,
@@ -121,8 +135,13 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
 
 void eng_fwd_cleanup(struct eng_fwd *f)
 {
-    wye_free(f->k_cache);
-    wye_free(f->v_cache);
+    if (f->k_mem.map || f->v_mem.map) {
+        eng_hugemem_free(&f->k_mem);
+        eng_hugemem_free(&f->v_mem);
+    } else {
+        wye_free(f->k_cache);
+        wye_free(f->v_cache);
+    }
     wye_free(f->mem);
     f->k_cache = f->v_cache = NULL;
     f->mem = NULL;

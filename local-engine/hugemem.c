@@ -1,8 +1,21 @@
-/* Huge-page-aligned anonymous mappings (hugemem.h). */
+/* Huge-page-aligned anonymous mappings (hugemem.h). Under AddressSanitizer the mapping's
+ * slack before and after the bytes asked for is poisoned, so an access just past a KV cache
+ * or the weights is reported as an overflow, as it would be for a malloc'd block. */
 #include <stdint.h>
 #include <sys/mman.h>
 
 #include "local-engine/hugemem.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HUGEMEM_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HUGEMEM_ASAN 1
+#endif
+#endif
+#ifdef HUGEMEM_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 bool eng_hugemem_alloc(size_t bytes, struct eng_hugemem *out)
 {
@@ -19,6 +32,11 @@ bool eng_hugemem_alloc(size_t bytes, struct eng_hugemem *out)
     unsigned char *p =
         (unsigned char *)(((uintptr_t)map + ENG_HUGE_PAGE - 1) & ~(uintptr_t)(ENG_HUGE_PAGE - 1));
     (void)madvise(p, len - (size_t)(p - (unsigned char *)map), MADV_HUGEPAGE); /* advice only */
+#ifdef HUGEMEM_ASAN
+    size_t head = (size_t)(p - (unsigned char *)map);
+    ASAN_POISON_MEMORY_REGION(map, head);
+    ASAN_POISON_MEMORY_REGION(p + bytes, len - head - bytes);
+#endif
     *out = (struct eng_hugemem){.p = p, .map = map, .map_len = len};
     return true;
 }
@@ -26,6 +44,9 @@ bool eng_hugemem_alloc(size_t bytes, struct eng_hugemem *out)
 void eng_hugemem_free(struct eng_hugemem *h)
 {
     if (h->map) {
+#ifdef HUGEMEM_ASAN
+        ASAN_UNPOISON_MEMORY_REGION(h->map, h->map_len); /* the addresses may be mapped again */
+#endif
         munmap(h->map, h->map_len);
     }
     *h = (struct eng_hugemem){0};

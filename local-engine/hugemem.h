@@ -1,7 +1,7 @@
 /* Anonymous memory in huge pages where the kernel allows: the model's weight buffer
- * (model.c) and the bandwidth probe's buffer (membw.c) stream gigabytes, and 4 KiB pages
- * would cost them a TLB miss every 4 KiB and stop the hardware prefetchers at every page
- * boundary. */
+ * (model.c), the KV cache (forward.c) and the bandwidth probe's buffer (membw.c) are streamed
+ * through, and 4 KiB pages would cost them a TLB miss every 4 KiB and stop the hardware
+ * prefetchers at every page boundary. */
 #ifndef WYE_ENGINE_HUGEMEM_H
 #define WYE_ENGINE_HUGEMEM_H
 

@@ -101,6 +101,7 @@ struct eng_fwd {
     int32_t n_out_max; /* rows of logits per pass */
     void *k_cache;     /* (n_seq, n_layer, n_head_kv, n_ctx, head_dim), F32 or F16 */
     void *v_cache;     /* the same layout */
+    struct eng_hugemem k_mem, v_mem; /* the caches' mappings, in huge pages */
     bool kv_f16;       /* the cache holds F16 */
     size_t kv_elt;     /* bytes per cached value: 4 or 2 */
     float *x;          /* (n_batch, n_embd) residual stream */

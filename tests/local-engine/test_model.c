@@ -271,8 +271,9 @@ static void test_llama2_tiny_random(void **state)
     eng_model_destroy(m);
 }
 
-/* The last logits (512) of gold prompt 0 with file loaded while the environment switch var is
- * set to 1 (set) or not; returns the model's info. The switch is unset again afterwards. */
+/* The last logits (512) of gold prompt 0 with file loaded and its context created while the
+ * environment switch var is set to 1 (set) or not; returns the model's info. The switch is
+ * unset again afterwards. */
 static struct eng_model_info prompt_logits_with(const char *file, const char *var, bool set,
                                                 float *logits)
 {
@@ -282,10 +283,10 @@ static struct eng_model_info prompt_logits_with(const char *file, const char *va
         unsetenv(var);
     }
     struct eng_model *m = load(file);
-    unsetenv(var);
     struct eng_model_info info;
     eng_model_get_info(m, &info);
     struct eng_ctx *c = mkctx(m, 128, 1, 16, 2);
+    unsetenv(var);
     assert_int_equal(eng_ctx_eval(c, 0, 0, gold[0].prompt_ids, gold[0].n_prompt, logits), WYE_OK);
     eng_ctx_destroy(c);
     eng_model_destroy(m);
@@ -311,6 +312,19 @@ static void test_weight_copy(void **state)
         } else {
             assert_int_equal(info.copied_bytes, 0);
         }
+    }
+    assert_memory_equal(logits[0], logits[1], sizeof(logits[0]));
+}
+
+/* The KV cache lives in huge pages (WYE_KV_SMALL_PAGES=1: malloc'd memory, as before): the
+ * same values in other pages, so the logits are the same bits either way. */
+static void test_kv_pages(void **state)
+{
+    (void)state;
+    static float logits[2][512];
+    for (int small = 0; small < 2; small++) {
+        (void)prompt_logits_with("stories260K-q8_0.gguf", "WYE_KV_SMALL_PAGES", small,
+                                 logits[small]);
     }
     assert_memory_equal(logits[0], logits[1], sizeof(logits[0]));
 }
@@ -350,7 +364,7 @@ int main(void)
         cmocka_unit_test(test_gold_f32),           cmocka_unit_test(test_gold_q8_0),
         cmocka_unit_test(test_gold_q4_0),          cmocka_unit_test(test_gold_batched),
         cmocka_unit_test(test_llama2_tiny_random), cmocka_unit_test(test_weight_copy),
-        cmocka_unit_test(test_q4_0_repacked),
+        cmocka_unit_test(test_q4_0_repacked),      cmocka_unit_test(test_kv_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
