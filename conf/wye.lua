@@ -37,7 +37,8 @@ return {
 
         -- TCP + TLS connect, 1..600000 ms.
         connect_timeout_ms = 5000,
-        -- Request sent -> first response byte, 1..3600000 ms.
+        -- Request sent -> first response byte, 1..3600000 ms. Streamed requests only: a
+        -- non-streamed one is sent upstream non-streamed and total_timeout_ms bounds it.
         first_byte_timeout_ms = 30000,
         -- Longest silence between two streamed chunks, 1..3600000 ms.
         idle_timeout_ms = 30000,

@@ -82,6 +82,7 @@ struct up_xfer {
     int64_t t_begin_ns, t_attempt_ns, t_last_ns, t_retry_ns;
     size_t n_chunks; /* SSE events carrying JSON */
     size_t n_deltas; /* content and tool-call deltas emitted */
+    size_t n_answer_bytes; /* bytes of content and tool calls emitted (a JSON answer's estimate) */
     bool has_usage;
     struct wye_usage usage;
     const char *finish_reason; /* static string */

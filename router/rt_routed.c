@@ -43,6 +43,7 @@ struct rt_routed {
     char req_id[WYE_REQID_LEN + 1];
     char key_name[80];
     bool has_key_name;
+    bool stream;      /* the client asked for a streamed answer */
     char agent[80];   /* the agent or workflow making the call, "" if none */
     char run_id[24];  /* its run id in decimal, "" if none */
     char model[MODEL_MAX];
@@ -81,6 +82,7 @@ struct rt_routed *rt_routed_create(struct rt_router *rt, const struct wye_chat_r
     r->route = d->route;
     copy_str(r->req_id, sizeof(r->req_id), req->id);
     r->has_key_name = req->key_name != NULL;
+    r->stream = req->stream;
     copy_str(r->key_name, sizeof(r->key_name), req->key_name);
     copy_str(r->agent, sizeof(r->agent), req->agent);
     if (req->agent_run_id) {
@@ -265,8 +267,11 @@ static void conclude(struct rt_routed *r, const struct wye_result *res)
             }
         } else {
             bool ok = r->route == RT_ROUTE_LOCAL ? !res->err : !remote_failed(res);
+            /* a non-streamed request goes upstream non-streamed: its "first token" arrives
+             * with the whole answer and says nothing about the remote's time to first token */
+            bool ttft_known = r->stream || r->route == RT_ROUTE_LOCAL;
             rt_policy_report(rt->policy, r->route, ok, r->d.probe && r->route == RT_ROUTE_REMOTE,
-                             latency_ms, ttft_ms);
+                             latency_ms, ttft_known ? ttft_ms : -1);
         }
     }
     atomic_fetch_add(&rt->n_requests[r->route], 1);

@@ -198,6 +198,7 @@ static void xfer_begin(struct up_xfer *x)
     x->curl_paused = false;
     x->n_chunks = 0;
     x->n_deltas = 0;
+    x->n_answer_bytes = 0;
     x->has_usage = false;
     x->finish_reason = NULL;
     x->t_begin_ns = wye_now_ns();
@@ -583,7 +584,9 @@ static long check_deadlines(struct rt_upstream *up)
         } else if (x->state == XS_RUNNING && x->in_multi) {
             int64_t fb = (int64_t)cfg->first_byte_timeout_ms * WYE_NS_PER_MS;
             int64_t idle = (int64_t)cfg->idle_timeout_ms * WYE_NS_PER_MS;
-            if (!x->got_byte && fb > 0) {
+            /* A non-streamed answer's first byte comes with its last: only the total timeout
+             * bounds it (a long answer must not look like a dead upstream). */
+            if (!x->got_byte && fb > 0 && x->req->stream) {
                 if (now >= x->t_attempt_ns + fb) {
                     snprintf(msg, sizeof(msg),
                              "upstream sent nothing within the first-byte "

@@ -44,7 +44,8 @@ static struct wye_usage usage_of(const struct up_xfer *x)
         chars += strlen(x->req->msgs[i].content);
     }
     u.prompt_tokens = (int64_t)((chars + 3) / 4);
-    u.completion_tokens = (int64_t)x->n_deltas;
+    /* a streamed delta is about a token; a whole JSON answer is one "delta" */
+    u.completion_tokens = (int64_t)(x->is_sse ? x->n_deltas : (x->n_answer_bytes + 3) / 4);
     u.estimated = true;
     return u;
 }
@@ -225,12 +226,16 @@ static enum wye_err emit_chunk(struct up_xfer *x, struct rt_chunk *c)
 {
     enum wye_err v = WYE_OK;
     if (c->content && c->content[0] && v != WYE_ERR_CANCELED) {
+        size_t n = strlen(c->content);
         x->n_deltas++;
-        v = emit_one(x, WYE_EV_DELTA, c->content, strlen(c->content), v);
+        x->n_answer_bytes += n;
+        v = emit_one(x, WYE_EV_DELTA, c->content, n, v);
     }
     if (c->tool_calls && v != WYE_ERR_CANCELED) {
+        size_t n = strlen(c->tool_calls);
         x->n_deltas++;
-        v = emit_one(x, WYE_EV_TOOL_DELTA, c->tool_calls, strlen(c->tool_calls), v);
+        x->n_answer_bytes += n;
+        v = emit_one(x, WYE_EV_TOOL_DELTA, c->tool_calls, n, v);
     }
     if (c->has_usage && v != WYE_ERR_CANCELED) {
         x->has_usage = true;
@@ -674,7 +679,11 @@ static enum wye_err print_body(struct up_xfer *x, cJSON *body)
     return WYE_OK;
 }
 
-/* The client's body with the model the upstream knows, stream on, and usage asked for. */
+/* The client's body with the model the upstream knows and the client's choice of streaming.
+ * A streamed request always asks for usage (stream_options.include_usage); a non-streamed one
+ * goes upstream non-streamed, as the client sent it (its answer carries usage anyway, and
+ * OpenAI refuses stream_options without stream): one JSON answer to read instead of an event
+ * per token, which took a third off what wye adds to a non-streamed request (docs/routing.md). */
 enum wye_err rt_xfer_build_body(struct up_xfer *x)
 {
     struct wye_chat_req *req = x->req;
@@ -684,17 +693,22 @@ enum wye_err rt_xfer_build_body(struct up_xfer *x)
             return WYE_ERR_NOMEM;
         }
     }
-    cJSON *so = cJSON_CreateObject();
-    if (so && !cJSON_AddTrueToObject(so, "include_usage")) {
-        cJSON_Delete(so);
-        so = NULL;
+    enum wye_err err = WYE_OK;
+    if (req->stream) {
+        cJSON *so = cJSON_CreateObject();
+        if (so && !cJSON_AddTrueToObject(so, "include_usage")) {
+            cJSON_Delete(so);
+            so = NULL;
+        }
+        err = set_item(req->body, "stream_options", so);
+    } else {
+        cJSON_DeleteItemFromObjectCaseSensitive(req->body, "stream_options");
     }
-    enum wye_err err = set_item(req->body, "stream_options", so);
     if (!err) {
         err = set_item(req->body, "model", cJSON_CreateString(model_name(x)));
     }
     if (!err) {
-        err = set_item(req->body, "stream", cJSON_CreateTrue());
+        err = set_item(req->body, "stream", cJSON_CreateBool(req->stream));
     }
     if (!err) {
         err = print_body(x, req->body);

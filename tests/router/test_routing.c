@@ -157,6 +157,8 @@ static void renv_stop(struct renv *r, uint64_t n_records)
 static const char *g_agent;  /* the agent making the next submits' calls, or NULL */
 static uint64_t g_agent_run; /* its run id */
 
+static bool g_no_stream; /* submit asks for a non-streamed answer */
+
 static enum wye_err submit(struct renv *r, const char *model, const char *content,
                            const char *extra, const char *key, struct fsink *f, char *id, char *eb,
                            size_t eblen)
@@ -164,8 +166,8 @@ static enum wye_err submit(struct renv *r, const char *model, const char *conten
     char json[8192];
     snprintf(json, sizeof(json),
              "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],"
-             "\"stream\":true%s%s}",
-             model, content, extra ? "," : "", extra ? extra : "");
+             "\"stream\":%s%s%s}",
+             model, content, g_no_stream ? "false" : "true", extra ? "," : "", extra ? extra : "");
     cJSON *body = cJSON_Parse(json);
     assert_non_null(body);
     struct wye_chat_limits lim = {.depth_max = 64, .n_msgs_max = 64, .max_tokens_max = 100000};
@@ -727,6 +729,19 @@ static void test_upstream_slow_router(void **state)
     assert_false(reasons_have(rec, "upstream_slow"));
     cJSON_Delete(rec);
     fsink_cleanup(&f);
+    /* a slow non-streamed answer moves the latency average but not the time to first token:
+     * it went upstream non-streamed, so its first token came with the whole answer */
+    double lat0, ttft0, lat1, ttft1;
+    rt_policy_ewma(rt_router_policy(r.e.rt), RT_ROUTE_REMOTE, &lat0, &ttft0);
+    g_no_stream = true;
+    rec = run_ok(&r, "stub-model", "#stub n=2 first_byte_delay_ms=500", NULL, NULL, &f, "remote");
+    g_no_stream = false;
+    assert_true(num(rec, "latency_ms") >= 500);
+    cJSON_Delete(rec);
+    fsink_cleanup(&f);
+    rt_policy_ewma(rt_router_policy(r.e.rt), RT_ROUTE_REMOTE, &lat1, &ttft1);
+    assert_true(ttft0 >= 0 && ttft1 == ttft0);
+    assert_true(lat1 > lat0 + 50);
     /* the stub is slow to its first byte: the EWMA moves above the target */
     rec = run_ok(&r, "stub-model", "#stub n=2 first_byte_delay_ms=2000", NULL, NULL, &f, "remote");
     assert_true(num(rec, "ttft_ms") >= 2000);
@@ -785,7 +800,7 @@ static void test_upstream_slow_router(void **state)
     cJSON_Delete(rec);
     fsink_cleanup(&f);
     assert_int_equal(stub_upstream_requests(r.e.stub), before + 1);
-    renv_stop(&r, 7);
+    renv_stop(&r, 8);
 }
 
 /* With a Lua route hook, "auto" requests are decided on the router's hook thread: submit

@@ -226,11 +226,18 @@ void env_cleanup(struct env *e)
 enum wye_err env_submit(struct env *e, const char *model, const char *content, const char *extra,
                         struct fsink *f, char *errbuf, size_t errlen)
 {
+    return env_submit_stream(e, model, content, extra, true, f, errbuf, errlen);
+}
+
+enum wye_err env_submit_stream(struct env *e, const char *model, const char *content,
+                               const char *extra, bool stream, struct fsink *f, char *errbuf,
+                               size_t errlen)
+{
     char json[8192];
     snprintf(json, sizeof(json),
              "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],"
-             "\"stream\":true%s%s}",
-             model, content, extra ? "," : "", extra ? extra : "");
+             "\"stream\":%s%s%s}",
+             model, content, stream ? "true" : "false", extra ? "," : "", extra ? extra : "");
     cJSON *body = cJSON_Parse(json);
     if (!body) {
         fprintf(stderr, "bad test JSON: %s\n", json);

@@ -70,5 +70,9 @@ void env_cleanup(struct env *e);
  * extra top-level JSON members (may be NULL, e.g. "\"tools\":[...]"). Returns submit's code. */
 enum wye_err env_submit(struct env *e, const char *model, const char *content, const char *extra,
                         struct fsink *f, char *errbuf, size_t errlen);
+/* The same with "stream" true or false (env_submit: true). */
+enum wye_err env_submit_stream(struct env *e, const char *model, const char *content,
+                               const char *extra, bool stream, struct fsink *f, char *errbuf,
+                               size_t errlen);
 
 #endif

@@ -235,7 +235,8 @@ static void test_connection_reuse(void **state)
     env_cleanup(&e);
 }
 
-/* A request built without a client body (as agents will): the body is made from its fields. */
+/* A request built without a client body: the body is made from its fields, non-streamed as
+ * the request says (stream false), so without stream_options. */
 static void test_request_without_body(void **state)
 {
     (void)state;
@@ -270,12 +271,83 @@ static void test_request_without_body(void **state)
     cJSON *want = cJSON_Parse(
         "{\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\","
         "\"content\":\"alpha beta\"}],\"max_tokens\":7,\"temperature\":0.5,\"stop\":[\"zz\"],"
-        "\"stream_options\":{\"include_usage\":true},\"model\":\"stub-model\",\"stream\":true}");
+        "\"model\":\"stub-model\",\"stream\":false}");
     cJSON *got = cJSON_Parse(body);
     assert_true(cJSON_Compare(got, want, true));
     cJSON_Delete(want);
     cJSON_Delete(got);
     free(body);
+    fsink_cleanup(&f);
+    env_cleanup(&e);
+}
+
+/* A non-streamed client request goes upstream non-streamed, as sent (no stream_options, which
+ * OpenAI refuses without stream), even when the client asked for them; the JSON answer comes
+ * back as one delta with the upstream's usage, and a tool call as one tool delta with its
+ * index added. */
+static void test_non_streamed(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e);
+    env_router(&e);
+    struct fsink f;
+    fsink_init(&f);
+    char eb[256];
+    assert_int_equal(env_submit_stream(&e, "auto", "hello big world",
+                                       "\"stream_options\":{\"include_usage\":true}", false, &f, eb,
+                                       sizeof(eb)),
+                     WYE_OK);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    assert_int_equal(f.res.err, WYE_OK);
+    assert_int_equal(f.violations, 0);
+    assert_string_equal(f.text.data, "hello big world");
+    assert_int_equal(f.n_delta, 1);
+    assert_string_equal(f.reason, "stop");
+    assert_int_equal(f.res.usage.prompt_tokens, 4); /* 15 chars */
+    assert_int_equal(f.res.usage.completion_tokens, 3);
+    assert_false(f.res.usage.estimated);
+    char *body = stub_upstream_last_body(e.stub);
+    cJSON *b = cJSON_Parse(body);
+    assert_non_null(b);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(b, "stream")));
+    assert_null(cJSON_GetObjectItem(b, "stream_options"));
+    cJSON_Delete(b);
+    free(body);
+    fsink_cleanup(&f);
+
+    /* without usage in the answer, the completion is estimated from its length (4 bytes per
+     * token), not counted as one token per delta */
+    fsink_init(&f);
+    assert_int_equal(
+        env_submit_stream(&e, "auto", "#stub n=4 no_usage=1", NULL, false, &f, eb, sizeof(eb)),
+        WYE_OK);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    assert_int_equal(f.res.err, WYE_OK);
+    assert_string_equal(f.text.data, "t0 t1 t2 t3");
+    assert_true(f.res.usage.estimated);
+    assert_int_equal(f.res.usage.completion_tokens, 3); /* 11 bytes */
+    fsink_cleanup(&f);
+
+    fsink_init(&f);
+    assert_int_equal(env_submit_stream(&e, "auto", "#stub tools=1",
+                                       "\"tools\":[{\"type\":\"function\",\"function\":{"
+                                       "\"name\":\"get_weather\",\"parameters\":{}}}]",
+                                       false, &f, eb, sizeof(eb)),
+                     WYE_OK);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    assert_int_equal(f.res.err, WYE_OK);
+    assert_int_equal(f.n_tool, 1);
+    assert_string_equal(f.reason, "tool_calls");
+    cJSON *calls = cJSON_Parse(f.tools.data);
+    assert_non_null(calls);
+    cJSON *c0 = cJSON_GetArrayItem(calls, 0);
+    assert_int_equal(cJSON_GetObjectItem(c0, "index")->valueint, 0);
+    assert_string_equal(cJSON_GetObjectItem(c0, "id")->valuestring, "call_stub_0");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "function"), "name")->valuestring,
+        "get_weather");
+    cJSON_Delete(calls);
     fsink_cleanup(&f);
     env_cleanup(&e);
 }
@@ -351,10 +423,15 @@ int main(void)
         wye_log_set_level(WYE_LOG_ERROR);
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_words_usage_and_request), cmocka_unit_test(test_tools_pass_through),
-        cmocka_unit_test(test_stream_variants),         cmocka_unit_test(test_backpressure),
-        cmocka_unit_test(test_connection_reuse),        cmocka_unit_test(test_concurrent_streams),
-        cmocka_unit_test(test_request_without_body),    cmocka_unit_test(test_router_refusals),
+        cmocka_unit_test(test_words_usage_and_request),
+        cmocka_unit_test(test_tools_pass_through),
+        cmocka_unit_test(test_stream_variants),
+        cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_connection_reuse),
+        cmocka_unit_test(test_concurrent_streams),
+        cmocka_unit_test(test_request_without_body),
+        cmocka_unit_test(test_router_refusals),
+        cmocka_unit_test(test_non_streamed),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

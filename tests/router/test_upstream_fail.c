@@ -26,15 +26,21 @@
 
 #define WAIT_MS 10000
 
-/* Submits content and waits for the (failed) finish. */
-static void run_fail(struct env *e, const char *content, struct fsink *f)
+/* Submits content (streamed or not) and waits for the (failed) finish. */
+static void run_fail_stream(struct env *e, const char *content, bool stream, struct fsink *f)
 {
     char eb[256];
-    assert_int_equal(env_submit(e, "auto", content, NULL, f, eb, sizeof(eb)), WYE_OK);
+    assert_int_equal(env_submit_stream(e, "auto", content, NULL, stream, f, eb, sizeof(eb)),
+                     WYE_OK);
     assert_true(fsink_wait_finish(f, WAIT_MS));
     assert_int_equal(f->violations, 0);
     assert_int_not_equal(f->res.err, WYE_OK);
     assert_string_equal(f->reason, "error");
+}
+
+static void run_fail(struct env *e, const char *content, struct fsink *f)
+{
+    run_fail_stream(e, content, true, f);
 }
 
 static void test_retry_then_success(void **state)
@@ -162,6 +168,42 @@ static void test_first_byte_timeout(void **state)
     assert_non_null(strstr(f.msg, "first-byte timeout of 200 ms"));
     assert_true(f.t_finish_ns - t0 < 2900 * WYE_NS_PER_MS); /* did not wait for the stub */
     assert_int_equal(stub_upstream_connections(e.stub), 2); /* retried once */
+    fsink_cleanup(&f);
+    env_cleanup(&e);
+}
+
+/* A non-streamed request's first byte comes with its whole answer, so the first-byte timeout
+ * does not cut a slow answer short; the total timeout bounds it. */
+static void test_non_streamed_timeouts(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e);
+    e.cfg.upstream.first_byte_timeout_ms = 200;
+    e.cfg.upstream.total_timeout_ms = 1500;
+    e.cfg.upstream.max_retries = 0;
+    env_router(&e);
+    struct fsink f;
+    fsink_init(&f);
+    char eb[256];
+    int64_t t0 = wye_now_ns();
+    assert_int_equal(env_submit_stream(&e, "auto", "#stub n=3 first_byte_delay_ms=600", NULL, false,
+                                       &f, eb, sizeof(eb)),
+                     WYE_OK);
+    assert_true(fsink_wait_finish(&f, WAIT_MS));
+    assert_int_equal(f.res.err, WYE_OK);
+    assert_string_equal(f.text.data, "t0 t1 t2");
+    assert_true(f.t_finish_ns - t0 >= 600 * WYE_NS_PER_MS);
+    fsink_cleanup(&f);
+
+    fsink_init(&f);
+    t0 = wye_now_ns();
+    run_fail_stream(&e, "#stub first_byte_delay_ms=5000", false, &f);
+    assert_int_equal(f.res.err, WYE_ERR_TIMEOUT);
+    assert_int_equal(f.res.http_status, 504);
+    assert_non_null(strstr(f.msg, "timed out"));
+    assert_true(f.t_finish_ns - t0 >= 1400 * WYE_NS_PER_MS);
+    assert_true(f.t_finish_ns - t0 < 4500 * WYE_NS_PER_MS); /* did not wait for the stub */
     fsink_cleanup(&f);
     env_cleanup(&e);
 }
@@ -299,7 +341,7 @@ int main(void)
         cmocka_unit_test(test_retry_then_success),  cmocka_unit_test(test_status_mapping),
         cmocka_unit_test(test_connect_refused),     cmocka_unit_test(test_first_byte_timeout),
         cmocka_unit_test(test_mid_stream_failures), cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_stop_in_flight),
+        cmocka_unit_test(test_stop_in_flight),      cmocka_unit_test(test_non_streamed_timeouts),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

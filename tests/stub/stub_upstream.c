@@ -496,10 +496,13 @@ static void chat_response(struct stub_upstream *s, struct plan *pl, const char *
             buf_json_str(&j, all.p, all.len);
             buf_str(&j, "},\"finish_reason\":\"stop\"}]");
         }
-        buf_printf(&j,
-                   ",\"usage\":{\"prompt_tokens\":%zu,\"completion_tokens\":%d,"
-                   "\"total_tokens\":%zu}}",
-                   (total_chars + 3) / 4, n, (total_chars + 3) / 4 + (size_t)n);
+        if (!o.no_usage) {
+            buf_printf(&j,
+                       ",\"usage\":{\"prompt_tokens\":%zu,\"completion_tokens\":%d,"
+                       "\"total_tokens\":%zu}",
+                       (total_chars + 3) / 4, n, (total_chars + 3) / 4 + (size_t)n);
+        }
+        buf_str(&j, "}");
         simple_response(pl, 200, NULL, j.p);
         free(all.p);
         free(j.p);

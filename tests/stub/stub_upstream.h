@@ -30,7 +30,7 @@
  *                          [{"index":0,"function":{"arguments":"{\"city\":"}}] and
  *                          [{"index":0,"function":{"arguments":" \"Paris\"}"}}];
  *                          finish_reason "tool_calls"
- *     no_usage=1           never send a usage chunk
+ *     no_usage=1           never send a usage chunk (nor usage in a JSON answer)
  *     no_finish=1          send no finish chunk
  *     no_done=1            send no "data: [DONE]"; the HTTP response still ends cleanly. With a
  *                          finish chunk that is a complete answer for wye; with no_finish=1
