@@ -434,7 +434,7 @@ static int bench_model(const char *path, int n_seq, int steps, int nth, int n_pr
 /* --pool-ab and --kv-ab: decode steps tokens after a prompt of n_prompt, alternating token by
  * token in ABBA order between A and B: the pool's task hand-out (per-thread shares / one
  * shared counter), or two contexts whose KV caches are in ordinary / huge pages. */
-static int bench_pool_ab(const char *path, int steps, int nth, int n_prompt, bool kv)
+static int bench_decode_ab(const char *path, int steps, int nth, int n_prompt, bool kv)
 {
     enum { AB_STEPS_MAX = 4096, AB_PROMPT_MAX = 1024 };
     if (steps < 4 || steps > AB_STEPS_MAX || nth < 2 || nth > MAX_THREADS || n_prompt < 1 ||
@@ -605,8 +605,8 @@ int main(int argc, char **argv)
         rc = bench_model(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 8,
                          argc > 5 ? atoi(argv[5]) : 1, argc > 6 ? atoi(argv[6]) : 8);
     } else if (argc > 2 && (strcmp(argv[1], "--pool-ab") == 0 || strcmp(argv[1], "--kv-ab") == 0)) {
-        rc = bench_pool_ab(argv[2], argc > 3 ? atoi(argv[3]) : 256, argc > 4 ? atoi(argv[4]) : 2,
-                           argc > 5 ? atoi(argv[5]) : 16, strcmp(argv[1], "--kv-ab") == 0);
+        rc = bench_decode_ab(argv[2], argc > 3 ? atoi(argv[3]) : 256, argc > 4 ? atoi(argv[4]) : 2,
+                             argc > 5 ? atoi(argv[5]) : 16, strcmp(argv[1], "--kv-ab") == 0);
     } else if (argc > 3 && strcmp(argv[1], "--hot") == 0) {
         rc = bench_hot(argv[2], atoi(argv[3]), argc > 4 ? atoi(argv[4]) : 2000,
                        argc > 5 ? atoi(argv[5]) : 0, x, y, scratch, row);

@@ -97,14 +97,7 @@ int wye_mul_size(size_t a, size_t b, size_t *out)
 
 /* ---- the cJSON arena ---- */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define ARENA_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ARENA_ASAN 1
-#endif
-#endif
-#ifdef ARENA_ASAN
+#ifdef WYE_ASAN
 #include <sanitizer/asan_interface.h>
 /* Under ASan a poisoned gap follows every block and a rewound arena is poisoned whole, so an
  * overflow or a use after the tree was deleted is still reported. */

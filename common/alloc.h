@@ -8,6 +8,16 @@
 
 #include "common/err.h"
 
+/* WYE_ASAN is defined when the build runs under AddressSanitizer (GCC or clang), for code that
+ * poisons memory it manages itself (the cJSON arena, huge-page mappings). */
+#if defined(__SANITIZE_ADDRESS__)
+#define WYE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WYE_ASAN 1
+#endif
+#endif
+
 void *wye_malloc(size_t n);
 void *wye_calloc(size_t count, size_t size);
 void *wye_realloc(void *p, size_t n);

@@ -4,16 +4,10 @@
 #include <stdint.h>
 #include <sys/mman.h>
 
+#include "common/alloc.h" /* WYE_ASAN */
 #include "local-engine/hugemem.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HUGEMEM_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HUGEMEM_ASAN 1
-#endif
-#endif
-#ifdef HUGEMEM_ASAN
+#ifdef WYE_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
 
@@ -32,7 +26,7 @@ bool eng_hugemem_alloc(size_t bytes, struct eng_hugemem *out)
     unsigned char *p =
         (unsigned char *)(((uintptr_t)map + ENG_HUGE_PAGE - 1) & ~(uintptr_t)(ENG_HUGE_PAGE - 1));
     (void)madvise(p, len - (size_t)(p - (unsigned char *)map), MADV_HUGEPAGE); /* advice only */
-#ifdef HUGEMEM_ASAN
+#ifdef WYE_ASAN
     size_t head = (size_t)(p - (unsigned char *)map);
     ASAN_POISON_MEMORY_REGION(map, head);
     ASAN_POISON_MEMORY_REGION(p + bytes, len - head - bytes);
@@ -44,7 +38,7 @@ bool eng_hugemem_alloc(size_t bytes, struct eng_hugemem *out)
 void eng_hugemem_free(struct eng_hugemem *h)
 {
     if (h->map) {
-#ifdef HUGEMEM_ASAN
+#ifdef WYE_ASAN
         ASAN_UNPOISON_MEMORY_REGION(h->map, h->map_len); /* the addresses may be mapped again */
 #endif
         munmap(h->map, h->map_len);
