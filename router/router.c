@@ -263,10 +263,7 @@ static enum wye_err route_now(struct rt_router *rt, struct wye_chat_req *req, st
              * router.queue_max), not an outage */
             return err == WYE_ERR_AGAIN ? WYE_ERR_LIMIT : err;
         }
-        rt_routed_set_route(r, RT_ROUTE_REMOTE,
-                            err == WYE_ERR_AGAIN ? "local queue full" : "local context too small");
-        atomic_fetch_add(&rt->fallbacks_to_remote, 1);
-        wye_log(WYE_LOG_INFO, req->id, "router: %s; answering remotely", errbuf);
+        rt_routed_go_remote(r, err, errbuf);
     }
     /* the wrapper keeps the request so that it can fall back to the local model */
     rt_routed_keep_req(r, req);

@@ -57,8 +57,10 @@ struct rt_routed *rt_routed_create(struct rt_router *rt, const struct wye_chat_r
 void rt_routed_discard(struct rt_routed *r);
 /* The sink backends get. */
 struct wye_sink rt_routed_sink(struct rt_routed *r);
-/* The wrapper now answers on route (after a submit-time fallback, with its reason). */
-void rt_routed_set_route(struct rt_routed *r, enum rt_route route, const char *fallback_detail);
+/* The local backend refused the wrapper's request with err (AGAIN: queue full, TOOBIG: context
+ * too small; why: its message) and rt_router_local_to_remote allows the remote: the wrapper
+ * now answers remotely, with the fallback as a reason, counted and logged. */
+void rt_routed_go_remote(struct rt_routed *r, enum wye_err err, const char *why);
 /* rt_local_submit_async's refusal callback for a wrapper (arg) submitted locally: the request
  * goes remote when rt_router_local_to_remote allows, else the client's sink gets the refusal
  * (finish alone, no ledger record: as if refused at submit). */

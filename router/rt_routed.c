@@ -105,12 +105,21 @@ void rt_routed_keep_req(struct rt_routed *r, struct wye_chat_req *req)
     r->req = req;
 }
 
-void rt_routed_set_route(struct rt_routed *r, enum rt_route route, const char *fallback_detail)
+/* The wrapper now answers on route (after a fallback, with its reason). */
+static void set_route(struct rt_routed *r, enum rt_route route, const char *fallback_detail)
 {
     r->route = route;
     if (fallback_detail) {
         rt_decision_add_reason(&r->d, "fallback", fallback_detail);
     }
+}
+
+void rt_routed_go_remote(struct rt_routed *r, enum wye_err err, const char *why)
+{
+    set_route(r, RT_ROUTE_REMOTE,
+              err == WYE_ERR_AGAIN ? "local queue full" : "local context too small");
+    atomic_fetch_add(&r->rt->fallbacks_to_remote, 1);
+    wye_log(WYE_LOG_INFO, r->req_id, "router: %s; answering remotely", why);
 }
 
 /* ---- the sink the backend sees ---- */
@@ -351,7 +360,7 @@ static void rs_finish(void *ctx, const struct wye_result *res)
         }
         struct wye_chat_req *req = r->req;
         r->req = NULL;
-        rt_routed_set_route(r, RT_ROUTE_LOCAL, detail);
+        set_route(r, RT_ROUTE_LOCAL, detail);
         char eb[256];
         /* once submitted, r belongs to the local backend, which may finish (or refuse) and free
          * it before rt_local_submit_async returns: set up everything first, touch r only if it
@@ -399,10 +408,7 @@ void rt_routed_local_refused(void *arg, struct wye_chat_req *req, enum wye_err e
     /* a full local queue is a limit the client hit (429 naming router.queue_max) */
     enum wye_err shown = err == WYE_ERR_AGAIN ? WYE_ERR_LIMIT : err;
     if (rt_router_local_to_remote(rt, r->key, r->d.is_auto, err)) {
-        rt_routed_set_route(r, RT_ROUTE_REMOTE,
-                            err == WYE_ERR_AGAIN ? "local queue full" : "local context too small");
-        atomic_fetch_add(&rt->fallbacks_to_remote, 1);
-        wye_log(WYE_LOG_INFO, r->req_id, "router: %s; answering remotely", msg);
+        rt_routed_go_remote(r, err, msg);
         r->req = req;
         enum wye_err e =
             rt_upstream_submit_borrowed(rt->up, req, rt_routed_sink(r), eb, sizeof(eb));
