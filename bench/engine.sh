@@ -5,7 +5,8 @@
 # installed (cd bench/llamacpp && npm install), llama.cpp on the same file through
 # node-llama-cpp (bench/llamacpp/bench.mjs, same method). Both engines run back to back on each
 # file so their ratio comes from one moment of a noisy machine. Prints the raw JSON lines,
-# then a table: pp and tg tokens/s, pp/tg, wye's roofline fraction, and wye/llama.cpp ratios.
+# then a table: pp and tg tokens/s, pp/tg, wye's roofline fraction, the CPU time the hypervisor
+# stole during wye's generation runs, and wye/llama.cpp ratios.
 #
 # usage: bash bench/engine.sh [--types Q8_0,Q4_0[,Q4_K]] [--shapes a,b,c] [-t 2] [-r 3]
 #                             [--build DIR] [--no-llamacpp] [--clean] [--quick]
@@ -51,6 +52,7 @@ trap 'rm -f "$out"; if [ $clean = 1 ]; then rm -rf "$models"; fi' EXIT
 echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC'); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB"
 echo "# wye bench -t $threads -p 128 -n 64 -r $runs --json; llama.cpp: node $nlc/bench.mjs (same)"
+steal0=$(head -1 /proc/stat)
 IFS=, read -r -a shape_list <<<"$shapes"
 IFS=, read -r -a type_list <<<"$types"
 for shape in "${shape_list[@]}"; do
@@ -74,8 +76,15 @@ for shape in "${shape_list[@]}"; do
   done
 done
 
-python3 - "$out" <<'EOF'
+steal1=$(head -1 /proc/stat)
+python3 - "$out" "$steal0" "$steal1" <<'EOF'
 import json, sys
+def ticks(line):
+    v = [int(x) for x in line.split()[1:9]]
+    return sum(v), v[7]
+(t0, s0), (t1, s1) = ticks(sys.argv[2]), ticks(sys.argv[3])
+print(f"# cpu steal over the whole run: {100 * (s1 - s0) / max(t1 - t0, 1):.1f}% of the machine's "
+      "CPU time (the hypervisor running other guests; the steal column: wye's generation only)")
 rows = {}
 for line in open(sys.argv[1]):
     eng, shape, typ, js = line.split(" ", 3)
@@ -84,8 +93,8 @@ print()
 print("tok/s are medians of the runs, [min-max] after them; ratios are wye / llama.cpp on medians, "
       "and on the best runs in parentheses")
 print("| model | type | wye pp | wye tg | pp/tg | roofline (vs best bw) | GB/s read of measured | "
-      "llama.cpp pp | llama.cpp tg | pp ratio | tg ratio |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "steal | llama.cpp pp | llama.cpp tg | pp ratio | tg ratio |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 def rng(x, k):
     return f"{x[k]:.1f} [{x[k + '_min']:.1f}-{x[k + '_max']:.1f}]"
 for (shape, typ), r in rows.items():
@@ -97,9 +106,10 @@ for (shape, typ), r in rows.items():
                   f"{w['pp_tok_s'] / w['tg_tok_s']:.2f}",
                   f"{100 * w['roofline_fraction']:.0f}% "
                   f"({100 * w.get('roofline_fraction_vs_best_membw', w['roofline_fraction']):.0f}%)",
-                  f"{w['tg_read_bytes_s'] / 1e9:.1f} of {w['membw_bytes_s'] / 1e9:.1f}"]
+                  f"{w['tg_read_bytes_s'] / 1e9:.1f} of {w['membw_bytes_s'] / 1e9:.1f}",
+                  f"{100 * w['tg_cpu_steal']:.1f}%" if w.get("tg_cpu_steal", -1) >= 0 else "?"]
     else:
-        cells += ["-"] * 5
+        cells += ["-"] * 6
     if l:
         cells += [rng(l, "pp_tok_s"), rng(l, "tg_tok_s")]
         if w:

@@ -25,7 +25,9 @@ static void bench_usage(FILE *out)
                  "generated token against the memory bandwidth measured over a --membw-mib buffer\n"
                  "just before each run (the roofline fraction is the median of the runs' own).\n"
                  "With -s N > 1, also N sequences generating together (continuous batching).\n"
-                 "--kv: what the KV cache stores (default f32; f16 halves it).\n");
+                 "--kv: what the KV cache stores (default f32; f16 halves it).\n"
+                 "Also reports the CPU time a hypervisor stole during generation (/proc/stat):\n"
+                 "above a few percent, the figures measure the neighbours as well.\n");
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -160,6 +162,10 @@ int eng_cli_bench(int argc, char **argv)
         toks[i] = (int32_t)((rs >> 33) % (uint64_t)(info.n_vocab > 2 ? info.n_vocab - 2 : 1)) + 1;
     }
     double pp[BENCH_RUNS_MAX], tg[BENCH_RUNS_MAX], bw[BENCH_RUNS_MAX], fr[BENCH_RUNS_MAX];
+    /* CPU steal during the generation phases: all of them, and the worst run */
+    double steal_max = -1.0;
+    uint64_t steal_ticks = 0, all_ticks = 0;
+    bool steal_known = true;
     double bytes_tok = (double)info.matrix_bytes;
     /* One warm-up pass pages the weights in. */
     eng_ctx_eval(c, 0, 0, toks, 1, logits);
@@ -169,11 +175,20 @@ int eng_cli_bench(int argc, char **argv)
         bw[run] = eng_membw_measure(pool, (size_t)bw_mib << 20);
         int64_t t0 = wye_now_ns();
         e = eng_ctx_eval(c, 0, 0, toks, (size_t)p, logits);
+        struct wye_cpu_ticks c1, c2;
+        steal_known &= wye_cpu_ticks_read(&c1);
         int64_t t1 = wye_now_ns();
         for (long j = 0; j < n && !e; j++) {
             e = eng_ctx_eval(c, 0, (int32_t)(p + j), toks + p + j, 1, logits);
         }
         int64_t t2 = wye_now_ns();
+        steal_known &= wye_cpu_ticks_read(&c2);
+        double sf = wye_cpu_steal_fraction(&c1, &c2);
+        if (steal_known && c2.total >= c1.total && c2.steal >= c1.steal) {
+            steal_ticks += c2.steal - c1.steal;
+            all_ticks += c2.total - c1.total;
+            steal_max = sf > steal_max ? sf : steal_max;
+        }
         if (e) {
             fprintf(stderr, "wye bench: %s\n", wye_err_str(e));
             goto done;
@@ -199,6 +214,8 @@ int eng_cli_bench(int argc, char **argv)
     double frac = fr[r / 2]; /* the median of the runs' own fractions */
     /* the median generation against the highest bandwidth figure: the stricter reading */
     double frac_best = bw[r - 1] > 0 ? achieved / bw[r - 1] : 0.0;
+    /* -1: unknown (no /proc/stat, or runs too short for a clock tick) */
+    double steal = steal_known && all_ticks > 0 ? (double)steal_ticks / (double)all_ticks : -1.0;
     if (json) {
         printf("{\"model\": \"%s\", \"arch\": \"%s\", \"kernels\": \"%s\", \"threads\": %ld, "
                "\"pp_tokens\": %ld, \"tg_tokens\": %ld, \"runs\": %ld, "
@@ -209,11 +226,12 @@ int eng_cli_bench(int argc, char **argv)
                "\"roofline_fraction\": %.3f, \"roofline_fraction_min\": %.3f, "
                "\"roofline_fraction_max\": %.3f, \"roofline_fraction_vs_best_membw\": %.3f, "
                "\"seqs\": %ld, \"tg_batch_tok_s\": %.2f, \"repacked_bytes\": %zu, "
-               "\"copied_bytes\": %zu, \"kv\": \"%s\"}\n",
+               "\"copied_bytes\": %zu, \"kv\": \"%s\", \"tg_cpu_steal\": %.3f, "
+               "\"tg_cpu_steal_max\": %.3f}\n",
                path, info.arch, eng_kernels_name(), t, p, n, r, pp_med, pp[0], pp[r - 1], tg_med,
                tg[0], tg[r - 1], bytes_tok, achieved, membw, bw[0], bw[r - 1], frac, fr[0],
                fr[r - 1], frac_best, n_seq, n_seq > 1 ? tgb[r / 2] : tg_med, info.repacked_bytes,
-               info.copied_bytes, eng_kv_type_name(kv));
+               info.copied_bytes, eng_kv_type_name(kv), steal, steal_known ? steal_max : -1.0);
     } else {
         printf("model %s (%s, %d layers, n_embd %d), kernels %s%s, %ld threads, %ld runs, "
                "KV cache %s\n",
@@ -228,6 +246,13 @@ int eng_cli_bench(int argc, char **argv)
                "max %.0f%%; %.0f%% against the highest bandwidth)\n",
                bytes_tok / 1048576.0, achieved / 1e9, membw / 1e9, bw[0] / 1e9, bw[r - 1] / 1e9,
                100.0 * frac, 100.0 * fr[0], 100.0 * fr[r - 1], 100.0 * frac_best);
+        if (steal >= 0) {
+            printf("cpu steal during generation: %.1f%% of the machine's CPU time (worst run "
+                   "%.1f%%)%s\n",
+                   100.0 * steal, 100.0 * steal_max,
+                   steal > 0.02 ? "; a busy hypervisor: the figures measure its other guests too"
+                                : "");
+        }
         if (n_seq > 1) {
             printf("batched generation (%ld sequences): %.2f tok/s in all (min %.2f, max %.2f)\n",
                    n_seq, tgb[r / 2], tgb[0], tgb[r - 1]);
