@@ -288,7 +288,18 @@ static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, fl
     struct mm_multi j = {.n = n_parts};
     act_prepare(f, ws, n_parts, x, n, &j.a);
     int nth = eng_pool_size(f->pool);
-    int64_t tasks = 0;
+    /* ~8 tasks per thread over all the matrices, at least 16 rows (a multiple of 8, as the
+     * repacked Q4_0 kernels want) each, the same for every matrix: the tasks are then of one
+     * size, so that the pool's equal shares of them are equal shares of the rows too. (Sized
+     * per matrix, SmolLM2-135M's Q's tasks had 40 rows and K's and V's 16: the first thread's
+     * share held twice the second's rows, which then finished it by helping; 1-2% slower per
+     * token, bench_kernels --pool-ab-style alternation, docs/BENCHMARKS.md.) */
+    int64_t rows = 0, tasks = 0;
+    for (int i = 0; i < n_parts; i++) {
+        rows += ws[i]->m;
+    }
+    int64_t rpt = (rows + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
+    rpt = rpt < 16 ? 16 : (rpt + 7) / 8 * 8;
     for (int i = 0; i < n_parts; i++) {
         struct mm_part *p = &j.p[i];
         p->w = ws[i];
@@ -297,10 +308,6 @@ static void matmul_multi(struct eng_fwd *f, const struct eng_wmat *const *ws, fl
             mm_run_rows(&j, p, 0, p->w->m);
             continue;
         }
-        /* ~8 tasks per thread per matrix, at least 16 rows (a multiple of 8, as the repacked
-         * Q4_0 kernels want) each. */
-        int64_t rpt = (p->w->m + (int64_t)nth * 8 - 1) / ((int64_t)nth * 8);
-        rpt = rpt < 16 ? 16 : (rpt + 7) / 8 * 8;
         p->rpt = rpt;
         p->task0 = tasks;
         tasks += (p->w->m + rpt - 1) / rpt;
