@@ -184,14 +184,26 @@ fi
 # For wye, also the CPU time its process used per measured request (user + system, from
 # /proc/PID/stat, so every thread counts: lws, upstream, ledger writer).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The CPU time the hypervisor stole from this VM between two /proc/stat "cpu" lines, as a
+# fraction of all of it: above a few percent, a point measures the neighbours too.
+steal_frac() {
+  awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); split(b, y, " "); t = 0
+    for (i = 2; i <= 9; i++) t += y[i] - x[i]
+    printf "%.3f", (t > 0 ? (y[9] - x[9]) / t : 0) }'
+}
 point() { # label stream(0/1) conc url [extra args...]
   local label=$1 stream=$2 c=$3 url=$4; shift 4
   local mode=() t0=0
   [ "$stream" = 1 ] || mode=(--no-stream)
   $client --url "$url" -c "$c" -n $warm -p "$prompt" "${mode[@]}" "$@" --timeout-ms 5000 >/dev/null 2>&1 || true
   [ "$label" != wye ] || t0=$(cpu_ticks "$wye_pid")
+  local st0 st1
+  st0=$(head -1 /proc/stat)
   $client --label "$label" --url "$url" -c "$c" -n "$requests" -p "$prompt" "${mode[@]}" "$@" \
     --timeout-ms 5000 --json | tee -a "$tmp/results.jsonl" || true
+  st1=$(head -1 /proc/stat)
+  echo "{\"label\":\"steal\",\"target\":\"$label\",\"stream\":$([ "$stream" = 1 ] && echo true || echo false),\"concurrency\":$c,\"fraction\":$(steal_frac "$st0" "$st1")}" \
+    | tee -a "$tmp/results.jsonl"
   if [ "$label" = wye ]; then
     python3 -c "import sys; t = int(sys.argv[1]) - int(sys.argv[2]); print('{\"label\":\"wye-cpu\",\"stream\":%s,\"concurrency\":%s,\"cpu_us_per_req\":%.1f}' % (sys.argv[3], sys.argv[4], t * 1e6 / int(sys.argv[5]) / int(sys.argv[6])))" \
       "$(cpu_ticks "$wye_pid")" "$t0" "$([ "$stream" = 1 ] && echo true || echo false)" "$c" "$(getconf CLK_TCK)" "$requests" \
@@ -243,11 +255,14 @@ done
 # The tables: what wye and Portkey add to the direct latency at each point, and their ratio.
 python3 - "$tmp/results.jsonl" <<'EOF'
 import json, sys
-pts, ws, cpu = {}, [], {}
+pts, ws, cpu, steal = {}, [], {}, {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if r["label"] == "ws-capacity":
         ws.append(r)
+    elif r["label"] == "steal":
+        k = (r["stream"], r["concurrency"])
+        steal[k] = max(steal.get(k, 0.0), r["fraction"])
     elif r["label"] == "wye-cpu":
         cpu[(r["stream"], r["concurrency"])] = r["cpu_us_per_req"]
     else:
@@ -259,12 +274,14 @@ for stream in (True, False):
     print(f"{'streamed' if stream else 'non-streamed'} (ms; added = target - direct at the same "
           "percentile; failed = requests that did not complete within 5 s; TCP connections = "
           "opened by the client for the measured requests; wye CPU = its process's user + "
-          "system time per measured request)")
+          "system time per measured request; steal = the most CPU time the hypervisor took from this "
+          "VM during any of the row's measurements: above a few percent, the row measures the "
+          "neighbours too)")
     print("| conc | direct p50 / p99 / ttfb p50 | wye p50 / p99 / ttfb p50 | wye adds p50 / p99 | "
           "portkey p50 / p99 / ttfb p50 | portkey adds p50 / p99 | wye added / portkey added p50 / p99 | "
           "nginx p50 / p99 | nginx adds p50 / p99 | "
-          "req/s d/w/p/n | failed d/w/p/n | TCP connections d/w/p/n | wye CPU µs/req |")
-    print("|---:|---|---|---|---|---|---|---|---|---|---|---|---:|")
+          "req/s d/w/p/n | failed d/w/p/n | TCP connections d/w/p/n | wye CPU µs/req | steal |")
+    print("|---:|---|---|---|---|---|---|---|---|---|---|---|---:|---:|")
     for c in (1, 16, 64):
         d, w, p, n = (pts.get((stream, c, k)) for k in ("direct", "wye", "portkey", "nginx"))
         if not d:
@@ -284,7 +301,8 @@ for stream in (True, False):
         ngx = f"{f(n['lat_p50_ms'])} / {f(n['lat_p99_ms'])}" if n else "-"
         print(f"| {c} | {trip(d)} | {trip(w)} | {add(w)} | {trip(p)} | {add(p)} | "
               f"{ratio('lat_p50_ms')} / {ratio('lat_p99_ms')} | {ngx} | {add(n)} | {rps} | {fails} | {conns} | "
-              f"{cpu.get((stream, c), '-')} |")
+              f"{cpu.get((stream, c), '-')} | "
+              + (f"{100 * steal[(stream, c)]:.1f}%" if (stream, c) in steal else "-") + " |")
 for r in ws:
     print()
     print(f"WebSocket: {r['streams_live']}/{r['streams_requested']} streams live, "
