@@ -422,16 +422,10 @@ void rt_routed_local_refused(void *arg, struct wye_chat_req *req, enum wye_err e
             rt_policy_probe_release(rt->policy);
         }
     }
-    /* what rt_router_submit returns for the same refusal, as the answer's end */
-    char m[MSG_MAX];
-    copy_str(m, sizeof(m), msg);
-    struct wye_result res = {
-        .err = shown,
-        .message = m[0] ? m : NULL,
-        .finish_reason = "error",
-    };
-    struct wye_sink c = r->client;
+    /* what rt_router_submit returns for the same refusal, as the answer's end (no record) */
+    r->res = (struct wye_result){.err = shown};
+    copy_str(r->msg, sizeof(r->msg), msg);
+    copy_str(r->finish_reason, sizeof(r->finish_reason), "error");
     wye_chat_req_destroy(req);
-    wye_free(r);
-    c.ops->finish(c.ctx, &res);
+    deliver(r);
 }
