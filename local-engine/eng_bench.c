@@ -184,7 +184,7 @@ int eng_cli_bench(int argc, char **argv)
         int64_t t2 = wye_now_ns();
         steal_known &= wye_cpu_ticks_read(&c2);
         double sf = wye_cpu_steal_fraction(&c1, &c2);
-        if (steal_known && c2.total >= c1.total && c2.steal >= c1.steal) {
+        if (steal_known && sf >= 0) { /* -1: no tick passed, or a reading went backwards */
             steal_ticks += c2.steal - c1.steal;
             all_ticks += c2.total - c1.total;
             steal_max = sf > steal_max ? sf : steal_max;
