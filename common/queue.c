@@ -1,8 +1,12 @@
-/* Bounded intrusive FIFO with mutex and condition variable. Any thread. */
+/* Bounded intrusive FIFO with mutex and condition variable (any thread), and the worker
+ * thread that drains one. */
 #include "common/queue.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <time.h>
+
+#include "common/log.h"
 
 enum wye_err wye_queue_init(struct wye_queue *q, size_t cap)
 {
@@ -122,4 +126,57 @@ size_t wye_queue_len(struct wye_queue *q)
     size_t n = q->len;
     pthread_mutex_unlock(&q->lock);
     return n;
+}
+
+static void *worker_main(void *arg)
+{
+    struct wye_worker *w = arg;
+    (void)pthread_setname_np(pthread_self(), w->name);
+    struct wye_qnode *n;
+    /* NULL once the queue is closed and empty */
+    while ((n = wye_queue_pop(&w->q, -1)) != NULL) {
+        w->fn(w->arg, n);
+    }
+    return NULL;
+}
+
+enum wye_err wye_worker_start(struct wye_worker *w, size_t cap, const char *name, wye_worker_fn fn,
+                              void *arg, char *errbuf, size_t errlen)
+{
+    *w = (struct wye_worker){.fn = fn, .arg = arg};
+    snprintf(w->name, sizeof(w->name), "%s", name);
+    if (wye_queue_init(&w->q, cap) != WYE_OK) {
+        snprintf(errbuf, errlen, "cannot create its queue");
+        return WYE_ERR_NOMEM;
+    }
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc != 0) {
+        char eb[128];
+        snprintf(errbuf, errlen, "%s", wye_strerror(rc, eb, sizeof(eb)));
+        wye_queue_cleanup(&w->q);
+        return WYE_ERR_IO;
+    }
+    w->started = true;
+    return WYE_OK;
+}
+
+void wye_worker_stop(struct wye_worker *w)
+{
+    if (!w->started || w->joined) {
+        return;
+    }
+    wye_queue_close(&w->q);
+    pthread_join(w->thread, NULL);
+    w->joined = true;
+}
+
+void wye_worker_cleanup(struct wye_worker *w)
+{
+    if (!w->started) {
+        return;
+    }
+    wye_worker_stop(w);
+    wye_queue_cleanup(&w->q);
+    w->started = false;
+    w->joined = false;
 }

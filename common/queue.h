@@ -43,6 +43,30 @@ void wye_queue_close(struct wye_queue *q);
 /* Returns the number of queued nodes. */
 size_t wye_queue_len(struct wye_queue *q);
 
+/* A queue and the one thread that works through it: fn(arg, node) for each node in order,
+ * until the queue is closed and empty (what was queued before the close still runs). Producers
+ * push to q with wye_queue_push; start, stop and cleanup belong to the owner's thread. */
+typedef void (*wye_worker_fn)(void *arg, struct wye_qnode *node);
+struct wye_worker {
+    struct wye_queue q;
+    pthread_t thread;
+    wye_worker_fn fn;
+    void *arg;
+    char name[16]; /* the thread's name */
+    bool started;  /* start succeeded and cleanup has not run */
+    bool joined;
+};
+/* Initialises the queue (cap as for wye_queue_init) and starts the thread, named name (15
+ * characters kept). NOMEM (no queue) or IO (no thread; errbuf says why), with nothing left to
+ * clean up. */
+enum wye_err wye_worker_start(struct wye_worker *w, size_t cap, const char *name, wye_worker_fn fn,
+                              void *arg, char *errbuf, size_t errlen);
+/* Closes the queue (later pushes get CANCELED), lets the thread finish what was queued, joins
+ * it. Does nothing if not started or already stopped. */
+void wye_worker_stop(struct wye_worker *w);
+/* Stops, then frees the queue; the worker can be started again. Nothing if not started. */
+void wye_worker_cleanup(struct wye_worker *w);
+
 /* The struct that contains the node: WYE_CONTAINER_OF(node, struct job, qnode). */
 #define WYE_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 

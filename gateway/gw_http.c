@@ -148,7 +148,7 @@ static void respond_error(struct lws *wsi, struct gw_server *srv, struct gw_pss 
 /* ---- the ledger summary worker (its own thread; started and stopped with the server) ---- */
 
 struct gw_summary_job {
-    struct wye_qnode node; /* in srv->summary_q */
+    struct wye_qnode node; /* in srv->summary.q */
     struct gw_stream *s;   /* the producer's reference */
     int64_t since_ms;
     enum rt_ledger_by grp;
@@ -198,48 +198,28 @@ static void summary_run(struct gw_server *srv, struct gw_summary_job *job)
     wye_free(job);
 }
 
-static void *summary_main(void *arg)
+static void summary_node(void *arg, struct wye_qnode *n)
 {
-    struct gw_server *srv = arg;
-    (void)pthread_setname_np(pthread_self(), "wye-summary");
-    struct wye_qnode *n;
-    /* NULL once the queue is closed and empty: what was queued is answered first */
-    while ((n = wye_queue_pop(&srv->summary_q, -1)) != NULL) {
-        summary_run(srv, WYE_CONTAINER_OF(n, struct gw_summary_job, node));
-    }
-    return NULL;
+    summary_run(arg, WYE_CONTAINER_OF(n, struct gw_summary_job, node));
 }
 
 enum wye_err gw_summary_start(struct gw_server *srv)
 {
-    if (srv->summary_started) {
+    if (srv->summary.started) {
         return WYE_OK;
     }
-    if (wye_queue_init(&srv->summary_q, GW_SUMMARY_QUEUE) != WYE_OK) {
-        WYE_ERROR("gateway: cannot create the ledger summary queue");
-        return WYE_ERR_NOMEM;
+    char eb[128];
+    enum wye_err err = wye_worker_start(&srv->summary, GW_SUMMARY_QUEUE, "wye-summary",
+                                        summary_node, srv, eb, sizeof(eb));
+    if (err) {
+        WYE_ERROR("gateway: cannot start the ledger summary worker: %s", eb);
     }
-    int rc = pthread_create(&srv->summary_thread, NULL, summary_main, srv);
-    if (rc != 0) {
-        char eb[128];
-        WYE_ERROR("gateway: cannot start the ledger summary worker: %s",
-                  wye_strerror(rc, eb, sizeof(eb)));
-        wye_queue_cleanup(&srv->summary_q);
-        return WYE_ERR_IO;
-    }
-    srv->summary_started = true;
-    return WYE_OK;
+    return err;
 }
 
 void gw_summary_stop(struct gw_server *srv)
 {
-    if (!srv->summary_started) {
-        return;
-    }
-    wye_queue_close(&srv->summary_q);
-    pthread_join(srv->summary_thread, NULL);
-    wye_queue_cleanup(&srv->summary_q);
-    srv->summary_started = false;
+    wye_worker_cleanup(&srv->summary); /* what was queued is answered first */
 }
 
 /* GET /v1/ledger/summary?since=24h&by=route: rt_ledger_summary over the ledger's files. The
@@ -295,7 +275,7 @@ static void ledger_summary(struct lws *wsi, struct gw_server *srv, struct gw_pss
     gw_server_track(srv, s);
     atomic_fetch_add(&srv->metrics.open_streams, 1);
     pss->stream = s;
-    if (wye_queue_push(&srv->summary_q, &job->node, NULL) != WYE_OK) {
+    if (wye_queue_push(&srv->summary.q, &job->node, NULL) != WYE_OK) {
         wye_free(job);
         gw_stream_unref(s); /* the producer's reference: no worker got it */
         pss->stream = NULL;

@@ -233,9 +233,7 @@ struct gw_server {
 
     /* GET /v1/ledger/summary jobs for the summary worker (gw_http.c), which reads the
      * ledger off the lws thread and answers through the job's stream */
-    struct wye_queue summary_q;
-    pthread_t summary_thread;
-    bool summary_started; /* owner's thread (start/shutdown) */
+    struct wye_worker summary; /* started and stopped by the owner's thread */
 
     /* lws thread only */
     lws_sorted_usec_list_t sul_tick;

@@ -82,7 +82,7 @@ struct hook_job {
 static bool hook_applies(const struct rt_router *rt, const struct wye_chat_req *req)
 {
     /* started only with both routes present: the hook runs for "auto" requests alone */
-    return rt->hook_started && (!req->model || strcmp(req->model, "auto") == 0);
+    return rt->hook.started && (!req->model || strcmp(req->model, "auto") == 0);
 }
 
 /* Ends a request the hook thread could not route, as rt_router_submit's return would have. */
@@ -114,25 +114,9 @@ static void hook_run(struct rt_router *rt, struct hook_job *job)
     wye_free(job);
 }
 
-static void *hook_main(void *arg)
+static void hook_node(void *arg, struct wye_qnode *n)
 {
-    struct rt_router *rt = arg;
-    (void)pthread_setname_np(pthread_self(), "wye-route-hook");
-    struct wye_qnode *n;
-    while ((n = wye_queue_pop(&rt->hook_q, -1)) != NULL) {
-        hook_run(rt, WYE_CONTAINER_OF(n, struct hook_job, node));
-    }
-    return NULL;
-}
-
-static void hook_stop(struct rt_router *rt)
-{
-    if (!rt->hook_started || rt->hook_joined) {
-        return;
-    }
-    wye_queue_close(&rt->hook_q); /* the thread ends what is queued (stopping: CANCELED) */
-    pthread_join(rt->hook_thread, NULL);
-    rt->hook_joined = true;
+    hook_run(arg, WYE_CONTAINER_OF(n, struct hook_job, node));
 }
 
 /* The policy's view of the local admission queue: requests beyond what the sequences can take
@@ -170,20 +154,14 @@ enum wye_err rt_router_start(struct rt_router *rt)
             return err;
         }
     }
-    if (rt_policy_has_hook(rt->policy) && rt->local && rt->up && !rt->hook_started) {
-        if (wye_queue_init(&rt->hook_q, HOOK_QUEUE_MAX) != WYE_OK) {
-            WYE_ERROR("router: cannot create the route hook's queue");
-            return WYE_ERR_NOMEM;
+    if (rt_policy_has_hook(rt->policy) && rt->local && rt->up && !rt->hook.started) {
+        char eb[128];
+        enum wye_err err = wye_worker_start(&rt->hook, HOOK_QUEUE_MAX, "wye-route-hook", hook_node,
+                                            rt, eb, sizeof(eb));
+        if (err) {
+            WYE_ERROR("router: cannot start the route hook's thread: %s", eb);
+            return err;
         }
-        int rc = pthread_create(&rt->hook_thread, NULL, hook_main, rt);
-        if (rc != 0) {
-            char eb[128];
-            WYE_ERROR("router: cannot start the route hook's thread: %s",
-                      wye_strerror(rc, eb, sizeof(eb)));
-            wye_queue_cleanup(&rt->hook_q);
-            return WYE_ERR_IO;
-        }
-        rt->hook_started = true;
     }
     return rt->up ? rt_upstream_start(rt->up) : WYE_OK;
 }
@@ -194,7 +172,8 @@ void rt_router_stop(struct rt_router *rt)
         return;
     }
     atomic_store(&rt->stopping, true); /* no more fallbacks */
-    hook_stop(rt);
+    /* the thread ends what is queued (stopping: CANCELED); later pushes get CANCELED */
+    wye_worker_stop(&rt->hook);
     if (rt->up) {
         rt_upstream_stop(rt->up);
     }
@@ -206,9 +185,7 @@ void rt_router_destroy(struct rt_router *rt)
         return;
     }
     rt_router_stop(rt);
-    if (rt->hook_started) {
-        wye_queue_cleanup(&rt->hook_q);
-    }
+    wye_worker_cleanup(&rt->hook);
     rt_upstream_destroy(rt->up);
     rt_policy_destroy(rt->policy);
     wye_free(rt);
@@ -303,7 +280,7 @@ enum wye_err rt_router_submit(struct rt_router *rt, struct wye_chat_req *req, st
     job->req = req;
     job->sink = sink;
     atomic_fetch_add(&rt->hook_pending, 1);
-    enum wye_err err = wye_queue_push(&rt->hook_q, &job->node, NULL);
+    enum wye_err err = wye_queue_push(&rt->hook.q, &job->node, NULL);
     if (err) {
         atomic_fetch_sub(&rt->hook_pending, 1);
         wye_free(job);
@@ -447,7 +424,7 @@ enum wye_err rt_router_metrics(struct rt_router *rt, struct wye_buf *out)
                              "wye_local_requests{state=\"running\"} %" PRIu64 "\n",
                              st.preparing, st.queued, st.active);
     }
-    if (!err && rt->hook_started) {
+    if (!err && rt->hook.started) {
         err = wye_buf_printf(out,
                              "# HELP wye_router_hook_pending Auto requests waiting for the Lua "
                              "route hook's thread or being decided there.\n"

@@ -4,7 +4,6 @@
 #ifndef WYE_ROUTER_RT_ROUTE_INTERNAL_H
 #define WYE_ROUTER_RT_ROUTE_INTERNAL_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -34,10 +33,7 @@ struct rt_router {
     atomic_uint_fast64_t fallbacks_to_local, fallbacks_to_remote;
     atomic_uint_fast64_t ledger_dropped, ledger_write_errors;
     /* the Lua route hook's thread: "auto" requests are decided there when a hook is set */
-    struct wye_queue hook_q;
-    pthread_t hook_thread;
-    bool hook_started;                 /* set by start, before any submit; never cleared */
-    bool hook_joined;                  /* owner's thread */
+    struct wye_worker hook;            /* started before any submit; cleaned up by destroy */
     atomic_uint_fast64_t hook_pending; /* queued for the hook thread or being decided there */
 };
 

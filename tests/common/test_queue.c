@@ -1,5 +1,7 @@
 /* The bounded queue: FIFO order, the cap, empty->non-empty reporting, timed pop, close, and
- * a producer/consumer pair across threads losing nothing. */
+ * a producer/consumer pair across threads losing nothing. The worker: every node queued before
+ * stop runs, in order, on its own thread; pushes after stop are refused; it starts again after
+ * cleanup. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -72,11 +74,79 @@ static void test_threads(void **state)
     wye_queue_cleanup(&q);
 }
 
+/* The worker's fn: records the order and the thread, and holds the first node until the test
+ * has queued the rest (so stop finds work still queued). */
+struct worker_log {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, release;
+    int seen[8];
+    int n;
+    pthread_t thread;
+};
+
+static void worker_fn(void *arg, struct wye_qnode *node)
+{
+    struct worker_log *lg = arg;
+    pthread_mutex_lock(&lg->mu);
+    lg->entered = true;
+    pthread_cond_broadcast(&lg->cv);
+    while (!lg->release) {
+        pthread_cond_wait(&lg->cv, &lg->mu);
+    }
+    lg->seen[lg->n++] = WYE_CONTAINER_OF(node, struct item, node)->v;
+    lg->thread = pthread_self();
+    pthread_mutex_unlock(&lg->mu);
+}
+
+static void test_worker(void **state)
+{
+    (void)state;
+    struct worker_log lg = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct wye_worker w = {0};
+    struct item it[5] = {{.v = 10}, {.v = 11}, {.v = 12}, {.v = 13}, {.v = 14}};
+    char eb[64];
+    wye_worker_stop(&w); /* not started: nothing to do */
+    wye_worker_cleanup(&w);
+    for (int round = 0; round < 2; round++) {
+        lg.entered = lg.release = false;
+        lg.n = 0;
+        assert_int_equal(wye_worker_start(&w, 3, "test-worker", worker_fn, &lg, eb, sizeof(eb)),
+                         WYE_OK);
+        assert_true(w.started);
+        assert_int_equal(wye_queue_push(&w.q, &it[0].node, NULL), WYE_OK);
+        pthread_mutex_lock(&lg.mu);
+        while (!lg.entered) { /* the thread holds the first node */
+            pthread_cond_wait(&lg.cv, &lg.mu);
+        }
+        pthread_mutex_unlock(&lg.mu);
+        for (int i = 1; i < 4; i++) { /* the cap: 3 queued behind it */
+            assert_int_equal(wye_queue_push(&w.q, &it[i].node, NULL), WYE_OK);
+        }
+        assert_int_equal(wye_queue_push(&w.q, &it[4].node, NULL), WYE_ERR_AGAIN);
+        pthread_mutex_lock(&lg.mu);
+        lg.release = true;
+        pthread_cond_broadcast(&lg.cv);
+        pthread_mutex_unlock(&lg.mu);
+        wye_worker_stop(&w); /* runs what was queued, then joins */
+        assert_int_equal(lg.n, 4);
+        for (int i = 0; i < 4; i++) {
+            assert_int_equal(lg.seen[i], 10 + i);
+        }
+        assert_false(pthread_equal(lg.thread, pthread_self()));
+        assert_int_equal(wye_queue_push(&w.q, &it[4].node, NULL), WYE_ERR_CANCELED);
+        wye_worker_stop(&w); /* twice: nothing more */
+        wye_worker_cleanup(&w);
+        assert_false(w.started);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fifo_and_cap),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
