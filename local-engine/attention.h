@@ -7,6 +7,7 @@
 #define WYE_LOCAL_ENGINE_ATTENTION_H
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -169,7 +170,7 @@ struct att_job {
     int32_t layer;
     int32_t heads_per_task; /* 1, or the GQA group size (<= f->att_group) */
     int32_t units;          /* heads / heads_per_task: the tasks of a token when not split */
-    bool split;             /* one task per (token, unit, chunk); merged by att_merge_split */
+    bool split; /* one task per (token, unit, chunk); a unit's last chunk to finish merges them */
     int64_t task0[ATT_SPLIT_TOK_MAX + 1]; /* split: the first task of each token */
 };
 
@@ -216,36 +217,54 @@ static inline __attribute__((always_inline)) void dot8(const float *q, struct kv
     memcpy(out, o, sizeof(o));
 }
 
-/* out[0..hd) = sum over positions p < n in order of w[p] * scale * (V row at element
- * idx + p * rs) (scale 1: plain weights): 64 outputs per pass in 8 registers when wide (AVX2),
- * else 32 in 4; each output element sees the same multiplies and adds in the same order
- * either way. */
-static inline __attribute__((always_inline)) void att_wsum(const float *w, float scale,
-                                                           struct kv_rows v, size_t idx, size_t rs,
-                                                           int32_t n, int32_t hd, bool wide,
-                                                           float *out, bool f16)
+/* out[0..hd) = sum over positions p < n in order of w[p] * (V row at element idx + p * rs),
+ * the weights already scaled: 64 outputs per pass in 8 registers when wide (AVX2), else 32
+ * in 4; each output element sees the same multiplies and adds in the same order either
+ * way. */
+static inline __attribute__((always_inline)) void att_wsum(const float *w, struct kv_rows v,
+                                                           size_t idx, size_t rs, int32_t n,
+                                                           int32_t hd, bool wide, float *out,
+                                                           bool f16)
 {
     int32_t i = 0;
+    /* Named accumulators, not an array: GCC kept an array of them in memory, and each
+     * position's adds then waited on a store and a load (twice the time in cache). */
     for (; wide && i + 64 <= hd; i += 64) {
-        v8f acc[8] = {{0}};
+        v8f o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0}, o4 = {0}, o5 = {0}, o6 = {0}, o7 = {0};
         for (int32_t p = 0; p < n; p++) {
             size_t r = idx + (size_t)p * rs + (size_t)i;
-            float x = w[p] * scale;
-            v8f xv = {x, x, x, x, x, x, x, x};
-            for (int u = 0; u < 8; u++) {
-                v8f vu;
-                kv_load8(&vu, v.base, r + 8 * (size_t)u, f16);
-                acc[u] += xv * vu;
-            }
+            v8f xv = V8F_SPLAT(w[p]), v_0, v_1, v_2, v_3, v_4, v_5, v_6, v_7;
+            kv_load8(&v_0, v.base, r, f16);
+            kv_load8(&v_1, v.base, r + 8, f16);
+            kv_load8(&v_2, v.base, r + 16, f16);
+            kv_load8(&v_3, v.base, r + 24, f16);
+            kv_load8(&v_4, v.base, r + 32, f16);
+            kv_load8(&v_5, v.base, r + 40, f16);
+            kv_load8(&v_6, v.base, r + 48, f16);
+            kv_load8(&v_7, v.base, r + 56, f16);
+            o0 += xv * v_0;
+            o1 += xv * v_1;
+            o2 += xv * v_2;
+            o3 += xv * v_3;
+            o4 += xv * v_4;
+            o5 += xv * v_5;
+            o6 += xv * v_6;
+            o7 += xv * v_7;
         }
-        memcpy(out + i, acc, sizeof(acc));
+        memcpy(out + i, &o0, sizeof(o0));
+        memcpy(out + i + 8, &o1, sizeof(o1));
+        memcpy(out + i + 16, &o2, sizeof(o2));
+        memcpy(out + i + 24, &o3, sizeof(o3));
+        memcpy(out + i + 32, &o4, sizeof(o4));
+        memcpy(out + i + 40, &o5, sizeof(o5));
+        memcpy(out + i + 48, &o6, sizeof(o6));
+        memcpy(out + i + 56, &o7, sizeof(o7));
     }
     for (; i + 32 <= hd; i += 32) {
         v8f o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
         for (int32_t p = 0; p < n; p++) {
             size_t r = idx + (size_t)p * rs + (size_t)i;
-            float x = w[p] * scale;
-            v8f xv = {x, x, x, x, x, x, x, x}, v0, v1, v2, v3;
+            v8f xv = V8F_SPLAT(w[p]), v0, v1, v2, v3;
             kv_load8(&v0, v.base, r, f16);
             kv_load8(&v1, v.base, r + 8, f16);
             kv_load8(&v2, v.base, r + 16, f16);
@@ -263,7 +282,7 @@ static inline __attribute__((always_inline)) void att_wsum(const float *w, float
     for (; i < hd; i++) {
         float acc = 0.0f;
         for (int32_t p = 0; p < n; p++) {
-            acc += w[p] * scale * kv_at(v.base, idx + (size_t)p * rs + (size_t)i, f16);
+            acc += w[p] * kv_at(v.base, idx + (size_t)p * rs + (size_t)i, f16);
         }
         out[i] = acc;
     }
@@ -286,18 +305,30 @@ att_chunk(const float *q, struct kv_rows k, struct kv_rows v, int32_t hd, int32_
     int32_t n = p1 - p0;
     size_t k0 = k.off + (size_t)p0 * rs, v0 = v.off + (size_t)p0 * rs;
     float mx[ATT_GROUP_MAX];
+    v8f mxv[ATT_GROUP_MAX], sv = V8F_SPLAT(scale);
     for (int32_t g = 0; g < hpt; g++) {
         mx[g] = -INFINITY;
+        mxv[g] = V8F_SPLAT(-INFINITY);
     }
     int32_t p = 0;
     for (; p + 8 <= n; p += 8) {
         for (int32_t g = 0; g < hpt; g++) {
-            float d[8], *a = sc + (size_t)g * ATT_CHUNK + p;
-            dot8(q + (size_t)g * (size_t)hd, k, k0 + (size_t)p * rs, rs, hd, d, f16);
-            for (int u = 0; u < 8; u++) {
-                a[u] = d[u] * scale;
-                mx[g] = a[u] > mx[g] ? a[u] : mx[g];
-            }
+            float *a = sc + (size_t)g * ATT_CHUNK + p;
+            v8f d;
+            dot8(q + (size_t)g * (size_t)hd, k, k0 + (size_t)p * rs, rs, hd, a, f16);
+            V8F_LOAD(d, a);
+            d *= sv;
+            memcpy(a, &d, sizeof(d));
+            v8i gt = d > mxv[g];
+            mxv[g] = (v8f)((gt & (v8i)d) | (~gt & (v8i)mxv[g]));
+        }
+    }
+    /* The lanes' maxima, then the positions left one by one: the max of the scores. */
+    for (int32_t g = 0; g < hpt; g++) {
+        float l[8];
+        memcpy(l, &mxv[g], sizeof(l));
+        for (int u = 0; u < 8; u++) {
+            mx[g] = l[u] > mx[g] ? l[u] : mx[g];
         }
     }
     for (; p < n; p++) {
@@ -308,7 +339,7 @@ att_chunk(const float *q, struct kv_rows k, struct kv_rows v, int32_t hd, int32_
         }
     }
     for (int32_t g = 0; g < hpt; g++) {
-        float *a = sc + (size_t)g * ATT_CHUNK, sum = 0.0f;
+        float *a = sc + (size_t)g * ATT_CHUNK;
         v8f mv = V8F_SPLAT(mx[g]), av;
         for (p = 0; p + 8 <= n; p += 8) {
             V8F_LOAD(av, a + p);
@@ -323,16 +354,44 @@ att_chunk(const float *q, struct kv_rows k, struct kv_rows v, int32_t hd, int32_
             exp8(b, (const float *)&av);
             memcpy(a + p, b, (size_t)(n - p) * sizeof(float));
         }
-        for (p = 0; p < n; p++) {
-            sum += a[p];
+    }
+    /* Each head's sum of its exps in position order, four heads' sums side by side (a
+     * fifth and later head beyond hpt repeats the last one, unused). */
+    float sums[ATT_GROUP_MAX + 3];
+    for (int32_t g0 = 0; g0 < hpt; g0 += 4) {
+        const float *r[4];
+        for (int j = 0; j < 4; j++) {
+            r[j] = sc + (size_t)(g0 + j < hpt ? g0 + j : hpt - 1) * ATT_CHUNK;
         }
-        float *d = dst + (size_t)g * dst_hs;
-        if (whole) {
-            att_wsum(a, 1.0f / sum, v, v0, rs, n, hd, wide, d, f16);
-        } else {
-            att_wsum(a, 1.0f, v, v0, rs, n, hd, wide, d, f16);
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        for (p = 0; p < n; p++) {
+            s0 += r[0][p];
+            s1 += r[1][p];
+            s2 += r[2][p];
+            s3 += r[3][p];
+        }
+        sums[g0] = s0;
+        sums[g0 + 1] = s1;
+        sums[g0 + 2] = s2;
+        sums[g0 + 3] = s3;
+    }
+    for (int32_t g = 0; g < hpt; g++) {
+        float *a = sc + (size_t)g * ATT_CHUNK, *d = dst + (size_t)g * dst_hs;
+        if (whole) { /* the weights times 1 / sum, as the outputs' plain softmax */
+            v8f iv = V8F_SPLAT(1.0f / sums[g]), av;
+            for (p = 0; p + 8 <= n; p += 8) {
+                V8F_LOAD(av, a + p);
+                av *= iv;
+                memcpy(a + p, &av, sizeof(av));
+            }
+            for (; p < n; p++) {
+                a[p] *= 1.0f / sums[g];
+            }
+        }
+        att_wsum(a, v, v0, rs, n, hd, wide, d, f16);
+        if (!whole) {
             d[hd] = mx[g];
-            d[hd + 1] = sum;
+            d[hd + 1] = sums[g];
         }
     }
 }
@@ -452,10 +511,28 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
     while (task >= j->task0[t + 1]) {
         t++;
     }
-    /* chunk-major: the short last chunks are taken last */
+    /* Unit-major, so that a thread's share of the tasks reads each KV head's rows in order
+     * (the chunks of one unit side by side were 1-4% faster per SmolLM2 token than the units
+     * of one chunk side by side). */
     int64_t local = task - j->task0[t];
-    int32_t c = (int32_t)(local / j->units), h0 = (int32_t)(local % j->units) * hpt;
+    int32_t n_ch = att_chunks(j->toks[t].pos + 1);
+    int32_t u = (int32_t)(local / n_ch), c = (int32_t)(local % n_ch), h0 = u * hpt;
     att_run(j, t, h0, c, c + 1, thread, wide, f16);
+    /* The unit's last chunk to finish merges its parts, on whichever thread: the same
+     * arithmetic as a merge after the run, without the caller doing it alone. acq_rel: the
+     * other chunks' parts are visible to the thread that counts the last one. */
+    if (atomic_fetch_sub_explicit(&j->f->att_left[t * j->units + u], 1, memory_order_acq_rel) ==
+            1 &&
+        n_ch > 1) {
+        struct eng_fwd *f = j->f;
+        const struct eng_hparams *hp = &f->m->hp;
+        int32_t hd = hp->head_dim;
+        size_t qd = (size_t)hp->n_head * (size_t)hd, hs = (size_t)f->att_chunks_max * ATT_PART(hd);
+        for (int32_t h = h0; h < h0 + hpt; h++) {
+            att_merge(f->att_split + ((size_t)t * (size_t)hp->n_head + (size_t)h) * hs, n_ch, hd,
+                      f->xb + (size_t)t * qd + (size_t)h * (size_t)hd);
+        }
+    }
 }
 
 /* One query head over n positions of keys k and values v (rows of hd F32 values, or F16 when

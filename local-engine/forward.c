@@ -80,18 +80,19 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
         }
     }
     size_t sizes[] = {
-        B * E * 4,                                          /* x */
-        B * xbw * 4,                                        /* xb */
-        B * qd * 4,                                         /* q */
-        B * kvd * 4,                                        /* k */
-        B * kvd * 4,                                        /* v */
-        B * wide * 4,                                       /* hb */
-        B * wide * 4,                                       /* hb2 */
-        T * f->att_per_thread * 4,                          /* att */
-        ATT_SPLIT_TOK_MAX * (size_t)hp->n_head * parts * 4, /* att_split */
-        (size_t)n_out_max * E * 4,                          /* xo */
-        (size_t)n_out_max * (size_t)hp->n_vocab * 4,        /* logits */
-        B * (size_t)(hp->n_rot / 2) * 2 * 4,                /* rope_cs */
+        B * E * 4,                                                   /* x */
+        B * xbw * 4,                                                 /* xb */
+        B * qd * 4,                                                  /* q */
+        B * kvd * 4,                                                 /* k */
+        B * kvd * 4,                                                 /* v */
+        B * wide * 4,                                                /* hb */
+        B * wide * 4,                                                /* hb2 */
+        T * f->att_per_thread * 4,                                   /* att */
+        ATT_SPLIT_TOK_MAX * (size_t)hp->n_head * parts * 4,          /* att_split */
+        (size_t)n_out_max * E * 4,                                   /* xo */
+        (size_t)n_out_max * (size_t)hp->n_vocab * 4,                 /* logits */
+        B * (size_t)(hp->n_rot / 2) * 2 * 4,                         /* rope_cs */
+        ATT_SPLIT_TOK_MAX * (size_t)hp->n_head * sizeof(atomic_int), /* att_left */
         xq,
     };
     size_t total = 0;
@@ -129,6 +130,8 @@ enum wye_err eng_fwd_init(struct eng_fwd *f, const struct eng_model *m, struct e
         *dst[i] = (float *)p;
         p += align64(sizes[i]);
     }
+    f->att_left = (atomic_int *)(void *)p;
+    p += align64(sizes[sizeof(dst) / sizeof(dst[0])]);
     f->xq = p;
     return WYE_OK;
 }
@@ -410,22 +413,6 @@ void eng_att_head(const float *q, const void *k, const void *v, bool f16, int32_
     att_head(q, k, v, n, hd, scratch, out, false, f16);
 }
 
-/* After a split run: every head of the split tokens with several chunks, merged into xb. */
-static void att_merge_split(const struct att_job *j, int32_t n)
-{
-    struct eng_fwd *f = j->f;
-    const struct eng_hparams *hp = &f->m->hp;
-    int32_t hd = hp->head_dim;
-    size_t qd = (size_t)hp->n_head * (size_t)hd, hs = (size_t)f->att_chunks_max * ATT_PART(hd);
-    for (int32_t t = 0; t < n; t++) {
-        int32_t n_ch = att_chunks(j->toks[t].pos + 1);
-        for (int32_t h = 0; n_ch > 1 && h < hp->n_head; h++) {
-            att_merge(f->att_split + ((size_t)t * (size_t)hp->n_head + (size_t)h) * hs, n_ch, hd,
-                      f->xb + (size_t)t * qd + (size_t)h * (size_t)hd);
-        }
-    }
-}
-
 static void add_bias(float *y, const float *b, int32_t n, size_t d)
 {
     if (!b) {
@@ -517,6 +504,10 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
             for (int32_t t = 0; t < n; t++) {
                 job.task0[t] = n_tasks;
                 n_tasks += (int64_t)job.units * att_chunks(toks[t].pos + 1);
+                for (int32_t u = 0; u < job.units; u++) {
+                    atomic_store_explicit(&f->att_left[t * job.units + u],
+                                          att_chunks(toks[t].pos + 1), memory_order_relaxed);
+                }
             }
             job.task0[n] = n_tasks;
         }
@@ -527,9 +518,6 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
             }
         } else {
             eng_pool_run(f->pool, f->att_fn, &job, n_tasks);
-        }
-        if (split) {
-            att_merge_split(&job, n);
         }
         /* attention output (n x qd) is in xb */
         matmul(f, &L->wo, f->xb, n, f->hb2);

@@ -117,6 +117,7 @@ struct eng_fwd {
     float *att_split;       /* split attention's parts: 4 tokens x n_head heads' chunk parts */
     int32_t att_chunks_max; /* chunks of n_ctx positions */
     int32_t att_group;      /* query heads per KV head that one attention task may take */
+    atomic_int *att_left;   /* split attention: chunks left per (token, task unit) */
     float *xo;              /* (n_out_max, n_embd) rows whose logits are wanted */
     float *logits;          /* (n_out_max, n_vocab) */
     float *rope_cs;         /* (n_batch, n_rot / 2, 2) cos and sin of each token's angles */
