@@ -170,7 +170,7 @@ struct att_job {
     int32_t layer;
     int32_t heads_per_task; /* 1, or the GQA group size (<= f->att_group) */
     int32_t units;          /* heads / heads_per_task: the tasks of a token when not split */
-    bool split; /* one task per (token, unit, chunk); a unit's last chunk to finish merges them */
+    bool split; /* one task per (token, unit, chunk); f->att_left: each unit's chunks left */
     int64_t task0[ATT_SPLIT_TOK_MAX + 1]; /* split: the first task of each token */
 };
 
@@ -378,14 +378,15 @@ att_chunk(const float *q, struct kv_rows k, struct kv_rows v, int32_t hd, int32_
     for (int32_t g = 0; g < hpt; g++) {
         float *a = sc + (size_t)g * ATT_CHUNK, *d = dst + (size_t)g * dst_hs;
         if (whole) { /* the weights times 1 / sum, as the outputs' plain softmax */
-            v8f iv = V8F_SPLAT(1.0f / sums[g]), av;
+            float inv = 1.0f / sums[g];
+            v8f iv = V8F_SPLAT(inv), av;
             for (p = 0; p + 8 <= n; p += 8) {
                 V8F_LOAD(av, a + p);
                 av *= iv;
                 memcpy(a + p, &av, sizeof(av));
             }
             for (; p < n; p++) {
-                a[p] *= 1.0f / sums[g];
+                a[p] *= inv;
             }
         }
         att_wsum(a, v, v0, rs, n, hd, wide, d, f16);
@@ -445,11 +446,14 @@ static inline int32_t att_chunks(int32_t n_pos)
 
 /* hpt query heads (q: hpt x hd) of one KV head over chunks [c0, c1) of their n positions.
  * With one chunk, the normalized output straight into out (hpt x hd); otherwise each chunk's
- * part into parts (head g, chunk c at g * hs + c * ATT_PART(hd)), merged into out when merge
- * (c0 .. c1 are then all the chunks). sc: scratch of hpt x ATT_CHUNK floats. */
+ * part into parts (head g, chunk c at g * hs + c * ATT_PART(hd)), merged into out: at once
+ * when left is NULL (c0 .. c1 are then all the chunks), else by the call that counts the
+ * last of the chunks left (*left) down, on whichever thread, so that no one merges them alone
+ * after the run (acq_rel: the other calls' parts are visible to the one that merges). sc:
+ * scratch of hpt x ATT_CHUNK floats. */
 static inline __attribute__((always_inline)) void
 att_heads(const float *q, struct kv_rows k, struct kv_rows v, int32_t n, int32_t hd, int32_t hpt,
-          int32_t c0, int32_t c1, float *sc, float *parts, size_t hs, bool merge, float *out,
+          int32_t c0, int32_t c1, float *sc, float *parts, size_t hs, atomic_int *left, float *out,
           bool wide, bool f16)
 {
     int32_t n_ch = att_chunks(n);
@@ -462,7 +466,10 @@ att_heads(const float *q, struct kv_rows k, struct kv_rows v, int32_t n, int32_t
         att_chunk(q, k, v, hd, hpt, p0, p1, sc, wide, false, parts + (size_t)c * ATT_PART(hd), hs,
                   f16);
     }
-    for (int32_t g = 0; merge && g < hpt; g++) {
+    if (left && atomic_fetch_sub_explicit(left, c1 - c0, memory_order_acq_rel) != c1 - c0) {
+        return;
+    }
+    for (int32_t g = 0; g < hpt; g++) {
         att_merge(parts + (size_t)g * hs, n_ch, hd, out + (size_t)g * (size_t)hd);
     }
 }
@@ -491,7 +498,8 @@ static inline __attribute__((always_inline)) void att_run(const struct att_job *
     float *parts = j->split ? f->att_split + ((size_t)t * (size_t)hp->n_head + (size_t)h0) * hs
                             : scr + (size_t)ATT_CHUNK * (size_t)f->att_group;
     att_heads(f->q + (size_t)t * qd + (size_t)h0 * (size_t)hd, kc, vc, bt->pos + 1, hd,
-              j->heads_per_task, c0, c1, scr, parts, hs, !j->split,
+              j->heads_per_task, c0, c1, scr, parts, hs,
+              j->split ? &f->att_left[t * j->units + h0 / j->heads_per_task] : NULL,
               f->xb + (size_t)t * qd + (size_t)h0 * (size_t)hd, wide, f16);
 }
 
@@ -516,23 +524,8 @@ static inline __attribute__((always_inline)) void att_body(void *arg, int64_t ta
      * of one chunk side by side). */
     int64_t local = task - j->task0[t];
     int32_t n_ch = att_chunks(j->toks[t].pos + 1);
-    int32_t u = (int32_t)(local / n_ch), c = (int32_t)(local % n_ch), h0 = u * hpt;
+    int32_t c = (int32_t)(local % n_ch), h0 = (int32_t)(local / n_ch) * hpt;
     att_run(j, t, h0, c, c + 1, thread, wide, f16);
-    /* The unit's last chunk to finish merges its parts, on whichever thread: the same
-     * arithmetic as a merge after the run, without the caller doing it alone. acq_rel: the
-     * other chunks' parts are visible to the thread that counts the last one. */
-    if (atomic_fetch_sub_explicit(&j->f->att_left[t * j->units + u], 1, memory_order_acq_rel) ==
-            1 &&
-        n_ch > 1) {
-        struct eng_fwd *f = j->f;
-        const struct eng_hparams *hp = &f->m->hp;
-        int32_t hd = hp->head_dim;
-        size_t qd = (size_t)hp->n_head * (size_t)hd, hs = (size_t)f->att_chunks_max * ATT_PART(hd);
-        for (int32_t h = h0; h < h0 + hpt; h++) {
-            att_merge(f->att_split + ((size_t)t * (size_t)hp->n_head + (size_t)h) * hs, n_ch, hd,
-                      f->xb + (size_t)t * qd + (size_t)h * (size_t)hd);
-        }
-    }
 }
 
 /* One query head over n positions of keys k and values v (rows of hd F32 values, or F16 when
@@ -544,7 +537,7 @@ static inline __attribute__((always_inline)) void att_head(const float *q, const
 {
     struct kv_rows kr = {k, 0}, vr = {v, 0};
     att_heads(q, kr, vr, n, hd, 1, 0, att_chunks(n), scratch, scratch + ATT_CHUNK, ATT_PART(hd),
-              true, out, wide, f16);
+              NULL, out, wide, f16);
 }
 
 /* The AVX2/F16C build of the attention task (attention_avx2.c), F32 and F16 KV caches. */

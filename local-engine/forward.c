@@ -502,11 +502,12 @@ void eng_fwd_run(struct eng_fwd *f, const struct eng_btok *toks, int32_t n)
         if (split) {
             n_tasks = 0;
             for (int32_t t = 0; t < n; t++) {
+                int32_t n_ch = att_chunks(toks[t].pos + 1);
                 job.task0[t] = n_tasks;
-                n_tasks += (int64_t)job.units * att_chunks(toks[t].pos + 1);
-                for (int32_t u = 0; u < job.units; u++) {
-                    atomic_store_explicit(&f->att_left[t * job.units + u],
-                                          att_chunks(toks[t].pos + 1), memory_order_relaxed);
+                n_tasks += (int64_t)job.units * n_ch;
+                for (int32_t u = 0; u < job.units; u++) { /* att_heads counts them down */
+                    atomic_store_explicit(&f->att_left[t * job.units + u], n_ch,
+                                          memory_order_relaxed);
                 }
             }
             job.task0[n] = n_tasks;
